@@ -1,0 +1,129 @@
+"""The `specc` command line: validate, schema, rules (and, as they land, plan and launch).
+
+Exit codes (dbt's convention): 0 success, 1 the user's input is wrong, 2 an internal
+error. User mistakes never print a traceback; internal errors do, to stderr, with a
+request to report them.
+
+This module must stay light: `specc validate` and `specc plan` never import torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+from pathlib import Path
+
+from specc import __version__
+
+EXIT_OK, EXIT_INVALID, EXIT_INTERNAL = 0, 1, 2
+
+
+class UsageError(Exception):
+    """A wrong flag or argument: reported in one line, exit code 1."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse exits 2 by default; a bad flag is user input
+        raise UsageError(message)
+
+
+def _add_spec_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a spec value: `model.num_layers=48`, `+a.b=c` (add), `~a.b` (delete)")
+    parser.add_argument("--format", choices=("text", "json"), default="text", help="output format")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="specc", description="Compile one YAML spec into a planned, launchable LLM training run.")
+    parser.add_argument("--version", action="version", version=f"specc {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    validate = commands.add_parser("validate", help="check specs and report every problem at file:line:col")
+    validate.add_argument("specs", nargs="+", type=Path, help="spec files")
+    validate.add_argument("--strict", action="store_true", help="treat warnings as errors")
+    _add_spec_arguments(validate)
+
+    schema = commands.add_parser("schema", help="write the spec's JSON Schema (for editor completion)")
+    schema.add_argument("-o", "--output", type=Path, help="file to write (default: stdout)")
+
+    rules = commands.add_parser("rules", help="list the cross-field rules with their codes and examples")
+    rules.add_argument("code", nargs="?", help="show one rule")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        handler = {"validate": _cmd_validate, "schema": _cmd_schema, "rules": _cmd_rules}[args.command]
+        return handler(args)
+    except UsageError as error:
+        print(f"specc: error: {error}", file=sys.stderr)
+        print("run `specc --help` for usage", file=sys.stderr)
+        return EXIT_INVALID
+    except KeyboardInterrupt:
+        print("specc: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return EXIT_OK
+    except Exception:  # noqa: BLE001 - last-resort guard: internal errors exit 2 with a traceback
+        traceback.print_exc()
+        print(f"specc {__version__}: internal error; please report it with the spec that caused it",
+              file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    import json
+
+    from specc.diagnostics.check import check_file
+    from specc.diagnostics.diagnostic import render_text, report_json
+
+    status = EXIT_OK
+    reports: list[dict] = []
+    for path in args.specs:
+        result = check_file(path, args.overrides)
+        failed = not result.valid or (args.strict and result.diagnostics)
+        status = max(status, EXIT_INVALID if failed else EXIT_OK)
+        if args.format == "json":
+            reports.append(report_json(str(path), result.diagnostics, not failed))
+            continue
+        if result.diagnostics:
+            print(render_text(result.diagnostics))
+        print(f"{path}: {'invalid' if failed else 'valid'}")
+    if args.format == "json":
+        print(json.dumps({"valid": status == EXIT_OK, "files": reports}, indent=2))
+    return status
+
+
+def _cmd_schema(args: argparse.Namespace) -> int:
+    from specc.spec.schema import schema_text
+
+    text = schema_text()
+    if args.output:
+        try:
+            args.output.write_text(text)
+        except OSError as error:
+            raise UsageError(f"cannot write {args.output}: {error.strerror}") from None
+    else:
+        print(text, end="")
+    return EXIT_OK
+
+
+def _cmd_rules(args: argparse.Namespace) -> int:
+    import inspect
+
+    from specc.diagnostics.rules import RULES
+
+    chosen = [r for r in RULES if args.code in (None, r.code)]
+    if not chosen:
+        raise UsageError(f"no rule {args.code!r}; run `specc rules` for the list")
+    for rule in chosen:
+        print(f"{rule.code}  {rule.name}  (reads: {', '.join(rule.needs)})")
+        print(inspect.cleandoc(rule.documentation))
+        print()
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,44 @@
+"""The cross-field rules, in the order they report. Each has a stable code; the
+function's docstring (with a passing and a failing example) is its documentation,
+shown by `specc rules`."""
+
+from __future__ import annotations
+
+from specc.diagnostics.rules import model_rules, parallel_rules, run_rules
+from specc.diagnostics.rules.base import Finding, Rule
+
+RULES: tuple[Rule, ...] = (
+    Rule("R101", ("model",), model_rules.heads_divisible_by_kv_heads),
+    Rule("R102", ("model",), model_rules.hidden_divisible_by_heads),
+    Rule("R103", ("model", "parallel"), parallel_rules.heads_split_over_tp),
+    Rule("R104", ("model", "parallel"), parallel_rules.layers_fill_pipeline),
+    Rule("R105", ("parallel",), parallel_rules.pipeline_schedule_matches_vpp),
+    Rule("R106", ("parallel", "cluster"), parallel_rules.degrees_match_devices),
+    Rule("R107", ("model", "parallel", "cluster"), parallel_rules.experts_fit_ep),
+    Rule("R108", ("parallel", "schedule", "cluster"), parallel_rules.batch_divides_over_dp),
+    Rule("R109", ("parallel", "schedule"), parallel_rules.sequence_splits_over_cp),
+    Rule("R110", ("model", "schedule"), model_rules.positions_cover_sequence),
+    Rule("R111", ("model", "tokenizer", "parallel"), model_rules.tokenizer_fits_vocab),
+    Rule("R112", ("tokenizer",), model_rules.byte_bpe_has_room),
+    Rule("R113", ("model",), model_rules.moe_routing_is_possible),
+    Rule("R114", ("model",), model_rules.sliding_window_within_context),
+    Rule("R115", ("parallel",), parallel_rules.sequence_parallel_needs_tp),
+    Rule("R116", ("parallel",), parallel_rules.zero_or_fsdp),
+    Rule("R117", ("parallel", "cluster"), parallel_rules.tp_within_node),
+    Rule("R118", ("parallel", "cluster"), parallel_rules.precision_supported),
+    Rule("R120", ("corpus",), run_rules.mixture_weights_sum_to_one),
+    Rule("R121", ("corpus", "filters"), run_rules.filter_sources_exist),
+    Rule("R122", ("dedup",), run_rules.minhash_bands_rows),
+    Rule("R130", ("schedule",), run_rules.budget_is_defined),
+    Rule("R131", ("schedule",), run_rules.warmup_and_lr_make_sense),
+    Rule("R140", ("cluster", "deploy"), run_rules.accelerator_known),
+    Rule("R141", ("cluster",), run_rules.devices_match_nodes),
+    Rule("R142", ("cluster",), run_rules.local_runs_on_one_node),
+    Rule("R143", ("schedule", "cluster"), run_rules.checkpoints_within_time_limit),
+    Rule("R150", ("alignment",), run_rules.alignment_chain_is_valid),
+    Rule("R160", ("eval",), run_rules.eval_names_unique),
+    Rule("R170", ("model", "deploy"), run_rules.quantization_fits_accelerator),
+    Rule("R171", ("model", "deploy"), run_rules.draft_model_matches_target),
+)
+
+__all__ = ["RULES", "Rule", "Finding"]

@@ -1,0 +1,104 @@
+"""Spec section `alignment`: ordered post-training stages (SFT, reward model, PPO, DPO,
+constitutional critique/revise data)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from specc.spec.base import SpecModel
+from specc.spec.types import Identifier, Number, PositiveCount
+
+
+class _Stage(SpecModel):
+    name: Identifier
+    """Stage name; later stages refer to it (`init_from`, `reference`, `reward_model`)."""
+    init_from: str = "pretrain"
+    """Weights to start from: `pretrain`, the name of an earlier stage, or a checkpoint path."""
+    lr: Annotated[Number, Field(gt=0)] = 1e-5
+    """Learning rate."""
+    epochs: Annotated[Number, Field(gt=0)] = 1.0
+    """Passes over the stage's data."""
+    batch_size: PositiveCount = 32
+    """Sequences (or pairs) per optimizer step."""
+    seq_len: PositiveCount | None = None
+    """Sequence length; default the pretraining `schedule.seq_len`."""
+
+
+class SFTStage(_Stage):
+    """Supervised fine-tuning on instruction/chat data; loss on response tokens only."""
+
+    type: Literal["sft"]
+    data: str = Field(min_length=1)
+    """jsonl of `{"messages": [{"role", "content"}, ...]}` or `{"prompt", "response"}`."""
+    chat_template: str = "chatml"
+    """`chatml`, `llama3`, or a path to a Jinja2 chat template."""
+    packing: bool = True
+    """Pack several conversations per sequence."""
+
+
+class RewardModelStage(_Stage):
+    """A reward model (scalar head) trained with the pairwise loss on preference pairs."""
+
+    type: Literal["reward_model"]
+    data: str = Field(min_length=1)
+    """jsonl of `{"prompt", "chosen", "rejected"}`."""
+
+
+class PPOStage(_Stage):
+    """RLHF with PPO: policy, frozen reference (KL penalty), value head and reward model."""
+
+    type: Literal["ppo"]
+    prompts: str = Field(min_length=1)
+    """jsonl of `{"prompt"}`."""
+    reward_model: Identifier
+    """Name of the `reward_model` stage that scores rollouts."""
+    kl_coef: Annotated[Number, Field(ge=0)] = 0.05
+    clip_range: Annotated[Number, Field(gt=0, lt=1)] = 0.2
+    gae_lambda: Annotated[Number, Field(ge=0, le=1)] = 0.95
+    gamma: Annotated[Number, Field(ge=0, le=1)] = 1.0
+    rollout_batch: PositiveCount = 64
+    max_new_tokens: PositiveCount = 128
+    ppo_epochs: PositiveCount = 4
+    colocate: bool = True
+    """Hold all four models on the same devices (else split policy/value from reference/reward)."""
+
+
+class DPOStage(_Stage):
+    """Direct preference optimisation (Rafailov et al. 2023)."""
+
+    type: Literal["dpo"]
+    data: str = Field(min_length=1)
+    """jsonl of `{"prompt", "chosen", "rejected"}`."""
+    beta: Annotated[Number, Field(gt=0)] = 0.1
+    """Strength of the implicit KL constraint."""
+    reference: str = "init"
+    """Frozen reference: `init` (the starting weights) or a stage name."""
+    precompute_reference: bool = True
+    """Compute reference log-probs once before training instead of holding the reference model."""
+
+
+class ConstitutionalStage(SpecModel):
+    """Constitutional-style data (Bai et al. 2022): generate, critique against principles, revise."""
+
+    type: Literal["constitutional"]
+    name: Identifier
+    init_from: str = "pretrain"
+    """Model that writes responses, critiques and revisions."""
+    prompts: str = Field(min_length=1)
+    """jsonl of `{"prompt"}`."""
+    principles: list[str] = Field(min_length=1)
+    """The principles critiques are written against."""
+    rounds: Annotated[int, Field(ge=1, le=8)] = 1
+    """Critique/revise rounds per response."""
+    output: Literal["sft", "dpo"] = "dpo"
+    """Turn revisions into SFT data, or (original, revision) pairs for DPO."""
+    max_new_tokens: PositiveCount = 128
+    seed: int = 0
+
+
+AlignmentStage = Annotated[
+    SFTStage | RewardModelStage | PPOStage | DPOStage | ConstitutionalStage,
+    Field(discriminator="type"),
+]

@@ -1,0 +1,54 @@
+"""Spec section `cluster`: where the run executes."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from specc.spec.base import SpecModel
+from specc.spec.types import Email, Minutes, Number, PositiveCount, SlurmConstraint, SlurmWord
+
+
+class SlurmSpec(SpecModel):
+    """Slurm job settings. Values are validated by pattern and shell-quoted in scripts."""
+
+    partition: SlurmWord | None = None
+    account: SlurmWord | None = None
+    qos: SlurmWord | None = None
+    time: Minutes = 240.0
+    """Time limit per job, e.g. `4h`, `2-00:00:00`; jobs requeue and resume past it."""
+    constraint: SlurmConstraint | None = None
+    exclusive: bool = True
+    mail_user: Email | None = None
+    mail_type: list[Literal["BEGIN", "END", "FAIL", "REQUEUE", "ALL", "TIME_LIMIT_90"]] = []
+    requeue: bool = True
+    """Requeue on preemption, node failure and time limit."""
+    max_requeues: Annotated[int, Field(ge=0)] = 10
+    signal_seconds: Annotated[int, Field(ge=10, le=3600)] = 90
+    """Seconds before the time limit that SIGUSR2 asks the trainer to checkpoint (submitit's USR2@90)."""
+    cpus_per_task: PositiveCount | None = None
+    mem: str | None = Field(default=None, pattern=r"^[0-9]+[KMGT]?$")
+    """Memory per node in Slurm's form (`0` = all, `500G`)."""
+
+
+class ClusterSpec(SpecModel):
+    """The hardware and scheduler."""
+
+    executor: Literal["local", "slurm"] = "local"
+    """`local` runs on this machine; `slurm` submits with submitit."""
+    accelerator: str = "cpu"
+    """Device type, an id from `specc catalog` (`h100-sxm`, `a100-80gb`, `tpu-v5p`, `cpu`, ...)."""
+    nodes: PositiveCount = 1
+    """Nodes (TPU: hosts)."""
+    devices_per_node: PositiveCount | None = None
+    """Devices per node; default from the catalog (8 for HGX GPUs, 4 chips per TPU v5p host)."""
+    devices: PositiveCount | None = None
+    """Total devices; when given must equal nodes x devices_per_node."""
+    slurm: SlurmSpec = SlurmSpec()
+    setup: list[str] = []
+    """Environment set-up lines run before each stage (`module load cuda/12.4`); stored as data and quoted."""
+    container: str | None = None
+    """A container image for `srun --container-image` (pyxis)."""
+    cost_per_device_hour: Annotated[Number, Field(ge=0)] | None = None
+    """USD per device-hour for cost estimates; default from the catalog."""

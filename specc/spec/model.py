@@ -1,0 +1,96 @@
+"""Spec section `model`: a decoder-only transformer, dense or mixture-of-experts."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from specc.spec.base import SpecModel
+from specc.spec.types import Length, Number, PositiveCount
+
+
+class MoESpec(SpecModel):
+    """Mixture-of-experts feed-forward layers (Switch/GShard-style top-k routing)."""
+
+    num_experts: Annotated[int, Field(ge=2)]
+    """Routed experts per MoE layer."""
+    top_k: Annotated[int, Field(ge=1)] = 2
+    """Experts each token is routed to."""
+    expert_ffn_hidden_size: PositiveCount | None = None
+    """FFN width of each expert; defaults to the model's `ffn_hidden_size`."""
+    num_shared_experts: Annotated[int, Field(ge=0)] = 0
+    """Always-active experts (DeepSeekMoE-style)."""
+    capacity_factor: Annotated[Number, Field(gt=0)] = 1.25
+    """Expert capacity = capacity_factor x tokens x top_k / num_experts; overflow tokens are dropped."""
+    aux_loss_weight: Annotated[Number, Field(ge=0)] = 0.01
+    """Weight of the load-balancing auxiliary loss (Switch Transformer, eq. 4)."""
+    layer_frequency: Annotated[int, Field(ge=1)] = 1
+    """Every n-th layer is an MoE layer (1 = all layers)."""
+
+
+class InitSpec(SpecModel):
+    """Weight initialisation."""
+
+    std: Annotated[Number, Field(gt=0)] = 0.02
+    """Standard deviation of the normal init."""
+    scaled_residual: bool = True
+    """Scale output projections by 1/sqrt(2 x num_layers) (GPT-2, Radford et al. 2019)."""
+    mup_base_width: PositiveCount | None = None
+    """Enable muP-style width scaling relative to this base hidden size (Yang et al. 2022)."""
+
+
+class ModelSpec(SpecModel):
+    """Decoder-only transformer architecture."""
+
+    num_layers: PositiveCount
+    """Transformer blocks."""
+    hidden_size: PositiveCount
+    """Model width (d_model)."""
+    num_heads: PositiveCount
+    """Attention (query) heads."""
+    num_kv_heads: PositiveCount | None = None
+    """Key/value heads: equal to num_heads for MHA, 1 for MQA, in between for GQA. Default: num_heads."""
+    head_dim: PositiveCount | None = None
+    """Per-head width; default hidden_size / num_heads."""
+    ffn_hidden_size: PositiveCount
+    """Feed-forward inner width (per gate for SwiGLU)."""
+    activation: Literal["relu", "gelu", "swiglu"] = "swiglu"
+    """FFN activation; `swiglu` uses a gated FFN with three matrices (Shazeer 2020)."""
+    norm: Literal["layernorm", "rmsnorm"] = "rmsnorm"
+    """Normalisation layer (pre-norm)."""
+    norm_eps: Annotated[Number, Field(gt=0)] = 1e-5
+    """Normalisation epsilon."""
+    position: Literal["rope", "alibi", "sinusoidal", "learned"] = "rope"
+    """Position encoding."""
+    rope_theta: Annotated[Number, Field(gt=0)] = 10000.0
+    """RoPE base frequency (Llama 3 uses 500000)."""
+    vocab_size: PositiveCount
+    """Embedding rows; pad to a multiple of 128 x tp for fast matmuls."""
+    max_seq_len: Length
+    """Longest sequence the model supports (the learned position table size)."""
+    tie_embeddings: bool = False
+    """Share the input embedding and output head weights."""
+    attention: Literal["sdpa", "flash", "eager"] = "sdpa"
+    """Attention implementation: `sdpa` (PyTorch picks flash/memory-efficient kernels), `flash`, or `eager` (materialises s x s scores)."""
+    sliding_window: PositiveCount | None = None
+    """Attend only to this many previous tokens (Mistral-style); default full causal."""
+    qkv_bias: bool = False
+    """Bias on the query/key/value projections (Qwen-style)."""
+    dropout: Annotated[Number, Field(ge=0, lt=1)] = 0.0
+    """Dropout probability (0 for pretraining at scale)."""
+    moe: MoESpec | None = None
+    """Mixture-of-experts settings; omit for a dense model."""
+    init: InitSpec = InitSpec()
+    """Weight initialisation."""
+
+    @property
+    def kv_heads(self) -> int:
+        """Key/value heads with the MHA default applied."""
+        return self.num_kv_heads or self.num_heads
+
+    @property
+    def head_size(self) -> int:
+        """Per-head width with the default applied."""
+        return self.head_dim or self.hidden_size // self.num_heads
+

@@ -1,0 +1,53 @@
+"""Spec section `parallel`: how the model and batch are laid out over devices."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from specc.spec.base import SpecModel
+from specc.spec.types import PositiveCount
+
+Degree = Annotated[int, Field(ge=1)]
+
+
+class ParallelSpec(SpecModel):
+    """An explicit parallel layout. Write `parallel: auto` instead to let `specc plan` search.
+
+    The degrees multiply to the device count: dp x tp x pp x cp = devices; expert
+    parallelism (ep) is carved out of dp x cp, as in Megatron-Core and torchtitan.
+    """
+
+    dp: Degree | Literal["auto"] = "auto"
+    """Data-parallel degree; `auto` = devices / (tp x pp x cp)."""
+    zero_stage: Annotated[int, Field(ge=0, le=3)] = 0
+    """ZeRO stage for data parallelism (Rajbhandari et al. 2020): 1 shards optimizer state, 2 also gradients, 3 also parameters."""
+    fsdp: bool = False
+    """Shard parameters, gradients and optimizer state with FSDP2 (ZeRO-3 semantics)."""
+    hsdp_replicas: Degree = 1
+    """With fsdp: replicate over this many groups and shard within each (HSDP)."""
+    tp: Degree = 1
+    """Tensor-parallel degree (Megatron-style column/row sharding)."""
+    sp: bool = False
+    """Sequence parallelism for norms/dropout under tensor parallelism (Korthikanti et al. 2022)."""
+    pp: Degree = 1
+    """Pipeline-parallel stages."""
+    pp_schedule: Literal["1f1b", "interleaved", "gpipe"] = "1f1b"
+    """Pipeline schedule."""
+    vpp: Degree = 1
+    """Virtual stages per device for the interleaved schedule."""
+    cp: Degree = 1
+    """Context-parallel degree (ring attention over the sequence)."""
+    cp_load_balance: bool = True
+    """Load-balanced causal ring attention: sequence split into 2 x cp chunks."""
+    ep: Degree = 1
+    """Expert-parallel degree for MoE layers."""
+    micro_batch: PositiveCount = 1
+    """Sequences per device per forward pass."""
+    recompute: Literal["none", "selective", "full"] = "none"
+    """Activation recomputation: `selective` recomputes attention internals (Korthikanti et al. 2022), `full` whole blocks."""
+    precision: Literal["bf16", "fp16", "fp8", "fp32"] = "bf16"
+    """Compute precision; master weights and optimizer state stay fp32."""
+    compile: bool = False
+    """Wrap the model with torch.compile."""
