@@ -1,0 +1,33 @@
+"""`python -m specc.runtime <config.json>`: run one stage of a bundle."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from specc.runtime.stages import stage_module
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m specc.runtime <config.json>", file=sys.stderr)
+        return 1
+    config_path = Path(args[0])
+    try:
+        config = json.loads(config_path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        print(f"specc.runtime: cannot read {config_path}: {error}", file=sys.stderr)
+        return 1
+    try:
+        module = stage_module(config.get("stage", ""))
+    except KeyError as error:
+        print(f"specc.runtime: {error.args[0]}", file=sys.stderr)
+        return 1
+    module.run(config)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

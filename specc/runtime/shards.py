@@ -1,0 +1,116 @@
+"""The packed token-shard format shared by the tokenize stage (writer) and training (reader).
+
+Layout of a shard directory:
+    meta.json                 {"format": "specc-tokens-v1", "dtype": "uint16"|"uint32",
+                               "eos_id": int, "vocab_size": int,
+                               "splits": {"train": [{"file", "num_tokens", "num_documents"}...],
+                                          "validation": [...]}}
+    train-00000.bin           flat token ids (numpy memmap), documents separated by EOS
+    train-00000.idx.npy       int64 start offset of each document in the .bin
+uint16 when the vocabulary fits (< 65536 ids), else uint32 (nanoGPT's layout, plus an index).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from specc.runtime.io import atomic_write_json
+
+FORMAT = "specc-tokens-v1"
+
+
+def dtype_for_vocab(vocab_size: int) -> np.dtype:
+    return np.dtype(np.uint16) if vocab_size < 2**16 else np.dtype(np.uint32)
+
+
+class ShardWriter:
+    """Appends tokenized documents to size-bounded shards of one split."""
+
+    def __init__(self, directory: Path, split: str, vocab_size: int, eos_id: int,
+                 tokens_per_shard: int = 50_000_000):
+        self.directory, self.split = directory, split
+        self.dtype = dtype_for_vocab(vocab_size)
+        self.eos_id = eos_id
+        self.tokens_per_shard = tokens_per_shard
+        self.shards: list[dict] = []
+        self._buffer: list[np.ndarray] = []
+        self._starts: list[int] = []
+        self._count = 0
+        directory.mkdir(parents=True, exist_ok=True)
+
+    def add(self, token_ids: list[int]) -> None:
+        """Add one document; an EOS token is appended after it."""
+        array = np.asarray(list(token_ids) + [self.eos_id], dtype=self.dtype)
+        self._starts.append(self._count)
+        self._buffer.append(array)
+        self._count += len(array)
+        if self._count >= self.tokens_per_shard:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._buffer:
+            return
+        name = f"{self.split}-{len(self.shards):05d}"
+        tokens = np.concatenate(self._buffer)
+        temporary = self.directory / f".{name}.bin.tmp"
+        tokens.tofile(temporary)
+        temporary.rename(self.directory / f"{name}.bin")
+        np.save(self.directory / f"{name}.idx.npy", np.asarray(self._starts, dtype=np.int64))
+        self.shards.append({"file": f"{name}.bin", "num_tokens": int(len(tokens)),
+                            "num_documents": len(self._starts)})
+        self._buffer, self._starts, self._count = [], [], 0
+
+    def close(self) -> list[dict]:
+        self._flush()
+        return self.shards
+
+
+def write_meta(directory: Path, vocab_size: int, eos_id: int, splits: dict[str, list[dict]]) -> None:
+    atomic_write_json(directory / "meta.json", {
+        "format": FORMAT, "dtype": dtype_for_vocab(vocab_size).name, "eos_id": eos_id,
+        "vocab_size": vocab_size, "splits": splits})
+
+
+@dataclass
+class TokenSplit:
+    """All tokens of one split as one read-only sequence of memmaps."""
+
+    arrays: list[np.ndarray]
+    eos_id: int
+    vocab_size: int
+
+    @property
+    def num_tokens(self) -> int:
+        return sum(len(a) for a in self.arrays)
+
+    def window(self, start: int, length: int) -> np.ndarray:
+        """`length` tokens from global offset `start` (crossing shard boundaries)."""
+        out = np.empty(length, dtype=np.int64)
+        filled = 0
+        for array in self.arrays:
+            if start >= len(array):
+                start -= len(array)
+                continue
+            take = min(length - filled, len(array) - start)
+            out[filled:filled + take] = array[start:start + take]
+            filled += take
+            start = 0
+            if filled == length:
+                break
+        if filled != length:
+            raise IndexError("window runs past the end of the split")
+        return out
+
+
+def open_split(directory: Path, split: str) -> TokenSplit:
+    """Memory-map every shard of `split` (train or validation)."""
+    meta = json.loads((directory / "meta.json").read_text())
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"{directory} is not a specc token-shard directory")
+    dtype = np.dtype(meta["dtype"])
+    arrays = [np.memmap(directory / shard["file"], dtype=dtype, mode="r") for shard in meta["splits"][split]]
+    return TokenSplit(arrays, meta["eos_id"], meta["vocab_size"])
