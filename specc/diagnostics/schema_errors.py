@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pydantic import ValidationError
 
 from specc.diagnostics.diagnostic import Diagnostic, format_path
-from specc.diagnostics.schema_index import key_locations, model_at, suggest
+from specc.diagnostics.schema_index import key_locations, model_at, suggest, tag_choices
 from specc.spec.loader import SourceMap
 
 _PATTERN_HELP = {
@@ -149,7 +149,7 @@ def _one(item: _Located, data: object, source_map: SourceMap) -> Diagnostic:
     value = _value_at(data, path)
     where = source_map.value_at(path)
     if kind in ("union_tag_invalid", "union_tag_not_found"):
-        return _bad_tag(error, path, value, source_map)
+        return _bad_tag(error, path, value, tag_choices(path, data), source_map)
     if kind in ("literal_error", "enum"):
         choices = [c.strip().strip("'") for c in error["ctx"]["expected"].replace(" or ", ", ").split(",")]
         close = suggest(str(value), choices)
@@ -209,8 +209,6 @@ def _unknown_key(path: tuple, data: object, source_map: SourceMap) -> Diagnostic
     elsewhere = [p for p in key_locations().get(str(key), ()) if p != (format_path(_names_only(parent)) or "<top level>")]
     if elsewhere:
         hint = f"this key belongs under `{elsewhere[0]}:`" if elsewhere[0] != "<top level>" else "this key belongs at the top level"
-        if close:
-            hint = f"did you mean `{close}`? ({hint})"
     elif close:
         hint = f"did you mean `{close}`?"
     else:
@@ -222,8 +220,7 @@ def _names_only(path: tuple) -> tuple:
     return tuple(p for p in path if isinstance(p, str))
 
 
-def _bad_tag(error: dict, path: tuple, value: object, source_map: SourceMap) -> Diagnostic:
-    expected = [t.strip().strip("'") for t in error["ctx"]["expected_tags"].split(",")]
+def _bad_tag(error: dict, path: tuple, value: object, expected: list[str], source_map: SourceMap) -> Diagnostic:
     if error["type"] == "union_tag_not_found" or not isinstance(value, dict):
         return Diagnostic("error", "S003", "this item needs a `type`", source_map.value_at(path),
                           format_path(path), hint=f"one of: {', '.join(expected)}")

@@ -49,15 +49,32 @@ def _step(annotation, segment, data) -> tuple[object | None, object]:
     return None, None
 
 
-def model_at(path: tuple, data: object) -> type[BaseModel] | None:
-    """The model class that validates the mapping at `path` of `data`, if any."""
+def annotation_at(path: tuple, data: object) -> tuple[object | None, object]:
+    """The type that validates the value at `path` of `data`, and that value."""
     annotation: object = Spec
     node = data
     for segment in path:
         annotation, node = _step(annotation, segment, node)
         if annotation is None:
-            return None
-    return choose_model(annotation, node)
+            return None, None
+    return annotation, node
+
+
+def model_at(path: tuple, data: object) -> type[BaseModel] | None:
+    """The model class that validates the mapping at `path` of `data`, if any."""
+    annotation, node = annotation_at(path, data)
+    return choose_model(annotation, node) if annotation is not None else None
+
+
+def tag_choices(path: tuple, data: object) -> list[str]:
+    """The `type:` values accepted at `path` (a discriminated union of models)."""
+    annotation, _ = annotation_at(path, data)
+    choices = []
+    for member in _members(annotation) if annotation is not None else []:
+        tag_field = member.model_fields.get("type") if _is_model(member) else None
+        if tag_field is not None:
+            choices.extend(str(a) for a in typing.get_args(tag_field.annotation))
+    return choices
 
 
 def choose_model(annotation, node) -> type[BaseModel] | None:

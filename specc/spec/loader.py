@@ -115,11 +115,17 @@ class _Builder:
         return self.constructor.construct_object(node, deep=True)
 
     def _build_mapping(self, node: yaml.MappingNode, path: tuple) -> dict:
+        own_keys = {id(key) for key, _ in node.value if key.tag != "tag:yaml.org,2002:merge"}
         self.constructor.flatten_mapping(node)  # resolves `<<: *anchor` merge keys
         self.active.add(id(node))
         result: dict = {}
         first_seen: dict = {}
         for key_node, value_node in node.value:
+            if id(key_node) not in own_keys:  # merged in: explicit keys written later override it
+                key = self.constructor.construct_object(key_node)
+                if isinstance(key, (str, int)) and key not in result:
+                    result[key] = self.build(value_node, path + (key,))
+                continue
             if not isinstance(key_node, yaml.ScalarNode):
                 self._error("Y003", "a key must be a plain scalar, not a list or mapping", key_node, path)
                 continue
@@ -221,6 +227,8 @@ def read_text(path: Path, shown_as: str) -> tuple[str | None, Diagnostic | None]
         return None, Diagnostic("error", "Y007", f"{shown_as} is a directory, not a spec file", Position(shown_as))
     except OSError as error:
         return None, Diagnostic("error", "Y007", f"cannot read {shown_as}: {error.strerror}", Position(shown_as))
+    except ValueError:
+        return None, Diagnostic("error", "Y007", f"{shown_as!r} is not a usable file path", Position(repr(shown_as)))
     try:
         return raw.decode("utf-8"), None
     except UnicodeDecodeError as error:
@@ -256,10 +264,16 @@ def _apply_extends(child: Loaded, path: Path, shown_as: str, stack: tuple[Path, 
             diagnostics.append(Diagnostic("error", "Y009", "`extends` takes a file path or a list of paths",
                                           where, "extends"))
             continue
-        base_path = (path.parent / base)
+        base_path = path.parent / base
         base_shown = str(Path(shown_as).parent / base)
-        if base_path.resolve() in stack:
-            chain = " -> ".join(p.name for p in stack + (base_path.resolve(),))
+        try:
+            resolved = base_path.resolve()
+        except (OSError, ValueError, RuntimeError):
+            diagnostics.append(Diagnostic("error", "Y009", f"`extends` path {base!r} is not a usable file path",
+                                          where, "extends"))
+            continue
+        if resolved in stack:
+            chain = " -> ".join(p.name for p in stack + (resolved,))
             diagnostics.append(Diagnostic("error", "Y010", f"`extends` cycle: {chain}", where, "extends",
                                           hint="a spec cannot extend itself, directly or through another file"))
             continue

@@ -52,7 +52,10 @@ def _apply_one(data: dict, source_map: SourceMap, text: str, where: Position) ->
     if path is None:
         return Diagnostic("error", "O001", f"invalid key path {dotted!r} in override {text!r}", where,
                           hint="key paths are dot-separated names or list indices, e.g. `model.num_layers`")
-    parent, problem = _walk_to_parent(data, path, create=op in ("+", "++"), where=where)
+    if op == "~" and not _exists(data, path):
+        return Diagnostic("error", "O004", f"cannot delete `{format_path(path)}`: it is not set", where,
+                          format_path(path))
+    parent, problem = _walk_to_parent(data, source_map, path, create=op in ("+", "++"), where=where)
     if problem:
         return problem
     last = path[-1]
@@ -83,7 +86,16 @@ def _has(container, key) -> bool:
     return isinstance(key, int) and 0 <= key < len(container)
 
 
-def _walk_to_parent(data: dict, path: tuple, create: bool, where: Position):
+def _exists(data: dict, path: tuple) -> bool:
+    node = data
+    for part in path:
+        if not isinstance(node, (dict, list)) or not _has(node, part):
+            return False
+        node = node[part]
+    return True
+
+
+def _walk_to_parent(data: dict, source_map: SourceMap, path: tuple, create: bool, where: Position):
     node = data
     for depth, part in enumerate(path[:-1]):
         if isinstance(node, dict):
@@ -93,6 +105,7 @@ def _walk_to_parent(data: dict, path: tuple, create: bool, where: Position):
                                             where, format_path(path),
                                             hint="to add keys that are not in the file, prefix the override with `+`")
                 node[part] = {}
+                source_map.replace_subtree(path[:depth + 1], where, {})
             node = node[part]
         elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
             node = node[part]

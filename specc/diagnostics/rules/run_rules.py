@@ -76,12 +76,12 @@ def budget_is_defined(spec: Spec) -> Iterator[Finding]:
     schedule = spec.schedule
     if (schedule.steps is None) == (schedule.token_budget is None):
         both = schedule.steps is not None
-        yield Finding(("schedule", "steps" if both else "lr"),
+        yield Finding(("schedule", "steps") if both else ("schedule",),
                       "set exactly one of schedule.steps and schedule.token_budget" + (" (both are set)" if both else " (neither is set)"),
                       "e.g. `token_budget: 2T` or `steps: 10000`")
     if (schedule.global_batch_size is None) == (schedule.global_batch_tokens is None):
         both = schedule.global_batch_size is not None
-        yield Finding(("schedule", "global_batch_size" if both else "lr"),
+        yield Finding(("schedule", "global_batch_size") if both else ("schedule",),
                       "set exactly one of schedule.global_batch_size and schedule.global_batch_tokens" + (" (both are set)" if both else " (neither is set)"),
                       "e.g. `global_batch_tokens: 4M` or `global_batch_size: 1024`")
     elif schedule.global_batch_tokens is not None and schedule.global_batch_tokens % schedule.seq_len:
@@ -139,9 +139,12 @@ def devices_match_nodes(spec: Spec) -> Iterator[Finding]:
         accelerator = load_catalog().get(cluster.accelerator)
         per_node = accelerator.devices_per_node if accelerator else None
     if per_node is not None and cluster.nodes * per_node != cluster.devices:
+        hint = f"set devices: {cluster.nodes * per_node}"
+        if cluster.devices % per_node == 0:
+            hint += f", or nodes: {cluster.devices // per_node}"
         yield Finding(("cluster", "devices"),
                       f"devices ({cluster.devices}) != nodes x devices_per_node = {cluster.nodes} x {per_node} = {cluster.nodes * per_node}",
-                      f"set devices: {cluster.nodes * per_node}, or nodes: {cluster.devices // per_node if cluster.devices % per_node == 0 else '...'}")
+                      hint)
 
 
 def local_runs_on_one_node(spec: Spec) -> Iterator[Finding]:
