@@ -49,13 +49,29 @@ def build_parser() -> argparse.ArgumentParser:
 
     rules = commands.add_parser("rules", help="list the cross-field rules with their codes and examples")
     rules.add_argument("code", nargs="?", help="show one rule")
+
+    plan = commands.add_parser("plan", help="predict memory, step time, cost and the best layout of a spec")
+    plan.add_argument("spec", type=Path, help="spec file")
+    _add_spec_arguments(plan)
+    plan.add_argument("--json", action="store_true", help="print the plan as JSON (the plan contract)")
+    plan.add_argument("-o", "--output", type=Path, help="write the plan JSON to this file (atomically)")
+    plan.add_argument("--search", action="store_true", help="search layouts even when `parallel` is fixed")
+    plan.add_argument("--top", type=int, default=5, metavar="N", help="candidates to keep (default 5)")
+    plan.add_argument("--against", type=Path, metavar="OLD_JSON", help="show what changed since an earlier plan.json")
+    plan.add_argument("--detailed-exitcode", action="store_true",
+                      help="with --against: exit 0 when nothing changed, 2 when something did (Terraform's convention)")
+
+    from specc.launch import cli as launch_cli  # launch, status, cancel; light to import (no torch)
+
+    launch_cli.add_parsers(commands)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
-        handler = {"validate": _cmd_validate, "schema": _cmd_schema, "rules": _cmd_rules}[args.command]
+        handler = {"validate": _cmd_validate, "schema": _cmd_schema, "rules": _cmd_rules,
+                   "plan": _cmd_plan}.get(args.command, _cmd_launch)
         return handler(args)
     except UsageError as error:
         print(f"specc: error: {error}", file=sys.stderr)
@@ -71,6 +87,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"specc {__version__}: internal error; please report it with the spec that caused it",
               file=sys.stderr)
         return EXIT_INTERNAL
+
+
+def _cmd_launch(args: argparse.Namespace) -> int:
+    """`launch`, `status` and `cancel` live in specc.launch.cli."""
+    from specc.launch.cli import run_command
+
+    return run_command(args)
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
@@ -123,6 +146,56 @@ def _cmd_rules(args: argparse.Namespace) -> int:
         print(inspect.cleandoc(rule.documentation))
         print()
     return EXIT_OK
+
+
+def _cmd_plan(args: argparse.Namespace) -> int:
+    """Validate first (same diagnostics, exit 1 when invalid), then plan; never imports torch."""
+    import json
+
+    from specc.diagnostics.check import check_file
+    from specc.diagnostics.diagnostic import render_text, report_json
+
+    if args.top < 1:
+        raise UsageError(f"--top must be at least 1 (got {args.top})")
+    result = check_file(args.spec, args.overrides)
+    if not result.valid:
+        if args.format == "json":
+            print(json.dumps({"valid": False, "files": [report_json(str(args.spec), result.diagnostics, False)]}, indent=2))
+        else:
+            print(render_text(result.diagnostics))
+            print(f"{args.spec}: invalid")
+        return EXIT_INVALID
+    from specc.plan import build_plan, plan_json
+    from specc.runtime.io import atomic_write_text
+
+    plan = build_plan(result.spec, force_search=args.search, top=args.top, overrides=list(args.overrides))
+    text = plan_json(plan)
+    if args.output:
+        try:
+            atomic_write_text(args.output, text)
+        except OSError as error:
+            raise UsageError(f"cannot write {args.output}: {error.strerror}") from None
+    if args.against:
+        return _plan_diff(args, json.loads(text))
+    if args.json or args.format == "json":
+        print(text, end="")
+    else:
+        from specc.plan.render import render
+
+        render(plan)
+    return EXIT_OK
+
+
+def _plan_diff(args: argparse.Namespace, new: dict) -> int:
+    from specc.plan.diff import compare_with_file
+
+    try:
+        text, changed = compare_with_file(args.against, new, as_json=args.json or args.format == "json",
+                                          new_name=str(args.spec))
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    print(text)
+    return 2 if (changed and args.detailed_exitcode) else EXIT_OK
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from specc.runtime.stages import stage_module
+from specc.runtime.stages import module_for_config
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -21,7 +21,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"specc.runtime: cannot read {config_path}: {error}", file=sys.stderr)
         return 1
     try:
-        module = stage_module(config.get("stage", ""))
+        module = module_for_config(config)
     except KeyError as error:
         print(f"specc.runtime: {error.args[0]}", file=sys.stderr)
         return 1

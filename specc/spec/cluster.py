@@ -2,12 +2,28 @@
 
 from __future__ import annotations
 
+import shlex
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import AfterValidator, Field
 
 from specc.spec.base import SpecModel
 from specc.spec.types import Email, Minutes, Number, PositiveCount, SlurmConstraint, SlurmWord
+
+
+def _shell_words(line: str) -> str:
+    """A setup line must split into shell words; the emitter quotes each word, so it runs as one
+    command with literal arguments (`module load cuda/12.4`), never as shell code."""
+    try:
+        words = shlex.split(line)
+    except ValueError as error:
+        raise ValueError(f"cannot split {line!r} into shell words ({error}); balance its quotes") from None
+    if not words:
+        raise ValueError("a setup line cannot be empty")
+    return line
+
+
+SetupLine = Annotated[str, AfterValidator(_shell_words)]
 
 
 class SlurmSpec(SpecModel):
@@ -46,7 +62,7 @@ class ClusterSpec(SpecModel):
     devices: PositiveCount | None = None
     """Total devices; when given must equal nodes x devices_per_node."""
     slurm: SlurmSpec = SlurmSpec()
-    setup: list[str] = []
+    setup: list[SetupLine] = []
     """Environment set-up lines run before each stage (`module load cuda/12.4`); stored as data and quoted."""
     container: str | None = None
     """A container image for `srun --container-image` (pyxis)."""

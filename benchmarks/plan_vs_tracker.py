@@ -1,0 +1,155 @@
+"""Planner memory vs torch's FSDPMemTracker on fake tensors, using specc's own runtime model.
+
+For each config, specc's `Transformer` (specc/runtime/train/model.py) is built, wrapped with the
+runtime's own `apply_ac` and `apply_fsdp` (FSDP2, bf16 params, fp32 reduce) over a fake process
+group of `world` ranks, and trained for two steps under FakeTensorMode inside FSDPMemTracker
+(AdamW with foreach=False, as ../shared/notes/torch-on-cpu.md advises). The tracker's peak of the
+second step is compared with the planner's allocated memory (its total without the CUDA-context
+reserve and fragmentation allowance), component by component:
+
+  states       sharded params + optimizer state (at the peak)      vs planner params + optimizer
+  activations  activation memory per layer (two depths differenced) vs planner per-layer activations
+  peak         tracker peak total                                  vs planner allocated total
+
+Traced on CPU (dtype rules as on GPU under FSDP mixed precision; sdpa maps to the CPU flash kernel).
+This benchmark imports torch; `specc plan` does not. Run: .venv/bin/python benchmarks/plan_vs_tracker.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import torch  # noqa: E402
+import torch.distributed as dist  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from torch._subclasses.fake_tensor import FakeTensorMode  # noqa: E402
+from torch.distributed._tools.fsdp2_mem_tracker import FSDPMemTracker, _FSDPModState  # noqa: E402
+from torch.distributed.device_mesh import init_device_mesh  # noqa: E402
+from torch.testing._internal.distributed.fake_pg import FakeStore  # noqa: E402
+
+from specc.catalog import load_catalog  # noqa: E402
+from specc.plan.layout import Layout, hardware_for  # noqa: E402
+from specc.plan.memory import activation_bytes_per_layer, stage_memory  # noqa: E402
+from specc.plan.params import count_parameters  # noqa: E402
+from specc.runtime.train.model import Transformer  # noqa: E402
+from specc.runtime.train.parallelize import apply_ac, apply_fsdp  # noqa: E402
+from specc.spec.model import ModelSpec  # noqa: E402
+
+WORLD = 8
+MiB = 2**20
+
+# (name, model kwargs, micro_batch, seq_len, recompute): sizes, batch, recompute, norms, attention, MoE-free.
+BASE = dict(hidden_size=1024, num_heads=16, num_kv_heads=4, ffn_hidden_size=2816, vocab_size=32000, max_seq_len=2048)
+CONFIGS = [
+    ("base", {}, 2, 1024, "none"),
+    ("base-selective", {}, 2, 1024, "selective"),
+    ("base-full", {}, 2, 1024, "full"),
+    ("base-mb4", {}, 4, 1024, "none"),
+    ("base-mb1-seq2048", {}, 1, 2048, "none"),
+    ("base-mb4-full", {}, 4, 1024, "full"),
+    ("gelu", {"activation": "gelu"}, 2, 1024, "none"),
+    ("gelu-selective", {"activation": "gelu"}, 2, 1024, "selective"),
+    ("layernorm-learned", {"norm": "layernorm", "position": "learned", "activation": "gelu"}, 2, 1024, "none"),
+    ("mha", {"num_kv_heads": 16}, 2, 1024, "none"),
+    ("mqa", {"num_kv_heads": 1}, 2, 1024, "none"),
+    ("tied", {"tie_embeddings": True}, 2, 1024, "none"),
+    ("eager", {"attention": "eager"}, 2, 512, "none"),
+    ("eager-selective", {"attention": "eager"}, 2, 512, "selective"),
+    ("wide", {"hidden_size": 2048, "num_heads": 16, "ffn_hidden_size": 5632}, 1, 1024, "none"),
+    ("wide-full", {"hidden_size": 2048, "num_heads": 16, "ffn_hidden_size": 5632}, 2, 1024, "full"),
+    ("wide-selective", {"hidden_size": 2048, "num_heads": 16, "ffn_hidden_size": 5632}, 2, 1024, "selective"),
+    ("narrow", {"hidden_size": 512, "num_heads": 8, "num_kv_heads": 2, "ffn_hidden_size": 1408}, 4, 1024, "none"),
+    ("big-vocab", {"vocab_size": 128256}, 1, 1024, "none"),
+    ("big-vocab-full", {"vocab_size": 128256}, 2, 1024, "full"),
+    ("head-dim-128", {"num_heads": 8, "num_kv_heads": 2}, 2, 1024, "none"),
+]
+
+
+def trace(spec: ModelSpec, micro_batch: int, seq_len: int, recompute: str, mesh) -> dict:
+    """Snapshots of the second step: the peak, and the moment before backward starts."""
+    with FakeTensorMode():
+        model = Transformer(spec)
+        apply_ac(model, recompute)
+        apply_fsdp(model, mesh, True, torch.bfloat16)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, foreach=False, fused=False)
+        tracker = FSDPMemTracker(model, optimizer)
+        with tracker:
+            for step in range(2):
+                tokens = torch.randint(0, spec.vocab_size, (micro_batch, seq_len))
+                logits = model(tokens)
+                F.cross_entropy(logits.flatten(0, 1).float(), tokens.flatten()).backward()
+                optimizer.step()
+                optimizer.zero_grad()
+                if step == 0:
+                    tracker.reset_mod_stats()
+        peak = next(iter(tracker.get_tracker_snapshot("peak").values()))
+        before_backward = next(iter(tracker.memory_tracking[model].snapshots[_FSDPModState.BEF_PRE_BW][-1].values()))
+    name = lambda key: str(key).rsplit(".", 1)[-1]  # noqa: E731
+    return {"peak": {name(k): v for k, v in peak.items()}, "before_backward": {name(k): v for k, v in before_backward.items()}}
+
+
+def compare(config, mesh) -> dict:
+    label, overrides, micro_batch, seq_len, recompute = config
+    results = {}
+    for layers in (2, 4):
+        spec = ModelSpec(num_layers=layers, **{**BASE, **overrides})
+        results[layers] = (spec, trace(spec, micro_batch, seq_len, recompute, mesh))
+    spec, traced = results[4]
+    layout = Layout(dp=WORLD, fsdp=True, micro_batch=micro_batch, grad_accum=1, recompute=recompute)
+    hardware = hardware_for(load_catalog()["h100-sxm"], WORLD, 8, "bf16")
+    planned = stage_memory(spec, count_parameters(spec), layout, hardware, seq_len, "only")
+    peak = traced["peak"]
+    # Sharded gradients are freed by zero_grad(set_to_none) and only partly alive at the peak: compare
+    # weights + optimizer state, which live throughout.
+    tracker_states = peak["SHARDED_PARAM"] + peak["OPT"]
+    planner_states = planned.params + planned.optimizer
+    per_layer_tracker = (traced["before_backward"]["ACT"] - results[2][1]["before_backward"]["ACT"]) / 2
+    if recompute == "full":
+        per_layer_planner = 2 * micro_batch * seq_len * spec.hidden_size  # the checkpointed layer input
+    else:
+        per_layer_planner = activation_bytes_per_layer(spec, layout, seq_len, False)
+    allocated = planned.total - planned.reserve
+    return {"config": label, "states": (planner_states, tracker_states), "activations": (per_layer_planner, per_layer_tracker),
+            "peak": (allocated, peak["Total"])}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", action="append", help="run only these configs (by name)")
+    parser.add_argument("--json", action="store_true", help="print the rows as JSON (bytes)")
+    args = parser.parse_args()
+    dist.init_process_group("fake", rank=0, world_size=WORLD, store=FakeStore())
+    mesh = init_device_mesh("cpu", (WORLD,))
+    start = time.perf_counter()
+    chosen = [c for c in CONFIGS if not args.only or c[0] in args.only]
+    rows = [compare(config, mesh) for config in chosen]
+    if args.json:
+        print(json.dumps(rows))
+        dist.destroy_process_group()
+        return
+    print(f"{len(rows)} configs, world size {WORLD}, traced in {time.perf_counter() - start:.0f} s\n")
+    print(f"{'config':20} {'states MiB (plan/trk)':>24} {'act/layer MiB (plan/trk)':>26} {'peak MiB (plan/trk)':>22}")
+    errors = {"states": [], "activations": [], "peak": []}
+    for row in rows:
+        cells = []
+        for part in ("states", "activations", "peak"):
+            planned, measured = row[part]
+            errors[part].append(abs(planned / measured - 1) * 100)
+            cells.append(f"{planned / MiB:9.1f}/{measured / MiB:9.1f} {planned / measured - 1:+5.1%}")
+        print(f"{row['config']:20} " + "  ".join(cells))
+    print()
+    for part, values in errors.items():
+        print(f"{part:12} median |error| {statistics.median(values):5.1f}%   mean {statistics.fmean(values):5.1f}%   "
+              f"max {max(values):5.1f}%")
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()

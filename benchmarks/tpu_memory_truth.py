@@ -1,0 +1,212 @@
+"""TPU memory truth without a TPU: compile specc's own SPMD train step for a TPU topology ahead of
+time and compare its per-chip memory with the planner's prediction.
+
+Method (MaxText's `train_compile.py` does the same for JAX programs): libtpu can compile for a
+TPU topology it is not attached to. Three environments take part, one per step:
+1. export (`.venv-tpu`, torch-xla on XLA's CPU backend with as many virtual devices as chips):
+   build the spec's model with the TPU runtime's sharding (`specc.runtime.tpu.spmd`), prime the
+   AdamW state, trace one optimizer step (bf16 autocast forward, backward, clip, AdamW) and dump
+   it as StableHLO with GSPMD sharding annotations, plus each output's sharding;
+2. compile (a JAX venv with `jax[tpu]==0.10.2`, libtpu included; private JAX APIs, so pinned):
+   two patches make the exported module compilable for the topology - the partition count, and
+   the output shardings (torch-xla leaves outputs unannotated, which XLA reads as replicated) -
+   then `CompiledMemoryStats` gives arguments, outputs and temporaries per chip;
+3. compare (main venv): the planner's `memory.per_device_gib` for the same model, mesh and batch.
+The per-chip peak is arguments + temporaries: torch-xla donates the buffers of parameters and
+optimizer state updated in place, so the step's outputs alias its inputs (outputs other than
+those - the loss - are a few bytes).
+
+Run: `.venv/bin/python benchmarks/tpu_memory_truth.py --jax-python /path/to/jax-venv/bin/python`
+(set up the JAX venv with `python3.11 -m venv V && V/bin/pip install "jax[tpu]==0.10.2"`).
+Takes about a minute per case on two CPU cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+TPU_PYTHON = ROOT / ".venv-tpu" / "bin" / "python"
+GIB = 2**30
+
+CASES = [
+    # name, model overrides, (fsdp, tensor), micro-batch per chip, seq_len, topology
+    {"name": "120M fsdp4", "model": dict(num_layers=12, hidden_size=768, num_heads=12, ffn_hidden_size=2048,
+                                         vocab_size=32000), "mesh": (4, 1), "micro": 4, "seq": 1024,
+     "topology": "v5e:2x2"},
+    {"name": "120M fsdp2 x tp2", "model": dict(num_layers=12, hidden_size=768, num_heads=12, ffn_hidden_size=2048,
+                                               vocab_size=32000), "mesh": (2, 2), "micro": 4, "seq": 1024,
+     "topology": "v5e:2x2"},
+    {"name": "350M fsdp4", "model": dict(num_layers=24, hidden_size=1024, num_heads=16, ffn_hidden_size=2816,
+                                         vocab_size=32000), "mesh": (4, 1), "micro": 2, "seq": 1024,
+     "topology": "v5e:2x2"},
+    {"name": "350M fsdp8", "model": dict(num_layers=24, hidden_size=1024, num_heads=16, ffn_hidden_size=2816,
+                                         vocab_size=32000), "mesh": (8, 1), "micro": 2, "seq": 1024,
+     "topology": "v5e:2x4"},
+]
+BASE_MODEL = dict(activation="swiglu", norm="rmsnorm", position="rope", max_seq_len=1024, tie_embeddings=False)
+
+
+def case_parallel(case: dict) -> dict:
+    fsdp, tensor = case["mesh"]
+    return {"dp": fsdp, "fsdp": True, "tp": tensor, "micro_batch": case["micro"], "precision": "bf16"}
+
+
+# --- 1. export (torch-xla environment) ------------------------------------------------------
+
+
+def export(case: dict, out: Path) -> None:
+    import torch
+    import torch_xla
+    import torch_xla.core.xla_model as xm
+    from torch_xla.experimental.distributed_checkpoint import prime_optimizer
+
+    from specc.runtime.tpu import spmd
+    from specc.runtime.tpu.loop import autocast_context, clip_gradients
+    from specc.runtime.train.loop import cross_entropy
+    from specc.runtime.train.model import build_model
+    from specc.runtime.train.optim import build_optimizer
+    from specc.spec.model import ModelSpec
+    from specc.spec.parallel import ParallelSpec
+    from specc.spec.schedule import ScheduleSpec
+
+    spmd.enable_spmd()
+    model_spec = ModelSpec(**BASE_MODEL, **case["model"])
+    parallel = ParallelSpec(**case_parallel(case))
+    mesh, shape = spmd.build_mesh(parallel)
+    model = spmd.to_device(build_model(model_spec, seed=0))
+    spmd.shard_parameters(model, mesh)
+    spmd.shard_activations(model, mesh)
+    batch_size = case["micro"] * shape.batch_shards
+    schedule = ScheduleSpec(lr=1e-4, seq_len=case["seq"], global_batch_size=batch_size, steps=10)
+    optimizer = build_optimizer([model], schedule, model_spec, "xla")
+    prime_optimizer(optimizer)  # steady state: the step reads and writes the AdamW moments
+    optimizer.zero_grad(set_to_none=True)
+
+    tokens = spmd.shard_batch(torch.randint(0, model_spec.vocab_size, (batch_size, case["seq"] + 1)), mesh)
+    with autocast_context(parallel):
+        logits = model(tokens[:, :-1])
+    loss = cross_entropy(logits, tokens[:, 1:])
+    loss.backward()
+    grad_norm = clip_gradients(model, 1.0)
+    optimizer.step()
+    params = list(model.parameters())
+    states = [optimizer.state[p][key] for p in params for key in ("exp_avg", "exp_avg_sq")]
+    outputs = [loss, grad_norm, *params, *states]
+    shardings = ["{replicated}", "{replicated}"]
+    # AdamW's moments are sharded as their parameter (checked: zeros_like keeps the annotation)
+    for tensor in params + [p for p in params for _ in range(2)]:
+        shardings.append(torch_xla._XLAC._get_xla_sharding_spec(tensor) or "{replicated}")
+    (out / "step.mlir").write_text(xm.get_stablehlo(outputs))
+    (out / "outputs.json").write_text(json.dumps({"shardings": shardings, "num_devices": shape.num_devices}))
+
+
+# --- 2. compile (JAX + libtpu environment) --------------------------------------------------
+
+
+def compile_for_topology(directory: Path, topology: str) -> dict:
+    import numpy as np
+    from jax._src import compiler
+    from jax._src.interpreters import mlir
+    from jax._src.lib import xla_client as xc
+    from jax._src.lib.mlir import ir
+    from jax.experimental import topologies
+
+    devices = topologies.get_topology_desc(topology, "tpu").devices
+    meta = json.loads((directory / "outputs.json").read_text())
+    if meta["num_devices"] != len(devices):
+        raise ValueError(f"exported for {meta['num_devices']} devices, topology {topology} has {len(devices)}")
+    with mlir.make_ir_context():
+        module = ir.Module.parse((directory / "step.mlir").read_text())
+        i32 = ir.IntegerType.get_signless(32)
+        module.operation.attributes["mhlo.num_partitions"] = ir.IntegerAttr.get(i32, len(devices))
+        module.operation.attributes["mhlo.num_replicas"] = ir.IntegerAttr.get(i32, 1)
+        main = next(op for op in module.body.operations if ir.StringAttr(op.attributes["sym_name"]).value == "main")
+        main.attributes["res_attrs"] = ir.ArrayAttr.get(
+            [ir.DictAttr.get({"mhlo.sharding": ir.StringAttr.get(s)}) for s in meta["shardings"]])
+        client = devices[0].client
+        options = compiler.get_compile_options(num_replicas=1, num_partitions=len(devices),
+                                               device_assignment=np.array(devices).reshape(1, -1), backend=client)
+        options.executable_build_options.use_shardy_partitioner = False  # the module carries GSPMD shardings
+        executable = compiler.backend_compile_and_load(client, module, xc.DeviceList(tuple(devices)), options, [])
+    stats = executable.get_compiled_memory_stats()
+    return {"argument_bytes": stats.argument_size_in_bytes, "output_bytes": stats.output_size_in_bytes,
+            "temp_bytes": stats.temp_size_in_bytes, "alias_bytes": stats.alias_size_in_bytes}
+
+
+# --- 3. compare (main environment) ----------------------------------------------------------
+
+
+def predicted_gib(case: dict) -> dict:
+    from specc.diagnostics.check import check_file
+    from specc.plan import build_plan, plan_json
+
+    fsdp, tensor = case["mesh"]
+    devices = fsdp * tensor
+    accelerator = "tpu-" + case["topology"].split(":")[0]
+    overrides = [f"model.{key}={value}" for key, value in {**BASE_MODEL, **case["model"]}.items()]
+    overrides += [f"parallel.{key}={value}" for key, value in case_parallel(case).items()]
+    overrides += [f"tokenizer.vocab_size={case['model']['vocab_size']}", f"cluster.accelerator={accelerator}", f"cluster.devices={devices}",
+                  f"cluster.devices_per_node={devices}", f"schedule.seq_len={case['seq']}",
+                  f"schedule.global_batch_size={case['micro'] * fsdp}", "parallel.recompute=none"]
+    overrides = [o.replace("=True", "=true").replace("=False", "=false") for o in overrides]
+    result = check_file(ROOT / "specs" / "tiny.yaml", overrides)
+    if not result.valid:
+        raise ValueError("\n".join(d.to_text() for d in result.diagnostics))
+    plan = json.loads(plan_json(build_plan(result.spec, overrides=overrides)))
+    return {"per_device_gib": plan["memory"]["per_device_gib"], "breakdown_gib": plan["memory"]["breakdown_gib"],
+            "params": plan["model"]["params"]}
+
+
+def run_case(case: dict, jax_python: str) -> dict:
+    fsdp, tensor = case["mesh"]
+    with tempfile.TemporaryDirectory() as directory:
+        env = {**os.environ, "PJRT_DEVICE": "CPU", "CPU_NUM_DEVICES": str(fsdp * tensor), "TF_CPP_MIN_LOG_LEVEL": "2",
+               "PYTHONPATH": str(ROOT)}
+        subprocess.run([str(TPU_PYTHON), __file__, "export", json.dumps(case), directory], env=env, check=True,
+                       capture_output=True, text=True)
+        compiled = subprocess.run([jax_python, __file__, "compile", directory, case["topology"]], check=True,
+                                  capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    measured = json.loads(compiled.stdout.strip().splitlines()[-1])
+    measured["peak_gib"] = (measured["argument_bytes"] + measured["temp_bytes"]) / GIB
+    return {"case": case["name"], "topology": case["topology"], **predicted_gib(case), "compiled": measured}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command")
+    sub.add_parser("export").add_argument("args", nargs=2)
+    sub.add_parser("compile").add_argument("args", nargs=2)
+    parser.add_argument("--jax-python", default=os.environ.get("SPECC_JAX_PYTHON", ""))
+    parser.add_argument("--json", action="store_true", help="print the rows as JSON")
+    parser.add_argument("--case", action="append", help="run only the named case(s)")
+    args = parser.parse_args()
+    if args.command == "export":
+        export(json.loads(args.args[0]), Path(args.args[1]))
+        return
+    if args.command == "compile":
+        print(json.dumps(compile_for_topology(Path(args.args[0]), args.args[1])))
+        return
+    if not args.jax_python:
+        sys.exit("--jax-python (or $SPECC_JAX_PYTHON): the python of a venv with jax[tpu]==0.10.2")
+    rows = []
+    for case in [c for c in CASES if not args.case or c["name"] in args.case]:
+        row = run_case(case, args.jax_python)
+        row["error_pct"] = 100 * (row["per_device_gib"] - row["compiled"]["peak_gib"]) / row["compiled"]["peak_gib"]
+        rows.append(row)
+        print(f"{row['case']:<18} {row['topology']:<8} params {row['params'] / 1e6:6.1f}M  planner "
+              f"{row['per_device_gib']:6.3f} GiB  compiled {row['compiled']['peak_gib']:6.3f} GiB "
+              f"(args {row['compiled']['argument_bytes'] / GIB:.3f}, temp {row['compiled']['temp_bytes'] / GIB:.3f})  "
+              f"error {row['error_pct']:+.1f}%", flush=True)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,196 @@
+"""`specc launch TARGET`: validate -> plan -> emit the bundle -> submit its stages.
+
+TARGET is a spec (`specs/tiny.yaml`), a saved plan (`plan.json` from `specc plan -o`,
+launched exactly as reviewed: the spec must still hash to the plan's `spec.sha256`), or an
+emitted bundle directory. Kept free of heavy imports: the parser is built on every
+`specc` invocation, and `--dry-run` never imports torch or submitit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+DEFAULT_OUT = Path("bundles")
+
+
+class LaunchUsageError(Exception):
+    """Bad input to `specc launch` (reported in one line, exit 1)."""
+
+
+def add_parsers(commands) -> None:
+    """Register `launch`, `status` and `cancel` on the `specc` sub-command parser."""
+    _add_launch(commands)
+    status = commands.add_parser("status", help="stages, job ids, states, progress and metrics of a launched bundle")
+    status.add_argument("bundle", type=Path, help="bundle directory")
+    status.add_argument("--format", choices=("text", "json"), default="text", help="output format")
+    cancel = commands.add_parser("cancel", help="cancel the running and queued jobs of a launched bundle")
+    cancel.add_argument("bundle", type=Path, help="bundle directory")
+
+
+def run_command(args: argparse.Namespace) -> int:
+    handler = {"launch": cmd_launch, "status": cmd_status, "cancel": cmd_cancel}[args.command]
+    return handler(args)
+
+
+def _add_launch(commands) -> None:
+    launch = commands.add_parser("launch", help="emit the run's bundle and run its stages (local or Slurm)")
+    launch.add_argument("target", type=Path, help="a spec file, a saved plan.json, or a bundle directory")
+    launch.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a spec value: `schedule.steps=50`, `+a.b=c` (add), `~a.b` (delete)")
+    launch.add_argument("--executor", choices=("local", "slurm"),
+                        help="where to run (default: the spec's cluster.executor); same as --set cluster.executor=...")
+    launch.add_argument("--out", type=Path, default=DEFAULT_OUT,
+                        help=f"directory of bundles and run outputs (default: {DEFAULT_OUT}/)")
+    launch.add_argument("--spec", type=Path, help="with a plan.json: the spec it was planned from")
+    launch.add_argument("--force", action="store_true", help="replace an existing bundle that differs")
+    launch.add_argument("--dry-run", action="store_true", help="emit the bundle and stop; submit nothing")
+    launch.add_argument("--no-wait", dest="wait", action="store_false",
+                        help="slurm: return after submitting (see `specc status BUNDLE`)")
+
+
+def cmd_launch(args: argparse.Namespace) -> int:
+    """Exit 0 when every stage succeeded (or was emitted, with --dry-run), 1 otherwise."""
+    from specc.emit.bundle import EmitError
+    from specc.launch.launcher import LaunchError
+
+    try:
+        bundle_dir = _bundle_for(args)
+        if bundle_dir is None:
+            return 1
+        if args.dry_run:
+            return 0
+        return _launch(bundle_dir, args)
+    except (LaunchUsageError, EmitError, LaunchError) as error:
+        print(f"specc launch: error: {error}", file=sys.stderr)
+        return 1
+
+
+def _bundle_for(args: argparse.Namespace) -> Path | None:
+    """The bundle directory to launch, emitting it first unless TARGET is one."""
+    target: Path = args.target
+    if target.is_dir():
+        if args.overrides or args.spec or args.force:
+            raise LaunchUsageError(f"{target} is a bundle: --set, --spec and --force apply to specs and plans")
+        return _existing_bundle(target)
+    if not target.is_file():
+        raise LaunchUsageError(f"{target}: no such file or directory")
+    if target.suffix == ".json":
+        return _emit_from_plan(target, args)
+    return _emit_from_spec(target, args, saved_plan=None)
+
+
+def _existing_bundle(directory: Path) -> Path:
+    from specc.launch.launcher import verify_manifest
+
+    verify_manifest(directory)
+    print(f"bundle: {directory} (existing, verified against its manifest)")
+    return directory
+
+
+def _overrides(args: argparse.Namespace, recorded: list[str] | None = None) -> list[str]:
+    overrides = list(recorded if recorded is not None else args.overrides)
+    if args.executor:
+        overrides.append(f"cluster.executor={args.executor}")
+    return overrides
+
+
+def _emit_from_plan(path: Path, args: argparse.Namespace) -> Path | None:
+    """A plan inside a bundle launches that bundle; a standalone plan is emitted as saved."""
+    if (path.parent / "manifest.json").is_file():
+        return _existing_bundle(path.parent)
+    try:
+        plan = json.loads(path.read_text())
+        spec_info = plan["spec"]
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as error:
+        raise LaunchUsageError(f"{path}: not a specc plan ({error})") from None
+    spec_path = args.spec or (Path(spec_info["path"]) if spec_info.get("path") else None)
+    if spec_path is None:
+        raise LaunchUsageError(f"{path}: pass --spec SPEC, the spec this plan was made from")
+    if args.overrides:
+        raise LaunchUsageError("a saved plan records its overrides; --set applies to specs only")
+    args.overrides = list(spec_info.get("overrides", []))
+    return _emit_from_spec(spec_path, args, saved_plan=plan)
+
+
+def _emit_from_spec(path: Path, args: argparse.Namespace, saved_plan: dict | None) -> Path | None:
+    from specc.diagnostics.check import check_file
+    from specc.diagnostics.diagnostic import render_text
+    from specc.emit.bundle import build_bundle, write_bundle
+
+    overrides = _overrides(args)
+    result = check_file(path, overrides)
+    if result.diagnostics:
+        print(render_text(result.diagnostics), file=sys.stderr)
+    if not result.valid:
+        print(f"{path}: invalid; nothing emitted", file=sys.stderr)
+        return None
+    plan = _plan(result.spec, overrides, saved_plan, path)
+    bundle = build_bundle(result.spec, plan, str(path.resolve().parent))
+    directory, written = write_bundle(bundle, args.out, force=args.force)
+    print(f"bundle: {directory} ({'written' if written else 'unchanged, reused'})")
+    return directory
+
+
+def _plan(spec, overrides: list[str], saved_plan: dict | None, path: Path) -> dict:
+    from specc.plan import build_plan, plan_json
+    from specc.plan.plan import spec_sha256
+
+    if saved_plan is None:
+        return json.loads(plan_json(build_plan(spec, overrides=overrides)))
+    if spec_sha256(spec) != saved_plan["spec"].get("sha256"):
+        raise LaunchUsageError(f"{path} no longer matches the saved plan (its resolved spec's sha256 differs); "
+                               f"re-plan with `specc plan {path} -o plan.json`")
+    return saved_plan
+
+
+def _launch(bundle_dir: Path, args: argparse.Namespace) -> int:
+    import yaml
+
+    from specc.launch.launcher import launch
+
+    target = yaml.safe_load((bundle_dir / "spec.resolved.yaml").read_text())["cluster"]["executor"]
+    if args.executor and args.executor != target and args.target.is_dir():
+        raise LaunchUsageError(f"{bundle_dir} was emitted for the {target} executor; emit from the spec "
+                               f"with --executor {args.executor}")
+    record = launch(bundle_dir, target, wait=args.wait)
+    return 0 if record.ok else 1
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from specc.launch.launcher import LaunchError
+    from specc.launch.status import render_status, stage_status
+
+    try:
+        _require_bundle(args.bundle)
+        rows = stage_status(args.bundle)
+    except (LaunchUsageError, LaunchError) as error:
+        print(f"specc status: error: {error}", file=sys.stderr)
+        return 1
+    if args.format == "json":
+        print(json.dumps({"bundle": args.bundle.name, "stages": rows}, indent=2, sort_keys=True))
+        return 0
+    plan = json.loads((args.bundle / "plan.json").read_text())
+    print(render_status(args.bundle, rows, plan.get("time", {}).get("step_s")))
+    return 0
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    from specc.launch.launcher import LaunchError
+    from specc.launch.status import cancel
+
+    try:
+        _require_bundle(args.bundle)
+        cancelled = cancel(args.bundle)
+    except (LaunchUsageError, LaunchError) as error:
+        print(f"specc cancel: error: {error}", file=sys.stderr)
+        return 1
+    print("\n".join(cancelled) if cancelled else "nothing to cancel")
+    return 0
+
+
+def _require_bundle(path: Path) -> None:
+    if not (path / "manifest.json").is_file():
+        raise LaunchUsageError(f"{path}: not a bundle directory (no manifest.json)")

@@ -1,0 +1,210 @@
+"""The callable submitit runs inside each job: one stage of a bundle, via the bundle's own `run.sh`.
+
+Why a subprocess running `run.sh` rather than importing the stage: the script is the
+reviewed artifact (environment set-up, torchrun for multi-device training), and running
+it keeps torch out of the submitting process.
+
+Failure policy (what is retried and what is not):
+- preemption and time limit: Slurm (or the local controller) sends USR2 ahead of the
+  end; submitit calls `checkpoint()` here, which passes the signal on to the stage (the
+  trainer saves a checkpoint and exits), then submitit requeues the job, which resumes
+  from that checkpoint. At most `max_requeues` times.
+- node failure: Slurm requeues a `--requeue` job by itself; the stage resumes likewise.
+- anything else (a config error, out of memory, an exception at step 0, any non-zero
+  exit): deterministic or unknown, so the job fails at once with the reason classified
+  from the exit status and the end of stderr; dependants (afterok) never start.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from submitit import JobEnvironment
+from submitit.helpers import Checkpointable, DelayedSubmission
+
+EXIT_REQUEUE = 75
+"""A stage's exit status after it saved a checkpoint on SIGTERM/SIGUSR2 (sysexits EX_TEMPFAIL,
+`specc.runtime.train.loop.EXIT_REQUEUE`): rerunning it resumes, so the job is requeued."""
+STDERR_TAIL_LINES = 200
+REQUEUE_GRACE_S = 3.0
+"""After a stage checkpointed on SIGTERM, how long to leave the scheduler to kill and requeue
+us itself before asking for the requeue."""
+CHECKPOINT_WAIT_S = 60.0
+"""How long `checkpoint()` waits for the stage to save and exit after the signal
+(well inside submitit's 90 s warning)."""
+
+
+class StageFailed(Exception):
+    """A stage exited unsuccessfully; the message is the classified reason."""
+
+
+@dataclass(frozen=True)
+class Failure:
+    kind: str
+    """`oom`, `config`, `exception`, `signal` or `exit`."""
+    reason: str
+
+
+_OOM = re.compile(r"OutOfMemoryError|CUDA out of memory|MemoryError|can't allocate memory|"
+                  r"Cannot allocate memory|std::bad_alloc", re.IGNORECASE)
+_CONFIG = re.compile(r"^specc\.runtime: |^specc [a-z-]+: error: |ValidationError|config(uration)? error",
+                     re.MULTILINE)
+
+
+def classify_failure(returncode: int, stderr_tail: str, step: int | None) -> Failure:
+    """Why a stage failed, from its exit status, the end of its stderr and its last step.
+
+    Examples: exit 1 with `MemoryError` in stderr -> `oom`; killed by SIGKILL ->
+    `oom` (the kernel's OOM killer, the usual sender); `specc.runtime: cannot read
+    config.json` or `specc data: error: no files match` -> `config`; a traceback -> `exception`, naming its last line and step.
+    """
+    where = f" (at step {step})" if step is not None else ""
+    signum = -returncode if returncode < 0 else (returncode - 128 if returncode > 128 else 0)
+    last = _last_error_line(stderr_tail)
+    if signum == signal.SIGKILL:
+        return Failure("oom", f"killed by SIGKILL, most often the out-of-memory killer{where}")
+    if _OOM.search(stderr_tail):
+        return Failure("oom", f"{_last_error_line(stderr_tail, _OOM)}{where}")
+    if _CONFIG.search(stderr_tail):
+        return Failure("config", f"{last}{where}")
+    if "Traceback (most recent call last)" in stderr_tail:
+        return Failure("exception", f"{last}{where}")
+    if signum:
+        return Failure("signal", f"killed by {signal.Signals(signum).name}{where}")
+    return Failure("exit", f"exit status {returncode}: {last}{where}")
+
+
+_ERROR_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt)\b.*")
+
+
+def _last_error_line(text: str, pattern: re.Pattern | None = None) -> str:
+    """The most telling line of a stage's stderr: the last one matching `pattern`, else the last
+    `SomeError: message` line (a traceback's last line; torchrun prints its summary after it),
+    else the last line that is not decoration."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    for wanted in (pattern, _ERROR_LINE):
+        if wanted is None:
+            continue
+        found = [line for line in lines if wanted.search(line)]
+        if found:
+            return found[-1]
+    meaningful = [line for line in lines if line.strip("=-*#_ ")]
+    return meaningful[-1] if meaningful else "(no output on stderr)"
+
+
+def last_step(metrics: Path) -> int | None:
+    """The last `step` recorded in a stage's metrics.jsonl, if any."""
+    if not metrics.exists():
+        return None
+    step = None
+    for line in metrics.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and isinstance(record.get("step"), int):
+            step = record["step"]
+    return step
+
+
+def restart_count() -> int:
+    """How many times the scheduler has restarted this job (Slurm's SLURM_RESTART_COUNT)."""
+    return int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0)
+
+
+class StageTask(Checkpointable):
+    """Run `stages/<NN-stage>/run.sh` of a bundle as one job."""
+
+    def __init__(self, bundle_dir: str, stage_dir: str, max_requeues: int, python: str = sys.executable):
+        self.bundle_dir = bundle_dir
+        self.stage_dir = stage_dir
+        self.max_requeues = max_requeues
+        self.python = python
+        self._child: subprocess.Popen | None = None
+
+    def __call__(self) -> dict:
+        bundle = Path(self.bundle_dir)
+        config = json.loads((bundle / self.stage_dir / "config.json").read_text())
+        if restart_count() > self.max_requeues:
+            raise StageFailed(f"{config['stage']}: restarted {restart_count()} times, "
+                              f"more than max_requeues={self.max_requeues}")
+        started = time.time()
+        returncode, tail = self._run(bundle)
+        outputs = (bundle / config["run_dir"] / config["stage"]).resolve()
+        if returncode == EXIT_REQUEUE:
+            self._requeue_after_checkpoint(config["stage"])
+        if returncode != 0:
+            failure = classify_failure(returncode, tail, last_step(outputs / "metrics.jsonl"))
+            raise StageFailed(f"{config['stage']}: {failure.kind}: {failure.reason}")
+        return {"stage": config["stage"], "seconds": round(time.time() - started, 3),
+                "restarts": restart_count(), "outputs": str(outputs)}
+
+    def _run(self, bundle: Path) -> tuple[int, str]:
+        """Run the script, echoing its stderr while keeping the last lines for the failure reason."""
+        environment = {**os.environ, "SPECC_PYTHON": self.python, "PYTHONUNBUFFERED": "1"}
+        tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
+        self._child = subprocess.Popen(["bash", str(bundle / self.stage_dir / "run.sh")], cwd=bundle,
+                                       env=environment, stderr=subprocess.PIPE, text=True, errors="replace")
+        reader = threading.Thread(target=_pump, args=(self._child.stderr, tail), daemon=True)
+        reader.start()
+        try:
+            while self._child.poll() is None:  # poll, not wait(): checkpoint() may run in between
+                time.sleep(0.2)
+        finally:
+            if self._child.poll() is None:
+                self._child.kill()
+        reader.join(timeout=5)
+        return self._child.returncode, "".join(tail)
+
+    def _requeue_after_checkpoint(self, stage: str) -> None:
+        """The stage saved a checkpoint on a stop signal that did not come through submitit
+        (SIGTERM of a Slurm preemption or `scontrol requeue`): requeue, unless the scheduler
+        already is (then it kills us during the grace period)."""
+        if restart_count() >= self.max_requeues:
+            raise StageFailed(f"{stage}: stopped by a signal after {restart_count()} restarts "
+                              f"(max_requeues={self.max_requeues}); not requeuing")
+        time.sleep(REQUEUE_GRACE_S)
+        try:
+            JobEnvironment()._requeue(self.max_requeues - restart_count())
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as error:
+            print(f"specc: requeue request failed ({error}); leaving it to the scheduler",
+                  file=sys.stderr, flush=True)
+        raise SystemExit(EXIT_REQUEUE)  # no result file: the job is not over
+
+    def checkpoint(self, *args, **kwargs) -> DelayedSubmission | None:
+        """Called by submitit on USR2 (preemption, time limit): let the stage save, then requeue."""
+        child = self._child
+        if child is not None and child.poll() is None:
+            child.send_signal(signal.SIGUSR2)  # the local controller signals only us, not the stage
+            deadline = time.time() + CHECKPOINT_WAIT_S
+            while child.poll() is None and time.time() < deadline:
+                time.sleep(0.2)
+        if restart_count() >= self.max_requeues:
+            print(f"specc: not requeuing: already restarted {restart_count()} times "
+                  f"(max_requeues={self.max_requeues})", file=sys.stderr, flush=True)
+            return None
+        return DelayedSubmission(StageTask(self.bundle_dir, self.stage_dir, self.max_requeues, self.python))
+
+    def __getstate__(self) -> dict:
+        return {key: value for key, value in self.__dict__.items() if key != "_child"}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._child = None
+
+
+def _pump(stream, tail: collections.deque) -> None:
+    for line in stream:
+        sys.stderr.write(line)
+        sys.stderr.flush()
+        tail.append(line)

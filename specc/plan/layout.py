@@ -1,0 +1,144 @@
+"""The planner's resolved view of a parallel layout and of the hardware it runs on.
+
+`Layout` is a ParallelSpec with every `auto` resolved (dp an int, grad_accum derived), cheap
+to build in the search loop. `Hardware` gathers the catalog figures the memory and time
+models read, for one precision; TPU specifics come from `specc.plan.tpu`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from specc.catalog import Accelerator
+from specc.plan import tpu
+from specc.spec.parallel import ParallelSpec
+
+
+@dataclass(frozen=True)
+class Layout:
+    """An explicit layout: dp x tp x pp x cp devices, ep carved out of dp x cp."""
+
+    dp: int
+    tp: int = 1
+    pp: int = 1
+    cp: int = 1
+    ep: int = 1
+    vpp: int = 1
+    zero_stage: int = 0
+    fsdp: bool = False
+    hsdp_replicas: int = 1
+    sp: bool = False
+    micro_batch: int = 1
+    grad_accum: int = 1
+    recompute: str = "none"
+    pp_schedule: str = "1f1b"
+    precision: str = "bf16"
+    compile: bool = False
+    grad_sync: str = "last"
+    """When FSDP reduces gradients under accumulation: `last` micro-batch only, keeping unsharded fp32
+    gradients in between (specc's runtime: `set_requires_gradient_sync(j == accum - 1)` in
+    specc/runtime/train/loop.py), or `every` micro-batch (FSDP1/composer default)."""
+
+    @property
+    def devices(self) -> int:
+        return self.dp * self.tp * self.pp * self.cp
+
+    @property
+    def sharded_states(self) -> int:
+        """ZeRO stage in effect: FSDP shards parameters, gradients and optimizer (stage 3)."""
+        return 3 if self.fsdp else self.zero_stage
+
+    @property
+    def shard_degree(self) -> int:
+        """Ranks that split sharded model states: dp x cp (Megatron distributed optimizer,
+        torchtitan FSDP over the dp x cp mesh), divided by HSDP replicas."""
+        return max(1, self.dp * self.cp // self.hsdp_replicas)
+
+    @property
+    def sequence_parallel(self) -> bool:
+        return self.sp and self.tp > 1
+
+    def contract(self) -> dict:
+        """The plan contract's `layout` object (extra fields welcome)."""
+        data = asdict(self)
+        del data["grad_sync"]
+        data["zero_stage"] = self.sharded_states
+        return data
+
+    def to_parallel_spec(self) -> ParallelSpec:
+        """The explicit ParallelSpec the pretrain stage receives."""
+        return ParallelSpec(dp=self.dp, tp=self.tp, pp=self.pp, cp=self.cp, ep=self.ep, vpp=self.vpp,
+                            zero_stage=0 if self.fsdp else self.zero_stage, fsdp=self.fsdp,
+                            hsdp_replicas=self.hsdp_replicas, sp=self.sp, micro_batch=self.micro_batch,
+                            recompute=self.recompute, pp_schedule=self.pp_schedule, precision=self.precision,
+                            compile=self.compile)
+
+
+def layout_from_spec(parallel: ParallelSpec, dp: int, batch_sequences: int | None) -> Layout:
+    """Resolve a ParallelSpec (dp given by the caller) and derive gradient accumulation."""
+    per_step = dp * parallel.micro_batch
+    grad_accum = max(1, (batch_sequences or per_step) // per_step)
+    return Layout(dp=dp, tp=parallel.tp, pp=parallel.pp, cp=parallel.cp, ep=parallel.ep, vpp=parallel.vpp,
+                  zero_stage=parallel.zero_stage, fsdp=parallel.fsdp, hsdp_replicas=parallel.hsdp_replicas,
+                  sp=parallel.sp, micro_batch=parallel.micro_batch, grad_accum=grad_accum,
+                  recompute=parallel.recompute, pp_schedule=parallel.pp_schedule, precision=parallel.precision,
+                  compile=parallel.compile)
+
+
+@dataclass(frozen=True)
+class Hardware:
+    """Catalog figures for one accelerator type, count and precision."""
+
+    accelerator: Accelerator
+    count: int
+    devices_per_node: int
+    precision: str
+    peak_tflops: float
+    memory_gib: float
+    memory_bw_tbps: float
+    fast_gbps: float
+    """Per-device bandwidth inside the fast domain (NVLink node, TPU ICI slice), one direction, GB/s."""
+    slow_gbps: float
+    """Per-device bandwidth between fast domains (InfiniBand/RoCE, TPU DCN), GB/s."""
+    fast_domain: int
+    """Devices joined by the fast interconnect: a node (GPU) or a slice (TPU)."""
+
+    @property
+    def is_tpu(self) -> bool:
+        return self.accelerator.kind == "tpu"
+
+    def bandwidth_gbps(self, group: int, stride: int) -> float:
+        """Per-rank bus bandwidth of a ring collective over `group` ranks placed `stride` apart.
+
+        Inside one fast domain: the fast link. Across domains, NCCL runs one ring per NIC and the ring's
+        segments inside a node go over NVLink, so each node boundary is crossed by k rings at once, k =
+        the group's ranks per node, each with its own NIC: bandwidth = min(fast, k x slow) (nccl-tests
+        multi-node all-reduce bus bandwidth on 8 x 400G H100 nodes is ~350-400 GB/s, not 50).
+        """
+        if group * stride <= self.fast_domain:
+            return self.fast_gbps
+        per_domain = max(1, min(group, self.fast_domain // max(1, stride)))
+        return min(self.fast_gbps, self.slow_gbps * per_domain)
+
+
+def peak_tflops(accelerator: Accelerator, precision: str) -> float:
+    """Dense peak for the compute precision; fp32 training uses tf32 tensor cores where they exist."""
+    peaks = accelerator.peak_tflops
+    if precision == "fp32":
+        return peaks.get("tf32", peaks.get("fp32", peaks.get("bf16", 0.0)))
+    if precision == "fp16":
+        return peaks.get("fp16", peaks.get("bf16", 0.0))
+    if precision == "fp8":
+        return peaks.get("fp8", peaks.get("bf16", 0.0))
+    return peaks.get("bf16", peaks.get("fp16", 0.0))
+
+
+def hardware_for(accelerator: Accelerator, count: int, devices_per_node: int, precision: str) -> Hardware:
+    """Hardware view for the time and memory models; TPUs get ICI/DCN from `specc.plan.tpu`."""
+    if accelerator.kind == "tpu":
+        fast, slow, domain = tpu.interconnect(accelerator, count)
+    else:
+        fast, slow, domain = accelerator.intra_node_gbps, accelerator.inter_node_gbps, devices_per_node
+    return Hardware(accelerator=accelerator, count=count, devices_per_node=devices_per_node, precision=precision,
+                    peak_tflops=peak_tflops(accelerator, precision), memory_gib=accelerator.memory_gib,
+                    memory_bw_tbps=accelerator.memory_bw_tbps, fast_gbps=fast, slow_gbps=slow, fast_domain=domain)

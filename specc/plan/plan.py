@@ -1,0 +1,319 @@
+"""Assemble the Plan: the contract object of ../shared/DESIGN.md (schema_version 1), deterministic.
+
+`build_plan(spec)` evaluates the spec's fixed layout, or searches when `parallel: auto` (or when
+asked), and gathers memory, time, cost, scaling and deployment figures with coded warnings.
+`plan_json(plan)` serialises with sorted keys; the same spec always gives the same bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+
+from pydantic import BaseModel, ConfigDict
+
+from specc import __version__
+from specc.catalog import load_catalog
+from specc.plan.estimate import Estimate, Workload, evaluate
+from specc.plan.layout import Layout, layout_from_spec
+from specc.plan.scaling import scaling_check
+from specc.plan.search import SearchResult, search
+from specc.plan.serving import estimate_target
+from specc.spec.derived import data_parallel_size, devices_per_node, total_devices
+from specc.spec.root import Spec
+
+SCHEMA_VERSION = 1
+
+MFU_CONVENTION = ("model FLOPs = 6 x active matmul parameters (output head included, embedding lookup excluded) "
+                  "+ causal attention 6·L·H·Q·s per token (PaLM App. B halved for causal masking); no recompute; "
+                  "over the dense peak of the compute precision")
+
+ERROR_BARS = {
+    "throughput_median_abs_pct": 11.7,
+    "throughput_p90_abs_pct": 33.6,
+    "throughput_basis": "101 held-out published runs (llm-foundry H100, Korthikanti 2022, torchtitan, MaxText TPU); "
+                        "3.4% median on the 80 runs the constants were fitted on (benchmarks/plan_accuracy.py)",
+    "memory_median_abs_pct": 6.0,
+    "memory_basis": "whole-step peak vs torch FSDPMemTracker on specc's runtime model, 21 configs (activations per "
+                    "layer 1.1%, weights + optimizer exact; benchmarks/plan_vs_tracker.py)",
+    "memory_published_median_abs_pct": 19.2,
+    "memory_published_basis": "6 torchtitan allocator peaks (torchtitan saves every other matmul under selective "
+                              "recompute and frees the logits before backward; specc's runtime does neither)",
+}
+"""Measured accuracy of the time and memory models, printed with every plan: the held-out figures of
+`benchmarks/plan_accuracy.py` (rerun it and update these after changing a model or constant)."""
+
+BUBBLE_WARNING = 0.25
+COMM_WARNING = 0.30
+
+
+class _Open(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class PlanSpec(_Open):
+    name: str
+    sha256: str
+
+
+class PlanModel(_Open):
+    params: int
+    active_params: int
+    flops_per_token: float
+
+
+class PlanHardware(_Open):
+    accelerator: str
+    count: int
+    peak_tflops: float
+    memory_gib: float
+
+
+class PlanLayout(_Open):
+    dp: int
+    tp: int
+    pp: int
+    cp: int
+    ep: int
+    vpp: int
+    zero_stage: int
+    micro_batch: int
+    grad_accum: int
+    recompute: str
+
+
+class PlanMemory(_Open):
+    per_device_gib: float
+    fits: bool
+    breakdown_gib: dict[str, float]
+
+
+class PlanTime(_Open):
+    step_s: float
+    tokens_per_s: float
+    mfu: float
+    train_days: float
+    device_hours: float
+
+
+class Candidate(_Open):
+    layout: PlanLayout
+    memory: PlanMemory
+    time: PlanTime
+
+
+class PlanWarning(_Open):
+    code: str
+    message: str
+
+
+class PlanScaling(_Open):
+    tokens_per_param: float
+    chinchilla_tokens: float
+    predicted_loss: float
+
+
+class Plan(_Open):
+    """The plan contract (../shared/DESIGN.md); extra fields are allowed and used."""
+
+    schema_version: int
+    spec: PlanSpec
+    model: PlanModel
+    hardware: PlanHardware
+    layout: PlanLayout
+    memory: PlanMemory
+    time: PlanTime
+    candidates: list[Candidate]
+    warnings: list[PlanWarning]
+    scaling: PlanScaling
+
+
+def _sig(value: float, digits: int = 6) -> float:
+    """Round to significant digits so that floats print identically everywhere."""
+    return float(f"{value:.{digits}g}") if value and math.isfinite(value) else 0.0
+
+
+def spec_sha256(spec: Spec) -> str:
+    """sha256 of the spec's canonical JSON: overrides and `extends` resolved, comments, key order and
+    values equal to their defaults excluded (so a new optional field in the schema keeps old hashes)."""
+    data = spec.model_dump(mode="json", exclude_defaults=True)
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
+def _workload(spec: Spec) -> Workload:
+    accelerator = load_catalog()[spec.cluster.accelerator]
+    devices = total_devices(spec.cluster)
+    batch = spec.schedule.batch_sequences()
+    if not batch:
+        parallel = spec.parallel
+        dp = devices if isinstance(parallel, str) else (data_parallel_size(parallel, devices) or 1)
+        batch = dp * (1 if isinstance(parallel, str) else parallel.micro_batch)
+    return Workload(model=spec.model, seq_len=spec.schedule.seq_len, batch_sequences=batch,
+                    accelerator=accelerator, devices=devices, devices_per_node=devices_per_node(spec.cluster))
+
+
+def _default_precision(spec: Spec, work: Workload) -> str:
+    if not isinstance(spec.parallel, str):
+        return spec.parallel.precision
+    if work.accelerator.kind == "cpu":
+        return "fp32"
+    return "bf16" if work.accelerator.bf16 else "fp16"
+
+
+def _time_contract(estimate: Estimate, spec: Spec, work: Workload) -> dict:
+    time = estimate.time
+    steps = spec.schedule.total_steps() or 0
+    if spec.schedule.steps is None and spec.schedule.token_budget:
+        steps = math.ceil(spec.schedule.token_budget / work.tokens_per_step)
+    seconds = steps * time.step_s
+    device_hours = seconds / 3600 * work.devices
+    price = spec.cluster.cost_per_device_hour
+    if price is None:
+        price = work.accelerator.cost_per_device_hour
+    return {
+        "step_s": _sig(time.step_s), "tokens_per_s": _sig(time.tokens_per_s), "mfu": round(time.mfu, 4),
+        "hfu": round(time.hfu, 4), "tflops_per_device": _sig(time.mfu * time.peak_tflops, 5),
+        "steps": steps, "train_days": _sig(seconds / 86400), "device_hours": _sig(device_hours),
+        "cost_usd": _sig(device_hours * price), "cost_per_device_hour": price,
+        "breakdown_s": {k: _sig(v) for k, v in time.breakdown().items()},
+    }
+
+
+def _candidate(estimate: Estimate, spec: Spec, work: Workload) -> dict:
+    return {"layout": estimate.layout.contract(), "memory": estimate.memory.contract(),
+            "time": _time_contract(estimate, spec, work)}
+
+
+def _layout_warnings(estimate: Estimate) -> list[dict]:
+    warnings = []
+    memory, time = estimate.memory, estimate.time
+    if not memory.fits:
+        contract = memory.contract()
+        parts = {k: v for k, v in contract["breakdown_gib"].items() if k != "other"} | contract["detail_gib"]
+        largest = max(parts, key=parts.get)
+        why = ""
+        if largest == "fsdp_buffers" and estimate.layout.grad_accum > 1 and estimate.layout.pp == 1:
+            why = ("; FSDP holds unsharded fp32 gradients across the "
+                   f"{estimate.layout.grad_accum} accumulation steps (gradients sync on the last micro-batch)")
+        warnings.append({"code": "P201", "message": (
+            f"predicted {memory.total_gib:.1f} GiB per device exceeds the {memory.capacity_gib:.1f} GiB of the "
+            f"accelerator ({memory.stage} pipeline stage; largest part: {largest} {parts[largest]:.1f} GiB{why}); "
+            f"try recompute, a smaller micro_batch, more sharding, or `specc plan --search`")})
+    if time.bubble > BUBBLE_WARNING * time.step_s:
+        warnings.append({"code": "P204", "message": (
+            f"pipeline bubble is {time.bubble / time.step_s:.0%} of the step: raise gradient accumulation "
+            f"(global batch / (dp x micro_batch) = {estimate.layout.grad_accum}) or use virtual stages")})
+    exposed = time.tp_comm + time.cp_comm + time.pp_comm + time.dp_comm + time.ep_comm
+    if exposed > COMM_WARNING * time.step_s:
+        parts = {"tp": time.tp_comm, "cp": time.cp_comm, "pp": time.pp_comm, "dp/fsdp": time.dp_comm, "ep": time.ep_comm}
+        worst = max(parts, key=parts.get)
+        warnings.append({"code": "P205", "message": (
+            f"exposed communication is {exposed / time.step_s:.0%} of the step (mostly {worst}): the layout is "
+            f"communication-bound; `specc plan --search` ranks alternatives")})
+    return warnings
+
+
+def _checkpoint_warning(spec: Spec, step_s: float) -> list[dict]:
+    """Steps between checkpoints x predicted step time against the Slurm time limit."""
+    if spec.cluster.executor != "slurm":
+        return []
+    slurm = spec.cluster.slurm
+    usable_s = slurm.time * 60 - slurm.signal_seconds
+    interval_s = spec.schedule.checkpoint_interval * step_s
+    if spec.schedule.checkpoint_every is None and interval_s >= usable_s:
+        return [{"code": "P202", "message": (
+            f"checkpoint_interval ({spec.schedule.checkpoint_interval} steps x {step_s:.3g} s = "
+            f"{interval_s / 3600:.1f} h) is longer than the Slurm time limit ({slurm.time / 60:.1f} h): only the "
+            f"pre-emption signal would save progress; set checkpoint_interval <= {max(1, int(usable_s / 2 / step_s))} "
+            f"or checkpoint_every")}]
+    return []
+
+
+def build_plan(spec: Spec, *, force_search: bool = False, top: int = 5, overrides: list[str] | None = None) -> Plan:
+    """The plan of a validated spec."""
+    work = _workload(spec)
+    precision = _default_precision(spec, work)
+    hardware = work.hardware(precision)
+    warnings: list[dict] = []
+    searching = force_search or isinstance(spec.parallel, str)
+    result: SearchResult | None = None
+    fixed: Estimate | None = None
+    if not isinstance(spec.parallel, str):
+        dp = data_parallel_size(spec.parallel, work.devices) or 1
+        fixed = evaluate(work, layout_from_spec(spec.parallel, dp, work.batch_sequences), hardware)
+    if searching:
+        fast = work.devices_per_node if not hardware.is_tpu else min(16, hardware.fast_domain)
+        result = search(work, precision, fast, top)
+        ranked = [e for e in result.ranked if _passes_rules(spec, e.layout)][:max(1, top)]
+        if ranked:
+            chosen = ranked[0]
+        else:
+            chosen = fixed or result.closest
+            warnings.append({"code": "P206", "message": (
+                f"no layout of {work.devices} x {work.accelerator.id} fits this model and batch "
+                f"({result.evaluated} evaluated); showing the smallest-memory one: add devices, shorten seq_len "
+                f"or reduce the batch")})
+        candidates = ranked or [chosen]
+        if fixed is not None and ranked and fixed.time.step_s > chosen.time.step_s * 1.05:
+            warnings.append({"code": "P207", "message": (
+                f"the searched layout is {fixed.time.step_s / chosen.time.step_s - 1:.0%} faster than the spec's "
+                f"({chosen.time.step_s:.3g} s vs {fixed.time.step_s:.3g} s per step)")})
+    else:
+        chosen = fixed
+        candidates = [fixed]
+    warnings.extend(_layout_warnings(chosen))
+    warnings.extend(_checkpoint_warning(spec, chosen.time.step_s))
+    counts = work.counts
+    tokens = spec.schedule.token_budget or (spec.schedule.total_steps() or 0) * work.tokens_per_step
+    scaling = scaling_check(counts.active - counts.embedding, float(tokens))
+    if scaling.warning():
+        warnings.append({"code": "P203", "message": scaling.warning()})
+    deploy = []
+    for target in spec.deploy.targets:
+        served = estimate_target(spec.model, target)
+        deploy.append(served.contract())
+        if not served.fits:
+            warnings.append({"code": "P301", "message": (
+                f"deploy target `{served.name}` needs {served.per_device_gib:.1f} GiB per device on {served.count} x "
+                f"{served.accelerator} ({served.capacity_gib:.1f} GiB): raise count, quantize, or lower "
+                f"max_batch x max_context")})
+    data = {
+        "schema_version": SCHEMA_VERSION,
+        "specc_version": __version__,
+        "spec": {"name": spec.name, "sha256": spec_sha256(spec), "overrides": list(overrides or [])},
+        "model": {"params": counts.total, "active_params": counts.active, "embedding_params": counts.embedding,
+                  "non_embedding_params": counts.non_embedding, "flops_per_token": _sig(work.flops.model),
+                  "hardware_flops_per_token": _sig(chosen.time.hardware_flops_per_token),
+                  "flops_convention": MFU_CONVENTION},
+        "hardware": {"accelerator": work.accelerator.id, "count": work.devices, "peak_tflops": hardware.peak_tflops,
+                     "memory_gib": round(hardware.memory_gib, 4), "precision": precision, "kind": work.accelerator.kind,
+                     "devices_per_node": work.devices_per_node},
+        "layout": chosen.layout.contract(),
+        "memory": chosen.memory.contract(),
+        "time": _time_contract(chosen, spec, work),
+        "candidates": [_candidate(e, spec, work) for e in candidates],
+        "warnings": warnings,
+        "scaling": scaling.contract(),
+        "deploy": deploy,
+        "search": result.summary() if result else None,
+        "searched": searching,
+        "batch": {"sequences": work.batch_sequences, "seq_len": work.seq_len, "tokens": work.tokens_per_step},
+        "error_bars": ERROR_BARS,
+    }
+    return Plan.model_validate(data)
+
+
+def _passes_rules(spec: Spec, layout: Layout) -> bool:
+    """The validate phase's parallel rules accept this layout (no error findings)."""
+    from specc.diagnostics.rules import RULES
+    from specc.diagnostics.rules import parallel_rules
+
+    candidate = spec.model_copy(update={"parallel": layout.to_parallel_spec()})
+    checks = [rule.check for rule in RULES if getattr(rule.check, "__module__", "") == parallel_rules.__name__]
+    return not any(f.severity == "error" for check in checks for f in check(candidate))
+
+
+def plan_json(plan: Plan) -> str:
+    """Deterministic JSON text: sorted keys, two-space indent, trailing newline."""
+    return json.dumps(plan.model_dump(mode="json"), indent=2, sort_keys=True) + "\n"

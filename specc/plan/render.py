@@ -1,0 +1,116 @@
+"""The human report of a plan: rich tables for layout, memory (a bar per component against the
+device's capacity), time, cost, scaling, candidates side by side, deployment and warnings."""
+
+from __future__ import annotations
+
+from rich.console import Console, Group
+from rich.table import Table
+from rich.text import Text
+
+from specc.plan.plan import Plan
+
+BAR_WIDTH = 40
+COMPONENT_STYLE = {"params": "cyan", "grads": "blue", "optimizer": "magenta", "activations": "yellow", "other": "white"}
+
+
+def _layout_text(layout: dict) -> str:
+    parts = [f"dp{layout['dp']}", f"tp{layout['tp']}", f"pp{layout['pp']}"]
+    if layout.get("vpp", 1) > 1:
+        parts.append(f"vpp{layout['vpp']}")
+    if layout["cp"] > 1:
+        parts.append(f"cp{layout['cp']}")
+    if layout["ep"] > 1:
+        parts.append(f"ep{layout['ep']}")
+    sharding = "fsdp" if layout.get("fsdp") else f"zero{layout['zero_stage']}"
+    return f"{' x '.join(parts)}  {sharding}  mb{layout['micro_batch']} x ga{layout['grad_accum']}  recompute={layout['recompute']}"
+
+
+def _memory_bar(memory: dict, capacity: float) -> Text:
+    """One bar: each component's share of the capacity, in its colour; '!' past the capacity."""
+    scale = max(capacity, memory["per_device_gib"]) or 1.0
+    bar = Text()
+    for name, value in memory["breakdown_gib"].items():
+        cells = round(value / scale * BAR_WIDTH)
+        bar.append("█" * cells, style=COMPONENT_STYLE.get(name, "white"))
+    filled = len(bar.plain)
+    capacity_cell = round(capacity / scale * BAR_WIDTH)
+    if filled < capacity_cell:
+        bar.append("·" * (capacity_cell - filled), style="dim")
+    return bar
+
+
+def _memory_table(plan: Plan) -> Table:
+    data = plan.memory.model_dump()
+    capacity = plan.hardware.memory_gib
+    table = Table(title=f"Memory per device ({data.get('stage', 'only')} stage) vs {capacity:.1f} GiB", show_header=True)
+    table.add_column("component")
+    table.add_column("GiB", justify="right")
+    table.add_column("share")
+    for name, value in data["breakdown_gib"].items():
+        cells = round(value / max(capacity, data["per_device_gib"]) * BAR_WIDTH)
+        table.add_row(name, f"{value:.2f}", Text("█" * cells, style=COMPONENT_STYLE.get(name, "white")))
+    verdict = Text("fits", style="green") if data["fits"] else Text("DOES NOT FIT", style="bold red")
+    table.add_row(Text("total", style="bold"), f"{data['per_device_gib']:.2f}", Text.assemble(_memory_bar(data, capacity), "  ", verdict))
+    return table
+
+
+def _time_table(plan: Plan) -> Table:
+    t = plan.time.model_dump()
+    table = Table(title="Time and cost", show_header=False)
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    rows = [
+        ("step", f"{t['step_s']:.3f} s"), ("tokens/s", f"{t['tokens_per_s']:,.0f}"),
+        ("MFU / HFU", f"{t['mfu']:.1%} / {t['hfu']:.1%}"), ("TFLOP/s per device", f"{t['tflops_per_device']:.1f}"),
+        ("steps", f"{t['steps']:,}"), ("train days", f"{t['train_days']:.2f}"),
+        ("device-hours", f"{t['device_hours']:,.0f}"), ("cost", f"${t['cost_usd']:,.0f} at ${t['cost_per_device_hour']}/device-h"),
+    ]
+    for what, value in rows:
+        table.add_row(what, value)
+    parts = ", ".join(f"{k} {v:.3g}" for k, v in t["breakdown_s"].items() if v)
+    table.add_row("step parts (s)", parts)
+    return table
+
+
+def _candidates_table(plan: Plan) -> Table:
+    table = Table(title="Candidates (best first)")
+    for column in ("#", "layout", "GiB", "step s", "MFU", "days"):
+        table.add_column(column, justify="right" if column != "layout" else "left")
+    for index, candidate in enumerate(plan.candidates, 1):
+        c = candidate.model_dump()
+        table.add_row(str(index), _layout_text(c["layout"]), f"{c['memory']['per_device_gib']:.1f}",
+                      f"{c['time']['step_s']:.3f}", f"{c['time']['mfu']:.1%}", f"{c['time']['train_days']:.2f}")
+    return table
+
+
+def render(plan: Plan, console: Console | None = None) -> None:
+    """Print the report."""
+    console = console or Console()
+    data = plan.model_dump()
+    model, hardware, scaling = data["model"], data["hardware"], data["scaling"]
+    header = Text.assemble(
+        (f"{data['spec']['name']}", "bold"),
+        f"  {model['params'] / 1e9:.3f}B params ({model['active_params'] / 1e9:.3f}B active), "
+        f"{model['flops_per_token']:.3g} FLOPs/token  on {hardware['count']} x {hardware['accelerator']} "
+        f"({hardware['peak_tflops']:g} TFLOP/s {hardware['precision']}, {hardware['memory_gib']:.1f} GiB)")
+    layout = Text.assemble(("layout  ", "bold"), _layout_text(data["layout"]),
+                           "  (searched)" if data.get("searched") else "  (from the spec)")
+    scale = Text.assemble(("scaling  ", "bold"),
+                          f"{scaling['tokens_per_param']:.1f} tokens/param, compute-optimal {scaling['chinchilla_tokens']:.3g} "
+                          f"tokens, predicted loss {scaling['predicted_loss']:.3f} ({scaling['fit']})")
+    bars = data["error_bars"]
+    error = Text(f"error bars: throughput ±{bars['throughput_median_abs_pct']}% median (p90 "
+                 f"{bars['throughput_p90_abs_pct']}%) vs held-out published runs; memory ±{bars['memory_median_abs_pct']}% "
+                 f"median vs torch's memory tracker, ±{bars['memory_published_median_abs_pct']}% vs published peaks",
+                 style="dim")
+    parts = [header, layout, _memory_table(plan), _time_table(plan), scale, error]
+    if len(plan.candidates) > 1:
+        parts.append(_candidates_table(plan))
+    for target in data.get("deploy") or []:
+        parts.append(Text(f"deploy {target['name']}: {target['per_device_gib']:.1f} / {target['capacity_gib']:.1f} GiB per "
+                          f"device on {target['count']} x {target['accelerator']} (weights {target['weights_gib']:.1f}, "
+                          f"KV cache {target['kv_cache_gib']:.1f}, draft {target['draft_gib']:.1f}) "
+                          f"{'fits' if target['fits'] else 'DOES NOT FIT'}"))
+    for warning in data["warnings"]:
+        parts.append(Text.assemble((f"warning[{warning['code']}] ", "yellow"), warning["message"]))
+    console.print(Group(*parts))

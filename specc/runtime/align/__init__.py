@@ -1,0 +1,1 @@
+"""Alignment stages: SFT, reward model, PPO, DPO and constitutional data (one resumable loop)."""

@@ -1,0 +1,86 @@
+"""What every alignment stage reads from its config and writes when it finishes.
+
+params (built by `specc.runtime.align.params.alignment_params`):
+  stage            the AlignmentStage json (re-validated here)
+  model            the ModelSpec json of the pretrained model
+  init_checkpoint  model directory to start from (relative to run_dir, or absolute)
+  tokenizer        tokenizer.json (relative to run_dir, or absolute)
+  seq_len, seed, checkpoint_interval
+  reference_checkpoint  (dpo) frozen reference model directory
+  reward_checkpoint     (ppo) the reward model's directory
+Data paths inside `stage` are absolute (resolved against the spec's directory), or relative to
+run_dir when they name an earlier constitutional stage's output (`<name>/data.jsonl`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import TypeAdapter
+
+from specc.runtime.align.chat import ChatTemplate, load_template
+from specc.runtime.align.trainer import LoopSettings
+from specc.runtime.infer.weights import TextCodec, file_sha256, load_codec
+from specc.runtime.io import atomic_write_json, mark_success
+from specc.spec.alignment import AlignmentStage
+
+STAGE_ADAPTER = TypeAdapter(AlignmentStage)
+
+
+def resolve(run_dir: Path, path: str) -> Path:
+    candidate = Path(path)
+    return candidate if candidate.is_absolute() else run_dir / candidate
+
+
+@dataclass
+class StageContext:
+    config: dict
+    run_dir: Path
+    out_dir: Path
+    stage: object
+    codec: TextCodec
+    template: ChatTemplate
+    seq_len: int
+    seed: int
+    checkpoint_interval: int
+
+    def path(self, key: str) -> Path:
+        return resolve(self.run_dir, self.config["params"][key])
+
+    def data_path(self, path: str) -> Path:
+        """A data file: absolute, or relative to run_dir (data written by an earlier
+        constitutional stage, `<name>/data.jsonl`)."""
+        return resolve(self.run_dir, path)
+
+    def loop_settings(self, total_steps: int) -> LoopSettings:
+        return LoopSettings(out_dir=self.out_dir, total_steps=total_steps, lr=self.stage.lr,
+                            checkpoint_interval=self.checkpoint_interval,
+                            warmup_steps=min(10, total_steps // 10), stage_name=self.stage.name)
+
+
+def stage_context(config: dict) -> StageContext:
+    params = config["params"]
+    stage = STAGE_ADAPTER.validate_python(params["stage"])
+    run_dir = Path(config["run_dir"])
+    template = load_template(getattr(stage, "chat_template", None) or params.get("chat_template", "chatml"))
+    return StageContext(config=config, run_dir=run_dir, out_dir=run_dir / stage.name, stage=stage,
+                        codec=load_codec(resolve(run_dir, params["tokenizer"])), template=template,
+                        seq_len=int(getattr(stage, "seq_len", None) or params["seq_len"]),
+                        seed=int(params.get("seed", 0)),
+                        checkpoint_interval=int(params.get("checkpoint_interval", 50)))
+
+
+def inputs_record(context: StageContext, keys: tuple[str, ...]) -> dict:
+    """sha256 of each input model's weights, recorded in the stage's outputs (provenance)."""
+    record = {}
+    for key in keys:
+        if key in context.config["params"]:
+            weights = context.path(key) / "model.safetensors"
+            record[key] = {"path": str(context.path(key)), "sha256": file_sha256(weights)}
+    return record
+
+
+def finish(context: StageContext, inputs: dict, summary: dict) -> None:
+    atomic_write_json(context.out_dir / "final" / "provenance.json", {"stage": context.stage.name, "inputs": inputs})
+    mark_success(context.out_dir, context.config, inputs=inputs, **summary)

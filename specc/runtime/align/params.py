@@ -1,0 +1,85 @@
+"""Torch-free: params of the alignment stages and of the deploy stage, built from a validated
+Spec (called by the bundle emitter; see `specc.runtime.align.common` and
+`specc.runtime.deploy.stage` for what each key means).
+
+Models and data produced by earlier stages are named relative to the run directory
+(`pretrain/final`, `<stage>/final`, `<constitutional stage>/data.jsonl`); files named in the
+spec are made absolute against the spec's directory.
+"""
+
+from __future__ import annotations
+
+from specc.runtime.evaluate.params import absolute, tokenizer_location
+from specc.spec.root import Spec
+
+POLICY_TYPES = ("sft", "dpo", "ppo")
+DEFAULT_CHAT_TEMPLATE = "chatml"
+
+
+def _model_dir(reference: str, earlier: dict[str, str], spec_dir: str) -> str:
+    """`pretrain`, an earlier stage's name, or a checkpoint directory path."""
+    if reference == "pretrain":
+        return "pretrain/final"
+    if reference in earlier:
+        return f"{reference}/final"
+    return absolute(reference, spec_dir)
+
+
+def _data_path(value: str, constitutional: set[str], spec_dir: str) -> str:
+    return f"{value}/data.jsonl" if value in constitutional else absolute(value, spec_dir)
+
+
+def _template(name: str, spec_dir: str) -> str:
+    return name if name in ("chatml", "llama3") else absolute(name, spec_dir)
+
+
+def alignment_params(spec: Spec, spec_dir: str) -> list[tuple[str, dict]]:
+    """(stage name, params) for every alignment stage, in spec order."""
+    earlier: dict[str, str] = {}
+    constitutional: set[str] = set()
+    template = DEFAULT_CHAT_TEMPLATE
+    out = []
+    seq_len = min(spec.schedule.seq_len, spec.model.max_seq_len)
+    for stage in spec.alignment:
+        body = stage.model_dump(mode="json")
+        if stage.type == "sft":
+            template = _template(stage.chat_template, spec_dir)
+            body["chat_template"] = template
+        for key in ("data", "prompts"):
+            if key in body:
+                body[key] = _data_path(body[key], constitutional, spec_dir)
+        params = {"stage": body, "model": spec.model.model_dump(mode="json"),
+                  "init_checkpoint": _model_dir(stage.init_from, earlier, spec_dir),
+                  "tokenizer": tokenizer_location(spec, spec_dir), "chat_template": template,
+                  "seq_len": min(getattr(stage, "seq_len", None) or seq_len, spec.model.max_seq_len),
+                  "seed": spec.schedule.seed, "checkpoint_interval": spec.schedule.checkpoint_interval}
+        if stage.type == "dpo":
+            reference = stage.init_from if stage.reference == "init" else stage.reference
+            params["reference_checkpoint"] = _model_dir(reference, earlier, spec_dir)
+        if stage.type == "ppo":
+            if earlier.get(stage.reward_model) != "reward_model":
+                raise ValueError(f"alignment stage {stage.name!r}: reward_model {stage.reward_model!r} is not an "
+                                 "earlier reward_model stage")
+            params["reward_checkpoint"] = f"{stage.reward_model}/final"
+        out.append((stage.name, params))
+        earlier[stage.name] = stage.type
+        if stage.type == "constitutional":
+            constitutional.add(stage.name)
+    return out
+
+
+def final_policy(spec: Spec) -> str:
+    """The model directory deployment serves: the last alignment stage that trains a policy."""
+    policies = [stage.name for stage in spec.alignment if stage.type in POLICY_TYPES]
+    return f"{policies[-1]}/final" if policies else "pretrain/final"
+
+
+def deploy_params(spec: Spec, spec_dir: str) -> dict:
+    special = spec.tokenizer.special_tokens
+    return {"targets": [target.model_dump(mode="json") for target in spec.deploy.targets],
+            "model": spec.model.model_dump(mode="json"), "checkpoint": final_policy(spec),
+            "tokenizer": tokenizer_location(spec, spec_dir), "shard_dir": "tokenize/shards",
+            "eos_token": special[0], "pad_token": "<|pad|>" if "<|pad|>" in special else None,
+            "seq_len": min(spec.schedule.seq_len, spec.model.max_seq_len), "seed": spec.schedule.seed,
+            "measure_windows": 32, "draft_steps": 200, "draft_batch_size": 16, "draft_lr": 1e-3,
+            "speculative_prompts": 8, "speculative_prompt_tokens": 32, "speculative_new_tokens": 64}

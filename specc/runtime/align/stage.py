@@ -1,0 +1,32 @@
+"""Every alignment stage: `run(config)` dispatches on the stage's `type`.
+
+config.json: {"stage": <the spec's stage name>, "run_dir": ..., "params": see
+`specc.runtime.align.common`}. Outputs under `<run_dir>/<name>/`: `checkpoints/`,
+`metrics.jsonl`, `final/` (model.safetensors + config.json + provenance.json with the
+sha256 of the weights it started from), and `_SUCCESS.json` last. Rerunning a killed stage
+resumes from its newest checkpoint; rerunning a finished one does nothing.
+"""
+
+from __future__ import annotations
+
+from specc.runtime.align.common import stage_context
+from specc.runtime.io import is_complete
+
+
+def run(config: dict) -> None:
+    context = stage_context(config)
+    if is_complete(context.out_dir, config):
+        print(f"{context.stage.name}: already complete ({context.out_dir / '_SUCCESS.json'})")
+        return
+    kind = context.stage.type
+    if kind == "sft":
+        from specc.runtime.align.sft import run_sft as runner
+    elif kind == "dpo":
+        from specc.runtime.align.dpo import run_dpo as runner
+    elif kind == "reward_model":
+        from specc.runtime.align.reward import run_reward_model as runner
+    elif kind == "ppo":
+        from specc.runtime.align.ppo import run_ppo as runner
+    else:
+        from specc.runtime.align.constitutional import run_constitutional as runner
+    runner(context)

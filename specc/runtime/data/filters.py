@@ -1,0 +1,126 @@
+"""The filter chain: spec filters built into callables, applied in spec order.
+
+Each built filter has a `name` (shown in reports), the `sources` it applies to (None: all)
+and `check(document) -> reason | None`. A document is dropped by the first filter that
+gives a reason. Filters that need a model build it once here (a classifier trained from
+example globs, a Kneser-Ney model fitted on reference text) and are then pickled to the
+worker processes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from specc.runtime.data import heuristics, langid, linear
+from specc.runtime.data.documents import DataError, Document
+from specc.runtime.data.ngram_lm import KneserNeyLM
+from specc.runtime.data.rules import Rules
+from specc.runtime.data.sources import iter_files, resolve_glob
+from specc.spec.data import (
+    ClassifierFilter, FileSource, LanguageFilter, LengthFilter, PerplexityFilter, RepetitionFilter, RulesFilter,
+    SymbolFilter, WordLengthFilter,
+)
+
+HEURISTICS = {
+    LengthFilter: heuristics.check_length,
+    WordLengthFilter: heuristics.check_word_length,
+    SymbolFilter: heuristics.check_symbols,
+    RepetitionFilter: heuristics.check_repetition,
+}
+
+
+@dataclass
+class BuiltFilter:
+    name: str
+    spec: object
+    sources: frozenset[str] | None
+    model: object = None
+    """A LinearModel, KneserNeyLM or Rules, depending on the filter type."""
+
+    def applies_to(self, document: Document) -> bool:
+        return self.sources is None or document.source in self.sources
+
+    def check(self, document: Document) -> str | None:
+        spec = self.spec
+        if type(spec) in HEURISTICS:
+            return HEURISTICS[type(spec)](spec, document.text)
+        if isinstance(spec, LanguageFilter):
+            return self._check_language(document.text)
+        if isinstance(spec, ClassifierFilter):
+            return "low_quality_score" if self.model.score(document.text, "positive") < spec.threshold else None
+        if isinstance(spec, PerplexityFilter):
+            perplexity = self.model.perplexity(document.text)
+            if perplexity > spec.max_perplexity:
+                return "perplexity_high"
+            return "perplexity_low" if perplexity < spec.min_perplexity else None
+        return self.model.check(document)
+
+    def _check_language(self, text: str) -> str | None:
+        spec: LanguageFilter = self.spec
+        language, score = self.model.predict(text) if self.model is not None else langid.identify(text)
+        if language not in spec.languages:
+            return f"language_{language}"
+        if score < spec.thresholds.get(language, spec.min_score):
+            return f"low_confidence_{language}"
+        return None
+
+
+def _example_texts(pattern: str, spec_dir: Path) -> list[str]:
+    return [document.text for document in iter_files(FileSource(name="examples", path=pattern), spec_dir)]
+
+
+def _resolve_model(path: str, spec_dir: Path, what: str) -> Path:
+    return resolve_glob(path, spec_dir, what)[0]
+
+
+def _build_classifier(spec: ClassifierFilter, name: str, spec_dir: Path, models_dir: Path) -> linear.LinearModel:
+    if spec.model_path is not None:
+        model = linear.load(_resolve_model(spec.model_path, spec_dir, f"filter {name!r} model_path"))
+        if "positive" not in model.labels:
+            raise DataError(f"filter {name!r}: the model's labels {model.labels} have no 'positive' label")
+        return model
+    if spec.positive is None or spec.negative is None:
+        raise DataError(f"filter {name!r}: give `model_path`, or both `positive` and `negative` example globs")
+    good, bad = _example_texts(spec.positive, spec_dir), _example_texts(spec.negative, spec_dir)
+    model = linear.train(good + bad, ["positive"] * len(good) + ["negative"] * len(bad))
+    model.save(models_dir / f"{name}.npz")
+    return model
+
+
+def _build_model(spec, name: str, spec_dir: Path, models_dir: Path):
+    if isinstance(spec, LanguageFilter) and spec.model_path is not None:
+        return linear.load(_resolve_model(spec.model_path, spec_dir, f"filter {name!r} model_path"))
+    if isinstance(spec, ClassifierFilter):
+        return _build_classifier(spec, name, spec_dir, models_dir)
+    if isinstance(spec, PerplexityFilter):
+        texts = (document.text for document in
+                 iter_files(FileSource(name="reference", path=spec.reference), spec_dir))
+        return KneserNeyLM(spec.order).fit(texts)
+    if isinstance(spec, RulesFilter):
+        return Rules(spec)
+    return None
+
+
+def filter_name(spec, position: int) -> str:
+    """The spec's `name`, else `<type>-<position>` counting from 1."""
+    return spec.name or f"{spec.type}-{position}"
+
+
+def build_filters(specs: list, spec_dir: Path, models_dir: Path) -> list[BuiltFilter]:
+    built = []
+    for position, spec in enumerate(specs, start=1):
+        name = filter_name(spec, position)
+        sources = frozenset(spec.sources) if spec.sources is not None else None
+        built.append(BuiltFilter(name, spec, sources, _build_model(spec, name, spec_dir, models_dir)))
+    return built
+
+
+def first_drop(filters: list[BuiltFilter], document: Document) -> tuple[str, str] | None:
+    """(filter name, reason) of the first filter that drops the document, or None to keep it."""
+    for built in filters:
+        if built.applies_to(document):
+            reason = built.check(document)
+            if reason is not None:
+                return built.name, reason
+    return None

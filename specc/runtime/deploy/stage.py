@@ -1,0 +1,101 @@
+"""The `deploy` stage: export, quantize, measure, and prepare speculative decoding per target.
+
+config.json: {"stage": "deploy", "run_dir": ..., "params": see `specc.runtime.deploy.params`}.
+For each target, under `<run_dir>/deploy/<target>/`:
+- `hf/` when `format: hf`: a Hugging Face folder (full-precision weights + tokenizer files);
+- `model/`: specc's safetensors layout with the served weights (packed int8/NF4 and their
+  scales when quantized) plus `quantization.json`;
+- `draft/`: the speculative draft model (distilled from the target when the spec gives an
+  architecture, copied from the given checkpoint otherwise);
+- `report.json`: weight bytes, perplexity before/after quantization on held-out tokens, and
+  speculative acceptance rate / speed-up (greedy outputs checked identical to plain decoding).
+A finished target is skipped on rerun (its report carries the config's hash); `_SUCCESS.json`
+in `<run_dir>/deploy/` comes last.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from specc.runtime.deploy.distill import distill_draft
+from specc.runtime.deploy.export import export_hf, export_safetensors
+from specc.runtime.deploy.measure import heldout_windows, speculative_report, window_perplexity
+from specc.runtime.deploy.quantize import quantize_model, quantized_state, weight_bytes
+from specc.runtime.infer.weights import load_model, save_model
+from specc.runtime.align.trainer import device
+from specc.runtime.io import MetricsWriter, atomic_write_json, config_hash, is_complete, mark_success
+from specc.spec.deploy import DeployTarget
+
+RUNTIME_QUANTIZATION = ("none", "int8", "nf4")
+
+
+def resolve(run_dir: Path, path: str) -> Path:
+    candidate = Path(path)
+    return candidate if candidate.is_absolute() else run_dir / candidate
+
+
+def deploy_target(target: DeployTarget, params: dict, run_dir: Path, out: Path) -> dict:
+    """Export and measure one target; returns its report."""
+    if target.quantization not in RUNTIME_QUANTIZATION:
+        raise ValueError(f"target {target.name!r}: quantization {target.quantization!r} is planned for but not "
+                         f"implemented by the runtime; use one of {', '.join(RUNTIME_QUANTIZATION)}")
+    checkpoint, tokenizer = resolve(run_dir, params["checkpoint"]), resolve(run_dir, params["tokenizer"])
+    shard_dir = resolve(run_dir, params["shard_dir"])
+    dev = device()
+    model = load_model(checkpoint, dev)
+    if target.format == "hf":
+        export_hf(model, out / "hf", tokenizer, params["eos_token"], params.get("pad_token"))
+    windows = heldout_windows(shard_dir, min(params["seq_len"], model.spec.max_seq_len), params["measure_windows"])
+    report: dict = {"target": target.name, "quantization": target.quantization,
+                    "perplexity_full": window_perplexity(model, windows), "weight_bytes_full": weight_bytes(model),
+                    "heldout_tokens": sum(len(w) - 1 for w in windows)}
+    served = model
+    if target.quantization != "none":
+        served = quantize_model(load_model(checkpoint, dev), target.quantization, target.group_size)
+        report["perplexity_quantized"] = window_perplexity(served, windows)
+        report["perplexity_change"] = report["perplexity_quantized"] / report["perplexity_full"] - 1.0
+    report["weight_bytes_served"] = weight_bytes(served)
+    export_safetensors(quantized_state(served), model.spec, out / "model", tokenizer,
+                       {"method": target.quantization, "group_size": target.group_size})
+    if target.speculative is not None:
+        draft = _draft(target, served, params, run_dir, out)
+        save_model(draft, out / "draft")
+        prompts = [w[:params["speculative_prompt_tokens"]] for w in windows[:params["speculative_prompts"]]]
+        report["speculative"] = speculative_report(served, draft, prompts, params["speculative_new_tokens"],
+                                                   target.speculative.num_tokens)
+    return report
+
+
+def _draft(target: DeployTarget, served, params: dict, run_dir: Path, out: Path):
+    draft = target.speculative.draft
+    if isinstance(draft, str):
+        return load_model(resolve(run_dir, draft), device())
+    return distill_draft(served, draft, resolve(run_dir, params["shard_dir"]),
+                         out / "draft-training", params["draft_steps"], params["draft_batch_size"], params["seq_len"],
+                         params["draft_lr"], params.get("seed", 0))
+
+
+def run(config: dict) -> None:
+    run_dir = Path(config["run_dir"])
+    stage_dir = run_dir / "deploy"
+    if is_complete(stage_dir, config):
+        print(f"deploy: already complete ({stage_dir / '_SUCCESS.json'})")
+        return
+    params = config["params"]
+    fingerprint = config_hash(config)
+    reports = []
+    with MetricsWriter(stage_dir / "metrics.jsonl") as metrics:
+        for raw in params["targets"]:
+            target = DeployTarget.model_validate(raw)
+            out = stage_dir / target.name
+            report_path = out / "report.json"
+            if report_path.exists() and json.loads(report_path.read_text()).get("fingerprint") == fingerprint:
+                reports.append(json.loads(report_path.read_text()))
+                continue
+            report = {**deploy_target(target, params, run_dir, out), "fingerprint": fingerprint}
+            metrics.write(**{k: v for k, v in report.items() if not isinstance(v, dict)})
+            atomic_write_json(report_path, report)
+            reports.append(report)
+            print(f"deploy {target.name}: {json.dumps({k: v for k, v in report.items() if k != 'fingerprint'})}")
+    mark_success(stage_dir, config, targets=[r["target"] for r in reports])

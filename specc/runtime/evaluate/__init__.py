@@ -1,0 +1,1 @@
+"""Evaluation: perplexity, multiple-choice and generative tasks, and the `eval` stage."""

@@ -1,0 +1,114 @@
+"""The `eval` stage: perplexity sets and benchmark tasks for every model the pipeline trained.
+
+config.json: {"stage": "eval", "run_dir": ..., "params": see `specc.runtime.evaluate.params`}.
+Outputs under `<run_dir>/eval/`: `parts/<model>--<item>.json` (one per model and task, written
+atomically: a killed run resumes with the parts it has), `samples/<model>--<task>.jsonl`
+(generations), `results.json`, `results.md` (a table with accuracy +- standard error),
+`metrics.jsonl`, then `_SUCCESS.json`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from specc.runtime.evaluate import harness
+from specc.runtime.evaluate.tasks import load_examples, read_jsonl, task_files
+from specc.runtime.infer.weights import load_codec, load_model
+from specc.runtime.io import MetricsWriter, atomic_write_json, atomic_write_text, config_hash, is_complete, mark_success
+from specc.spec.evaluation import EvalSpec, EvalTask, PerplexitySet
+
+
+def resolve(run_dir: Path, path: str) -> Path:
+    """Paths in params are absolute or relative to the run directory."""
+    candidate = Path(path)
+    return candidate if candidate.is_absolute() else run_dir / candidate
+
+
+def perplexity_texts(item: PerplexitySet) -> list[str]:
+    texts: list[str] = []
+    for path in task_files(item.path):
+        if path.suffix == ".jsonl":
+            texts.extend(str(row[item.text_field]) for row in read_jsonl(path) if item.text_field in row)
+        else:
+            texts.append(path.read_text())
+    return texts[:item.max_documents] if item.max_documents else texts
+
+
+def score_task(model, codec, task: EvalTask, spec: EvalSpec) -> tuple[list[harness.Score], list[dict]]:
+    examples = [e for path in task_files(task.path) for e in load_examples(path, task.type)]
+    k = spec.num_fewshot if task.num_fewshot is None else task.num_fewshot
+    if task.type == "multiple_choice":
+        acc, acc_norm = harness.multiple_choice(model, codec, examples, k, spec.batch_size, task.limit)
+        scores = [harness.Score(task.name, metric, *harness.mean_and_stderr(values), len(values))
+                  for metric, values in (("acc", acc), ("acc_norm", acc_norm))]
+        return scores, []
+    correct, samples = harness.generative(model, codec, examples, k, task.answer_pattern, task.max_new_tokens,
+                                          task.limit)
+    return [harness.Score(task.name, "exact_match", *harness.mean_and_stderr(correct), len(correct))], samples
+
+
+def _evaluate_model(label: str, model_dir: Path, spec: EvalSpec, codec, out: Path, metrics: MetricsWriter,
+                    fingerprint: str) -> list[dict]:
+    """Score one model on everything, skipping parts a previous (killed) run finished."""
+    model = None
+    rows: list[dict] = []
+    items = [(p.name, p) for p in spec.perplexity] + [(t.name, t) for t in spec.tasks]
+    for name, item in items:
+        part = out / "parts" / f"{label}--{name}.json"
+        if part.exists() and json.loads(part.read_text()).get("fingerprint") == fingerprint:
+            rows.extend(json.loads(part.read_text())["rows"])
+            continue
+        if model is None:
+            model = load_model(model_dir, "cuda" if torch.cuda.is_available() else "cpu")
+        if isinstance(item, PerplexitySet):
+            result = harness.perplexity(model, codec, perplexity_texts(item), spec.batch_size)
+            new_rows = [{"model": label, "task": name, "metric": "perplexity", "value": result["perplexity"],
+                         "stderr": None, "count": result["tokens"]}]
+        else:
+            scores, samples = score_task(model, codec, item, spec)
+            new_rows = [{"model": label, **s.as_dict()} for s in scores]
+            if samples:
+                atomic_write_text(out / "samples" / f"{label}--{name}.jsonl",
+                                  "".join(json.dumps(s) + "\n" for s in samples))
+        for row in new_rows:
+            metrics.write(**row)
+        atomic_write_json(part, {"fingerprint": fingerprint, "rows": new_rows})
+        rows.extend(new_rows)
+    return rows
+
+
+def results_markdown(rows: list[dict]) -> str:
+    lines = ["| model | task | metric | value | ± stderr | n |", "|---|---|---|---|---|---|"]
+    for row in rows:
+        stderr = "" if row["stderr"] is None else f"{row['stderr']:.4f}"
+        lines.append(f"| {row['model']} | {row['task']} | {row['metric']} | {row['value']:.4f} | {stderr} | "
+                     f"{row['count']} |")
+    return "\n".join(lines) + "\n"
+
+
+def run(config: dict) -> None:
+    run_dir = Path(config["run_dir"])
+    out = run_dir / "eval"
+    if is_complete(out, config):
+        print(f"eval: already complete ({out / '_SUCCESS.json'})")
+        return
+    params = config["params"]
+    spec = EvalSpec.model_validate(params["eval"])
+    codec = load_codec(resolve(run_dir, params["tokenizer"]))
+    fingerprint = config_hash(config)
+    rows: list[dict] = []
+    with MetricsWriter(out / "metrics.jsonl") as metrics:
+        for label, directory in params["checkpoints"].items():
+            model_dir = resolve(run_dir, directory)
+            if not (model_dir / "model.safetensors").exists():
+                print(f"eval: skipping {label}: no weights at {model_dir}")
+                continue
+            rows.extend(_evaluate_model(label, model_dir, spec, codec, out, metrics, fingerprint))
+    atomic_write_json(out / "results.json", {"results": rows})
+    table = results_markdown(rows)
+    atomic_write_text(out / "results.md", table)
+    print(table, end="")
+    mark_success(out, config, results=len(rows))

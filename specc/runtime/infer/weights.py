@@ -1,0 +1,89 @@
+"""Loading and saving whole models and the tokenizer, in the pretrain stage's export format.
+
+A model directory holds `model.safetensors` (FQN-keyed, `output.weight` left out when tied
+to the embeddings) and `config.json` (the ModelSpec), exactly what
+`specc.runtime.train.stage.export_final` writes, so every later stage reads pretrained,
+aligned and distilled models the same way. The sha256 of the weights file is recorded by
+the stages that start from it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from tokenizers import Tokenizer
+
+from specc.runtime.io import atomic_write_json
+from specc.runtime.train.model import Transformer, build_model
+from specc.spec.model import ModelSpec
+
+WEIGHTS = "model.safetensors"
+
+
+def model_spec_from_dir(directory: Path) -> ModelSpec:
+    return ModelSpec.model_validate(json.loads((directory / "config.json").read_text()))
+
+
+def load_model(directory: Path, device: str | torch.device = "cpu") -> Transformer:
+    """The model saved in `directory`, in eval mode."""
+    spec = model_spec_from_dir(directory)
+    model = build_model(spec, seed=0)
+    state = load_file(str(directory / WEIGHTS))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [name for name in missing if not (name == "output.weight" and spec.tie_embeddings)]
+    if missing or unexpected:
+        raise ValueError(f"{directory / WEIGHTS} does not match its config.json: missing {missing}, "
+                         f"unexpected {unexpected}")
+    return model.to(device).eval()
+
+
+def save_model(model: Transformer, directory: Path, extra_tensors: dict[str, torch.Tensor] | None = None) -> None:
+    """Write `model.safetensors` + `config.json` atomically (the weights file is renamed into place)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {name: tensor.detach().to("cpu").contiguous().clone() for name, tensor in model.state_dict().items()}
+    if model.spec.tie_embeddings:
+        state.pop("output.weight", None)
+    state.update(extra_tensors or {})
+    temporary = directory / f".{WEIGHTS}.tmp"
+    save_file(dict(sorted(state.items())), str(temporary), metadata={"format": "pt"})
+    os.replace(temporary, directory / WEIGHTS)
+    atomic_write_json(directory / "config.json", model.spec.model_dump(mode="json"))
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for chunk in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass
+class TextCodec:
+    """The byte-level BPE tokenizer plus the ids the stages need."""
+
+    tokenizer: Tokenizer
+    eos_id: int
+    pad_id: int
+
+    def encode(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text, add_special_tokens=False).ids
+
+    def decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=False)
+
+
+def load_codec(path: Path, eos_token: str = "<|endoftext|>", pad_token: str = "<|pad|>") -> TextCodec:
+    """Tokenizer from `tokenizer.json`; the pad id falls back to EOS when there is no pad token."""
+    tokenizer = Tokenizer.from_file(str(path))
+    eos_id = tokenizer.token_to_id(eos_token)
+    if eos_id is None:
+        raise ValueError(f"{path}: no end-of-document token {eos_token!r}")
+    pad_id = tokenizer.token_to_id(pad_token)
+    return TextCodec(tokenizer, eos_id, eos_id if pad_id is None else pad_id)

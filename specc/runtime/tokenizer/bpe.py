@@ -1,0 +1,67 @@
+"""Byte-level BPE with the `tokenizers` library: training, loading and compression figures.
+
+Byte-level (GPT-2 style, Radford et al. 2019): text is mapped to bytes before merging, so
+the 256 byte symbols are in the vocabulary and every string round-trips exactly.
+Special tokens come first (ids 0..k-1); the first is the end-of-document token. Their
+literal spellings inside documents are encoded as ordinary text (`encode_special_tokens`),
+so a document can never forge a document boundary.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+from specc.runtime.data.documents import DataError
+
+
+def train_bpe(texts: list[str], vocab_size: int, special_tokens: list[str], min_frequency: int) -> Tokenizer:
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
+                                  special_tokens=list(special_tokens), show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tokenizer.train_from_iterator(texts, trainer, length=len(texts))
+    tokenizer.encode_special_tokens = True
+    return tokenizer
+
+
+def load_tokenizer(path: Path, special_tokens: list[str]) -> Tokenizer:
+    try:
+        tokenizer = Tokenizer.from_file(str(path))
+    except Exception as error:  # noqa: BLE001 - the Rust side raises a plain Exception
+        raise DataError(f"{path}: cannot load a tokenizers JSON file ({error})") from None
+    missing = [token for token in special_tokens if tokenizer.token_to_id(token) is None]
+    if missing:
+        raise DataError(f"{path}: the tokenizer has no special token(s) {missing}; "
+                        "set `tokenizer.special_tokens` to tokens it has")
+    tokenizer.encode_special_tokens = True
+    return tokenizer
+
+
+def save_tokenizer(tokenizer: Tokenizer, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp")
+    tokenizer.save(str(temporary))
+    temporary.replace(path)
+
+
+def encode(tokenizer: Tokenizer, texts: list[str]) -> list[list[int]]:
+    return [encoding.ids for encoding in tokenizer.encode_batch(texts, add_special_tokens=False)]
+
+
+def decode(tokenizer: Tokenizer, ids: Iterable[int]) -> str:
+    return tokenizer.decode(list(ids), skip_special_tokens=False)
+
+
+def compression(tokenizer: Tokenizer, texts: list[str]) -> dict:
+    """Bytes per token and tokens per (whitespace-separated) word over `texts`."""
+    tokens = sum(len(ids) for ids in encode(tokenizer, texts))
+    nbytes = sum(len(text.encode()) for text in texts)
+    words = sum(len(text.split()) for text in texts)
+    return {"documents": len(texts), "bytes": nbytes, "tokens": tokens, "words": words,
+            "bytes_per_token": round(nbytes / tokens, 4) if tokens else None,
+            "tokens_per_word": round(tokens / words, 4) if words else None}

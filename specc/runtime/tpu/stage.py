@@ -1,0 +1,58 @@
+"""The `pretrain_tpu` stage: the `pretrain` stage's contract, run through torch-xla SPMD.
+
+config.json is the `pretrain` stage's (same params: model, parallel, schedule, devices,
+accelerator, predicted), so a spec changes only `cluster.accelerator`. Inputs:
+`<run_dir>/tokenize/shards/`. Outputs under `<run_dir>/pretrain/`: `checkpoints/`,
+`metrics.jsonl`, `final/{model.safetensors, config.json}`, then `_SUCCESS.json`.
+
+Launch one process per host (`PJRT_DEVICE=TPU python -m specc.runtime config.json`; on
+XLA's CPU backend `PJRT_DEVICE=CPU CPU_NUM_DEVICES=4`). On SIGTERM/SIGUSR2 the stage
+checkpoints and exits with status 75; rerunning the same config resumes from the newest
+complete checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch_xla
+import torch_xla.runtime as xr
+
+from specc.runtime.io import atomic_write_json, is_complete, mark_success
+from specc.runtime.tpu import spmd
+from specc.runtime.tpu.checkpoint import model_state
+from specc.runtime.tpu.loop import train
+from specc.runtime.train.stage import settings_from_config
+
+
+def export_final(model, mesh, directory) -> None:
+    """Full (unsharded) weights as safetensors plus the ModelSpec, in the GPU path's format.
+
+    Every host takes part in gathering each tensor (a replicated copy); process 0 writes.
+    """
+    from safetensors.torch import save_file
+
+    state = model_state(model)
+    replicated = {name: spmd.replicated_copy(tensor, mesh) for name, tensor in state.items()}
+    torch_xla.sync()
+    if xr.process_index() != 0:
+        return
+    tensors = {name: tensor.cpu().contiguous() for name, tensor in sorted(replicated.items())}
+    directory.mkdir(parents=True, exist_ok=True)
+    temporary = directory / ".model.safetensors.tmp"
+    save_file(tensors, str(temporary), metadata={"format": "pt"})
+    os.replace(temporary, directory / "model.safetensors")
+    atomic_write_json(directory / "config.json", model.spec.model_dump(mode="json"))
+
+
+def run(config: dict) -> None:
+    settings = settings_from_config(config)
+    spmd.enable_spmd()  # before anything touches the XLA runtime
+    if is_complete(settings.out_dir, config):
+        if xr.process_index() == 0:
+            print(f"pretrain_tpu: already complete ({settings.out_dir / '_SUCCESS.json'})")
+        return
+    summary = train(settings)
+    export_final(summary["model"], summary["mesh"], settings.out_dir / "final")
+    if xr.process_index() == 0:
+        mark_success(settings.out_dir, config, steps=summary["steps"], final_loss=summary["final_loss"])

@@ -1,0 +1,431 @@
+"""The pretraining loop: build, parallelize, resume, then step / evaluate / log / checkpoint.
+
+Read top to bottom: `train()` sets up the process group and mesh, builds the model parts
+(one per pipeline chunk, else the whole model), the optimizer and lr schedule, resumes
+from the newest complete checkpoint, then runs optimizer steps until the schedule ends or
+a stop signal (SIGTERM/SIGUSR2) arrives.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import signal
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+from torch.distributed.tensor import DTensor
+
+from specc.runtime.io import MetricsWriter
+from specc.runtime.train import parallelize as par
+from specc.runtime.train.checkpoint import complete_checkpoints, load_checkpoint, save_checkpoint
+from specc.runtime.train.data import BatchLayout, SequenceStream, local_batch, open_streams
+from specc.runtime.train.model import build_model, num_parameters
+from specc.runtime.train.moe import AuxLossScaler
+from specc.runtime.train.optim import build_lr_scheduler, build_optimizer
+from specc.spec.model import ModelSpec
+from specc.spec.parallel import ParallelSpec
+from specc.spec.schedule import ScheduleSpec
+
+EXIT_REQUEUE = 75
+"""Exit status after checkpointing on SIGTERM/SIGUSR2 (sysexits EX_TEMPFAIL): the job was
+preempted or hit its time limit cleanly; rerunning the same config resumes it. The Slurm
+template requeues on it (`--signal=USR2@90` + `--requeue`, submitit's convention)."""
+
+
+@dataclass
+class TrainSettings:
+    """What the loop needs, already validated by the spec models."""
+
+    model: ModelSpec
+    parallel: ParallelSpec
+    schedule: ScheduleSpec
+    out_dir: Path
+    shard_dir: Path
+    predicted: dict | None = None
+    accelerator: str = "cpu"
+    max_steps: int | None = None
+    """Stop after this step even if the schedule is longer (tests; the lr schedule still uses the full length)."""
+
+
+@dataclass
+class Runtime:
+    """Process-group facts every helper needs."""
+
+    rank: int
+    world_size: int
+    device: torch.device
+    dims: par.ParallelDims
+    meshes: dict | None
+    """Mesh axes and flattened views by name (`parallelize.build_mesh`); None on one process."""
+    dp_rank: int = 0
+    pp_rank: int = 0
+    groups: dict = field(default_factory=dict)
+    cp: object | None = None
+    """The ContextParallel helper when cp > 1 (shards each batch's sequence dimension)."""
+
+    def group(self, name: str):
+        return self.groups.get(name)
+
+
+def init_runtime(parallel: ParallelSpec) -> Runtime:
+    """Process group from the torchrun/Slurm environment (NCCL on GPU, gloo on CPU) and the mesh.
+
+    TPU seam: a torch-xla entry would replace this function (PJRT device, SPMD mesh) and
+    reuse build_model/the loop unchanged.
+    """
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    if torch.cuda.is_available():
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    else:
+        device = torch.device("cpu")
+    dims = par.ParallelDims.from_spec(parallel, world_size)
+    if world_size == 1:
+        return Runtime(rank, 1, device, dims, None)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    meshes = par.build_mesh(dims, device.type)
+    runtime = Runtime(rank, world_size, device, dims, meshes,
+                      dp_rank=meshes["dp"].get_local_rank(), pp_rank=meshes["pp"].get_local_rank())
+    runtime.groups = {name: meshes[name].get_group() for name in ("dp", "dp_cp", "pp", "tp", "edp")}
+    return runtime
+
+
+def build_parts(settings: TrainSettings, rt: Runtime) -> tuple[list[nn.Module], list[tuple[int, nn.Module]]]:
+    """The model parts this rank runs, parallelized: [(stage index, chunk)] under pp, else [(0, model)]."""
+    parallel, dims = settings.parallel, rt.dims
+    par.check_model_fits_layout(settings.model, parallel)
+    model = build_model(settings.model, settings.schedule.seed)
+    chunks = par.split_pipeline(model, parallel, rt.pp_rank) if dims.pp > 1 else [(0, model)]
+    for _, part in chunks:
+        part.to(rt.device)
+        if dims.tp > 1:
+            par.apply_tp(part, rt.meshes["tp"], parallel.sp)
+        if dims.ep > 1:
+            par.apply_ep(part, rt.meshes["ep"])
+        if dims.cp > 1:
+            par.check_cp_sequence(settings.schedule.seq_len, dims.cp, parallel.cp_load_balance)
+            rt.cp = par.apply_cp(part, rt.meshes["cp"], parallel.cp_load_balance)
+        par.apply_ac(part, parallel.recompute)
+        if parallel.compile:
+            par.apply_compile(part)
+        if dims.dp_cp > 1:
+            reshard = (parallel.fsdp or parallel.zero_stage == 3) and dims.pp == 1
+            par.apply_fsdp(part, par.fsdp_mesh(rt.meshes, dims), reshard, par.param_dtype_for(parallel.precision))
+    return [part for _, part in chunks], chunks
+
+
+def autocast_context(parallel: ParallelSpec, rt: Runtime):
+    """bf16 autocast when FSDP's mixed-precision policy is not doing the casting."""
+    if parallel.precision == "fp32" or rt.dims.dp_cp > 1:
+        return nullcontext()
+    return torch.autocast(rt.device.type, dtype=torch.bfloat16)
+
+
+def cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
+
+
+def grad_norm_and_clip(parts: list[nn.Module], max_norm: float, rt: Runtime) -> float:
+    """Global L2 gradient norm over every layout, then clip (0 = no clipping).
+
+    DTensor gradients are grouped by mesh (FSDP, TP and EP shards live on different meshes),
+    each group's norm reduced over its mesh; pipeline stages add their squares.
+    """
+    groups: dict[object, list[torch.Tensor]] = {}
+    params = [p for part in parts for p in part.parameters() if p.grad is not None]
+    for param in params:
+        key = (param.grad.device_mesh, param.grad.placements) if isinstance(param.grad, DTensor) else None
+        groups.setdefault(key, []).append(param.grad)
+    squares = torch.zeros((), device=rt.device, dtype=torch.float32)
+    for grads in groups.values():
+        norm = torch.nn.utils.get_total_norm(grads, 2.0, foreach=True)
+        if isinstance(norm, DTensor):
+            norm = norm.full_tensor()
+        squares = squares + norm.float() ** 2
+    if rt.dims.pp > 1:
+        dist.all_reduce(squares, group=rt.group("pp"))
+    total = squares.sqrt()
+    if max_norm > 0:
+        coefficient = float(torch.clamp(max_norm / (total + 1e-6), max=1.0))
+        if coefficient < 1.0:
+            for param in params:
+                param.grad.mul_(coefficient)
+    return float(total)
+
+
+@dataclass
+class StepFunctions:
+    """Forward/backward for one optimizer step and validation, for a plain or pipelined model."""
+
+    settings: TrainSettings
+    rt: Runtime
+    parts: list[nn.Module]
+    chunks: list[tuple[int, nn.Module]]
+    layout: BatchLayout
+    schedule: object | None = None
+
+    def __post_init__(self) -> None:
+        if self.rt.dims.pp > 1:
+            self.schedule = par.build_pipeline_schedule(self.chunks, self.settings.parallel, self.rt.group("pp"),
+                                                        self.layout.grad_accum, cross_entropy, self.rt.device)
+            self.num_stages = self.settings.parallel.pp * self.settings.parallel.vpp
+            self.stage_ids = [index for index, _ in self.chunks]
+            # the pipeline schedule divides gradients by the micro-batch count itself
+            AuxLossScaler.scale = 1.0
+        else:
+            AuxLossScaler.scale = 1.0 / self.layout.grad_accum
+
+    def split(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inputs and next-token targets on the device; this rank's tokens under context parallel."""
+        inputs, targets = batch[:, :-1].to(self.rt.device), batch[:, 1:].to(self.rt.device)
+        if self.rt.cp is not None:
+            inputs, targets = self.rt.cp.shard(inputs), self.rt.cp.shard(targets)
+        return inputs, targets
+
+    def train_step(self, batch: torch.Tensor) -> torch.Tensor:
+        """Forward + backward over the local batch; returns the mean loss (0 on non-last pp stages)."""
+        inputs, targets = self.split(batch)
+        self.local_tokens = inputs.numel()
+        if self.schedule is not None:
+            return self._pipeline(inputs, targets, train=True)
+        model, accum, micro = self.parts[0], self.layout.grad_accum, self.layout.micro_batch
+        total = torch.zeros((), device=self.rt.device)
+        for j in range(accum):
+            if hasattr(model, "set_requires_gradient_sync"):
+                # reduce-scatter gradients once per step, on the last micro-batch
+                model.set_requires_gradient_sync(j == accum - 1)
+            with autocast_context(self.settings.parallel, self.rt):
+                logits = model(inputs[j * micro:(j + 1) * micro])
+            loss = cross_entropy(logits, targets[j * micro:(j + 1) * micro])
+            (loss / accum).backward()
+            total += loss.detach()
+        return total / accum
+
+    @torch.no_grad()
+    def eval_loss(self, batch: torch.Tensor) -> torch.Tensor:
+        inputs, targets = self.split(batch)
+        if self.schedule is not None:
+            return self._pipeline(inputs, targets, train=False)
+        model, micro = self.parts[0], self.layout.micro_batch
+        losses = []
+        for j in range(0, inputs.shape[0], micro):
+            with autocast_context(self.settings.parallel, self.rt):
+                logits = model(inputs[j:j + micro])
+            losses.append(cross_entropy(logits, targets[j:j + micro]))
+        return torch.stack(losses).mean()
+
+    def _pipeline(self, inputs: torch.Tensor, targets: torch.Tensor, train: bool) -> torch.Tensor:
+        has_first, has_last = 0 in self.stage_ids, self.num_stages - 1 in self.stage_ids
+        losses: list[torch.Tensor] = []
+        args = (inputs,) if has_first else ()
+        kwargs = {"target": targets, "losses": losses} if has_last else {}
+        (self.schedule.step if train else self.schedule.eval)(*args, **kwargs)
+        if has_last:
+            return torch.stack([loss.detach() for loss in losses]).mean()
+        return torch.zeros((), device=self.rt.device)
+
+
+def local_parameters(parts: list[nn.Module]) -> int:
+    """Parameter elements stored on this rank (shards, not the full DTensor sizes)."""
+    return sum((p.to_local() if isinstance(p, DTensor) else p).numel() for part in parts for p in part.parameters())
+
+
+def reduce_loss(loss: torch.Tensor, rt: Runtime) -> float:
+    """Mean over data- and context-parallel ranks, taken from the last pipeline stage."""
+    if rt.world_size == 1:
+        return float(loss)
+    loss = loss.detach().clone().float()
+    if rt.dims.pp > 1:
+        dist.all_reduce(loss, group=rt.group("pp"))  # only the last stage holds a non-zero loss
+    dist.all_reduce(loss, group=rt.group("dp_cp"))
+    return float(loss) / rt.dims.dp_cp
+
+
+class StopSignal:
+    """Records SIGTERM/SIGUSR2 (Slurm's warning before a time limit or preemption)."""
+
+    def __init__(self) -> None:
+        self.received = 0
+        for signum in (signal.SIGTERM, signal.SIGUSR2):
+            signal.signal(signum, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        self.received = signum
+
+
+def agree(flags: list[int], rt: Runtime) -> list[int]:
+    """Element-wise max over all ranks, so every rank stops or checkpoints together."""
+    if rt.world_size == 1:
+        return flags
+    tensor = torch.tensor(flags, device=rt.device, dtype=torch.int32)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return [int(v) for v in tensor.tolist()]
+
+
+def peak_memory_gib(device: torch.device) -> float:
+    """Accelerator peak allocation; on CPU the process's peak resident set (Linux ru_maxrss, KiB)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**30
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+class ProgressLog:
+    """A rich progress bar on an interactive terminal (rank 0), plain metric lines otherwise."""
+
+    def __init__(self, enabled: bool, start: int, total: int):
+        self.bar = None
+        self.enabled = enabled
+        if enabled and sys.stderr.isatty():
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.bar = Progress(TextColumn("pretrain"), BarColumn(), MofNCompleteColumn(),
+                                TextColumn("{task.fields[status]}"), TimeRemainingColumn())
+            self.task = self.bar.add_task("pretrain", total=total, completed=start, status="")
+            self.bar.start()
+
+    def step(self, step: int, loss: float) -> None:
+        if self.bar is not None:
+            self.bar.update(self.task, completed=step, status=f"loss {loss:.4f}")
+
+    def log(self, record: dict) -> None:
+        if not self.enabled:
+            return
+        line = " ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items())
+        if self.bar is not None:
+            self.bar.console.print(line)
+        else:
+            print(line, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def evaluate(steps: StepFunctions, validation: SequenceStream, settings: TrainSettings, rt: Runtime) -> float:
+    """Mean validation loss over `eval_batches` global batches read in file order."""
+    for part in steps.parts:
+        part.eval()
+    layout, losses = steps.layout, []
+    for b in range(settings.schedule.eval_batches):
+        start = b * layout.global_batch + rt.dp_rank * layout.local_batch
+        losses.append(reduce_loss(steps.eval_loss(validation.sequences(start, layout.local_batch)), rt))
+    for part in steps.parts:
+        part.train()
+    return sum(losses) / len(losses)
+
+
+def train(settings: TrainSettings) -> dict:
+    """Run (or resume) pretraining; returns a summary. Exits with EXIT_REQUEUE after a signal checkpoint."""
+    schedule, parallel = settings.schedule, settings.parallel
+    rt = init_runtime(parallel)
+    torch.manual_seed(schedule.seed)
+    total_steps = schedule.total_steps()
+    global_batch = schedule.batch_sequences()
+    if total_steps is None or global_batch is None:
+        raise ValueError("schedule needs steps (or token_budget) and global_batch_size (or global_batch_tokens)")
+    layout = BatchLayout(global_batch, rt.dims.dp, parallel.micro_batch)
+    train_stream, validation = open_streams(settings.shard_dir, schedule.seq_len, schedule.seed)
+
+    parts, chunks = build_parts(settings, rt)
+    optimizers = [build_optimizer([part], schedule, settings.model, rt.device.type) for part in parts]
+    schedulers = [build_lr_scheduler(opt, schedule, total_steps) for opt in optimizers]
+    steps = StepFunctions(settings, rt, parts, chunks, layout)
+
+    checkpoint_dir = settings.out_dir / "checkpoints"
+    start_step = 0
+    existing = complete_checkpoints(checkpoint_dir)
+    if existing:
+        meta = load_checkpoint(existing[-1], parts, optimizers, schedulers)
+        start_step = meta["step"]
+    last_step = min(total_steps, settings.max_steps or total_steps)
+    tokens_per_step = global_batch * schedule.seq_len
+    predicted = settings.predicted or {}
+    is_main = rt.rank == 0
+    if is_main:
+        params = sum(num_parameters(part) for part in parts)
+        where = " on pipeline rank 0" if rt.dims.pp > 1 else ""
+        print(f"pretrain: {params:,} parameters{where}; dp {rt.dims.dp} tp {rt.dims.tp} pp {rt.dims.pp} cp {rt.dims.cp} "
+              f"ep {rt.dims.ep}; "
+              f"global batch {global_batch} x {schedule.seq_len} = {tokens_per_step:,} tokens/step "
+              f"(micro-batch {layout.micro_batch}, grad accum {layout.grad_accum}); steps {start_step}->{last_step}",
+              flush=True)
+
+    stopper = StopSignal()
+    metrics = MetricsWriter(settings.out_dir / "metrics.jsonl") if is_main else None
+    progress = ProgressLog(is_main, start_step, last_step)
+    last_save = time.monotonic()
+    step = start_step
+    loss_value = float("nan")
+    while step < last_step:
+        begin = time.perf_counter()
+        batch = local_batch(train_stream, layout, step, rt.dp_rank)
+        loss = steps.train_step(batch)
+        if rt.dims.ep > 1:
+            par.sync_expert_grads(parts, rt.meshes["edp"], rt.dims.dp_cp)
+        grad_norm = grad_norm_and_clip(parts, schedule.grad_clip, rt)
+        lr = schedulers[0].get_last_lr()[0]
+        for opt, sched in zip(optimizers, schedulers):
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+        loss_value = reduce_loss(loss, rt)
+        if rt.device.type == "cuda":
+            torch.cuda.synchronize(rt.device)
+        step_s = time.perf_counter() - begin
+        step += 1
+
+        record = None
+        if step % schedule.log_interval == 0 or step == last_step or step == start_step + 1:
+            tokens_per_s = tokens_per_step / step_s
+            record = {"step": step, "loss": loss_value, "lr": lr, "grad_norm": grad_norm, "step_s": step_s,
+                      "tokens_per_s": tokens_per_s, "peak_memory_gib": peak_memory_gib(rt.device)}
+            if predicted.get("flops_per_token") and predicted.get("peak_tflops"):
+                record["mfu"] = predicted["flops_per_token"] * tokens_per_s / (predicted["peak_tflops"] * 1e12 * rt.world_size)
+            if predicted.get("step_s"):
+                record["predicted_step_s"] = predicted["step_s"]
+            if predicted.get("peak_memory_gib"):
+                record["predicted_peak_memory_gib"] = predicted["peak_memory_gib"]
+            if step == start_step + 1:
+                # what this rank (0) holds and computes: evidence of the layout in the log
+                record["layout"] = {"dp": rt.dims.dp, "tp": rt.dims.tp, "pp": rt.dims.pp, "cp": rt.dims.cp,
+                                    "ep": rt.dims.ep, "local_parameters": local_parameters(parts),
+                                    "local_tokens": steps.local_tokens}
+        if schedule.eval_interval and (step % schedule.eval_interval == 0 or step == last_step):
+            record = record or {"step": step}
+            record["val_loss"] = evaluate(steps, validation, settings, rt)
+        progress.step(step, loss_value)
+        if record is not None and metrics is not None:
+            metrics.write(**record)
+            progress.log(record)
+
+        due = schedule.checkpoint_every is not None and time.monotonic() - last_save >= schedule.checkpoint_every * 60
+        signalled, due = agree([stopper.received, int(due)], rt)
+        if step % schedule.checkpoint_interval == 0 or signalled or due or step == last_step:
+            save_checkpoint(checkpoint_dir, step, parts, optimizers, schedulers, schedule.keep_checkpoints,
+                            {"sequences_consumed": step * global_batch})
+            last_save = time.monotonic()
+        if signalled and step < last_step:
+            progress.close()
+            if is_main:
+                print(f"pretrain: signal {signalled} received; checkpointed step {step}, exiting {EXIT_REQUEUE} to be requeued",
+                      flush=True)
+            if metrics is not None:
+                metrics.close()
+            if dist.is_initialized():
+                dist.destroy_process_group()
+            sys.exit(EXIT_REQUEUE)
+
+    progress.close()
+    if metrics is not None:
+        metrics.close()
+    return {"rt": rt, "parts": parts, "steps": last_step, "final_loss": loss_value}

@@ -1,0 +1,332 @@
+"""Apply a `ParallelSpec` to the model over a DeviceMesh (torchtitan's order of operations):
+pipeline split -> tensor/sequence parallel -> expert parallel -> activation checkpointing
+-> torch.compile -> FSDP2 (HSDP when hsdp_replicas > 1).
+
+Mesh axes: pp, dp_replicate, dp_shard_mod_ep, ep, cp, tp (sizes may be 1). Flattened views:
+`dp` = every data-parallel rank (batch split), `dp_cp` = dp x cp (loss average), `dp_shard_cp`
+= the FSDP shard axis (context-parallel ranks hold different tokens of the same sequences,
+so their gradients are averaged like data-parallel ones), `edp` = the replicas of one
+expert shard (dp x cp / ep). Expert parallelism is carved out of the FSDP shard axis, as in
+torchtitan and Megatron-Core.
+
+Data parallelism always goes through FSDP2: `fsdp: true` or `zero_stage: 3` reshards
+parameters after forward (ZeRO-3); otherwise parameters stay gathered between forward and
+backward (ZeRO-2 memory, DDP-like traffic).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+from functools import partial
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
+from torch.distributed.tensor import DTensor, Replicate, Shard, distribute_tensor
+from torch.distributed.tensor.parallel import (ColwiseParallel, PrepareModuleInput, PrepareModuleOutput,
+                                               RowwiseParallel, SequenceParallel, parallelize_module)
+
+from specc.runtime.train.model import ContextParallel, Transformer
+from specc.runtime.train.moe import MoE
+from specc.spec.model import ModelSpec
+from specc.spec.parallel import ParallelSpec
+
+
+@dataclass(frozen=True)
+class ParallelDims:
+    """Degrees of every mesh axis; their product is the world size."""
+
+    pp: int
+    dp_replicate: int
+    dp_shard: int
+    tp: int
+    ep: int
+    cp: int
+
+    @classmethod
+    def from_spec(cls, parallel: ParallelSpec, world_size: int) -> ParallelDims:
+        dp = parallel.dp if isinstance(parallel.dp, int) else world_size // (parallel.tp * parallel.pp * parallel.cp)
+        product = dp * parallel.tp * parallel.pp * parallel.cp
+        if product != world_size:
+            raise ValueError(f"Invalid parallel dims: dp({dp}) * tp({parallel.tp}) * pp({parallel.pp}) * cp({parallel.cp}) "
+                             f"= {product} != WORLD_SIZE({world_size})")
+        if dp % parallel.hsdp_replicas:
+            raise ValueError(f"dp ({dp}) is not divisible by hsdp_replicas ({parallel.hsdp_replicas})")
+        dp_shard = dp // parallel.hsdp_replicas
+        if dp_shard % parallel.ep:
+            raise ValueError(f"ep ({parallel.ep}) must divide the FSDP shard degree dp / hsdp_replicas = {dp_shard}")
+        return cls(parallel.pp, parallel.hsdp_replicas, dp_shard, parallel.tp, parallel.ep, parallel.cp)
+
+    @property
+    def dp(self) -> int:
+        return self.dp_replicate * self.dp_shard
+
+    @property
+    def dp_cp(self) -> int:
+        """Ranks that hold different tokens of one step: gradients are averaged over them."""
+        return self.dp * self.cp
+
+    @property
+    def world_size(self) -> int:
+        return self.pp * self.dp * self.tp * self.cp
+
+
+def build_mesh(dims: ParallelDims, device_type: str) -> dict[str, DeviceMesh]:
+    """The world mesh's axes and its flattened `dp`, `dp_cp`, `dp_shard_cp` and `edp` views (see
+    module docstring), kept by name: torch wants flattened meshes bookkept, not re-sliced."""
+    names = ("pp", "dp_replicate", "dp_shard_mod_ep", "ep", "cp", "tp")
+    shape = (dims.pp, dims.dp_replicate, dims.dp_shard // dims.ep, dims.ep, dims.cp, dims.tp)
+    world = init_device_mesh(device_type, shape, mesh_dim_names=names)
+    meshes = {name: world[name] for name in ("pp", "dp_replicate", "ep", "cp", "tp")}
+    meshes["world"] = world
+    meshes["dp"] = world["dp_replicate", "dp_shard_mod_ep", "ep"]._flatten("dp")
+    meshes["dp_cp"] = world["dp_replicate", "dp_shard_mod_ep", "ep", "cp"]._flatten("dp_cp")
+    meshes["dp_shard_cp"] = world["dp_shard_mod_ep", "ep", "cp"]._flatten("dp_shard_cp")
+    meshes["edp"] = world["dp_replicate", "dp_shard_mod_ep", "cp"]._flatten("edp")
+    return meshes
+
+
+# ---------------------------------------------------------------- pipeline parallel
+
+def pipeline_layer_ranges(num_layers: int, num_chunks: int) -> list[range]:
+    """Contiguous layer ranges, the remainder going to the middle chunks (the first holds the
+    embedding and the last the head, as in Llama 3 405B's 126 layers on 16 stages)."""
+    base, extra = divmod(num_layers, num_chunks)
+    counts = [base] * num_chunks
+    middle = list(range(1, num_chunks - 1)) or list(range(num_chunks))
+    for i in range(extra):
+        counts[middle[i % len(middle)]] += 1
+    starts = [sum(counts[:i]) for i in range(num_chunks)]
+    return [range(s, s + c) for s, c in zip(starts, counts)]
+
+
+def stage_ids_for_rank(pp_rank: int, pp: int, vpp: int) -> list[int]:
+    """Looped assignment: rank r holds stages r, r + pp, ... (Narayanan et al. 2021 interleaving)."""
+    return [pp_rank + v * pp for v in range(vpp)]
+
+
+def prune_to_stage(model: Transformer, layers: range, first: bool, last: bool) -> Transformer:
+    """A copy of the model keeping only one pipeline chunk; global names are preserved."""
+    chunk = copy.deepcopy(model)
+    for key in list(chunk.layers.keys()):
+        if int(key) not in layers:
+            del chunk.layers[key]
+    if not first:
+        chunk.embeddings = None
+    if not last:
+        chunk.norm = None
+        chunk.output = None
+    return chunk
+
+
+def split_pipeline(model: Transformer, parallel: ParallelSpec, pp_rank: int) -> list[tuple[int, Transformer]]:
+    """(stage index, chunk) pairs this pp rank runs."""
+    if model.spec.tie_embeddings:
+        raise ValueError("tie_embeddings with pp > 1 is not supported: the embedding lives on the first "
+                         "stage and the head on the last; set model.tie_embeddings: false or pp: 1")
+    num_stages = parallel.pp * parallel.vpp
+    ranges = pipeline_layer_ranges(model.spec.num_layers, num_stages)
+    if any(len(r) == 0 for r in ranges):
+        raise ValueError(f"num_layers ({model.spec.num_layers}) is fewer than pp x vpp = {num_stages} pipeline chunks")
+    return [(s, prune_to_stage(model, ranges[s], s == 0, s == num_stages - 1))
+            for s in stage_ids_for_rank(pp_rank, parallel.pp, parallel.vpp)]
+
+
+def build_pipeline_schedule(chunks: list[tuple[int, nn.Module]], parallel: ParallelSpec, pp_group,
+                            n_microbatches: int, loss_fn, device: torch.device):
+    """PipelineStage per chunk and the schedule that drives them (1F1B, GPipe or interleaved 1F1B)."""
+    from torch.distributed.pipelining import PipelineStage, Schedule1F1B, ScheduleGPipe, ScheduleInterleaved1F1B
+
+    num_stages = parallel.pp * parallel.vpp
+    stages = [PipelineStage(chunk, index, num_stages, device, group=pp_group) for index, chunk in chunks]
+    if parallel.pp_schedule == "interleaved":
+        return ScheduleInterleaved1F1B(stages, n_microbatches=n_microbatches, loss_fn=loss_fn)
+    schedule_class = ScheduleGPipe if parallel.pp_schedule == "gpipe" else Schedule1F1B
+    return schedule_class(stages[0], n_microbatches=n_microbatches, loss_fn=loss_fn)
+
+
+# ---------------------------------------------------------------- tensor + sequence parallel
+
+def apply_tp(model: Transformer, tp_mesh: DeviceMesh, sequence_parallel: bool) -> None:
+    """Megatron column/row sharding of attention and dense FFNs; norms sequence-sharded with SP.
+
+    The embedding and head are vocab-sharded unless tied (then replicated over tp, since two
+    parallel styles cannot share one parameter). MoE FFNs are replicated over tp.
+    """
+    spec, tp = model.spec, tp_mesh.size()
+    if spec.num_heads % tp or spec.kv_heads % tp:
+        raise ValueError(f"tensor parallelism needs num_heads ({spec.num_heads}) and num_kv_heads ({spec.kv_heads}) "
+                         f"divisible by tp ({tp}); replicated kv heads are not supported by this runtime")
+    if spec.ffn_hidden_size % tp:
+        raise ValueError(f"ffn_hidden_size ({spec.ffn_hidden_size}) is not divisible by tp ({tp})")
+    activation_layout = Shard(1) if sequence_parallel else Replicate()
+    tied = spec.tie_embeddings
+    if model.embeddings is not None:
+        if not tied:
+            parallelize_module(model.embeddings, tp_mesh, {
+                "tok_embeddings": RowwiseParallel(input_layouts=Replicate(), output_layouts=Replicate())})
+        if sequence_parallel:
+            parallelize_module(model.embeddings, tp_mesh, PrepareModuleOutput(
+                output_layouts=Replicate(), desired_output_layouts=Shard(1)))
+    if model.norm is not None and sequence_parallel:
+        parallelize_module(model.norm, tp_mesh, SequenceParallel())
+    if model.output is not None:
+        if not tied:
+            parallelize_module(model.output, tp_mesh, ColwiseParallel(
+                input_layouts=activation_layout, output_layouts=Replicate(), use_local_output=True))
+        elif sequence_parallel:
+            parallelize_module(model.output, tp_mesh, PrepareModuleInput(
+                input_layouts=Shard(1), desired_input_layouts=Replicate(), use_local_output=True))
+    tp_rank = tp_mesh.get_local_rank()
+    for block in model.layers.values():
+        plan = {
+            "attention": PrepareModuleInput(input_layouts=(activation_layout, None),
+                                            desired_input_layouts=(Replicate(), None)),
+            "attention.wq": ColwiseParallel(), "attention.wk": ColwiseParallel(), "attention.wv": ColwiseParallel(),
+            "attention.wo": RowwiseParallel(output_layouts=activation_layout),
+        }
+        if sequence_parallel:
+            plan["attention_norm"] = SequenceParallel()
+            plan["ffn_norm"] = SequenceParallel()
+        if isinstance(block.feed_forward, MoE):
+            plan["feed_forward"] = PrepareModuleInput(input_layouts=(activation_layout,),
+                                                      desired_input_layouts=(Replicate(),), use_local_output=True)
+            if sequence_parallel:
+                parallelize_module(block.feed_forward, tp_mesh, PrepareModuleOutput(
+                    output_layouts=Replicate(), desired_output_layouts=Shard(1)))
+        else:
+            plan["feed_forward"] = PrepareModuleInput(input_layouts=(activation_layout,),
+                                                      desired_input_layouts=(Replicate(),))
+            plan["feed_forward.w1"] = ColwiseParallel()
+            plan["feed_forward.w2"] = RowwiseParallel(output_layouts=activation_layout)
+            if block.feed_forward.w3 is not None:
+                plan["feed_forward.w3"] = ColwiseParallel()
+        parallelize_module(block, tp_mesh, plan)
+        block.attention.head_offset = tp_rank * (spec.num_heads // tp)
+
+
+# ---------------------------------------------------------------- context parallel
+
+def apply_cp(model: Transformer, cp_mesh: DeviceMesh, load_balance: bool) -> ContextParallel:
+    """Give attention and embeddings the context-parallel group (see `ContextParallel`)."""
+    cp = ContextParallel(cp_mesh.get_group(), cp_mesh.get_local_rank(), cp_mesh.size(), load_balance)
+    if model.embeddings is not None:
+        model.embeddings.cp = cp
+    for block in model.layers.values():
+        block.attention.cp = cp
+    return cp
+
+
+def check_cp_sequence(seq_len: int, cp: int, load_balance: bool) -> None:
+    chunks = 2 * cp if load_balance else cp
+    if seq_len % chunks:
+        raise ValueError(f"seq_len ({seq_len}) must divide into {'2 x cp' if load_balance else 'cp'} = {chunks} "
+                         f"context-parallel chunks ({seq_len} / {chunks} = {seq_len / chunks:.3g})")
+
+
+# ---------------------------------------------------------------- expert parallel
+
+def apply_ep(model: Transformer, ep_mesh: DeviceMesh) -> None:
+    """Shard each MoE layer's experts over `ep` (DTensor Shard(0)); tokens move by all-to-all."""
+    for block in model.layers.values():
+        moe = block.feed_forward
+        if not isinstance(moe, MoE):
+            continue
+        if moe.num_experts % ep_mesh.size():
+            raise ValueError(f"num_experts ({moe.num_experts}) is not divisible by ep ({ep_mesh.size()})")
+        for name, param in list(moe.experts.named_parameters(recurse=False)):
+            sharded = nn.Parameter(distribute_tensor(param.data, ep_mesh, [Shard(0)]))
+            setattr(moe.experts, name, sharded)
+        moe.ep_group = ep_mesh.get_group()
+        moe.ep_size = ep_mesh.size()
+
+
+def expert_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """Expert weights that are sharded over `ep` (kept out of FSDP)."""
+    return [p for m in model.modules() if isinstance(m, MoE) and m.ep_size > 1 for p in m.experts.parameters()]
+
+
+def sync_expert_grads(model_parts: list[nn.Module], edp_mesh: DeviceMesh | None, dp: int) -> None:
+    """Expert grads hold the sum of every rank's contribution routed to this shard: add the
+    other replicas (edp) and divide by dp x cp to match FSDP's averaged dense gradients."""
+    for part in model_parts:
+        for param in expert_parameters(part):
+            if param.grad is None:
+                continue
+            local = param.grad.to_local() if isinstance(param.grad, DTensor) else param.grad
+            if edp_mesh is not None and edp_mesh.size() > 1:
+                dist.all_reduce(local, group=edp_mesh.get_group())
+            local.div_(dp)
+
+
+# ---------------------------------------------------------------- activation checkpointing, compile
+
+def _save_matmuls_policy(ctx, op, *args, **kwargs):
+    """Selective recompute: keep matmul and attention outputs, recompute cheap pointwise ops
+    (Korthikanti et al. 2022 recompute the memory-heavy, FLOP-light parts)."""
+    from torch.utils.checkpoint import CheckpointPolicy
+
+    saved = {torch.ops.aten.mm.default, torch.ops.aten.bmm.default, torch.ops.aten.addmm.default,
+             torch.ops.aten._scaled_dot_product_flash_attention.default,
+             torch.ops.aten._scaled_dot_product_efficient_attention.default,
+             torch.ops.aten._scaled_dot_product_flash_attention_for_cpu.default}
+    return CheckpointPolicy.MUST_SAVE if op in saved else CheckpointPolicy.PREFER_RECOMPUTE
+
+
+def apply_ac(model: Transformer, mode: str) -> None:
+    """Wrap every block for recompute; checkpoint FQNs stay clean (DCP strips the wrapper prefix)."""
+    if mode == "none":
+        return
+    from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
+    from torch.utils.checkpoint import create_selective_checkpoint_contexts
+
+    for key, block in list(model.layers.items()):
+        if mode == "full":
+            wrapped = checkpoint_wrapper(block, preserve_rng_state=False)
+        else:
+            wrapped = checkpoint_wrapper(block, preserve_rng_state=False,
+                                         context_fn=partial(create_selective_checkpoint_contexts, _save_matmuls_policy))
+        model.layers[key] = wrapped
+
+
+def apply_compile(model: Transformer) -> None:
+    """Compile each block in place (names unchanged; repeated blocks share one compiled graph)."""
+    for block in model.layers.values():
+        block.compile()
+
+
+# ---------------------------------------------------------------- FSDP2 / HSDP
+
+def apply_fsdp(model: Transformer, dp_mesh: DeviceMesh, reshard_after_forward: bool,
+               param_dtype: torch.dtype | None) -> None:
+    """fully_shard per block, then the root (embedding, final norm, head)."""
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+    mp_policy = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32)
+    ignored = set(expert_parameters(model))
+    for block in model.layers.values():
+        fully_shard(block, mesh=dp_mesh, reshard_after_forward=reshard_after_forward, mp_policy=mp_policy,
+                    ignored_params=ignored or None)
+    fully_shard(model, mesh=dp_mesh, reshard_after_forward=reshard_after_forward, mp_policy=mp_policy,
+                ignored_params=ignored or None)
+
+
+def fsdp_mesh(meshes: dict[str, DeviceMesh], dims: ParallelDims) -> DeviceMesh:
+    """2-D (replicate, shard x cp) mesh for HSDP, else the 1-D shard x cp mesh."""
+    if dims.dp_replicate > 1:
+        return meshes["world"]["dp_replicate", "dp_shard_cp"]
+    return meshes["dp_shard_cp"]
+
+
+def param_dtype_for(precision: str) -> torch.dtype | None:
+    """Compute dtype; fp8 and fp16 run as bf16 here (fp8 needs torchao kernels, fp16 a loss scaler)."""
+    return None if precision == "fp32" else torch.bfloat16
+
+
+def check_model_fits_layout(model: ModelSpec, parallel: ParallelSpec) -> None:
+    """Layout constraints the runtime relies on, with the arithmetic spelled out."""
+    if parallel.ep > 1 and model.moe is None:
+        raise ValueError(f"ep ({parallel.ep}) is set but the model has no moe section")

@@ -1,0 +1,61 @@
+"""Planner memory of alignment stages: which models are held, sharded over which devices."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from specc.diagnostics.check import check_file
+from specc.plan.alignment_memory import alignment_memory, stage_memory
+from specc.spec.alignment import DPOStage, PPOStage
+
+
+def spec_8b():
+    return check_file("specs/llama3-8b-h100x8.yaml").spec
+
+
+def test_ppo_holds_four_models_and_split_placement_halves_devices():
+    spec = spec_8b()
+    colocated = stage_memory(spec, PPOStage(type="ppo", name="ppo", prompts="p.jsonl", reward_model="rm"))
+    split = stage_memory(spec, PPOStage(type="ppo", name="ppo", prompts="p.jsonl", reward_model="rm", colocate=False))
+    assert [m["role"] for m in colocated["models"]] == ["policy", "value", "reference", "reward"]
+    assert {m["devices"] for m in colocated["models"]} == {8}
+    assert [m["devices"] for m in split["models"]] == [4, 4, 4, 4]
+    assert "policy + value on 4" in split["placement"]
+    policy = colocated["models"][0]
+    # 16 bytes per trained parameter (bf16 weights + grads, fp32 master + Adam moments), sharded over 8.
+    assert abs(policy["gib_per_device"] - policy["params"] * 16 / 8 / 2**30) < 1e-3
+    assert colocated["models"][2]["gib_per_device"] * 8 == pytest.approx(policy["gib_per_device"], rel=1e-3)
+    # Split: a device holds only policy + value shards (over 4 devices instead of 8), not the frozen pair.
+    trained = sum(m["gib_per_device"] for m in split["models"][:2])
+    assert split["per_device_gib"] == pytest.approx(trained + split["activations_gib"] + split["kv_cache_gib"] + 1.0,
+                                                    abs=1e-3)
+    assert split["per_device_gib"] > colocated["per_device_gib"]
+
+
+def test_dpo_reference_is_held_only_when_not_precomputed():
+    spec = spec_8b()
+    pre = stage_memory(spec, DPOStage(type="dpo", name="dpo", data="d.jsonl"))
+    held = stage_memory(spec, DPOStage(type="dpo", name="dpo", data="d.jsonl", precompute_reference=False))
+    assert [m["role"] for m in pre["models"]] == ["policy"]
+    assert [m["role"] for m in held["models"]] == ["policy", "reference"]
+    assert held["per_device_gib"] > pre["per_device_gib"]
+
+
+def test_tiny_spec_alignment_memory_is_torch_free():
+    entries = alignment_memory(check_file("specs/tiny.yaml").spec)
+    assert [e["type"] for e in entries] == ["sft", "reward_model", "dpo", "ppo"]
+    assert all(e["fits"] for e in entries)
+
+
+def test_params_builders_do_not_import_torch():
+    import subprocess
+
+    code = ("import sys; from specc.diagnostics.check import check_file; "
+            "from specc.runtime.align.params import alignment_params, deploy_params; "
+            "from specc.runtime.evaluate.params import eval_params; "
+            "from specc.plan.alignment_memory import alignment_memory; "
+            "s = check_file('specs/tiny.yaml').spec; alignment_params(s, 'specs'); deploy_params(s, 'specs'); "
+            "eval_params(s, 'specs'); alignment_memory(s); assert 'torch' not in sys.modules, 'torch imported'")
+    subprocess.run([sys.executable, "-c", code], check=True)

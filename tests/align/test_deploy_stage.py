@@ -1,0 +1,100 @@
+"""The deploy stage: Hugging Face export loads in transformers with the same logits; int8 and
+NF4 targets report perplexity within tolerance; a distilled draft gives identical greedy output."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from specc.runtime.deploy.export import hf_state_dict, llama_incompatibilities
+from specc.runtime.deploy.quantize import Int8Linear, load_quantized_state
+from specc.runtime.deploy.stage import run as run_deploy
+from specc.runtime.infer.weights import load_model
+from specc.runtime.train.model import build_model
+from safetensors.torch import load_file
+from align_helpers import tiny_model_spec
+
+INT8_TOLERANCE = 0.02
+"""int8 per-channel weights may change held-out perplexity by at most 2% on the tiny model."""
+NF4_TOLERANCE = 0.15
+
+
+def deploy_config(run_dir, targets):
+    params = {"targets": targets, "checkpoint": "pretrain/final", "tokenizer": "tokenize/tokenizer.json",
+              "shard_dir": "tokenize/shards", "eos_token": "<|endoftext|>", "pad_token": "<|pad|>", "seq_len": 64,
+              "seed": 0, "measure_windows": 12, "draft_steps": 40, "draft_batch_size": 8, "draft_lr": 3e-3,
+              "speculative_prompts": 3, "speculative_prompt_tokens": 16, "speculative_new_tokens": 24}
+    return {"stage": "deploy", "run_dir": str(run_dir), "params": params}
+
+
+def test_deploy_targets_export_quantize_and_speculate(run_dir):
+    draft = tiny_model_spec(num_layers=1, hidden_size=32, ffn_hidden_size=64).model_dump(mode="json")
+    targets = [{"name": "full", "format": "hf"},
+               {"name": "int8", "format": "safetensors", "quantization": "int8"},
+               {"name": "nf4", "format": "safetensors", "quantization": "nf4", "group_size": 32,
+                "speculative": {"draft": draft, "num_tokens": 3}}]
+    config = deploy_config(run_dir, targets)
+    run_deploy(config)
+    reports = {t["name"]: json.loads((run_dir / "deploy" / t["name"] / "report.json").read_text()) for t in targets}
+    assert reports["int8"]["perplexity_change"] == pytest.approx(0.0, abs=INT8_TOLERANCE)
+    assert abs(reports["nf4"]["perplexity_change"]) < NF4_TOLERANCE
+    assert reports["int8"]["weight_bytes_served"] < reports["int8"]["weight_bytes_full"]
+    assert reports["nf4"]["weight_bytes_served"] < reports["int8"]["weight_bytes_served"]
+    speculative = reports["nf4"]["speculative"]
+    assert speculative["greedy_identical"] is True
+    assert 0.0 < speculative["acceptance_rate"] <= 1.0
+    distilled = [json.loads(line) for line in
+                 (run_dir / "deploy" / "nf4" / "draft-training" / "metrics.jsonl").read_text().splitlines()]
+    assert distilled[-1]["distill_kl"] < distilled[0]["distill_kl"]
+    # The served int8 weights reload from the exported folder and give the measured model.
+    exported = run_dir / "deploy" / "int8" / "model"
+    spec = load_model(run_dir / "pretrain" / "final").spec
+    rebuilt = load_quantized_state(build_model(spec, 0), "int8", 64, load_file(str(exported / "model.safetensors")))
+    assert load_file(str(exported / "model.safetensors"))["layers.0.attention.wq.qweight"].dtype == torch.int8
+    assert isinstance(rebuilt.layers["0"].attention.wq, Int8Linear)
+    # Rerunning a finished stage does nothing; a missing report is recomputed identically.
+    (run_dir / "deploy" / "_SUCCESS.json").unlink()
+    (run_dir / "deploy" / "int8" / "report.json").unlink()
+    run_deploy(config)
+    again = json.loads((run_dir / "deploy" / "int8" / "report.json").read_text())
+    assert again["perplexity_quantized"] == reports["int8"]["perplexity_quantized"]
+
+
+def test_hf_export_loads_in_transformers_with_equal_logits(run_dir):
+    transformers = pytest.importorskip("transformers")
+    run_deploy(deploy_config(run_dir, [{"name": "full", "format": "hf"}]))
+    folder = run_dir / "deploy" / "full" / "hf"
+    hf_model = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    ours = load_model(run_dir / "pretrain" / "final")
+    tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
+    text = "Question: What is the opposite of hot?\nAnswer: cold"
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    from specc.runtime.infer.weights import load_codec
+    assert ids == load_codec(run_dir / "tokenize" / "tokenizer.json").encode(text)
+    tokens = torch.tensor([ids])
+    with torch.no_grad():
+        torch.testing.assert_close(hf_model(tokens).logits, ours(tokens), atol=1e-4, rtol=1e-4)
+
+
+def test_hf_export_with_qkv_bias_and_untied_head_loads(tmp_path, tokenizer_path):
+    transformers = pytest.importorskip("transformers")
+    from specc.runtime.deploy.export import export_hf
+
+    model = build_model(tiny_model_spec(qkv_bias=True, tie_embeddings=False, rope_theta=500000.0), seed=8).eval()
+    with torch.no_grad():
+        for block in model.layers.values():
+            block.attention.wq.bias.normal_()
+    export_hf(model, tmp_path / "hf", tokenizer_path, "<|endoftext|>", "<|pad|>")
+    hf_model = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "hf", dtype=torch.float32).eval()
+    tokens = torch.randint(0, 384, (2, 17), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(hf_model(tokens).logits, model(tokens), atol=1e-4, rtol=1e-4)
+
+
+def test_hf_export_refuses_models_outside_the_llama_subset():
+    spec = tiny_model_spec(position="alibi", norm="layernorm")
+    assert llama_incompatibilities(spec) == ["position encoding 'alibi' (Llama uses rope)",
+                                             "norm 'layernorm' (Llama uses rmsnorm)"]
+    assert "lm_head.weight" not in hf_state_dict(build_model(tiny_model_spec(), 0))

@@ -1,0 +1,191 @@
+"""The bundle emitter: layout, determinism, scripts that parse, atomic writes, --force."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from launch_helpers import ROOT, SPECS, TINY, emit, specc
+
+from specc.emit import bundle as bundle_module
+from specc.emit.bundle import EmitError, all_files, build_bundle, write_bundle
+from specc.emit.render import Renderer
+from specc.launch.launcher import LaunchError, verify_manifest
+
+EXAMPLES = sorted(SPECS.glob("*.yaml"))
+
+
+def _tree(directory: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+def test_launch_emit_layout_matches_the_bundle_contract(tmp_path):
+    bundle = emit(TINY, tmp_path)
+    assert bundle.parent == tmp_path and bundle.name.startswith("tiny-") and len(bundle.name) == len("tiny-") + 12
+    files = set(_tree(bundle))
+    for top in ("spec.resolved.yaml", "plan.json", "manifest.json", "README.md"):
+        assert top in files
+    stages = sorted({Path(f).parts[1] for f in files if f.startswith("stages/")})
+    assert stages[0] == "01-data" and stages[1] == "02-tokenize"
+    for stage in stages:
+        for name in ("config.json", "run.sh", "job.sbatch"):
+            assert f"stages/{stage}/{name}" in files
+        config = json.loads((bundle / "stages" / stage / "config.json").read_text())
+        assert set(config) == {"stage", "run_dir", "params"} and stage.endswith(config["stage"])
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert manifest["bundle"] == bundle.name and set(manifest["files"]) == files - {"manifest.json"}
+    assert manifest["specc_version"]
+
+
+def test_launch_emit_is_byte_identical_across_processes(tmp_path):
+    """Two separate `specc launch --dry-run` runs, with different hash seeds, write the same bytes."""
+    trees = []
+    for seed in ("1", "2"):
+        out = tmp_path / f"out{seed}"
+        result = specc("launch", str(TINY), "--dry-run", "--out", str(out), env={"PYTHONHASHSEED": seed})
+        assert result.returncode == 0, result.stderr
+        (bundle,) = out.iterdir()
+        trees.append((bundle.name, _tree(bundle)))
+    assert trees[0] == trees[1]
+
+
+def test_launch_emit_reuses_an_identical_bundle(tmp_path):
+    first = emit(TINY, tmp_path)
+    before = {p: p.stat().st_mtime_ns for p in first.rglob("*")}
+    again, written = write_bundle(_tiny_bundle(), tmp_path)
+    assert again == first and not written
+    assert before == {p: p.stat().st_mtime_ns for p in first.rglob("*")}
+
+
+def _tiny_bundle(overrides: list[str] = ()):
+    from specc.diagnostics.check import check_file
+    from specc.plan import build_plan, plan_json
+
+    result = check_file(TINY, list(overrides))
+    plan = json.loads(plan_json(build_plan(result.spec, overrides=list(overrides))))
+    return build_bundle(result.spec, plan, str(SPECS))
+
+
+def test_launch_emit_changed_settings_give_a_new_bundle(tmp_path):
+    first = emit(TINY, tmp_path)
+    second = emit(TINY, tmp_path, ["schedule.lr=1e-3"])
+    assert first != second and first.exists() and second.exists()
+
+
+def test_launch_emit_refuses_to_overwrite_a_different_bundle_without_force(tmp_path):
+    bundle = emit(TINY, tmp_path)
+    script = bundle / "stages" / "01-data" / "run.sh"
+    script.write_text(script.read_text() + "echo edited by hand\n")
+    (bundle / "jobs").mkdir()
+    with pytest.raises(EmitError, match="--force"):
+        write_bundle(_tiny_bundle(), tmp_path)
+    assert "edited by hand" in script.read_text()
+    result = specc("launch", str(TINY), "--dry-run", "--out", str(tmp_path))
+    assert result.returncode == 1 and "--force" in result.stderr and "Traceback" not in result.stderr
+    assert "edited by hand" in script.read_text()
+
+    result = specc("launch", str(TINY), "--dry-run", "--force", "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert "edited by hand" not in script.read_text() and not (bundle / "jobs").exists()
+    assert [p.name for p in tmp_path.iterdir()] == [bundle.name]  # nothing left aside
+
+
+def test_launch_refuses_a_bundle_modified_after_emit(tmp_path):
+    bundle = emit(TINY, tmp_path)
+    verify_manifest(bundle)
+    config = bundle / "stages" / "01-data" / "config.json"
+    config.write_text(config.read_text().replace('"data"', '"tokenize"', 1))
+    with pytest.raises(LaunchError, match="modified after emit"):
+        verify_manifest(bundle)
+    result = specc("launch", str(bundle))
+    assert result.returncode == 1 and "modified after emit" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_launch_emit_failure_midway_leaves_no_bundle(tmp_path, monkeypatch):
+    """An interruption while files are written (here the 4th) removes the partial temporary directory."""
+    calls = []
+    real = bundle_module._write_file
+
+    def interrupted(path, text):
+        calls.append(path)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        real(path, text)
+
+    monkeypatch.setattr(bundle_module, "_write_file", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        write_bundle(_tiny_bundle(), tmp_path)
+    assert len(calls) == 4
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("delay", [0.2, 0.6, 1.0, 1.4])
+def test_launch_emit_killed_at_any_moment_leaves_nothing_half_made(tmp_path, delay):
+    """SIGKILL a real `specc launch --dry-run` at several moments: the out directory then holds
+    either no bundle or a complete one (a leftover is only ever a hidden `.tmp` directory)."""
+    process = subprocess.Popen([sys.executable, "-m", "specc.cli", "launch", str(TINY), "--dry-run",
+                                "--out", str(tmp_path)], cwd=ROOT, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    time.sleep(delay)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    visible = [p for p in tmp_path.iterdir() if not p.name.startswith(".")] if tmp_path.exists() else []
+    assert all(p.name.endswith(".tmp") for p in tmp_path.iterdir() if p.name.startswith("."))
+    for bundle in visible:
+        verify_manifest(bundle)  # complete: every listed file present with its sha256
+
+
+def test_launch_every_script_parses_and_starts_strict(tmp_path):
+    """Every run.sh / job.sbatch / submit.sh of every example bundle passes `bash -n`, and the first
+    command (after the shebang, #SBATCH lines and comments) is `set -euo pipefail`."""
+    checked = 0
+    for spec in EXAMPLES:
+        bundle = emit(spec, tmp_path / spec.stem)
+        for script in [*bundle.glob("stages/*/run.sh"), *bundle.glob("stages/*/job.sbatch"), bundle / "submit.sh"]:
+            result = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
+            assert result.returncode == 0, f"{script}: {result.stderr}"
+            lines = script.read_text().splitlines()
+            assert lines[0] == "#!/usr/bin/env bash"
+            commands = [line for line in lines if line.strip() and not line.lstrip().startswith("#")]
+            assert commands[0] == "set -euo pipefail", script
+            assert os.access(script, os.X_OK)
+            checked += 1
+    assert checked >= 3 * len(EXAMPLES)
+
+
+def test_launch_slurm_directives_come_from_the_spec(tmp_path):
+    bundle = emit(SPECS / "llama3-70b-h100x64.yaml", tmp_path)
+    sbatch = (next(bundle.glob("stages/*-pretrain/job.sbatch"))
+              if list(bundle.glob("stages/*-pretrain")) else bundle / "stages" / "01-data" / "job.sbatch").read_text()
+    for line in ("#SBATCH --partition=gpu", "#SBATCH --account=llm-pretrain", "#SBATCH --qos=high",
+                 "#SBATCH --time=2-00:00:00", "#SBATCH --constraint='h100&ib'", "#SBATCH --requeue",
+                 "#SBATCH --signal=USR2@90", "#SBATCH --mail-type=FAIL,REQUEUE",
+                 "#SBATCH --mail-user=oncall@example.org"):
+        assert line in sbatch.splitlines()
+    directives = [line for line in sbatch.splitlines() if line.startswith("#SBATCH")]
+    assert directives == sorted(directives)
+
+
+def test_launch_templates_resolve_per_target_with_fallback(tmp_path):
+    (tmp_path / "default").mkdir()
+    (tmp_path / "slurm").mkdir()
+    (tmp_path / "default" / "run.sh.j2").write_text("default {{ value }}\n")
+    (tmp_path / "default" / "only.sh.j2").write_text("only default {{ value }}\n")
+    (tmp_path / "slurm" / "run.sh.j2").write_text("slurm {{ value }}\n")
+    slurm, local = Renderer("slurm", tmp_path), Renderer("local", tmp_path)
+    assert slurm.render("run.sh.j2", value="a b") == "slurm 'a b'\n"
+    assert local.render("run.sh.j2", value="a b") == "default 'a b'\n"
+    assert slurm.render("only.sh.j2", value="x") == "only default x\n"
+
+
+def test_launch_all_files_of_a_bundle_are_listed_in_its_manifest(tmp_path):
+    bundle = _tiny_bundle()
+    files = all_files(bundle)
+    manifest = json.loads(files["manifest.json"])
+    assert set(manifest["files"]) == set(files) - {"manifest.json"}

@@ -1,0 +1,163 @@
+"""`specc launch --executor slurm` on a real single-node Slurm (scripts/slurm-local.sh, with accounting).
+
+Covers: the tiny pipeline end to end (pretrain as 2 gloo processes under torchrun), afterok
+chaining, relaunch skipping, a failed stage cancelling its dependants, a preempted training
+job checkpointing, requeueing and finishing with the loss of an uninterrupted run, an
+out-of-memory failure that fails fast without a requeue, and `status` / `cancel`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+from launch_helpers import FAST_TRAINING, TINY, launch_record, run_dir, slurm_job_field, specc, states, success, wait_until
+from launch_helpers import slurm_cluster  # noqa: F401  (the session fixture, requested by name below)
+
+SLURM_TRAINING = [*(o for o in FAST_TRAINING if not o.startswith("schedule.steps=")), "schedule.steps=40",
+                  "cluster.devices=2", "parallel.dp=2"]
+"""Two training processes (dp=2 on gloo), 40 steps: long enough to be interrupted mid-run."""
+
+
+def _launch(target: Path, out: Path | None, *options: str, overrides=()) -> subprocess.CompletedProcess:
+    arguments = [item for override in overrides for item in ("--set", override)]
+    where = ["--executor", "slurm", "--out", str(out)] if out is not None else []
+    return specc("launch", str(target), *where, *arguments, *options)
+
+
+def _bundle_of(result: subprocess.CompletedProcess) -> Path:
+    return Path(next(line.split()[1] for line in result.stdout.splitlines() if line.startswith("bundle: ")))
+
+
+def _job_ids(bundle: Path) -> dict[str, str]:
+    return {entry["stage"]: entry["job_id"] for entry in launch_record(bundle)["stages"] if entry["job_id"]}
+
+
+def _accounted_state(job_id: str) -> str:
+    output = subprocess.run(["sacct", "-j", job_id, "-X", "-n", "-P", "-o", "State"], capture_output=True,
+                            text=True).stdout.split()
+    return output[0] if output else ""
+
+
+@pytest.fixture(scope="module")
+def tiny_on_slurm(slurm_cluster, tmp_path_factory):
+    """The tiny pipeline run once on Slurm; later tests reuse its finished data and tokenizer."""
+    out = tmp_path_factory.mktemp("slurm")
+    result = _launch(TINY, out, overrides=SLURM_TRAINING)
+    bundle = _bundle_of(result)
+    return {"result": result, "bundle": bundle, "out": out, "final": success(bundle, "pretrain")}
+
+
+def test_launch_slurm_tiny_pipeline_end_to_end(tiny_on_slurm):
+    result, bundle = tiny_on_slurm["result"], tiny_on_slurm["bundle"]
+    assert result.returncode == 0, f"{result.stdout}\n{result.stderr[-4000:]}"
+    assert states(bundle) == {"data": "completed", "tokenize": "completed", "pretrain": "completed"}
+    ids = _job_ids(bundle)
+    for stage, job_id in ids.items():
+        assert wait_until(lambda: _accounted_state(job_id) == "COMPLETED", 60, f"{stage} COMPLETED in sacct")
+    folder = Path(launch_record(bundle)["folder"])
+    # Each stage was submitted with an afterok dependency on the one before it.
+    for stage, previous in (("02-tokenize", ids["data"]), ("03-pretrain", ids["tokenize"])):
+        submission = next((folder / stage).glob("*_submission.sh")).read_text()
+        assert f"#SBATCH --dependency=afterok:{previous}" in submission
+        assert "#SBATCH --requeue" in submission and "#SBATCH --signal=USR2@90" in submission
+    # Training ran as two processes (dp=2 over gloo) and finished its schedule.
+    log = "".join(p.read_text() for p in (folder / "03-pretrain").glob("*_log.out"))
+    assert "dp 2 " in log
+    assert tiny_on_slurm["final"]["steps"] == 40
+    status = specc("status", str(bundle))
+    assert status.returncode == 0 and status.stdout.count("completed") == 3
+    assert re.search(r"step time: measured [0-9.e-]+ s, predicted [0-9.e-]+ s", status.stdout)
+
+
+def test_launch_slurm_relaunch_skips_completed_stages(tiny_on_slurm):
+    bundle = tiny_on_slurm["bundle"]
+    if success(bundle, "pretrain") is None:
+        pytest.skip("another test of this module replaced the finished training run")
+    result = _launch(bundle, None)
+    assert result.returncode == 0, result.stderr
+    assert set(states(bundle).values()) == {"skipped"} and not _job_ids(bundle)
+
+
+def test_launch_slurm_preempted_training_resumes_with_the_same_loss(tiny_on_slurm, tmp_path):
+    """Interrupt training as a preemption does (SIGTERM, then submitit's USR2): it checkpoints,
+    the job requeues itself and resumes, and ends with the uninterrupted run's exact loss."""
+    bundle, reference = tiny_on_slurm["bundle"], tiny_on_slurm["final"]
+    assert reference, "the uninterrupted run did not finish"
+    training = run_dir(bundle) / "pretrain"
+    if training.exists():
+        training.rename(tmp_path / "uninterrupted-pretrain")
+    result = _launch(bundle, None, "--no-wait")
+    assert result.returncode == 0, result.stderr
+    job_id = _job_ids(bundle)["pretrain"]
+    metrics = training / "metrics.jsonl"
+    wait_until(lambda: metrics.exists() and '"step"' in metrics.read_text(), 300, "the first training step")
+    subprocess.run(["scancel", "--signal", "TERM", job_id], check=True)
+    subprocess.run(["scancel", "--signal", "USR2", job_id], check=True)
+    wait_until(lambda: (training / "_SUCCESS.json").exists(), 300, "training to finish after the requeue")
+    resumed = json.loads((training / "_SUCCESS.json").read_text())
+    assert resumed["final_loss"] == reference["final_loss"] and resumed["steps"] == reference["steps"]
+    assert int(slurm_job_field(job_id, "Restarts") or 0) >= 1
+    log = "".join(p.read_text() for p in Path(launch_record(bundle)["folder"]).rglob("*_log.out"))
+    started = [int(m) for m in re.findall(r"steps (\d+)->40", log)]
+    assert started[0] == 0 and max(started) > 0, f"no resume from a checkpoint in the logs: {started}"
+
+
+def test_launch_slurm_out_of_memory_fails_fast_without_requeue(tiny_on_slurm):
+    """A model too large for the machine's memory: the failure is classified and not retried."""
+    result = _launch(TINY, tiny_on_slurm["out"], overrides=[*SLURM_TRAINING, "model.hidden_size=131072"])
+    bundle = _bundle_of(result)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stdout
+    assert states(bundle) == {"data": "skipped", "tokenize": "skipped", "pretrain": "failed"}
+    entry = next(e for e in launch_record(bundle)["stages"] if e["stage"] == "pretrain")
+    assert entry["reason"].startswith("pretrain: oom: ") and "can't allocate memory" in entry["reason"]
+    assert f"03-pretrain: FAILED: {entry['reason']}" in result.stdout
+    assert wait_until(lambda: _accounted_state(entry["job_id"]) == "FAILED", 60, "FAILED in sacct")
+    assert slurm_job_field(entry["job_id"], "Restarts") == "0"
+
+
+def _broken_spec(directory: Path) -> Path:
+    """The tiny spec reading a corpus that does not exist: the data stage fails at run time."""
+    data = yaml.safe_load(TINY.read_text())
+    data["corpus"]["sources"] = [{"type": "files", "name": "web", "path": "missing/*.jsonl"}]
+    data["filters"] = [f for f in data["filters"] if "sources" not in f]
+    path = directory / "broken.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def test_launch_slurm_failed_stage_cancels_its_dependants(slurm_cluster, tmp_path):
+    result = _launch(_broken_spec(tmp_path), tmp_path / "out", overrides=FAST_TRAINING)
+    bundle = _bundle_of(result)
+    assert result.returncode == 1
+    assert states(bundle) == {"data": "failed", "tokenize": "cancelled", "pretrain": "cancelled"}
+    reason = launch_record(bundle)["stages"][0]["reason"]
+    assert reason.startswith("data: config: ") and "no files match" in reason
+    ids = _job_ids(bundle)
+    assert wait_until(lambda: _accounted_state(ids["data"]) == "FAILED", 60, "data FAILED in sacct")
+    folder = Path(launch_record(bundle)["folder"])
+    for stage, dirname in (("tokenize", "02-tokenize"), ("pretrain", "03-pretrain")):
+        assert wait_until(lambda: _accounted_state(ids[stage]) == "CANCELLED", 60, f"{stage} CANCELLED")
+        assert not list((folder / dirname).glob("*_log.out")), f"{stage} started although data failed"
+        assert not (run_dir(bundle) / stage / "metrics.jsonl").exists()
+
+
+def test_launch_slurm_status_and_cancel(slurm_cluster, tmp_path):
+    result = _launch(TINY, tmp_path / "out", "--no-wait", overrides=FAST_TRAINING)
+    assert result.returncode == 0, result.stderr
+    bundle = _bundle_of(result)
+    ids = _job_ids(bundle)
+    assert set(ids) == {"data", "tokenize", "pretrain"}
+    cancelled = specc("cancel", str(bundle))
+    assert cancelled.returncode == 0 and cancelled.stdout.count("scancel") == 3
+    for stage, job_id in ids.items():
+        wait_until(lambda: _accounted_state(job_id).startswith("CANCELLED"), 60, f"{stage} CANCELLED")
+    status = specc("status", str(bundle))
+    assert status.returncode == 0 and status.stdout.count("cancelled") == 3, status.stdout
+    shown = json.loads(specc("status", str(bundle), "--format", "json").stdout)
+    assert [row["job_id"] for row in shown["stages"]] == [ids["data"], ids["tokenize"], ids["pretrain"]]

@@ -1,0 +1,119 @@
+"""Memory model against its sources: Korthikanti et al. 2022 Fig. 1 (as encoded in Calculon's
+validation), ZeRO's bytes per parameter, pipeline in-flight rules, serving memory."""
+
+from __future__ import annotations
+
+import pytest
+
+from specc.catalog import load_catalog
+from specc.plan.layout import Layout, hardware_for
+from specc.plan.memory import (GIB, activation_memory, device_memory, in_flight_micro_batches, model_state_memory,
+                               stage_params)
+from specc.plan.params import count_parameters
+from specc.plan.serving import estimate_target, kv_cache_bytes
+from specc.spec.deploy import DeployTarget
+from specc.spec.model import ModelSpec
+
+
+def korthikanti(layers, hidden, heads):
+    return ModelSpec(num_layers=layers, hidden_size=hidden, num_heads=heads, ffn_hidden_size=4 * hidden,
+                     activation="gelu", norm="layernorm", position="learned", vocab_size=51200, max_seq_len=2048,
+                     attention="eager", dropout=0.1, tie_embeddings=True)
+
+
+FIG1 = [  # model, (t, p, v, b), TP-only no recompute GiB, TP+SP+selective GiB, params+optimizer GiB
+    (korthikanti(48, 6144, 64), (8, 1, 1, 4), 59.25, 9.5625, 45.56),
+    (korthikanti(96, 12288, 96), (8, 8, 3, 1), 66.84, 12.35, 45.56),
+    (korthikanti(105, 20480, 128), (8, 35, 3, 1), 114.02, 23.08, 31.64),
+    (korthikanti(128, 25600, 160), (8, 64, 1, 1), 131.25, 26.56, 32.96),
+]
+
+
+def _per_layer_total(model, layout):
+    """Korthikanti's figure: per-layer activations x L (first stage: p micro-batches x L/p layers),
+    interleaving factor included, without the embedding extras."""
+    from specc.plan.memory import activation_bytes_per_layer
+    total = activation_bytes_per_layer(model, layout, 2048, False) * model.num_layers
+    if layout.vpp > 1:
+        total *= 1 + (layout.pp - 1) / (layout.pp * layout.vpp)
+    return total / GIB
+
+
+@pytest.mark.parametrize("model, shape, none_gib, selective_gib, states_gib", FIG1, ids=["22B", "175B", "530B", "1T"])
+def test_korthikanti_figure_1(model, shape, none_gib, selective_gib, states_gib):
+    t, p, v, b = shape
+    common = dict(dp=1, tp=t, pp=p, vpp=v, micro_batch=b, grad_accum=64,
+                  pp_schedule="interleaved" if v > 1 else "1f1b", precision="fp16")
+    assert _per_layer_total(model, Layout(**common, recompute="none")) == pytest.approx(none_gib, abs=0.01)
+    assert _per_layer_total(model, Layout(**common, recompute="selective", sp=True)) == pytest.approx(selective_gib, abs=0.01)
+    # 18 bytes per parameter x 12 L h^2 / (t p): the figure's "parameters + optimizer state".
+    assert 18 * 12 * model.num_layers * model.hidden_size**2 / (t * p) / GIB == pytest.approx(states_gib, abs=0.01)
+
+
+def test_zero_stages_bytes_per_parameter():
+    """Megatron convention 2 + 4 + 12 B/param; ZeRO-1 shards the 12, ZeRO-2 the 4 too, ZeRO-3 all (d = 8)."""
+    model = ModelSpec(num_layers=2, hidden_size=256, num_heads=4, ffn_hidden_size=1024, vocab_size=1000, max_seq_len=128)
+    counts = count_parameters(model)
+    n = counts.total
+    expected = {0: (2, 4, 12), 1: (2, 4, 12 / 8), 2: (2, 4 / 8, 12 / 8), 3: (2 / 8, 4 / 8, 12 / 8)}
+    for stage, (w, g, o) in expected.items():
+        layout = Layout(dp=8, zero_stage=stage)
+        states = model_state_memory(stage_params(model, counts, layout, "only"), layout)
+        assert states == pytest.approx((w * n, g * n, o * n))
+    fsdp = Layout(dp=8, fsdp=True)
+    assert sum(model_state_memory(stage_params(model, counts, fsdp, "only"), fsdp)) == pytest.approx(16 * n / 8)
+    hsdp = Layout(dp=8, fsdp=True, hsdp_replicas=2)
+    assert sum(model_state_memory(stage_params(model, counts, hsdp, "only"), hsdp)) == pytest.approx(16 * n / 4)
+
+
+def test_pipeline_in_flight():
+    assert in_flight_micro_batches(Layout(dp=1, pp=4, grad_accum=16), "first") == 4
+    assert in_flight_micro_batches(Layout(dp=1, pp=4, grad_accum=2), "first") == 2
+    assert in_flight_micro_batches(Layout(dp=1, pp=4, grad_accum=16), "last") == 1
+    interleaved = Layout(dp=1, pp=4, vpp=2, grad_accum=16, pp_schedule="interleaved")
+    assert in_flight_micro_batches(interleaved, "first") == pytest.approx(4 * (1 + 3 / 8))
+    assert in_flight_micro_batches(Layout(dp=1, pp=4, grad_accum=16, pp_schedule="gpipe"), "first") == 16
+
+
+def test_recompute_and_context_parallel_shrink_activations():
+    model = ModelSpec(num_layers=32, hidden_size=4096, num_heads=32, num_kv_heads=8, ffn_hidden_size=14336,
+                      vocab_size=128256, max_seq_len=8192)
+    none = activation_memory(model, Layout(dp=8), 8192, "only")
+    full = activation_memory(model, Layout(dp=8, recompute="full"), 8192, "only")
+    cp2 = activation_memory(model, Layout(dp=4, cp=2), 8192, "only")
+    assert full < none / 5
+    assert cp2 == pytest.approx(none / 2, rel=0.01)
+
+
+def test_eager_attention_adds_quadratic_term():
+    kwargs = dict(num_layers=2, hidden_size=1024, num_heads=16, ffn_hidden_size=4096, vocab_size=1000, max_seq_len=4096)
+    flash = activation_memory(ModelSpec(**kwargs, attention="flash"), Layout(dp=1), 4096, "only")
+    eager = activation_memory(ModelSpec(**kwargs, attention="eager"), Layout(dp=1), 4096, "only")
+    # specc's eager attention keeps the fp32 softmax and its 16-bit cast: 6 bytes per score element.
+    assert eager - flash == pytest.approx(2 * (6 * 16 * 4096 * 4096 - 4 * 16 * 4096), rel=1e-9)
+
+
+def test_pipeline_stage_holds_embedding_and_breakdown_totals():
+    model = ModelSpec(num_layers=32, hidden_size=4096, num_heads=32, num_kv_heads=8, ffn_hidden_size=14336,
+                      vocab_size=128256, max_seq_len=8192)
+    counts = count_parameters(model)
+    first = stage_params(model, counts, Layout(dp=1, pp=4), "first")
+    last = stage_params(model, counts, Layout(dp=1, pp=4), "last")
+    assert first.dense - last.dense == pytest.approx(counts.token_embedding - counts.output_head - counts.final_norm)
+    hardware = hardware_for(load_catalog()["h100-sxm"], 8, 8, "bf16")
+    memory = device_memory(model, counts, Layout(dp=8, fsdp=True), hardware, 8192)
+    parts = memory.contract()["breakdown_gib"]
+    assert sum(parts.values()) == pytest.approx(memory.total_gib, abs=1e-3)
+
+
+def test_serving_memory():
+    model = ModelSpec(num_layers=32, hidden_size=4096, num_heads=32, num_kv_heads=8, ffn_hidden_size=14336,
+                      vocab_size=128256, max_seq_len=8192)
+    # KV cache: 2 x L x kv_heads x head_dim x tokens x batch x bytes (Llama 3 8B: 128 KiB per token in bf16).
+    assert kv_cache_bytes(model, 1, 1, "bf16") == 2 * 32 * 8 * 128 * 2 == 131072
+    bf16 = estimate_target(model, DeployTarget(name="a", quantization="none", max_batch=1, max_context=1))
+    nf4 = estimate_target(model, DeployTarget(name="b", quantization="nf4", max_batch=1, max_context=1))
+    assert bf16.weights == pytest.approx(2 * count_parameters(model).total)
+    assert nf4.weights < bf16.weights / 2.5
+    big = estimate_target(model, DeployTarget(name="c", accelerator="a100-40gb", max_batch=64, max_context=8192))
+    assert not big.fits
