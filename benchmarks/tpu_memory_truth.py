@@ -35,21 +35,16 @@ ROOT = Path(__file__).resolve().parent.parent
 TPU_PYTHON = ROOT / ".venv-tpu" / "bin" / "python"
 GIB = 2**30
 
+SMALL = dict(num_layers=4, hidden_size=768, num_heads=12, ffn_hidden_size=2048, vocab_size=32000)
+MEDIUM = dict(num_layers=8, hidden_size=1024, num_heads=16, ffn_hidden_size=2816, vocab_size=32000)
 CASES = [
-    # name, model overrides, (fsdp, tensor), micro-batch per chip, seq_len, topology
-    {"name": "120M fsdp4", "model": dict(num_layers=12, hidden_size=768, num_heads=12, ffn_hidden_size=2048,
-                                         vocab_size=32000), "mesh": (4, 1), "micro": 4, "seq": 1024,
-     "topology": "v5e:2x2"},
-    {"name": "120M fsdp2 x tp2", "model": dict(num_layers=12, hidden_size=768, num_heads=12, ffn_hidden_size=2048,
-                                               vocab_size=32000), "mesh": (2, 2), "micro": 4, "seq": 1024,
-     "topology": "v5e:2x2"},
-    {"name": "350M fsdp4", "model": dict(num_layers=24, hidden_size=1024, num_heads=16, ffn_hidden_size=2816,
-                                         vocab_size=32000), "mesh": (4, 1), "micro": 2, "seq": 1024,
-     "topology": "v5e:2x2"},
-    {"name": "350M fsdp8", "model": dict(num_layers=24, hidden_size=1024, num_heads=16, ffn_hidden_size=2816,
-                                         vocab_size=32000), "mesh": (8, 1), "micro": 2, "seq": 1024,
-     "topology": "v5e:2x4"},
+    {"name": "d768 L4 fsdp4", "model": SMALL, "mesh": (4, 1), "micro": 4, "seq": 1024, "topology": "v5e:2x2"},
+    {"name": "d768 L4 fsdp2 tp2", "model": SMALL, "mesh": (2, 2), "micro": 4, "seq": 1024, "topology": "v5e:2x2"},
+    {"name": "d1024 L8 fsdp4", "model": MEDIUM, "mesh": (4, 1), "micro": 2, "seq": 1024, "topology": "v5e:2x2"},
+    {"name": "d1024 L8 fsdp8", "model": MEDIUM, "mesh": (8, 1), "micro": 2, "seq": 1024, "topology": "v5e:2x4"},
 ]
+"""Model, (fsdp, tensor) mesh, micro-batch per chip, sequence length and TPU topology of each case:
+small enough to trace and compile in about a minute each on two CPU cores."""
 BASE_MODEL = dict(activation="swiglu", norm="rmsnorm", position="rope", max_seq_len=1024, tie_embeddings=False)
 
 
@@ -144,28 +139,35 @@ def compile_for_topology(directory: Path, topology: str) -> dict:
 
 
 def predicted_gib(case: dict) -> dict:
+    """The planner's figures for a minimal spec with the case's model, mesh and batch."""
+    import yaml
+
     from specc.diagnostics.check import check_file
     from specc.plan import build_plan, plan_json
 
     fsdp, tensor = case["mesh"]
     devices = fsdp * tensor
-    accelerator = "tpu-" + case["topology"].split(":")[0]
-    overrides = [f"model.{key}={value}" for key, value in {**BASE_MODEL, **case["model"]}.items()]
-    overrides += [f"parallel.{key}={value}" for key, value in case_parallel(case).items()]
-    overrides += [f"tokenizer.vocab_size={case['model']['vocab_size']}", f"cluster.accelerator={accelerator}", f"cluster.devices={devices}",
-                  f"cluster.devices_per_node={devices}", f"schedule.seq_len={case['seq']}",
-                  f"schedule.global_batch_size={case['micro'] * fsdp}", "parallel.recompute=none"]
-    overrides = [o.replace("=True", "=true").replace("=False", "=false") for o in overrides]
-    result = check_file(ROOT / "specs" / "tiny.yaml", overrides)
-    if not result.valid:
-        raise ValueError("\n".join(d.to_text() for d in result.diagnostics))
-    plan = json.loads(plan_json(build_plan(result.spec, overrides=overrides)))
+    spec = {"name": "tpu-memory-truth",
+            "tokenizer": {"vocab_size": case["model"]["vocab_size"]},
+            "model": {**BASE_MODEL, **case["model"]},
+            "parallel": {**case_parallel(case), "recompute": "none"},
+            "schedule": {"lr": 1e-4, "seq_len": case["seq"], "global_batch_size": case["micro"] * fsdp, "steps": 10},
+            "cluster": {"accelerator": "tpu-" + case["topology"].split(":")[0], "devices": devices,
+                        "devices_per_node": devices}}
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "spec.yaml"
+        path.write_text(yaml.safe_dump(spec))
+        result = check_file(path, [])
+        if not result.valid:
+            raise ValueError("\n".join(d.to_text() for d in result.diagnostics))
+        plan = json.loads(plan_json(build_plan(result.spec)))
     return {"per_device_gib": plan["memory"]["per_device_gib"], "breakdown_gib": plan["memory"]["breakdown_gib"],
             "params": plan["model"]["params"]}
 
 
 def run_case(case: dict, jax_python: str) -> dict:
     fsdp, tensor = case["mesh"]
+    predicted = predicted_gib(case)
     with tempfile.TemporaryDirectory() as directory:
         env = {**os.environ, "PJRT_DEVICE": "CPU", "CPU_NUM_DEVICES": str(fsdp * tensor), "TF_CPP_MIN_LOG_LEVEL": "2",
                "PYTHONPATH": str(ROOT)}
@@ -175,7 +177,7 @@ def run_case(case: dict, jax_python: str) -> dict:
                                   capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     measured = json.loads(compiled.stdout.strip().splitlines()[-1])
     measured["peak_gib"] = (measured["argument_bytes"] + measured["temp_bytes"]) / GIB
-    return {"case": case["name"], "topology": case["topology"], **predicted_gib(case), "compiled": measured}
+    return {"case": case["name"], "topology": case["topology"], **predicted, "compiled": measured}
 
 
 def main() -> None:

@@ -31,17 +31,13 @@ import yaml
 from specc import __version__
 from specc.catalog import load_catalog
 from specc.emit.render import Raw, Renderer
-from specc.emit.stages import Stage, build_stages, run_dir_for
+from specc.emit.stages import EmitError, Stage, build_stages, run_dir_for
 from specc.spec.root import Spec
 
 MANIFEST = "manifest.json"
 SCHEMA_VERSION = 1
 STATE_DIR = "jobs"
 """Launch state (job ids, submitit logs) lives in `<bundle>/jobs/`, outside the manifest."""
-
-
-class EmitError(Exception):
-    """The bundle cannot be written as asked (it exists and differs, a setup line is malformed)."""
 
 
 @dataclass(frozen=True)

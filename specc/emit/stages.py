@@ -14,7 +14,6 @@ from __future__ import annotations
 import importlib
 import importlib.util
 from dataclasses import dataclass, field
-from typing import Callable
 
 from specc.catalog import load_catalog
 from specc.spec.derived import devices_per_node, total_devices
@@ -24,6 +23,10 @@ from specc.spec.units import format_minutes_for_slurm
 RUN_DIR_NAME = "runs"
 """Stage outputs go to `<out>/runs/<name>/`, beside the bundles and shared by all bundles of
 one run name, so a relaunch with changed training settings finds the finished data stages."""
+
+
+class EmitError(Exception):
+    """The bundle cannot be written as asked (it exists and differs, a stage name clashes, ...)."""
 
 
 @dataclass(frozen=True)
@@ -56,41 +59,11 @@ def run_dir_for(spec: Spec) -> str:
 # --- params from each stage's own module -------------------------------------------------
 
 
-def _data_params(spec: Spec, plan: dict, spec_dir: str) -> dict:
-    from specc.runtime.data.params import data_params
-
-    return data_params(spec, spec_dir)
-
-
-def _tokenize_params(spec: Spec, plan: dict, spec_dir: str) -> dict:
-    from specc.runtime.data.params import tokenize_params
-
-    return tokenize_params(spec, spec_dir)
-
-
-def _pretrain_params(spec: Spec, plan: dict, spec_dir: str) -> dict:
-    from specc.runtime.train.params import pretrain_params
-
-    predicted = {**plan.get("time", {}), "peak_memory_gib": plan.get("memory", {}).get("per_device_gib"),
-                 "flops_per_token": plan.get("model", {}).get("flops_per_token"),
-                 "peak_tflops": plan.get("hardware", {}).get("peak_tflops")}
-    return pretrain_params(spec, plan["layout"], predicted)
-
-
-StageBuilder = Callable[[Spec, dict, str], dict]
-
-PIPELINE: tuple[tuple[str, str, StageBuilder], ...] = (
-    ("data", "specc.runtime.data.params", _data_params),
-    ("tokenize", "specc.runtime.data.params", _tokenize_params),
-    ("pretrain", "specc.runtime.train.params", _pretrain_params),
-)
-"""Stages in pipeline order: (name, the torch-free module building its params, builder)."""
-
-
-def _wanted(name: str, spec: Spec) -> bool:
-    if name in ("data", "tokenize"):
-        return spec.corpus is not None
-    return True
+def _predicted(plan: dict) -> dict:
+    """The plan's predictions the trainer logs beside its measurements."""
+    return {**plan.get("time", {}), "peak_memory_gib": plan.get("memory", {}).get("per_device_gib"),
+            "flops_per_token": plan.get("model", {}).get("flops_per_token"),
+            "peak_tflops": plan.get("hardware", {}).get("peak_tflops")}
 
 
 def _installed(module: str) -> bool:
@@ -100,28 +73,73 @@ def _installed(module: str) -> bool:
         return False
 
 
-def build_stages(spec: Spec, plan: dict, spec_dir: str) -> list[Stage]:
-    """The stages this spec runs, numbered in pipeline order, with params and resources."""
-    stages = []
-    for name, module, builder in PIPELINE:
-        if not _wanted(name, spec) or not _installed(module):
-            continue
-        stage = _resources(len(stages) + 1, name, builder(spec, plan, spec_dir), spec, plan)
-        stages.append(stage)
+def _is_tpu(spec: Spec) -> bool:
+    accelerator = load_catalog().get(spec.cluster.accelerator)
+    return accelerator is not None and accelerator.kind == "tpu"
+
+
+def stage_params(spec: Spec, plan: dict, spec_dir: str) -> list[tuple[str, dict]]:
+    """(stage name, params) in pipeline order: data -> tokenize -> pretrain -> alignment stages
+    (named by the spec) -> eval -> deploy. Sections the spec leaves out are skipped, and so is a
+    stage whose runtime is not part of this installation."""
+    stages: list[tuple[str, dict]] = []
+    if spec.corpus is not None and _installed("specc.runtime.data.params"):
+        from specc.runtime.data.params import data_params, tokenize_params
+
+        stages += [("data", data_params(spec, spec_dir)), ("tokenize", tokenize_params(spec, spec_dir))]
+    if _installed("specc.runtime.train.params"):
+        from specc.runtime.train.params import pretrain_params
+
+        name = "pretrain_tpu" if _is_tpu(spec) else "pretrain"
+        stages.append((name, pretrain_params(spec, plan["layout"], _predicted(plan))))
+    if spec.alignment and _installed("specc.runtime.align.params"):
+        from specc.runtime.align.params import alignment_params
+
+        stages += alignment_params(spec, spec_dir)
+    if _installed("specc.runtime.evaluate.params"):
+        from specc.runtime.evaluate.params import eval_params, wanted
+
+        if wanted(spec):
+            stages.append(("eval", eval_params(spec, spec_dir)))
+    if spec.deploy.targets and _installed("specc.runtime.deploy.stage"):
+        from specc.runtime.align.params import deploy_params
+
+        stages.append(("deploy", deploy_params(spec, spec_dir)))
     return stages
 
 
+def build_stages(spec: Spec, plan: dict, spec_dir: str) -> list[Stage]:
+    """The stages this spec runs, numbered in pipeline order, with params and resources."""
+    named = stage_params(spec, plan, spec_dir)
+    names = [name for name, _ in named]
+    if len(set(names)) != len(names):
+        duplicate = next(name for name in names if names.count(name) > 1)
+        raise EmitError(f"two stages are named {duplicate!r}: an alignment stage may not reuse a pipeline "
+                        f"stage's name (data, tokenize, pretrain, eval, deploy)")
+    return [_resources(index, name, params, spec, plan) for index, (name, params) in enumerate(named, start=1)]
+
+
+def output_dirname(stage: str) -> str:
+    """Where a stage writes under the run directory: its name (the TPU trainer writes `pretrain/`)."""
+    return "pretrain" if stage == "pretrain_tpu" else stage
+
+
 def _resources(index: int, name: str, params: dict, spec: Spec, plan: dict) -> Stage:
-    """Nodes and processes of a stage; only training spans the devices."""
-    if name != "pretrain":  # data and tokenize parallelise inside one job (worker processes)
-        stage = Stage(index, name, params)
-    else:
+    """Nodes and processes of a stage: training spans every device (on TPU one process per host);
+    the other stages run as one process (data and tokenize use worker processes inside it)."""
+    accelerator = load_catalog().get(spec.cluster.accelerator)
+    is_gpu = accelerator is not None and accelerator.kind == "gpu"
+    if name == "pretrain":
         nodes = spec.cluster.nodes
         count = int(plan.get("hardware", {}).get("count") or total_devices(spec.cluster))
         per_node = max(1, count // nodes) if count >= nodes else devices_per_node(spec.cluster)
-        accelerator = load_catalog().get(spec.cluster.accelerator)
-        gpus = per_node if accelerator is not None and accelerator.kind == "gpu" else None
-        stage = Stage(index, name, params, nodes=nodes, procs_per_node=per_node, gpus_per_node=gpus)
+        stage = Stage(index, name, params, nodes=nodes, procs_per_node=per_node,
+                      gpus_per_node=per_node if is_gpu else None)
+    elif name == "pretrain_tpu":
+        stage = Stage(index, name, params, nodes=spec.cluster.nodes)
+    else:
+        uses_device = name not in ("data", "tokenize")
+        stage = Stage(index, name, params, gpus_per_node=1 if is_gpu and uses_device else None)
     return Stage(stage.index, stage.name, stage.params, stage.nodes, stage.procs_per_node,
                  stage.gpus_per_node, slurm_directives(stage, spec))
 

@@ -31,6 +31,7 @@ from typing import Callable
 import yaml
 
 from specc.emit.bundle import MANIFEST, STATE_DIR, _sha256
+from specc.emit.stages import output_dirname
 from specc.launch.task import StageTask
 from specc.runtime.io import atomic_write_json, config_hash, is_complete
 
@@ -57,7 +58,7 @@ class BundleStage:
         return self.config["stage"]
 
     def outputs(self, bundle_dir: Path) -> Path:
-        return (bundle_dir / self.config["run_dir"] / self.name).resolve()
+        return (bundle_dir / self.config["run_dir"] / output_dirname(self.name)).resolve()
 
 
 @dataclass

@@ -32,6 +32,8 @@ from pathlib import Path
 from submitit import JobEnvironment
 from submitit.helpers import Checkpointable, DelayedSubmission
 
+from specc.emit.stages import output_dirname
+
 EXIT_REQUEUE = 75
 """A stage's exit status after it saved a checkpoint on SIGTERM/SIGUSR2 (sysexits EX_TEMPFAIL,
 `specc.runtime.train.loop.EXIT_REQUEUE`): rerunning it resumes, so the job is requeued."""
@@ -140,7 +142,7 @@ class StageTask(Checkpointable):
                               f"more than max_requeues={self.max_requeues}")
         started = time.time()
         returncode, tail = self._run(bundle)
-        outputs = (bundle / config["run_dir"] / config["stage"]).resolve()
+        outputs = (bundle / config["run_dir"] / output_dirname(config["stage"])).resolve()
         if returncode == EXIT_REQUEUE:
             self._requeue_after_checkpoint(config["stage"])
         if returncode != 0:

@@ -8,6 +8,7 @@ import pytest
 from data_helpers import synthetic_documents, write_texts
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import TypeAdapter
 
 from specc.runtime.data import heuristics, langid
 from specc.runtime.data.documents import DataError, Document
@@ -15,9 +16,7 @@ from specc.runtime.data.filters import build_filters, first_drop
 from specc.runtime.data.ngram_lm import KneserNeyLM
 from specc.runtime.data.scoring import score_filters
 from specc.runtime.data.synthetic import join_paragraphs, junk_text, prose_sentences
-from specc.spec.data import RepetitionFilter, SymbolFilter
-from pydantic import TypeAdapter
-from specc.spec.data import Filter
+from specc.spec.data import Filter, RepetitionFilter, SymbolFilter
 
 FILTERS = TypeAdapter(list[Filter])
 CORPUS = synthetic_documents(num_documents=800, seed=21, duplicate_fraction=0.0, junk_fraction=0.25)

@@ -18,11 +18,14 @@ TINY = SPECS / "tiny.yaml"
 SLURM_SCRIPT = ROOT / "scripts" / "slurm-local.sh"
 SPECC = [sys.executable, "-m", "specc.cli"]
 
-FAST_TRAINING = ["corpus.sources.0.max_files=100", "corpus.sources.1.num_documents=500",
-                 "tokenizer.sample_documents=500",
-                 "schedule.steps=20", "schedule.checkpoint_interval=5", "schedule.eval_interval=10",
-                 "schedule.eval_batches=2", "schedule.warmup_steps=5", "+schedule.log_interval=5"]
-"""The tiny spec shrunk (a quarter of its corpus, a few seconds of training); the tests' runs use these."""
+SMALL_CORPUS = ["corpus.sources.0.max_files=100", "corpus.sources.1.num_documents=500",
+                "tokenizer.sample_documents=500"]
+SHORT_RUN = ["~alignment", "~deploy", "schedule.steps=20", "schedule.checkpoint_interval=5",
+             "schedule.eval_interval=10", "schedule.eval_batches=2", "schedule.warmup_steps=5",
+             "+schedule.log_interval=5"]
+FAST_TRAINING = [*SMALL_CORPUS, *SHORT_RUN]
+"""The tiny spec shrunk to data -> tokenize -> pretrain -> eval, a quarter of its corpus and a few seconds
+of training; the tests' runs use these (alignment and deploy have their own tests)."""
 
 
 def emit(spec_path: Path, out: Path, overrides: list[str] = (), spec_dir: str | None = None,

@@ -22,7 +22,8 @@ def _finish_all(bundle):
 def test_launch_skip_points_at_the_first_stage_whose_config_changed(tmp_path):
     base = emit(TINY, tmp_path, FAST_TRAINING)
     _finish_all(base)
-    assert stages_to_run(base, read_stages(base)) == 3
+    assert [s.name for s in read_stages(base)] == ["data", "tokenize", "pretrain", "eval"]
+    assert stages_to_run(base, read_stages(base)) == 4  # all complete
     training = emit(TINY, tmp_path, [*FAST_TRAINING, "schedule.lr=1e-3"])
     assert stages_to_run(training, read_stages(training)) == 2  # pretrain only
     tokenizer = emit(TINY, tmp_path, [*FAST_TRAINING, "tokenizer.sample_documents=400"])
@@ -44,11 +45,11 @@ def test_launch_outputs_of_other_work_are_moved_aside_before_a_rerun(tmp_path):
         _prepare_outputs(changed, stage, upstream_reruns=position > 0, echo=messages.append)
     run = stages[0].outputs(changed).parent
     assert (run / "data" / "result.txt").exists()
-    for name in ("tokenize", "pretrain"):
+    for name in ("tokenize", "pretrain", "eval"):
         assert not (run / name / "result.txt").exists() and not (run / name / "_SUCCESS.json").exists()
         assert json.loads((run / name / LAUNCH_MARKER).read_text())["config_sha256"]
-    assert sorted(p.name.split("-")[0] for p in (run / ".replaced").iterdir()) == ["pretrain", "tokenize"]
-    assert len(messages) == 2 and "another config" in messages[0] and "regenerated" in messages[1]
+    assert sorted(p.name.split("-")[0] for p in (run / ".replaced").iterdir()) == ["eval", "pretrain", "tokenize"]
+    assert len(messages) == 3 and "another config" in messages[0] and "regenerated" in messages[1]
 
 
 def test_launch_interrupted_outputs_of_the_same_config_are_kept_for_resume(tmp_path):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from launch_helpers import FAST_TRAINING, TINY, launch_record, run_dir, slurm_job_field, specc, states, success, wait_until
+from launch_helpers import FAST_TRAINING, SHORT_RUN, TINY, launch_record, run_dir, slurm_job_field, specc, states, success, wait_until
 from launch_helpers import slurm_cluster  # noqa: F401  (the session fixture, requested by name below)
 
 SLURM_TRAINING = [*(o for o in FAST_TRAINING if not o.startswith("schedule.steps=")), "schedule.steps=40",
@@ -55,13 +55,15 @@ def tiny_on_slurm(slurm_cluster, tmp_path_factory):
 def test_launch_slurm_tiny_pipeline_end_to_end(tiny_on_slurm):
     result, bundle = tiny_on_slurm["result"], tiny_on_slurm["bundle"]
     assert result.returncode == 0, f"{result.stdout}\n{result.stderr[-4000:]}"
-    assert states(bundle) == {"data": "completed", "tokenize": "completed", "pretrain": "completed"}
+    assert states(bundle) == {"data": "completed", "tokenize": "completed", "pretrain": "completed",
+                              "eval": "completed"}
     ids = _job_ids(bundle)
     for stage, job_id in ids.items():
         assert wait_until(lambda: _accounted_state(job_id) == "COMPLETED", 60, f"{stage} COMPLETED in sacct")
     folder = Path(launch_record(bundle)["folder"])
     # Each stage was submitted with an afterok dependency on the one before it.
-    for stage, previous in (("02-tokenize", ids["data"]), ("03-pretrain", ids["tokenize"])):
+    for stage, previous in (("02-tokenize", ids["data"]), ("03-pretrain", ids["tokenize"]),
+                            ("04-eval", ids["pretrain"])):
         submission = next((folder / stage).glob("*_submission.sh")).read_text()
         assert f"#SBATCH --dependency=afterok:{previous}" in submission
         assert "#SBATCH --requeue" in submission and "#SBATCH --signal=USR2@90" in submission
@@ -70,7 +72,7 @@ def test_launch_slurm_tiny_pipeline_end_to_end(tiny_on_slurm):
     assert "dp 2 " in log
     assert tiny_on_slurm["final"]["steps"] == 40
     status = specc("status", str(bundle))
-    assert status.returncode == 0 and status.stdout.count("completed") == 3
+    assert status.returncode == 0 and status.stdout.count("completed") == 4
     assert re.search(r"step time: measured [0-9.e-]+ s, predicted [0-9.e-]+ s", status.stdout)
 
 
@@ -81,6 +83,7 @@ def test_launch_slurm_relaunch_skips_completed_stages(tiny_on_slurm):
     result = _launch(bundle, None)
     assert result.returncode == 0, result.stderr
     assert set(states(bundle).values()) == {"skipped"} and not _job_ids(bundle)
+    assert len(states(bundle)) == 4
 
 
 def test_launch_slurm_preempted_training_resumes_with_the_same_loss(tiny_on_slurm, tmp_path):
@@ -113,7 +116,7 @@ def test_launch_slurm_out_of_memory_fails_fast_without_requeue(tiny_on_slurm):
     bundle = _bundle_of(result)
     assert result.returncode == 1
     assert "Traceback" not in result.stdout
-    assert states(bundle) == {"data": "skipped", "tokenize": "skipped", "pretrain": "failed"}
+    assert states(bundle) == {"data": "skipped", "tokenize": "skipped", "pretrain": "failed", "eval": "cancelled"}
     entry = next(e for e in launch_record(bundle)["stages"] if e["stage"] == "pretrain")
     assert entry["reason"].startswith("pretrain: oom: ") and "can't allocate memory" in entry["reason"]
     assert f"03-pretrain: FAILED: {entry['reason']}" in result.stdout
@@ -132,16 +135,17 @@ def _broken_spec(directory: Path) -> Path:
 
 
 def test_launch_slurm_failed_stage_cancels_its_dependants(slurm_cluster, tmp_path):
-    result = _launch(_broken_spec(tmp_path), tmp_path / "out", overrides=FAST_TRAINING)
+    result = _launch(_broken_spec(tmp_path), tmp_path / "out", overrides=SHORT_RUN)
     bundle = _bundle_of(result)
     assert result.returncode == 1
-    assert states(bundle) == {"data": "failed", "tokenize": "cancelled", "pretrain": "cancelled"}
+    assert states(bundle) == {"data": "failed", "tokenize": "cancelled", "pretrain": "cancelled",
+                              "eval": "cancelled"}
     reason = launch_record(bundle)["stages"][0]["reason"]
     assert reason.startswith("data: config: ") and "no files match" in reason
     ids = _job_ids(bundle)
     assert wait_until(lambda: _accounted_state(ids["data"]) == "FAILED", 60, "data FAILED in sacct")
     folder = Path(launch_record(bundle)["folder"])
-    for stage, dirname in (("tokenize", "02-tokenize"), ("pretrain", "03-pretrain")):
+    for stage, dirname in (("tokenize", "02-tokenize"), ("pretrain", "03-pretrain"), ("eval", "04-eval")):
         assert wait_until(lambda: _accounted_state(ids[stage]) == "CANCELLED", 60, f"{stage} CANCELLED")
         assert not list((folder / dirname).glob("*_log.out")), f"{stage} started although data failed"
         assert not (run_dir(bundle) / stage / "metrics.jsonl").exists()
@@ -152,12 +156,12 @@ def test_launch_slurm_status_and_cancel(slurm_cluster, tmp_path):
     assert result.returncode == 0, result.stderr
     bundle = _bundle_of(result)
     ids = _job_ids(bundle)
-    assert set(ids) == {"data", "tokenize", "pretrain"}
+    assert set(ids) == {"data", "tokenize", "pretrain", "eval"}
     cancelled = specc("cancel", str(bundle))
-    assert cancelled.returncode == 0 and cancelled.stdout.count("scancel") == 3
+    assert cancelled.returncode == 0 and cancelled.stdout.count("scancel") == 4
     for stage, job_id in ids.items():
         wait_until(lambda: _accounted_state(job_id).startswith("CANCELLED"), 60, f"{stage} CANCELLED")
     status = specc("status", str(bundle))
-    assert status.returncode == 0 and status.stdout.count("cancelled") == 3, status.stdout
+    assert status.returncode == 0 and status.stdout.count("cancelled") == 4, status.stdout
     shown = json.loads(specc("status", str(bundle), "--format", "json").stdout)
-    assert [row["job_id"] for row in shown["stages"]] == [ids["data"], ids["tokenize"], ids["pretrain"]]
+    assert [row["job_id"] for row in shown["stages"]] == [ids[s] for s in ("data", "tokenize", "pretrain", "eval")]

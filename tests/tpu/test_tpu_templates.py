@@ -27,13 +27,18 @@ def bundle():
     return all_files(build_bundle(result.spec, plan, str(SPECS), target="tpu"))
 
 
+def training(files: dict[str, str], name: str) -> str:
+    """The training stage's file `name` (the stage is `pretrain_tpu` on TPU targets, `pretrain` before)."""
+    return next(text for path, text in files.items() if "pretrain" in path and path.endswith("/" + name))
+
+
 def scripts(files: dict[str, str]) -> dict[str, str]:
     return {path: text for path, text in files.items() if path.endswith((".sh", ".sbatch"))}
 
 
 def test_tpu_every_script_passes_bash_n(bundle, tmp_path):
     found = scripts(bundle)
-    assert "submit.sh" in found and any(path.endswith("pretrain/run.sh") for path in found)
+    assert "submit.sh" in found and any("pretrain" in path and path.endswith("/run.sh") for path in found)
     for path, text in found.items():
         target = tmp_path / path.replace("/", "_")
         target.write_text(text)
@@ -42,17 +47,17 @@ def test_tpu_every_script_passes_bash_n(bundle, tmp_path):
 
 
 def test_tpu_training_runs_one_process_per_host_on_the_tpu(bundle):
-    training = next(text for path, text in bundle.items() if path.endswith("pretrain/run.sh"))
-    assert "export PJRT_DEVICE=TPU" in training
-    assert "torch.distributed.run" not in training  # SPMD: one process drives every chip of a host
-    assert 'export TPU_WORKER_ID="$SLURM_NODEID"' in training
-    assert "exec \"$python\" -m specc.runtime stages/" in training
+    script = training(bundle, "run.sh")
+    assert "export PJRT_DEVICE=TPU" in script
+    assert "torch.distributed.run" not in script  # SPMD: one process drives every chip of a host
+    assert 'export TPU_WORKER_ID="$SLURM_NODEID"' in script
+    assert "exec \"$python\" -m specc.runtime stages/" in script
     others = [text for path, text in bundle.items() if path.endswith("run.sh") and "pretrain" not in path]
     assert all("PJRT_DEVICE" not in text for text in others)
 
 
 def test_tpu_slurm_jobs_run_one_task_per_host(bundle):
-    sbatch = next(text for path, text in bundle.items() if path.endswith("pretrain/job.sbatch"))
+    sbatch = training(bundle, "job.sbatch")
     assert "#SBATCH --nodes=32" in sbatch and "#SBATCH --ntasks-per-node=1" in sbatch
     assert "srun --ntasks-per-node=1 bash" in sbatch
     assert "--gpus-per-node" not in sbatch

@@ -29,9 +29,10 @@ TOKENS = torch.randint(0, VOCAB - 1, (2, 24), generator=torch.Generator().manual
 @pytest.mark.parametrize("variant", [
     {}, {"num_kv_heads": 1}, {"num_kv_heads": None, "position": "learned"}, {"position": "alibi"},
     {"position": "alibi", "sliding_window": 5}, {"sliding_window": 7}, {"position": "sinusoidal", "qkv_bias": True},
+    {"attention": "flash"}, {"attention": "flash", "position": "alibi"},
 ])
 def test_sdpa_equals_eager_reference(variant):
-    fused, eager = model_of(**variant), model_of(attention="eager", **variant)
+    fused, eager = model_of(**variant), model_of(**{**variant, "attention": "eager"})
     with torch.no_grad():
         assert fused(TOKENS).shape == (2, 24, VOCAB)
         torch.testing.assert_close(fused(TOKENS), eager(TOKENS), rtol=1e-5, atol=1e-5)

@@ -104,6 +104,9 @@ def build_parts(settings: TrainSettings, rt: Runtime) -> tuple[list[nn.Module], 
     """The model parts this rank runs, parallelized: [(stage index, chunk)] under pp, else [(0, model)]."""
     parallel, dims = settings.parallel, rt.dims
     par.check_model_fits_layout(settings.model, parallel)
+    if parallel.precision in ("fp16", "fp8") and rt.rank == 0:
+        print(f"pretrain: warning: precision {parallel.precision} runs as bf16 in this runtime "
+              "(fp8 needs torchao's float8 kernels, fp16 a loss scaler)", flush=True)
     model = build_model(settings.model, settings.schedule.seed)
     chunks = par.split_pipeline(model, parallel, rt.pp_rank) if dims.pp > 1 else [(0, model)]
     for _, part in chunks:
@@ -311,6 +314,22 @@ class ProgressLog:
             self.bar.stop()
 
 
+def step_record(step: int, loss: float, lr: float, grad_norm: float, step_s: float, tokens_per_step: int,
+                predicted: dict, rt: Runtime) -> dict:
+    """One metrics.jsonl line; MFU from the planner's FLOPs/token (PaLM appendix B convention) and
+    the planner's predicted step time and memory next to the measured ones (its error bars)."""
+    tokens_per_s = tokens_per_step / step_s
+    record = {"step": step, "loss": loss, "lr": lr, "grad_norm": grad_norm, "step_s": step_s,
+              "tokens_per_s": tokens_per_s, "peak_memory_gib": peak_memory_gib(rt.device)}
+    if predicted.get("flops_per_token") and predicted.get("peak_tflops"):
+        record["mfu"] = predicted["flops_per_token"] * tokens_per_s / (predicted["peak_tflops"] * 1e12 * rt.world_size)
+    if predicted.get("step_s"):
+        record["predicted_step_s"] = predicted["step_s"]
+    if predicted.get("peak_memory_gib"):
+        record["predicted_peak_memory_gib"] = predicted["peak_memory_gib"]
+    return record
+
+
 def evaluate(steps: StepFunctions, validation: SequenceStream, settings: TrainSettings, rt: Runtime) -> float:
     """Mean validation loss over `eval_batches` global batches read in file order."""
     for part in steps.parts:
@@ -355,10 +374,9 @@ def train(settings: TrainSettings) -> dict:
         params = sum(num_parameters(part) for part in parts)
         where = " on pipeline rank 0" if rt.dims.pp > 1 else ""
         print(f"pretrain: {params:,} parameters{where}; dp {rt.dims.dp} tp {rt.dims.tp} pp {rt.dims.pp} cp {rt.dims.cp} "
-              f"ep {rt.dims.ep}; "
-              f"global batch {global_batch} x {schedule.seq_len} = {tokens_per_step:,} tokens/step "
-              f"(micro-batch {layout.micro_batch}, grad accum {layout.grad_accum}); steps {start_step}->{last_step}",
-              flush=True)
+              f"ep {rt.dims.ep}; global batch {global_batch} x {schedule.seq_len} = {tokens_per_step:,} tokens/step "
+              f"(micro-batch {layout.micro_batch}, grad accum {layout.grad_accum}); "
+              f"{total_steps * tokens_per_step:,} tokens in all; steps {start_step}->{last_step}", flush=True)
 
     stopper = StopSignal()
     metrics = MetricsWriter(settings.out_dir / "metrics.jsonl") if is_main else None
@@ -386,17 +404,9 @@ def train(settings: TrainSettings) -> dict:
 
         record = None
         if step % schedule.log_interval == 0 or step == last_step or step == start_step + 1:
-            tokens_per_s = tokens_per_step / step_s
-            record = {"step": step, "loss": loss_value, "lr": lr, "grad_norm": grad_norm, "step_s": step_s,
-                      "tokens_per_s": tokens_per_s, "peak_memory_gib": peak_memory_gib(rt.device)}
-            if predicted.get("flops_per_token") and predicted.get("peak_tflops"):
-                record["mfu"] = predicted["flops_per_token"] * tokens_per_s / (predicted["peak_tflops"] * 1e12 * rt.world_size)
-            if predicted.get("step_s"):
-                record["predicted_step_s"] = predicted["step_s"]
-            if predicted.get("peak_memory_gib"):
-                record["predicted_peak_memory_gib"] = predicted["peak_memory_gib"]
+            record = step_record(step, loss_value, lr, grad_norm, step_s, tokens_per_step, predicted, rt)
             if step == start_step + 1:
-                # what this rank (0) holds and computes: evidence of the layout in the log
+                # what rank 0 holds and computes: evidence of the layout in the log
                 record["layout"] = {"dp": rt.dims.dp, "tp": rt.dims.tp, "pp": rt.dims.pp, "cp": rt.dims.cp,
                                     "ep": rt.dims.ep, "local_parameters": local_parameters(parts),
                                     "local_tokens": steps.local_tokens}

@@ -11,6 +11,7 @@ matrices (w1 gate, w3 up, w2 down), relu/gelu two (w1 up, w2 down).
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 
@@ -167,10 +168,20 @@ class Attention(nn.Module):
         if self.implementation == "eager":
             out = self._eager(q, k, v, mask, dropout)
         else:
-            out = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=mask, is_causal=mask is None, dropout_p=dropout,
-                scale=self.scale, enable_gqa=q.shape[1] != k.shape[1])
+            with self._kernel_choice(mask):
+                out = F.scaled_dot_product_attention(
+                    q, k, v, attn_mask=mask, is_causal=mask is None, dropout_p=dropout,
+                    scale=self.scale, enable_gqa=q.shape[1] != k.shape[1])
         return self.wo(out.transpose(1, 2).reshape(batch, seq, -1))
+
+    def _kernel_choice(self, mask):
+        """`attention: flash` pins SDPA to the flash kernel; masks (ALiBi, windows, context
+        parallel) need the memory-efficient or math kernels, so they keep SDPA's own choice."""
+        if self.implementation != "flash" or mask is not None:
+            return contextlib.nullcontext()
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        return sdpa_kernel([SDPBackend.FLASH_ATTENTION])
 
     def _mask(self, local_heads: int, q_pos, k_pos, seq: int, device, dtype) -> torch.Tensor | None:
         """None for plain causal attention (lets SDPA pick flash kernels); else a bool mask or an
