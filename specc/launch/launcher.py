@@ -32,7 +32,6 @@ import yaml
 
 from specc.emit.bundle import MANIFEST, STATE_DIR, _sha256
 from specc.emit.stages import output_dirname
-from specc.launch.task import StageTask
 from specc.runtime.io import atomic_write_json, config_hash, is_complete
 
 EXECUTORS = ("local", "slurm")
@@ -217,7 +216,9 @@ def _save(bundle_dir: Path, record: LaunchRecord) -> None:
     atomic_write_json(bundle_dir / STATE_DIR / LAUNCH_RECORD, asdict(record))
 
 
-def _task(bundle_dir: Path, stage: BundleStage, requeues: int) -> StageTask:
+def _task(bundle_dir: Path, stage: BundleStage, requeues: int):
+    from specc.launch.task import StageTask  # imports submitit: only when something is submitted
+
     return StageTask(str(bundle_dir), f"stages/{stage.dirname}", requeues, sys.executable)
 
 
@@ -285,7 +286,13 @@ def _submit_slurm(bundle_dir: Path, folder: Path, pending: list, requeues: int, 
     for stage, entry in pending:
         executor = submitit.SlurmExecutor(folder=folder / stage.dirname, max_num_timeout=requeues)
         executor.update_parameters(**slurm_parameters(stage, previous))
-        job = executor.submit(_task(bundle_dir, stage, requeues))
+        try:
+            job = executor.submit(_task(bundle_dir, stage, requeues))
+        except (submitit.core.utils.FailedJobError, OSError) as error:
+            for submitted in jobs:  # an incomplete chain must not run half the pipeline
+                submitted.cancel(check=False)
+            raise LaunchError(f"{stage.dirname}: sbatch failed: {str(error).strip() or type(error).__name__}"
+                              + (f" (cancelled the {len(jobs)} job(s) already submitted)" if jobs else "")) from None
         jobs.append(job)
         entry.state, entry.job_id = "submitted", str(job.job_id)
         previous = str(job.job_id).split("_")[0]

@@ -1,9 +1,18 @@
-"""Helpers shared by the alignment, evaluation and deployment tests (importable by name
-because pytest puts this directory on sys.path)."""
+"""Helpers and fixtures shared by the alignment, evaluation and deployment tests (importable by
+name because pytest puts this directory on sys.path).
+
+There is deliberately no conftest.py here: the top-level tests import `conftest` by name, and a
+second conftest module would shadow it. Test modules import the fixtures they use from here; the
+expensive ones are cached per session so that several modules share one instance.
+"""
 
 from __future__ import annotations
 
+import shutil
+from functools import lru_cache
 from pathlib import Path
+
+import pytest
 
 from specc.spec.model import ModelSpec
 
@@ -58,3 +67,67 @@ def write_tiny_shards(directory: Path, codec) -> None:
             writer.add(codec.encode(document))
         splits[split] = writer.close()
     write_meta(directory, codec.tokenizer.get_vocab_size(), codec.eos_id, splits)
+
+
+_SESSION: dict[str, Path] = {}
+"""One tokenizer per test session, whichever module asks first."""
+
+
+def _tokenizer(factory: pytest.TempPathFactory) -> Path:
+    from specc.runtime.evaluate.tiny import tiny_corpus, train_tiny_tokenizer
+
+    if "tokenizer" not in _SESSION:
+        texts = tiny_corpus(seed=0, num_documents=300)
+        texts += ["<|im_start|>user\n<|im_end|>\n<|im_start|>assistant\n", "The opposite of"]
+        _SESSION["tokenizer"] = train_tiny_tokenizer(texts, VOCAB, factory.mktemp("tokenizer") / "tokenizer.json")
+    return _SESSION["tokenizer"]
+
+
+@lru_cache(maxsize=None)
+def _pretrained(tokenizer_file: Path):
+    from specc.runtime.infer.weights import load_codec
+
+    return pretrain_tiny(load_codec(tokenizer_file), tiny_model_spec(hidden_size=64, ffn_hidden_size=128), steps=120)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_cpu_thread():
+    """One intra-op thread: these models are tiny, and on a shared 2-core machine two spinning
+    threads per process run many times slower than one."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="session")
+def tokenizer_path(tmp_path_factory) -> Path:
+    """A byte-level BPE trained on the generated corpus (vocabulary VOCAB)."""
+    return _tokenizer(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def codec(tokenizer_path):
+    from specc.runtime.infer.weights import load_codec
+
+    return load_codec(tokenizer_path)
+
+
+@pytest.fixture(scope="session")
+def pretrained(tokenizer_path):
+    """A tiny model after a short pretraining run on the generated corpus (shared: do not modify)."""
+    return _pretrained(tokenizer_path)
+
+
+@pytest.fixture
+def run_dir(tmp_path, pretrained, tokenizer_path) -> Path:
+    """A run directory as the pipeline leaves it after pretraining: pretrain/final and tokenize/."""
+    from specc.runtime.infer.weights import load_codec, save_model
+
+    save_model(pretrained, tmp_path / "pretrain" / "final")
+    (tmp_path / "tokenize").mkdir()
+    shutil.copy(tokenizer_path, tmp_path / "tokenize" / "tokenizer.json")
+    write_tiny_shards(tmp_path / "tokenize" / "shards", load_codec(tokenizer_path))
+    return tmp_path

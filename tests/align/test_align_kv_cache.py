@@ -9,6 +9,7 @@ from specc.runtime.infer.decode import SamplingSettings, generate, next_token_di
 from specc.runtime.infer.kv_cache import forward_cached, new_cache
 from specc.runtime.train.model import build_model
 from align_helpers import tiny_model_spec
+from align_helpers import one_cpu_thread  # noqa: F401 (fixtures)
 
 VARIANTS = {
     "rope-gqa": {},

@@ -15,6 +15,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from align_helpers import codec, one_cpu_thread, pretrained, run_dir, tokenizer_path  # noqa: F401 (fixtures)
 from specc.runtime.align.chat import load_template
 from specc.runtime.align.data import encode_conversation, pack
 from specc.runtime.align.stage import run as run_stage

@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 from align_helpers import pretrain_tiny, write_tiny_shards
+from align_helpers import codec, one_cpu_thread, tokenizer_path  # noqa: F401 (fixtures)
 from specc.diagnostics.check import check_file
 from specc.runtime.align.params import alignment_params, deploy_params
 from specc.runtime.evaluate.params import eval_params

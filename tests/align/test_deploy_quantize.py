@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from align_helpers import tiny_model_spec
+from align_helpers import one_cpu_thread  # noqa: F401 (fixtures)
 from specc.runtime.deploy.quantize import (
     Int8Linear, NF4Linear, load_quantized_state, nf4_code_book, quantize_model, quantized_state, weight_bytes)
 from specc.runtime.infer.decode import generate

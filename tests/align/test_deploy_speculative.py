@@ -9,6 +9,7 @@ import math
 import torch
 
 from align_helpers import tiny_model_spec
+from align_helpers import one_cpu_thread  # noqa: F401 (fixtures)
 from specc.runtime.infer.decode import SamplingSettings, generate
 from specc.runtime.infer.speculative import accept_or_resample, speculative_generate
 from specc.runtime.train.model import build_model

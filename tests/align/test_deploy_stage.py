@@ -15,6 +15,7 @@ from specc.runtime.infer.weights import load_model
 from specc.runtime.train.model import build_model
 from safetensors.torch import load_file
 from align_helpers import tiny_model_spec
+from align_helpers import one_cpu_thread, pretrained, run_dir, tokenizer_path  # noqa: F401 (fixtures)
 
 INT8_TOLERANCE = 0.02
 """int8 per-channel weights may change held-out perplexity by at most 2% on the tiny model."""

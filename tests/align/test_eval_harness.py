@@ -9,6 +9,7 @@ import math
 import pytest
 import torch
 
+from align_helpers import codec, one_cpu_thread, pretrained, run_dir, tokenizer_path  # noqa: F401 (fixtures)
 from specc.runtime.evaluate import harness
 from specc.runtime.evaluate.stage import run as run_eval
 from specc.runtime.evaluate.tasks import Example, extract_answer, fewshot_prompt, load_examples, reference_answer

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 
 import yaml
 from launch_helpers import TINY, specc
@@ -95,3 +96,12 @@ def test_launch_failure_classification():
     assert crash.kind == "exception" and crash.reason == "ValueError: loss is nan (at step 12)"
     assert classify_failure(-15, "", None).kind == "signal"
     assert classify_failure(3, "", None).reason.startswith("exit status 3")
+
+
+def test_launch_dry_run_imports_neither_torch_nor_submitit(tmp_path):
+    code = ("import sys; from specc.cli import main; "
+            f"assert main(['launch', {str(TINY)!r}, '--dry-run', '--out', {str(tmp_path)!r}]) == 0; "
+            "loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'submitit')); "
+            "assert not loaded, loaded")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr

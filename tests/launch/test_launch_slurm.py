@@ -165,3 +165,10 @@ def test_launch_slurm_status_and_cancel(slurm_cluster, tmp_path):
     assert status.returncode == 0 and status.stdout.count("cancelled") == 4, status.stdout
     shown = json.loads(specc("status", str(bundle), "--format", "json").stdout)
     assert [row["job_id"] for row in shown["stages"]] == [ids[s] for s in ("data", "tokenize", "pretrain", "eval")]
+
+
+def test_launch_slurm_rejected_submission_is_a_clear_error(slurm_cluster, tmp_path):
+    result = _launch(TINY, tmp_path / "out", overrides=[*SHORT_RUN, "+cluster.slurm.partition=nope"])
+    assert result.returncode == 1
+    assert "01-data: sbatch failed" in result.stderr and "invalid partition" in result.stderr.lower()
+    assert "Traceback" not in result.stderr

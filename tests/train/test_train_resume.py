@@ -88,6 +88,7 @@ def test_sigkill_then_restart_reproduces_the_curve(tmp_path, shards, uninterrupt
     checkpoints = sorted(p.name for p in (config.parent / "pretrain" / "checkpoints").glob("step-*"))
     assert checkpoints and len(checkpoints) <= SCHEDULE["keep_checkpoints"]
     assert not (config.parent / "pretrain" / "_SUCCESS.json").exists()
+    logged_before_kill = max(losses_by_step(metrics))
 
     resumed = subprocess.run([sys.executable, "-m", "specc.runtime", str(config)], env=stage_env(),
                              capture_output=True, text=True, timeout=600)
@@ -97,7 +98,7 @@ def test_sigkill_then_restart_reproduces_the_curve(tmp_path, shards, uninterrupt
     assert_same_curve(config.parent, uninterrupted)
     # the steps between the last checkpoint and the kill were recomputed, identically
     steps = [r["step"] for r in read_metrics(metrics) if "loss" in r]
-    assert len(steps) > len(set(steps))
+    assert len(steps) - len(set(steps)) == logged_before_kill - resumed_from
 
 
 def test_sigterm_checkpoints_exits_75_and_resumes(tmp_path, shards, uninterrupted):

@@ -157,6 +157,10 @@ def grad_norm_and_clip(parts: list[nn.Module], max_norm: float, rt: Runtime) -> 
         squares = squares + norm.float() ** 2
     if rt.dims.pp > 1:
         dist.all_reduce(squares, group=rt.group("pp"))
+    if rt.world_size > 1:
+        # 2-D DTensor norms reduce one mesh axis after the other, so ranks may differ in the
+        # last bit; one max makes every rank clip by the same factor (replicas stay identical)
+        dist.all_reduce(squares, op=dist.ReduceOp.MAX)
     total = squares.sqrt()
     if max_norm > 0:
         coefficient = float(torch.clamp(max_norm / (total + 1e-6), max=1.0))
