@@ -122,9 +122,11 @@ def main() -> None:
             run_cases([case(name, args.steps)], root, shard_dir)
             singles.append(summarize(root / name / "metrics.jsonl")["step_s"])
         single = statistics.median(singles)
-        print(f"tiny spec, 1 process, 1 thread, CPU (load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores): global batch {TINY['schedule']['global_batch_size']} x "
-              f"{TINY['schedule']['seq_len']} = {tokens_per_step} tokens/step")
-        print(f"  step time median {single * 1e3:.1f} ms over {args.repeats} runs ({', '.join(f'{s * 1e3:.1f}' for s in singles)}) "
+        batch = f"{TINY['schedule']['global_batch_size']} x {TINY['schedule']['seq_len']} = {tokens_per_step} tokens/step"
+        print(f"tiny spec, 1 process, 1 thread, CPU (load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores): "
+              f"global batch {batch}")
+        runs = ", ".join(f"{s * 1e3:.1f}" for s in singles)
+        print(f"  step time median {single * 1e3:.1f} ms over {args.repeats} runs ({runs}) "
               f"-> {tokens_per_step / single:,.0f} tokens/s")
         if not args.layouts:
             return
@@ -144,8 +146,9 @@ def main() -> None:
             measured, reference = summarize(root / c["name"] / "metrics.jsonl"), references[c["name"]]
             gap = max(abs(measured["losses"][s] - reference["losses"][s]) / abs(reference["losses"][s])
                       for s in reference["losses"])
-            print(f"  {c['name']:<14} step {measured['step_s'] * 1e3:7.1f} ms  {tokens_per_step / measured['step_s']:8,.0f} tokens/s  "
-                  f"overhead x{measured['step_s'] / reference['step_s']:.2f}  max rel loss gap {gap:.1e}")
+            step_s = measured["step_s"]
+            print(f"  {c['name']:<14} step {step_s * 1e3:7.1f} ms  {tokens_per_step / step_s:8,.0f} tokens/s  "
+                  f"overhead x{step_s / reference['step_s']:.2f}  max rel loss gap {gap:.1e}")
 
 
 if __name__ == "__main__":

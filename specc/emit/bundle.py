@@ -51,7 +51,7 @@ class Bundle:
 
 def build_bundle(spec: Spec, plan: dict, spec_dir: str, target: str | None = None) -> Bundle:
     """Render every file of the bundle for `spec` and its `plan` (nothing is written)."""
-    target = target or spec.cluster.executor
+    target = target or default_target(spec)
     renderer = Renderer(target)
     stages = build_stages(spec, plan, spec_dir)
     run_dir = run_dir_for(spec)
@@ -70,29 +70,29 @@ def build_bundle(spec: Spec, plan: dict, spec_dir: str, target: str | None = Non
                                                       **paths, **common)
     summaries = [_stage_summary(stage) for stage in stages]
     files["submit.sh"] = renderer.render("submit.sh.j2", stages=summaries, **common)
-    name = f"{spec.name}-{_content_hash(files, spec, plan, renderer, summaries, run_dir)[:12]}"
-    return Bundle(name, dict(sorted(files.items())), stages)
-
-
-def _content_hash(files: dict[str, str], spec: Spec, plan: dict, renderer: Renderer,
-                  summaries: list[dict], run_dir: str) -> str:
-    """Renders README.md (which names the bundle) after hashing everything else, then adds it."""
-    digest = _digest(files)
-    name = f"{spec.name}-{digest[:12]}"
+    # The name hashes every file but README.md, which shows the name and derives from the rest.
+    name = f"{spec.name}-{_digest(files)[:12]}"
     files["README.md"] = renderer.render(
         "README.md.j2", bundle=name, description=spec.description or "(no description)",
         spec_sha256=plan.get("spec", {}).get("sha256", "n/a"), stages=summaries, run_dir=run_dir,
-        plan_rows=_plan_rows(plan), cost=_cost_text(spec, plan), executor=spec.cluster.executor,
-        name=spec.name, version=__version__, target=renderer.target)
-    return digest
+        plan_rows=_plan_rows(plan), cost=_cost_text(spec, plan), executor=spec.cluster.executor, **common)
+    return Bundle(name, dict(sorted(files.items())), stages)
+
+
+def default_target(spec: Spec) -> str:
+    """The template target: `tpu` on TPU slices (one process per host, gcloud or Slurm), else the
+    executor (`local`, `slurm`); templates missing for a target come from `default/`."""
+    accelerator = load_catalog().get(spec.cluster.accelerator)
+    return "tpu" if accelerator is not None and accelerator.kind == "tpu" else spec.cluster.executor
 
 
 def _digest(files: dict[str, str]) -> str:
-    listing = {path: _sha256(text) for path, text in sorted(files.items())}
-    return _sha256(json.dumps({"files": listing, "specc_version": __version__}, sort_keys=True))
+    listing = {path: sha256_text(text) for path, text in sorted(files.items())}
+    return sha256_text(json.dumps({"files": listing, "specc_version": __version__}, sort_keys=True))
 
 
-def _sha256(text: str) -> str:
+def sha256_text(text: str) -> str:
+    """sha256 hex digest of a text file's UTF-8 bytes (the manifest's unit)."""
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -155,15 +155,23 @@ def _cost_text(spec: Spec, plan: dict) -> str:
         rate = accelerator.cost_per_device_hour
     if not isinstance(hours, (int, float)) or rate is None:
         return "Unknown (the plan has no device-hours or the accelerator no price)."
-    return (f"About ${hours * rate:,.2f} for pretraining: {hours:,.2f} device-hours x ${rate:.2f} "
+    return (f"About ${_money(hours * rate)} for pretraining: {_amount(hours)} device-hours x ${rate:.2f} "
             f"per device-hour (catalog list price unless the spec sets cluster.cost_per_device_hour).")
+
+
+def _money(amount: float) -> str:
+    return f"{amount:,.2f}" if amount >= 1 else f"{amount:.2g}"
+
+
+def _amount(value: float) -> str:
+    return f"{value:,.0f}" if value >= 100 else f"{value:.4g}"
 
 
 # --- writing -----------------------------------------------------------------------------
 
 
 def manifest_text(bundle: Bundle) -> str:
-    files = {path: _sha256(text) for path, text in bundle.files.items()}
+    files = {path: sha256_text(text) for path, text in bundle.files.items()}
     manifest = {"bundle": bundle.name, "files": files, "schema_version": SCHEMA_VERSION,
                 "specc_version": __version__}
     return json.dumps(manifest, indent=2, sort_keys=True) + "\n"

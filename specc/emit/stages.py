@@ -11,9 +11,8 @@ The Slurm directives are computed here once and used twice, for the bundle's
 
 from __future__ import annotations
 
-import importlib
 import importlib.util
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from specc.catalog import load_catalog
 from specc.spec.derived import devices_per_node, total_devices
@@ -140,8 +139,7 @@ def _resources(index: int, name: str, params: dict, spec: Spec, plan: dict) -> S
     else:
         uses_device = name not in ("data", "tokenize")
         stage = Stage(index, name, params, gpus_per_node=1 if is_gpu and uses_device else None)
-    return Stage(stage.index, stage.name, stage.params, stage.nodes, stage.procs_per_node,
-                 stage.gpus_per_node, slurm_directives(stage, spec))
+    return replace(stage, directives=slurm_directives(stage, spec))
 
 
 def slurm_directives(stage: Stage, spec: Spec) -> dict[str, str | bool]:
@@ -160,7 +158,7 @@ def slurm_directives(stage: Stage, spec: Spec) -> dict[str, str | bool]:
                 "gpus-per-node": str(stage.gpus_per_node) if stage.gpus_per_node else None,
                 "mail-type": ",".join(slurm.mail_type) if slurm.mail_type else None}
     directives.update({key: value for key, value in optional.items() if value is not None})
-    if slurm.exclusive and stage.name == "pretrain":
+    if slurm.exclusive and stage.name in ("pretrain", "pretrain_tpu"):
         directives["exclusive"] = True
     directives["requeue" if slurm.requeue else "no-requeue"] = True
     return dict(sorted(directives.items()))

@@ -30,7 +30,7 @@ from typing import Callable
 
 import yaml
 
-from specc.emit.bundle import MANIFEST, STATE_DIR, _sha256
+from specc.emit.bundle import MANIFEST, STATE_DIR, sha256_text
 from specc.emit.stages import output_dirname
 from specc.runtime.io import atomic_write_json, config_hash, is_complete
 
@@ -98,7 +98,7 @@ def verify_manifest(bundle_dir: Path) -> dict:
         file = bundle_dir / relative
         if not file.is_file():
             raise LaunchError(f"{bundle_dir}: {relative} is missing; re-emit the bundle")
-        if _sha256(file.read_text()) != digest:
+        if sha256_text(file.read_text()) != digest:
             raise LaunchError(f"{bundle_dir}: {relative} was modified after emit (sha256 differs from "
                               f"{MANIFEST}); re-emit with `specc launch SPEC --force`")
     return manifest

@@ -38,7 +38,7 @@ EXIT_REQUEUE = 75
 """A stage's exit status after it saved a checkpoint on SIGTERM/SIGUSR2 (sysexits EX_TEMPFAIL,
 `specc.runtime.train.loop.EXIT_REQUEUE`): rerunning it resumes, so the job is requeued."""
 STDERR_TAIL_LINES = 200
-REQUEUE_GRACE_S = 3.0
+REQUEUE_GRACE_S = 30.0
 """After a stage checkpointed on SIGTERM, how long to leave the scheduler to kill and requeue
 us itself before asking for the requeue."""
 CHECKPOINT_WAIT_S = 60.0
@@ -68,7 +68,8 @@ def classify_failure(returncode: int, stderr_tail: str, step: int | None) -> Fai
 
     Examples: exit 1 with `MemoryError` in stderr -> `oom`; killed by SIGKILL ->
     `oom` (the kernel's OOM killer, the usual sender); `specc.runtime: cannot read
-    config.json` or `specc data: error: no files match` -> `config`; a traceback -> `exception`, naming its last line and step.
+    config.json` or `specc data: error: no files match` -> `config`; a traceback ->
+    `exception`, naming its last line and step.
     """
     where = f" (at step {step})" if step is not None else ""
     signum = -returncode if returncode < 0 else (returncode - 128 if returncode > 128 else 0)
@@ -133,6 +134,7 @@ class StageTask(Checkpointable):
         self.max_requeues = max_requeues
         self.python = python
         self._child: subprocess.Popen | None = None
+        self._terminated = False
 
     def __call__(self) -> dict:
         bundle = Path(self.bundle_dir)
@@ -141,15 +143,30 @@ class StageTask(Checkpointable):
             raise StageFailed(f"{config['stage']}: restarted {restart_count()} times, "
                               f"more than max_requeues={self.max_requeues}")
         started = time.time()
+        self._watch_sigterm()
         returncode, tail = self._run(bundle)
         outputs = (bundle / config["run_dir"] / output_dirname(config["stage"])).resolve()
-        if returncode == EXIT_REQUEUE:
+        if returncode == EXIT_REQUEUE or (returncode != 0 and self._terminated):
+            # Stopped by the scheduler (preemption, `scontrol requeue`, node going down), not failed:
+            # torchrun reports its workers' status 75 as a failure of its own, hence the flag.
             self._requeue_after_checkpoint(config["stage"])
         if returncode != 0:
             failure = classify_failure(returncode, tail, last_step(outputs / "metrics.jsonl"))
             raise StageFailed(f"{config['stage']}: {failure.kind}: {failure.reason}")
         return {"stage": config["stage"], "seconds": round(time.time() - started, 3),
                 "restarts": restart_count(), "outputs": str(outputs)}
+
+    def _watch_sigterm(self) -> None:
+        """Note a SIGTERM (the scheduler stopping the job), then let submitit's handler log it."""
+        self._terminated = False
+        previous = signal.getsignal(signal.SIGTERM)
+
+        def handler(signum, frame):
+            self._terminated = True
+            if callable(previous):
+                previous(signum, frame)
+
+        signal.signal(signal.SIGTERM, handler)
 
     def _run(self, bundle: Path) -> tuple[int, str]:
         """Run the script, echoing its stderr while keeping the last lines for the failure reason."""
@@ -198,11 +215,11 @@ class StageTask(Checkpointable):
         return DelayedSubmission(StageTask(self.bundle_dir, self.stage_dir, self.max_requeues, self.python))
 
     def __getstate__(self) -> dict:
-        return {key: value for key, value in self.__dict__.items() if key != "_child"}
+        return {key: value for key, value in self.__dict__.items() if key not in ("_child", "_terminated")}
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
-        self._child = None
+        self._child, self._terminated = None, False
 
 
 def _pump(stream, tail: collections.deque) -> None:

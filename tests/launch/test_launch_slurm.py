@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from launch_helpers import FAST_TRAINING, SHORT_RUN, TINY, launch_record, run_dir, slurm_job_field, specc, states, success, wait_until
+from launch_helpers import (FAST_TRAINING, SHORT_RUN, TINY, launch_record, run_dir, slurm_job_field, specc, states,
+                            success, wait_until)
 from launch_helpers import slurm_cluster  # noqa: F401  (the session fixture, requested by name below)
 
 SLURM_TRAINING = [*(o for o in FAST_TRAINING if not o.startswith("schedule.steps=")), "schedule.steps=40",
@@ -86,9 +87,10 @@ def test_launch_slurm_relaunch_skips_completed_stages(tiny_on_slurm):
     assert len(states(bundle)) == 4
 
 
-def test_launch_slurm_preempted_training_resumes_with_the_same_loss(tiny_on_slurm, tmp_path):
-    """Interrupt training as a preemption does (SIGTERM, then submitit's USR2): it checkpoints,
-    the job requeues itself and resumes, and ends with the uninterrupted run's exact loss."""
+def test_launch_slurm_interrupted_training_resumes_with_the_same_loss(tiny_on_slurm, tmp_path):
+    """Stop training twice: `scontrol requeue` (what Slurm does to a --requeue job on node failure:
+    SIGTERM, requeue) and a preemption as submitit sees it (SIGTERM, then USR2). Each time the
+    trainer checkpoints, the job is requeued and resumes; it ends with the uninterrupted run's loss."""
     bundle, reference = tiny_on_slurm["bundle"], tiny_on_slurm["final"]
     assert reference, "the uninterrupted run did not finish"
     training = run_dir(bundle) / "pretrain"
@@ -97,17 +99,29 @@ def test_launch_slurm_preempted_training_resumes_with_the_same_loss(tiny_on_slur
     result = _launch(bundle, None, "--no-wait")
     assert result.returncode == 0, result.stderr
     job_id = _job_ids(bundle)["pretrain"]
-    metrics = training / "metrics.jsonl"
-    wait_until(lambda: metrics.exists() and '"step"' in metrics.read_text(), 300, "the first training step")
+    logs = Path(launch_record(bundle)["folder"]) / "03-pretrain"
+
+    def starts() -> list[int]:
+        text = "".join(p.read_text() for p in logs.glob("*_log.out"))
+        return [int(m) for m in re.findall(r"steps (\d+)->40", text)]
+
+    def training_after_start(count: int):
+        """The count-th start of the trainer has logged a training step."""
+        return lambda: len(starts()) >= count and training.joinpath("metrics.jsonl").exists() and \
+            len(re.findall(r"^step ", "".join(p.read_text() for p in logs.glob("*_log.out")), re.M)) >= count
+
+    wait_until(training_after_start(1), 300, "the first training step")
+    subprocess.run(["scontrol", "requeue", job_id], check=True)
+    wait_until(training_after_start(2), 300, "training to resume after `scontrol requeue`")
     subprocess.run(["scancel", "--signal", "TERM", job_id], check=True)
     subprocess.run(["scancel", "--signal", "USR2", job_id], check=True)
-    wait_until(lambda: (training / "_SUCCESS.json").exists(), 300, "training to finish after the requeue")
+    wait_until(lambda: (training / "_SUCCESS.json").exists(), 300, "training to finish after the preemption")
     resumed = json.loads((training / "_SUCCESS.json").read_text())
     assert resumed["final_loss"] == reference["final_loss"] and resumed["steps"] == reference["steps"]
-    assert int(slurm_job_field(job_id, "Restarts") or 0) >= 1
-    log = "".join(p.read_text() for p in Path(launch_record(bundle)["folder"]).rglob("*_log.out"))
-    started = [int(m) for m in re.findall(r"steps (\d+)->40", log)]
-    assert started[0] == 0 and max(started) > 0, f"no resume from a checkpoint in the logs: {started}"
+    assert int(slurm_job_field(job_id, "Restarts") or 0) == 2
+    begun = starts()
+    assert len(begun) == 3 and begun[0] == 0 and 0 < begun[1] < begun[2], f"no resume from checkpoints: {begun}"
+    assert "StageFailed" not in "".join(p.read_text() for p in logs.glob("*_log.err"))
 
 
 def test_launch_slurm_out_of_memory_fails_fast_without_requeue(tiny_on_slurm):

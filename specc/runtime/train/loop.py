@@ -431,8 +431,8 @@ def train(settings: TrainSettings) -> dict:
         if signalled and step < last_step:
             progress.close()
             if is_main:
-                print(f"pretrain: signal {signalled} received; checkpointed step {step}, exiting {EXIT_REQUEUE} to be requeued",
-                      flush=True)
+                print(f"pretrain: signal {signalled} received; checkpointed step {step}, "
+                      f"exiting {EXIT_REQUEUE} to be requeued", flush=True)
             if metrics is not None:
                 metrics.close()
             if dist.is_initialized():

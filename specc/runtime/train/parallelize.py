@@ -17,7 +17,6 @@ backward (ZeRO-2 memory, DDP-like traffic).
 from __future__ import annotations
 
 import copy
-import math
 from dataclasses import dataclass
 from functools import partial
 

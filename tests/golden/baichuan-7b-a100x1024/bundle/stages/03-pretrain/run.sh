@@ -6,7 +6,8 @@ set -euo pipefail
 bundle_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$bundle_dir"
 python="${SPECC_PYTHON:-python3}"
-# torchrun on every node, meeting at the head node of the allocation: 128 node(s) x 8 process(es).
+# torchrun on every node, meeting at the head node of the allocation:
+# 128 node(s) x 8 process(es).
 mapfile -t hosts < <(scontrol show hostnames "$SLURM_JOB_NODELIST")
 head_node="${hosts[0]}"
 port=$((29500 + SLURM_JOB_ID % 10000))
