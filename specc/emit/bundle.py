@@ -195,8 +195,11 @@ def write_bundle(bundle: Bundle, out: Path, force: bool = False) -> tuple[Path, 
             return final, False
         raise EmitError(f"{final} exists and differs from what this spec emits; "
                         f"pass --force to replace it")
-    out.mkdir(parents=True, exist_ok=True)
-    temporary = Path(tempfile.mkdtemp(dir=out, prefix=f".{bundle.name}.", suffix=".tmp"))
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        temporary = Path(tempfile.mkdtemp(dir=out, prefix=f".{bundle.name}.", suffix=".tmp"))
+    except OSError as error:
+        raise EmitError(f"cannot write a bundle under {out}: {error.strerror}") from None
     try:
         for relative, text in files.items():
             _write_file(temporary / relative, text)

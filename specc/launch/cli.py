@@ -90,8 +90,9 @@ def _existing_bundle(directory: Path) -> Path:
     return directory
 
 
-def _overrides(args: argparse.Namespace, recorded: list[str] | None = None) -> list[str]:
-    overrides = list(recorded if recorded is not None else args.overrides)
+def _overrides(args: argparse.Namespace) -> list[str]:
+    """The `--set` overrides, plus `--executor` as the override it stands for."""
+    overrides = list(args.overrides)
     if args.executor:
         overrides.append(f"cluster.executor={args.executor}")
     return overrides

@@ -9,7 +9,11 @@ Failure policy (what is retried and what is not):
   end; submitit calls `checkpoint()` here, which passes the signal on to the stage (the
   trainer saves a checkpoint and exits), then submitit requeues the job, which resumes
   from that checkpoint. At most `max_requeues` times.
-- node failure: Slurm requeues a `--requeue` job by itself; the stage resumes likewise.
+- node failure, `scontrol requeue`, a preemption that requeues: Slurm sends SIGTERM and
+  requeues a `--requeue` job itself; the stage checkpoints on SIGTERM and exits 75, and
+  the job leaves without a result so that the requeued run resumes (if no requeue comes
+  within REQUEUE_GRACE_S, the job asks for one). A node that dies outright is requeued by
+  Slurm, and the stage resumes from its last periodic checkpoint.
 - anything else (a config error, out of memory, an exception at step 0, any non-zero
   exit): deterministic or unknown, so the job fails at once with the reason classified
   from the exit status and the end of stderr; dependants (afterok) never start.

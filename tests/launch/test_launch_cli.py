@@ -105,3 +105,10 @@ def test_launch_dry_run_imports_neither_torch_nor_submitit(tmp_path):
             "assert not loaded, loaded")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_launch_out_that_is_a_file_is_a_user_error(tmp_path):
+    blocker = tmp_path / "out"
+    blocker.write_text("not a directory")
+    _assert_user_error(specc("launch", str(TINY), "--dry-run", "--out", str(blocker)), "cannot write a bundle")
+    assert blocker.read_text() == "not a directory"

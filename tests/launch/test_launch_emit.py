@@ -161,9 +161,9 @@ def test_launch_every_script_parses_and_starts_strict(tmp_path):
 
 def test_launch_slurm_directives_come_from_the_spec(tmp_path):
     bundle = emit(SPECS / "llama3-70b-h100x64.yaml", tmp_path)
-    sbatch = (next(bundle.glob("stages/*-pretrain/job.sbatch"))
-              if list(bundle.glob("stages/*-pretrain")) else bundle / "stages" / "01-data" / "job.sbatch").read_text()
-    for line in ("#SBATCH --partition=gpu", "#SBATCH --account=llm-pretrain", "#SBATCH --qos=high",
+    sbatch = next(bundle.glob("stages/*-pretrain/job.sbatch")).read_text()
+    for line in ("#SBATCH --nodes=8", "#SBATCH --gpus-per-node=8", "#SBATCH --exclusive",
+                 "#SBATCH --ntasks-per-node=1", "#SBATCH --partition=gpu", "#SBATCH --account=llm-pretrain", "#SBATCH --qos=high",
                  "#SBATCH --time=2-00:00:00", "#SBATCH --constraint='h100&ib'", "#SBATCH --requeue",
                  "#SBATCH --signal=USR2@90", "#SBATCH --mail-type=FAIL,REQUEUE",
                  "#SBATCH --mail-user=oncall@example.org"):
