@@ -34,10 +34,10 @@ class Layout:
     pp_schedule: str = "1f1b"
     precision: str = "bf16"
     compile: bool = False
-    grad_sync: str = "last"
-    """When FSDP reduces gradients under accumulation: `last` micro-batch only, keeping unsharded fp32
-    gradients in between (specc's runtime: `set_requires_gradient_sync(j == accum - 1)` in
-    specc/runtime/train/loop.py), or `every` micro-batch (FSDP1/composer default)."""
+    grad_sync: str = "every"
+    """When FSDP reduces gradients under accumulation (`parallel.grad_sync`): after `every`
+    micro-batch, or on the `last` one only, keeping unsharded fp32 gradients in between
+    (`set_requires_gradient_sync` in specc/runtime/train/loop.py)."""
 
     @property
     def devices(self) -> int:
@@ -61,7 +61,6 @@ class Layout:
     def contract(self) -> dict:
         """The plan contract's `layout` object (extra fields welcome)."""
         data = asdict(self)
-        del data["grad_sync"]
         data["zero_stage"] = self.sharded_states
         return data
 
@@ -71,7 +70,7 @@ class Layout:
                             zero_stage=0 if self.fsdp else self.zero_stage, fsdp=self.fsdp,
                             hsdp_replicas=self.hsdp_replicas, sp=self.sp, micro_batch=self.micro_batch,
                             recompute=self.recompute, pp_schedule=self.pp_schedule, precision=self.precision,
-                            compile=self.compile)
+                            compile=self.compile, grad_sync=self.grad_sync)
 
 
 def layout_from_spec(parallel: ParallelSpec, dp: int, batch_sequences: int | None) -> Layout:
@@ -82,7 +81,7 @@ def layout_from_spec(parallel: ParallelSpec, dp: int, batch_sequences: int | Non
                   zero_stage=parallel.zero_stage, fsdp=parallel.fsdp, hsdp_replicas=parallel.hsdp_replicas,
                   sp=parallel.sp, micro_batch=parallel.micro_batch, grad_accum=grad_accum,
                   recompute=parallel.recompute, pp_schedule=parallel.pp_schedule, precision=parallel.precision,
-                  compile=parallel.compile)
+                  compile=parallel.compile, grad_sync=parallel.grad_sync)
 
 
 @dataclass(frozen=True)

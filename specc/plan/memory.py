@@ -296,8 +296,8 @@ def fsdp_buffer_memory(params: StageParams, layout: Layout) -> float:
     With pipelining, torchtitan keeps the stage's parameters gathered between micro-batches
     (`reshard_after_forward` is 'never' when PP is enabled) and the schedule defers the gradient
     reduce-scatter to the last micro-batch, so the whole stage is unsharded: 2 + 4 B/param.
-    With gradient accumulation synchronised on the last micro-batch only (`grad_sync: last`, specc's
-    runtime), FSDP2 accumulates unsharded fp32 gradients of the whole stage: + 4 B/param.
+    With gradient accumulation synchronised on the last micro-batch only (`parallel.grad_sync:
+    last`), FSDP2 accumulates unsharded fp32 gradients of the whole stage: + 4 B/param.
     """
     if layout.sharded_states < 3 or layout.shard_degree == 1:
         return 0.0

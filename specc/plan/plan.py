@@ -19,6 +19,7 @@ from specc.plan.estimate import Estimate, Workload, evaluate
 from specc.plan.layout import Layout, layout_from_spec
 from specc.plan.scaling import scaling_check
 from specc.plan.search import SearchResult, search
+from specc.plan.alignment_memory import alignment_memory
 from specc.plan.serving import estimate_target
 from specc.spec.derived import data_parallel_size, devices_per_node, total_devices
 from specc.spec.root import Spec
@@ -278,6 +279,12 @@ def build_plan(spec: Spec, *, force_search: bool = False, top: int = 5, override
                 f"deploy target `{served.name}` needs {served.per_device_gib:.1f} GiB per device on {served.count} x "
                 f"{served.accelerator} ({served.capacity_gib:.1f} GiB): raise count, quantize, or lower "
                 f"max_batch x max_context")})
+    alignment = alignment_memory(spec)
+    for stage in alignment:
+        if not stage["fits"]:
+            warnings.append({"code": "P302", "message": (
+                f"alignment stage `{stage['stage']}` ({stage['type']}) needs {stage['per_device_gib']:.1f} GiB per "
+                f"device ({stage['placement']}) but a device has {stage['capacity_gib']:.1f} GiB")})
     data = {
         "schema_version": SCHEMA_VERSION,
         "specc_version": __version__,
@@ -296,6 +303,7 @@ def build_plan(spec: Spec, *, force_search: bool = False, top: int = 5, override
         "warnings": warnings,
         "scaling": scaling.contract(),
         "deploy": deploy,
+        "alignment": alignment,
         "search": result.summary() if result else None,
         "searched": searching,
         "batch": {"sequences": work.batch_sequences, "seq_len": work.seq_len, "tokens": work.tokens_per_step},

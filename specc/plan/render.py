@@ -111,6 +111,10 @@ def render(plan: Plan, console: Console | None = None) -> None:
                           f"device on {target['count']} x {target['accelerator']} (weights {target['weights_gib']:.1f}, "
                           f"KV cache {target['kv_cache_gib']:.1f}, draft {target['draft_gib']:.1f}) "
                           f"{'fits' if target['fits'] else 'DOES NOT FIT'}"))
+    for stage in data.get("alignment") or []:
+        parts.append(Text(f"align {stage['stage']} ({stage['type']}): {stage['per_device_gib']:.1f} / "
+                          f"{stage['capacity_gib']:.1f} GiB per device, {stage['placement']} "
+                          f"{'fits' if stage['fits'] else 'DOES NOT FIT'}"))
     for warning in data["warnings"]:
         parts.append(Text.assemble((f"warning[{warning['code']}] ", "yellow"), warning["message"]))
     console.print(Group(*parts))

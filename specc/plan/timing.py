@@ -242,7 +242,7 @@ def _data_parallel_time(model: ModelSpec, counts: ParameterCount, layout: Layout
     exposed_floor = 1 / max(1, layers)
     if layout.sharded_states >= 3:
         reduce = _collective("reduce_scatter", local * grad_bytes, ranks, link)
-        # grad_sync "last": one reduce-scatter per step (specc's runtime), else one per micro-batch.
+        # parallel.grad_sync "last": one reduce-scatter per step, "every": one per micro-batch.
         per_micro = (2 * _collective("all_gather", local * param_bytes, ranks, link)
                      + (reduce / m if layout.grad_sync == "last" else reduce))
         if layout.hsdp_replicas > 1:

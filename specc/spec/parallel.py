@@ -45,6 +45,10 @@ class ParallelSpec(SpecModel):
     """Expert-parallel degree for MoE layers."""
     micro_batch: PositiveCount = 1
     """Sequences per device per forward pass."""
+    grad_sync: Literal["every", "last"] = "every"
+    """With gradient accumulation under FSDP/ZeRO: reduce-scatter gradients after `every`
+    micro-batch (sharded gradients between micro-batches, torchtitan's default), or only on the
+    `last` one (less communication, but each rank holds unsharded fp32 gradients: +4 B/param)."""
     recompute: Literal["none", "selective", "full"] = "none"
     """Activation recomputation: `selective` recomputes attention internals (Korthikanti et al. 2022), `full` whole blocks."""
     precision: Literal["bf16", "fp16", "fp8", "fp32"] = "bf16"

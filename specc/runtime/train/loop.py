@@ -209,8 +209,9 @@ class StepFunctions:
         total = torch.zeros((), device=self.rt.device)
         for j in range(accum):
             if hasattr(model, "set_requires_gradient_sync"):
-                # reduce-scatter gradients once per step, on the last micro-batch
-                model.set_requires_gradient_sync(j == accum - 1)
+                # `every`: reduce-scatter after each micro-batch (sharded gradients, least memory);
+                # `last`: once per step, holding unsharded gradients until then (least traffic)
+                model.set_requires_gradient_sync(self.settings.parallel.grad_sync == "every" or j == accum - 1)
             with autocast_context(self.settings.parallel, self.rt):
                 logits = model(inputs[j * micro:(j + 1) * micro])
             loss = cross_entropy(logits, targets[j * micro:(j + 1) * micro])

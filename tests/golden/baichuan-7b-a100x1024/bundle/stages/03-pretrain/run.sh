@@ -11,6 +11,16 @@ python="${SPECC_PYTHON:-python3}"
 mapfile -t hosts < <(scontrol show hostnames "$SLURM_JOB_NODELIST")
 head_node="${hosts[0]}"
 port=$((29500 + SLURM_JOB_ID % 10000))
-exec "$python" -m torch.distributed.run --nnodes 128 --nproc-per-node 8 \
+# torchrun itself dies on SIGUSR2 (Slurm's warning ahead of the time limit) and would leave its
+# workers behind: run it in the background and forward USR2/TERM to it as SIGTERM, which it
+# passes on to every worker; each worker checkpoints and exits 75 (requeue and resume).
+"$python" -m torch.distributed.run --nnodes 128 --nproc-per-node 8 \
   --node-rank "$SLURM_NODEID" --rdzv-backend c10d --rdzv-endpoint "$head_node:$port" --rdzv-id "$SLURM_JOB_ID" \
-  -m specc.runtime stages/03-pretrain/config.json
+  -m specc.runtime stages/03-pretrain/config.json &
+torchrun_pid=$!
+trap 'kill -TERM "$torchrun_pid" 2>/dev/null || true' USR2 TERM
+status=0
+while kill -0 "$torchrun_pid" 2>/dev/null; do
+  wait "$torchrun_pid" && status=0 || status=$?
+done
+exit "$status"
