@@ -29,6 +29,8 @@ _PATTERN_HELP = {
     r"^[A-Za-z0-9_.\-&|()\[\]*,:]{1,256}$": "use feature names joined by `&`, `|`, `[]`, `()`, `*`, `,` or `:`",
     r"^[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}$": "use a plain e-mail address such as `me@example.org`",
     r"^[0-9]+[KMGT]?$": "use Slurm's memory form: a number with an optional K, M, G or T suffix",
+    r"^[A-Za-z0-9][A-Za-z0-9._:/#@+-]{0,255}$": "an image reference such as `nvcr.io#nvidia/pytorch:24.12-py3` (no spaces or shell characters)",
+    r"^[A-Za-z0-9_./-]+(:[A-Za-z0-9_./-]+)?(:(ro|rw))?$": "a mount `src[:dst[:ro]]` of plain paths",
 }
 
 _EXPECTATIONS = {

@@ -158,6 +158,10 @@ def slurm_directives(stage: Stage, spec: Spec) -> dict[str, str | bool]:
                 "gpus-per-node": str(stage.gpus_per_node) if stage.gpus_per_node else None,
                 "mail-type": ",".join(slurm.mail_type) if slurm.mail_type else None}
     directives.update({key: value for key, value in optional.items() if value is not None})
+    if spec.cluster.container:  # pyxis takes its options as sbatch options too (pyxis >= 0.12)
+        directives["container-image"] = spec.cluster.container
+        if spec.cluster.container_mounts:
+            directives["container-mounts"] = ",".join(spec.cluster.container_mounts)
     if slurm.exclusive and stage.name in ("pretrain", "pretrain_tpu"):
         directives["exclusive"] = True
     directives["requeue" if slurm.requeue else "no-requeue"] = True

@@ -64,7 +64,9 @@ class ClusterSpec(SpecModel):
     slurm: SlurmSpec = SlurmSpec()
     setup: list[SetupLine] = []
     """Environment set-up lines run before each stage (`module load cuda/12.4`); stored as data and quoted."""
-    container: str | None = None
-    """A container image for `srun --container-image` (pyxis)."""
+    container: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/#@+-]{0,255}$")
+    """A container image run by pyxis/enroot (`#SBATCH --container-image`), e.g. `nvcr.io#nvidia/pytorch:24.12-py3`."""
+    container_mounts: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9_./-]+(:[A-Za-z0-9_./-]+)?(:(ro|rw))?$")]] = []
+    """Host paths mounted into the container (`src[:dst[:ro]]`); mount the bundle and data directories."""
     cost_per_device_hour: Annotated[Number, Field(ge=0)] | None = None
     """USD per device-hour for cost estimates; default from the catalog."""
