@@ -157,7 +157,23 @@ def _launch(bundle_dir: Path, args: argparse.Namespace) -> int:
         raise LaunchUsageError(f"{bundle_dir} was emitted for the {target} executor; emit from the spec "
                                f"with --executor {args.executor}")
     record = launch(bundle_dir, target, wait=args.wait)
+    if args.wait or target == "local":
+        _print_summary(bundle_dir)
     return 0 if record.ok else 1
+
+
+def _print_summary(bundle_dir: Path) -> None:
+    """After a run that was waited for: each stage's state and last metrics, and where results are."""
+    from specc.launch.launcher import read_stages
+    from specc.launch.status import render_status, stage_status
+
+    predicted = json.loads((bundle_dir / "plan.json").read_text()).get("time", {}).get("step_s")
+    print()
+    print(render_status(bundle_dir, stage_status(bundle_dir), predicted))
+    for stage in read_stages(bundle_dir):
+        results = stage.outputs(bundle_dir) / "results.md"
+        if stage.name == "eval" and results.exists():
+            print(f"evaluation results: {results}")
 
 
 def cmd_status(args: argparse.Namespace) -> int:
