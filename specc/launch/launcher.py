@@ -285,8 +285,9 @@ def _submit_slurm(bundle_dir: Path, folder: Path, pending: list, requeues: int, 
     previous: str | None = None
     for stage, entry in pending:
         executor = submitit.SlurmExecutor(folder=folder / stage.dirname, max_num_timeout=requeues)
-        executor.update_parameters(**slurm_parameters(stage, previous))
         try:
+            previous = _submit_array_part(executor, bundle_dir, stage, previous, requeues, echo)
+            executor.update_parameters(**slurm_parameters(stage, previous))
             job = executor.submit(_task(bundle_dir, stage, requeues))
         except (submitit.core.utils.FailedJobError, OSError) as error:
             for submitted in jobs:  # an incomplete chain must not run half the pipeline
@@ -299,6 +300,22 @@ def _submit_slurm(bundle_dir: Path, folder: Path, pending: list, requeues: int, 
         echo(f"{stage.dirname}: submitted Slurm job {job.job_id}")
         _save(bundle_dir, record)
     return jobs
+
+
+def _submit_array_part(executor, bundle_dir: Path, stage: BundleStage, after: str | None, requeues: int,
+                       echo: Echo) -> str | None:
+    """For a stage with `array_tasks` > 1 (the data stage's filter-and-sign phase): submit that many
+    copies as one Slurm job array; the stage's own job then runs after all of them (afterok).
+    Returns the job the stage's own job must wait for."""
+    tasks = int(stage.config.get("params", {}).get("array_tasks", 1))
+    if tasks <= 1:
+        return after
+    executor.update_parameters(**slurm_parameters(stage, after), array_parallelism=tasks)
+    with executor.batch():
+        array = [executor.submit(_task(bundle_dir, stage, requeues)) for _ in range(tasks)]
+    array_id = str(array[0].job_id).split("_")[0]
+    echo(f"{stage.dirname}: submitted Slurm job array {array_id} ({tasks} tasks)")
+    return array_id
 
 
 def slurm_parameters(stage: BundleStage, after: str | None) -> dict:

@@ -43,6 +43,9 @@ class SlurmSpec(SpecModel):
     max_requeues: Annotated[int, Field(ge=0)] = 10
     signal_seconds: Annotated[int, Field(ge=10, le=3600)] = 90
     """Seconds before the time limit that SIGUSR2 asks the trainer to checkpoint (submitit's USR2@90)."""
+    data_array_tasks: Annotated[int, Field(ge=1, le=10000)] = 1
+    """Run the data stage's filter-and-sign phase as a Slurm job array of this many tasks (each takes
+    every n-th part of the corpus); one more job then deduplicates and mixes the whole corpus."""
     cpus_per_task: PositiveCount | None = None
     mem: str | None = Field(default=None, pattern=r"^[0-9]+[KMGT]?$")
     """Memory per node in Slurm's form (`0` = all, `500G`)."""

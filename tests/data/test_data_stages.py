@@ -270,3 +270,28 @@ def test_tokenizer_training_is_deterministic_and_a_given_tokenizer_is_used(pipel
     assert (given / "tokenize" / "tokenizer.json").read_text() == (run_dir / "tokenize" / "tokenizer.json").read_text()
     assert (given / "tokenize" / "shards" / "meta.json").read_text() == \
         (run_dir / "tokenize" / "shards" / "meta.json").read_text()
+
+
+def test_slurm_array_tasks_then_merge_give_the_single_job_result(pipeline, tmp_path, monkeypatch):
+    """`cluster.slurm.data_array_tasks`: each array task filters and signs every n-th part; the
+    job after the array finds all parts done, deduplicates and mixes: same output as one job."""
+    base, run_dir, _, _ = pipeline
+    arrayed = tmp_path / "arrayed"
+    config = stage_config("data", arrayed, {**data_params(base, num_workers=1), "array_tasks": 3})
+    for task in range(3):
+        monkeypatch.setenv("SLURM_ARRAY_TASK_ID", str(task))
+        data_stage.run(config)
+        assert not (arrayed / "data" / "_SUCCESS.json").exists()
+    parts = sorted((arrayed / "data" / "parts").rglob("*.json"))
+    assert len(parts) >= 3  # every part was done by some task
+    done_by_task = []
+    for task in range(3):
+        records = [json.loads(line) for line in (arrayed / "data" / f"metrics.task-{task}.jsonl").read_text().splitlines()]
+        done_by_task += [r["parts_done"] for r in records if r.get("event") == "filter_phase"]
+    assert len(done_by_task) == 3 and min(done_by_task) >= 1 and sum(done_by_task) == len(parts)
+    monkeypatch.delenv("SLURM_ARRAY_TASK_ID")
+    data_stage.run(config)
+    assert (arrayed / "data" / "_SUCCESS.json").exists()
+    merge_metrics = (arrayed / "data" / "metrics.jsonl").read_text()
+    assert '"parts_done": 0' in merge_metrics  # the merge job filtered nothing itself
+    assert output_bytes(arrayed) == output_bytes(run_dir)

@@ -16,13 +16,16 @@ def data_params(spec, spec_dir: str | Path, part_documents: int = DEFAULT_PART_D
     """Params of the `data` stage; `spec_dir` is the directory relative globs resolve against."""
     if spec.corpus is None:
         raise ValueError("the spec has no `corpus` section: there is no data stage to run")
-    return {
+    params = {
         "corpus": spec.corpus.model_dump(mode="json"),
         "filters": [f.model_dump(mode="json") for f in spec.filters],
         "dedup": spec.dedup.model_dump(mode="json"),
         "spec_dir": str(Path(spec_dir).resolve()),
         "part_documents": part_documents,
     }
+    if spec.cluster.executor == "slurm" and spec.cluster.slurm.data_array_tasks > 1:
+        params["array_tasks"] = spec.cluster.slurm.data_array_tasks
+    return params
 
 
 def tokenize_params(spec, spec_dir: str | Path | None = None) -> dict:

@@ -58,6 +58,7 @@ def parse_params(params: dict) -> dict:
             "dedup": DedupSpec.model_validate(params.get("dedup", {})),
             "spec_dir": Path(params.get("spec_dir", ".")),
             "part_documents": int(params.get("part_documents", DEFAULT_PART_DOCUMENTS)),
+            "array_tasks": int(params.get("array_tasks", 1)),
         }
     except KeyError as error:
         raise DataError(f"config params lack {error.args[0]!r}") from None
@@ -167,8 +168,20 @@ def iter_parts(settings: dict) -> Iterator[tuple[str, int, list[Document]]]:
             yield source.name, index, batch
 
 
-def filter_parts(settings: dict, stage_dir: Path, filters: list, metrics: MetricsWriter) -> list[tuple[str, int]]:
-    """Phase 1 over all parts; returns the part keys in corpus order."""
+def array_shard(settings: dict) -> tuple[int, int] | None:
+    """(task, tasks) when this process is one task of the stage's Slurm job array, else None.
+
+    Array tasks run phase 1 only, each on every `tasks`-th part; the job that follows (not an
+    array task) finds those parts done and runs the dedup, mixture and output phases."""
+    task = os.environ.get("SLURM_ARRAY_TASK_ID")
+    if settings["array_tasks"] <= 1 or task is None:
+        return None
+    return int(task), settings["array_tasks"]
+
+
+def filter_parts(settings: dict, stage_dir: Path, filters: list, metrics: MetricsWriter,
+                 shard: tuple[int, int] | None = None) -> list[tuple[str, int]]:
+    """Phase 1 over all parts (or over this array task's share); returns the part keys in corpus order."""
     keys: list[tuple[str, int]] = []
     workers = settings["dedup"].num_workers
     initargs = (filters, settings["dedup"].minhash, stage_dir)
@@ -190,8 +203,10 @@ def filter_parts(settings: dict, stage_dir: Path, filters: list, metrics: Metric
         _init_worker(*initargs)
     pending: deque = deque()
     try:
-        for source, index, documents in iter_parts(settings):
+        for ordinal, (source, index, documents) in enumerate(iter_parts(settings)):
             keys.append((source, index))
+            if shard is not None and ordinal % shard[1] != shard[0]:
+                continue  # another array task's part
             if part_path(stage_dir, source, index, ".json").exists():
                 skipped += 1
                 continue
@@ -331,6 +346,14 @@ def run_stage(settings: dict, stage_dir: Path, metrics: MetricsWriter) -> dict:
     return stats
 
 
+def run_array_task(settings: dict, stage_dir: Path, shard: tuple[int, int]) -> None:
+    """Phase 1 for one task of the job array; its metrics go to a file of its own."""
+    filters = build_filters(settings["filters"], settings["spec_dir"], stage_dir / "models" / f"task-{shard[0]}")
+    with MetricsWriter(stage_dir / f"metrics.task-{shard[0]}.jsonl") as metrics:
+        keys = filter_parts(settings, stage_dir, filters, metrics, shard)
+    log("data", f"array task {shard[0] + 1}/{shard[1]}: filtered and signed its share of {len(keys)} part(s)")
+
+
 def run(config: dict) -> None:
     """Entry point: `python -m specc.runtime <config.json>` with `"stage": "data"`."""
     stage_dir = Path(config["run_dir"]) / "data"
@@ -340,6 +363,10 @@ def run(config: dict) -> None:
     try:
         settings = parse_params(config.get("params", {}))
         prepare_stage_dir(stage_dir, config)
+        shard = array_shard(settings)
+        if shard is not None:
+            run_array_task(settings, stage_dir, shard)
+            return
         with MetricsWriter(stage_dir / "metrics.jsonl") as metrics:
             stats = run_stage(settings, stage_dir, metrics)
     except DataError as error:
