@@ -25,8 +25,7 @@ import torch_xla.runtime as xr
 from torch import nn
 from torch_xla.experimental.distributed_checkpoint import SPMDLoadPlanner, SPMDSavePlanner, prime_optimizer
 
-from specc.runtime.io import atomic_write_json
-from specc.runtime.train.checkpoint import complete_checkpoints
+from specc.runtime.train.checkpoint import commit_checkpoint, complete_checkpoints
 
 __all__ = ["complete_checkpoints", "load_checkpoint", "save_checkpoint"]
 
@@ -66,14 +65,9 @@ def save_checkpoint(directory: Path, step: int, model: nn.Module, optimizer: tor
              planner=SPMDSavePlanner())
     _barrier()
     if is_main:
-        atomic_write_json(temporary / "checkpoint.json", {
+        commit_checkpoint(temporary, final, keep, {
             "step": step, "lr_scheduler": scheduler.state_dict(), "xla_rng_seed": xm.get_rng_state(),
             **(extra or {})})
-        if final.exists():
-            shutil.rmtree(final)
-        temporary.rename(final)
-        for old in complete_checkpoints(directory)[:-keep]:
-            shutil.rmtree(old, ignore_errors=True)
     _barrier()
     return final
 

@@ -88,15 +88,21 @@ def save_checkpoint(directory: Path, step: int, parts: list[nn.Module], optimize
     torch.save(_rng_state(), temporary / f"rng-rank{_rank()}.pt")
     _barrier()
     if _rank() == 0:
-        atomic_write_json(temporary / "checkpoint.json", {
+        commit_checkpoint(temporary, final, keep, {
             "step": step, "lr_schedulers": [s.state_dict() for s in schedulers], **(extra or {})})
-        if final.exists():
-            shutil.rmtree(final)
-        temporary.rename(final)
-        for old in complete_checkpoints(directory)[:-keep]:
-            shutil.rmtree(old, ignore_errors=True)
     _barrier()
     return final
+
+
+def commit_checkpoint(temporary: Path, final: Path, keep: int, meta: dict) -> None:
+    """Write checkpoint.json last, rename the temporary directory into place (a reader never sees a
+    half-written checkpoint), then prune to the newest `keep`. One process calls it."""
+    atomic_write_json(temporary / "checkpoint.json", meta)
+    if final.exists():
+        shutil.rmtree(final)
+    temporary.rename(final)
+    for old in complete_checkpoints(final.parent)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def load_checkpoint(path: Path, parts: list[nn.Module], optimizers: list[torch.optim.Optimizer],
