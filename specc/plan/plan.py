@@ -34,7 +34,7 @@ ERROR_BARS = {
     "throughput_median_abs_pct": 11.7,
     "throughput_p90_abs_pct": 33.6,
     "throughput_basis": "101 held-out published runs (llm-foundry H100, Korthikanti 2022, torchtitan, MaxText TPU); "
-                        "3.4% median on the 80 runs the constants were fitted on (benchmarks/plan_accuracy.py)",
+                        "3.4% median on the 80 runs the constants were fitted on (benchmarks/plan_vs_published.py)",
     "memory_median_abs_pct": 6.0,
     "memory_basis": "whole-step peak vs torch FSDPMemTracker on specc's runtime model, 21 configs (activations per "
                     "layer 1.1%, weights + optimizer exact; benchmarks/plan_vs_tracker.py)",
@@ -43,7 +43,7 @@ ERROR_BARS = {
                               "recompute and frees the logits before backward; specc's runtime does neither)",
 }
 """Measured accuracy of the time and memory models, printed with every plan: the held-out figures of
-`benchmarks/plan_accuracy.py` (rerun it and update these after changing a model or constant)."""
+`benchmarks/plan_vs_published.py` (rerun it and update these after changing a model or constant)."""
 
 BUBBLE_WARNING = 0.25
 COMM_WARNING = 0.30

@@ -27,7 +27,7 @@ from specc.spec.model import ModelSpec
 
 # --- efficiency constants ----------------------------------------------------------------------
 # MATMUL_EFFICIENCY, GEMM_HALF_DIM, GEMM_HALF_TOKENS, ATTENTION_EFFICIENCY and ELEMENTWISE_PASSES were
-# fitted (`python benchmarks/plan_accuracy.py --fit`, grid search) on the fit split of
+# fitted (`python benchmarks/plan_vs_published.py --fit`, grid search) on the fit split of
 # benchmarks/data/published_runs.json only: llm-foundry on A100 and Megatron SC21 (80 runs). The
 # other 101 runs (llm-foundry H100, Korthikanti, torchtitan, MaxText TPU) are held out.
 DEFAULT_MATMUL_FRACTION = 0.8

@@ -14,7 +14,7 @@ Calibration split: the efficiency constants in specc/plan/timing.py were fitted 
 search minimising the median error) on the FIT rows only: llm-foundry on A100 (40 and 80 GB) and
 Megatron SC21. Everything else (llm-foundry H100, Korthikanti, torchtitan, MaxText TPU) is held out.
 
-Usage: python benchmarks/plan_accuracy.py [--fit] [--rows]
+Usage: python benchmarks/plan_vs_published.py [--fit] [--rows]
 """
 
 from __future__ import annotations
