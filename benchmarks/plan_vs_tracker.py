@@ -1,9 +1,10 @@
 """Planner memory vs torch's FSDPMemTracker on fake tensors, using specc's own runtime model.
 
-For each config, specc's `Transformer` (specc/runtime/train/model.py) is built, wrapped with the
-runtime's own `apply_ac` and `apply_fsdp` (FSDP2, bf16 params, fp32 reduce) over a fake process
-group of `world` ranks, and trained for two steps under FakeTensorMode inside FSDPMemTracker
-(AdamW with foreach=False, as ../shared/notes/torch-on-cpu.md advises). The tracker's peak of the
+For each config (sizes, batch, recompute policies, norms, attention, FSDP sizes 2-64), specc's
+`Transformer` is built, wrapped with the runtime's own `apply_ac` and `apply_fsdp` (FSDP2, bf16
+params, fp32 reduce) over a fake process group of `world` ranks, and trained for two steps under
+FakeTensorMode inside FSDPMemTracker (AdamW with foreach=False, as ../shared/notes/torch-on-cpu.md
+advises). The tracker's peak of the
 second step is compared with the planner's allocated memory (its total without the CUDA-context
 reserve and fragmentation allowance), component by component:
 
@@ -43,9 +44,12 @@ from specc.runtime.train.parallelize import apply_ac, apply_fsdp  # noqa: E402
 from specc.spec.model import ModelSpec  # noqa: E402
 
 WORLD = 8
+"""FSDP size of every config that names none."""
 MiB = 2**20
 
-# (name, model kwargs, micro_batch, seq_len, recompute): sizes, batch, recompute, norms, attention, MoE-free.
+# (name, model kwargs, micro_batch, seq_len, recompute[, FSDP size]): sizes, batch, recompute, norms,
+# attention, FSDP sizes; MoE-free. Recompute "selective-alternate" is `selective` with
+# `selective_policy: alternate_matmuls` (torchtitan's op-level policy).
 BASE = dict(hidden_size=1024, num_heads=16, num_kv_heads=4, ffn_hidden_size=2816, vocab_size=32000, max_seq_len=2048)
 CONFIGS = [
     ("base", {}, 2, 1024, "none"),
@@ -69,6 +73,13 @@ CONFIGS = [
     ("big-vocab", {"vocab_size": 128256}, 1, 1024, "none"),
     ("big-vocab-full", {"vocab_size": 128256}, 2, 1024, "full"),
     ("head-dim-128", {"num_heads": 8, "num_kv_heads": 2}, 2, 1024, "none"),
+    ("base-alternate", {}, 2, 1024, "selective-alternate"),
+    ("gelu-alternate", {"activation": "gelu"}, 2, 1024, "selective-alternate"),
+    ("wide-alternate", {"hidden_size": 2048, "num_heads": 16, "ffn_hidden_size": 5632}, 2, 1024, "selective-alternate"),
+    ("fsdp2", {}, 2, 1024, "none", 2),
+    ("fsdp32", {}, 2, 1024, "none", 32),
+    ("wide-fsdp2", {"hidden_size": 2048, "num_heads": 16, "ffn_hidden_size": 5632}, 1, 1024, "none", 2),
+    ("wide-selective-fsdp64", {"hidden_size": 2048, "num_heads": 16, "ffn_hidden_size": 5632}, 2, 1024, "selective", 64),
 ]
 
 
@@ -76,7 +87,7 @@ def trace(spec: ModelSpec, micro_batch: int, seq_len: int, recompute: str, mesh)
     """Snapshots of the second step: the peak, and the moment before backward starts."""
     with FakeTensorMode():
         model = Transformer(spec)
-        apply_ac(model, recompute)
+        apply_ac(model, *recompute_and_policy(recompute))
         apply_fsdp(model, mesh, True, torch.bfloat16)
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, foreach=False, fused=False)
         tracker = FSDPMemTracker(model, optimizer)
@@ -95,15 +106,26 @@ def trace(spec: ModelSpec, micro_batch: int, seq_len: int, recompute: str, mesh)
     return {"peak": {name(k): v for k, v in peak.items()}, "before_backward": {name(k): v for k, v in before_backward.items()}}
 
 
+def recompute_and_policy(recompute: str) -> tuple[str, str]:
+    return ("selective", "alternate_matmuls") if recompute == "selective-alternate" else (recompute, "matmuls")
+
+
+def world_of(config) -> int:
+    return config[5] if len(config) > 5 else WORLD
+
+
 def compare(config, mesh) -> dict:
-    label, overrides, micro_batch, seq_len, recompute = config
+    label, overrides, micro_batch, seq_len, recompute = config[:5]
+    world = world_of(config)
     results = {}
     for layers in (2, 4):
         spec = ModelSpec(num_layers=layers, **{**BASE, **overrides})
         results[layers] = (spec, trace(spec, micro_batch, seq_len, recompute, mesh))
     spec, traced = results[4]
-    layout = Layout(dp=WORLD, fsdp=True, micro_batch=micro_batch, grad_accum=1, recompute=recompute)
-    hardware = hardware_for(load_catalog()["h100-sxm"], WORLD, 8, "bf16")
+    recompute, policy = recompute_and_policy(recompute)
+    layout = Layout(dp=world, fsdp=True, micro_batch=micro_batch, grad_accum=1, recompute=recompute,
+                    selective_policy=policy)
+    hardware = hardware_for(load_catalog()["h100-sxm"], world, 8, "bf16")
     planned = stage_memory(spec, count_parameters(spec), layout, hardware, seq_len, "only")
     peak = traced["peak"]
     # Sharded gradients are freed by zero_grad(set_to_none) and only partly alive at the peak: compare
@@ -125,16 +147,20 @@ def main() -> None:
     parser.add_argument("--only", action="append", help="run only these configs (by name)")
     parser.add_argument("--json", action="store_true", help="print the rows as JSON (bytes)")
     args = parser.parse_args()
-    dist.init_process_group("fake", rank=0, world_size=WORLD, store=FakeStore())
-    mesh = init_device_mesh("cpu", (WORLD,))
     start = time.perf_counter()
     chosen = [c for c in CONFIGS if not args.only or c[0] in args.only]
-    rows = [compare(config, mesh) for config in chosen]
+    rows = []
+    for world in sorted({world_of(c) for c in chosen}):
+        dist.init_process_group("fake", rank=0, world_size=world, store=FakeStore())
+        mesh = init_device_mesh("cpu", (world,))
+        rows += [compare(config, mesh) for config in chosen if world_of(config) == world]
+        dist.destroy_process_group()
+    rows.sort(key=lambda row: [c[0] for c in chosen].index(row["config"]))
     if args.json:
         print(json.dumps(rows))
-        dist.destroy_process_group()
         return
-    print(f"{len(rows)} configs, world size {WORLD}, traced in {time.perf_counter() - start:.0f} s\n")
+    print(f"{len(rows)} configs, FSDP sizes {sorted({world_of(c) for c in chosen})}, traced in "
+          f"{time.perf_counter() - start:.0f} s\n")
     print(f"{'config':20} {'states MiB (plan/trk)':>24} {'act/layer MiB (plan/trk)':>26} {'peak MiB (plan/trk)':>22}")
     errors = {"states": [], "activations": [], "peak": []}
     for row in rows:
@@ -148,7 +174,6 @@ def main() -> None:
     for part, values in errors.items():
         print(f"{part:12} median |error| {statistics.median(values):5.1f}%   mean {statistics.fmean(values):5.1f}%   "
               f"max {max(values):5.1f}%")
-    dist.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -31,6 +31,9 @@ class Layout:
     micro_batch: int = 1
     grad_accum: int = 1
     recompute: str = "none"
+    selective_policy: str = "matmuls"
+    """What `selective` recompute keeps (`parallel.selective_policy`): every matmul output, or
+    torchtitan's alternate matmuls."""
     pp_schedule: str = "1f1b"
     precision: str = "bf16"
     compile: bool = False
@@ -69,7 +72,8 @@ class Layout:
         return ParallelSpec(dp=self.dp, tp=self.tp, pp=self.pp, cp=self.cp, ep=self.ep, vpp=self.vpp,
                             zero_stage=0 if self.fsdp else self.zero_stage, fsdp=self.fsdp,
                             hsdp_replicas=self.hsdp_replicas, sp=self.sp, micro_batch=self.micro_batch,
-                            recompute=self.recompute, pp_schedule=self.pp_schedule, precision=self.precision,
+                            recompute=self.recompute, selective_policy=self.selective_policy,
+                            pp_schedule=self.pp_schedule, precision=self.precision,
                             compile=self.compile, grad_sync=self.grad_sync)
 
 
@@ -80,7 +84,8 @@ def layout_from_spec(parallel: ParallelSpec, dp: int, batch_sequences: int | Non
     return Layout(dp=dp, tp=parallel.tp, pp=parallel.pp, cp=parallel.cp, ep=parallel.ep, vpp=parallel.vpp,
                   zero_stage=parallel.zero_stage, fsdp=parallel.fsdp, hsdp_replicas=parallel.hsdp_replicas,
                   sp=parallel.sp, micro_batch=parallel.micro_batch, grad_accum=grad_accum,
-                  recompute=parallel.recompute, pp_schedule=parallel.pp_schedule, precision=parallel.precision,
+                  recompute=parallel.recompute, selective_policy=parallel.selective_policy,
+                  pp_schedule=parallel.pp_schedule, precision=parallel.precision,
                   compile=parallel.compile, grad_sync=parallel.grad_sync)
 
 

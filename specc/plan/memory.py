@@ -8,6 +8,7 @@ both are computed and the larger is reported.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -52,6 +53,8 @@ class MemoryBreakdown:
     capacity_gib: float
     stage: str
     """`first`, `last` or `only` (pp = 1): which pipeline stage these figures are for."""
+    phase: str = "loss"
+    """The moment of the step whose memory these figures are: `loss`, `backward` or `optimizer`."""
 
     @property
     def other(self) -> float:
@@ -76,6 +79,7 @@ class MemoryBreakdown:
             "capacity_gib": _round(self.capacity_gib),
             "fits": self.fits,
             "stage": self.stage,
+            "peak_phase": self.phase,
             "breakdown_gib": {
                 "params": _round(self.params / GIB), "grads": _round(self.grads / GIB),
                 "optimizer": _round(self.optimizer / GIB), "activations": _round(self.activations / GIB),
@@ -101,8 +105,11 @@ class StageParams:
     layer: float
     """One transformer layer's parameters on this device (FSDP gathers one at a time)."""
     root: float = 0.0
-    """Embedding, final norm and head on this device: FSDP's root unit, kept gathered from forward
-    to backward (FSDP2 does not reshard the root after forward)."""
+    """Embedding, final norm and head on this device: FSDP's root unit, gathered again for the
+    whole backward (its embedding gradient comes last)."""
+    head: float = 0.0
+    """Output head on this device (the embedding matrix when tied): its gradient is produced first
+    in backward and lives, unsharded, until the root's reduce-scatter at the end."""
 
 
 def stage_layers(model: ModelSpec, layout: Layout) -> tuple[int, int]:
@@ -129,18 +136,19 @@ def stage_params(model: ModelSpec, counts: ParameterCount, layout: Layout, stage
     body += dense_layers * counts.dense_ffn_per_layer / tp
     body += moe_layers * (counts.router_per_layer + shared / tp)
     experts = moe_layers * counts.routed_experts * counts.expert_ffn / (layout.ep * tp)
-    root = 0.0
+    root = head = 0.0
     if stage in ("first", "only"):
         root += (counts.token_embedding + counts.positions) / tp
     if stage in ("last", "only"):
-        head = counts.output_head or (counts.token_embedding if stage == "last" else 0)
-        root += counts.final_norm + head / tp
+        head = (counts.output_head or counts.token_embedding) / tp  # tied: the embedding matrix
+        own_matrix = counts.output_head or stage == "last"  # tied on the only stage: already counted
+        root += counts.final_norm + (head if own_matrix else 0.0)
     body += root
     layer = counts.attention_per_layer / tp + counts.norms_per_layer + max(
         counts.dense_ffn_per_layer / tp if dense_layers else 0,
         (counts.router_per_layer + shared / tp + counts.routed_experts * counts.expert_ffn / (layout.ep * tp))
         if moe_layers else 0)
-    return StageParams(dense=body, experts=experts, layer=layer, root=root)
+    return StageParams(dense=body, experts=experts, layer=layer, root=root, head=head)
 
 
 def state_bytes(layout: Layout) -> tuple[float, float, float]:
@@ -188,6 +196,8 @@ def activation_bytes_per_layer(model: ModelSpec, layout: Layout, seq_len: int, m
     Selective recompute: with eager attention, Korthikanti's (the score terms are recomputed); with
     flash/sdpa, specc's runtime policy (`specc/runtime/train/parallelize.py` `_save_matmuls_policy`):
     matmul and attention outputs are kept, pointwise ops recomputed from them and the block input.
+    `selective_policy: alternate_matmuls` is torchtitan's op-level policy (every other matmul kept,
+    `_alternate_matmuls_contexts`), both checked against FSDPMemTracker (benchmarks/plan_vs_tracker.py).
     """
     s = seq_len / layout.cp
     b = layout.micro_batch
@@ -201,7 +211,16 @@ def activation_bytes_per_layer(model: ModelSpec, layout: Layout, seq_len: int, m
         ffn_scale = moe.top_k * moe.capacity_factor + moe.num_shared_experts
         dispatched = 2 * s * b * h * moe.top_k  # tokens permuted to their experts
     matmul_saving = layout.recompute == "selective" and model.attention != "eager"
-    if matmul_saving:
+    alternate = layout.recompute == "selective" and layout.selective_policy == "alternate_matmuls"
+    if alternate:
+        # torchtitan's op-level policy keeps every other matmul output in forward order: wq (1st), wv (3rd),
+        # w1 (5th) and, for SwiGLU, w2 (7th); wk, wo, w3 (or an ungated w2) are recomputed; plus the
+        # block input and, with flash/sdpa, the attention output. Eager attention's batched matmuls are
+        # not counted and are recomputed with the softmax. MoE expert FFNs are treated like w1 (approximate).
+        outside = 2 * s * b * h * (2 if model.activation == "swiglu" else 1)
+        attention = 2 * s * b * d * (a + g) + (2 * s * b * d * a if model.attention != "eager" else 0.0)
+        ffn = ffn_scale * 2 * s * b * width + dispatched
+    elif matmul_saving:
         # Block input 2sbh; Q, K, V, attention output 2sbd(2a + 2g); o-proj and w2 outputs 4sbh;
         # FFN matmul outputs (w1, w3 for SwiGLU): 2sbf each. Norm outputs and activations recomputed.
         outside = 6 * s * b * h
@@ -216,7 +235,7 @@ def activation_bytes_per_layer(model: ModelSpec, layout: Layout, seq_len: int, m
         ffn = ffn_scale * 2 * s * b * width * stored_ffn + dispatched
     if model.attention != "eager":
         scores = 4 * a * s * b  # flash/sdpa: fp32 log-sum-exp per query and head
-    elif layout.recompute == "none":
+    elif layout.recompute == "none" and not alternate:
         scores = a * s * b * seq_len * (5 if dropout else EAGER_SOFTMAX_BYTES)
     else:
         scores = 0.0  # eager core attention recomputed (selective): nothing kept
@@ -254,19 +273,16 @@ def in_flight_micro_batches(layout: Layout, stage: str) -> float:
 
 
 def activation_memory(model: ModelSpec, layout: Layout, seq_len: int, stage: str) -> float:
-    """Activations of one stage: per-layer terms x layers x in-flight micro-batches, plus for full
-    recompute the one layer being recomputed (its full activations live during its backward)."""
+    """Activations a stage stores for backward: per-layer terms x layers x in-flight micro-batches
+    (full recompute: each layer's input only), plus the token ids and embedding output."""
     layers, moe_layers = stage_layers(model, layout)
-    dense = activation_bytes_per_layer(model, layout, seq_len, moe_layer=False)
-    sparse = activation_bytes_per_layer(model, layout, seq_len, moe_layer=True) if moe_layers else 0.0
-    full_layer = max(dense if layers > moe_layers else 0.0, sparse)
     if layout.recompute == "full":
         per_micro_batch = layers * _layer_input_bytes(model, layout, seq_len)
-        working = full_layer
     else:
+        dense = activation_bytes_per_layer(model, layout, seq_len, moe_layer=False)
+        sparse = activation_bytes_per_layer(model, layout, seq_len, moe_layer=True) if moe_layers else 0.0
         per_micro_batch = (layers - moe_layers) * dense + moe_layers * sparse
-        working = 0.0
-    total = per_micro_batch * in_flight_micro_batches(layout, stage) + working
+    total = per_micro_batch * in_flight_micro_batches(layout, stage)
     if stage in ("first", "only"):
         # Token ids (int64) and the embedding output per in-flight micro-batch (Megatron code: 8sbp + sbhp).
         s, b = seq_len / layout.cp, layout.micro_batch
@@ -275,58 +291,109 @@ def activation_memory(model: ModelSpec, layout: Layout, seq_len: int, stage: str
     return total
 
 
+def layer_backward_memory(model: ModelSpec, layout: Layout, seq_len: int) -> float:
+    """Transient memory of back-propagating one layer, on top of the stored activations: its
+    gradient temporaries, about one layer's activations without recompute, plus, under recompute,
+    the activations the recompute rebuilds (everything but what was kept).
+
+    Measured with FSDPMemTracker on specc's runtime (benchmarks/plan_vs_tracker.py, `wide*` configs
+    whose peak falls in backward): within 3% of the whole-step peak for none, selective and full.
+    """
+    layers, moe_layers = stage_layers(model, layout)
+    kinds = ([False] if layers > moe_layers else []) + ([True] if moe_layers else [])
+    without = dataclasses.replace(layout, recompute="none")
+    worst = 0.0
+    for moe_layer in kinds:
+        full = activation_bytes_per_layer(model, without, seq_len, moe_layer)
+        if layout.recompute == "full":
+            kept = _layer_input_bytes(model, layout, seq_len)
+        elif layout.recompute == "selective":
+            kept = activation_bytes_per_layer(model, layout, seq_len, moe_layer)
+        else:
+            kept = full
+        worst = max(worst, full + (full - kept))
+    return worst
+
+
 def logits_memory(model: ModelSpec, layout: Layout, seq_len: int) -> float:
-    """Output logits and loss on the last stage, vocab-parallel /tp: the 16-bit logits 2sbV, the fp32
-    log-softmax kept for backward 4sbV and one fp32 gradient 4sbV alive at once (specc's loop computes
-    `cross_entropy(logits.float())`; 10 B per logit matches FSDPMemTracker's peaks on specc's model,
-    benchmarks/plan_vs_tracker.py). fp32 training: 4 + 4 + 4. Megatron's estimate 4sbh(1 + V/h) keeps
-    one fp32 copy (formulas.md section 4)."""
+    """The loss's working set on the last stage, vocab-parallel /tp (Megatron, torchtitan's
+    loss_parallel): specc's loop computes `cross_entropy(logits.float())`, so during the loss's
+    backward the 16-bit logits 2sbV, their fp32 copy 4sbV, the fp32 log-softmax kept for backward
+    4sbV and one fp32 gradient 4sbV are alive at once: 14 B per logit, FSDPMemTracker's peaks on
+    specc's model within 2% (benchmarks/plan_vs_tracker.py). fp32 training has no copy: 12 B.
+    Megatron's estimate 4sbh(1 + V/h) keeps one fp32 copy (formulas.md section 4)."""
     s = seq_len / layout.cp
-    per_element = 12.0 if layout.precision == "fp32" else 10.0
+    per_element = 12.0 if layout.precision == "fp32" else 14.0
     return per_element * s * layout.micro_batch * model.vocab_size / layout.tp
 
 
-def fsdp_buffer_memory(params: StageParams, layout: Layout) -> float:
-    """Unsharded buffers of ZeRO-3/FSDP.
+def _compute_bytes(layout: Layout) -> float:
+    return 4.0 if layout.precision == "fp32" else 2.0
 
-    Without pipelining: the current and the prefetched layer gathered in the compute dtype
-    (2 x 2 B/param) and one layer's unsharded fp32 gradient awaiting reduce-scatter (4 B/param)
-    (FSDP2 default prefetch of one layer; formulas.md section 3 'FSDP transient'), plus the root unit
-    (embedding, final norm, head) gathered from forward to backward (measured with FSDPMemTracker).
+
+def persistent_fsdp_memory(params: StageParams, layout: Layout) -> float:
+    """Unsharded ZeRO-3/FSDP buffers alive for the whole step.
+
     With pipelining, torchtitan keeps the stage's parameters gathered between micro-batches
     (`reshard_after_forward` is 'never' when PP is enabled) and the schedule defers the gradient
     reduce-scatter to the last micro-batch, so the whole stage is unsharded: 2 + 4 B/param.
     With gradient accumulation synchronised on the last micro-batch only (`parallel.grad_sync:
-    last`), FSDP2 accumulates unsharded fp32 gradients of the whole stage: + 4 B/param.
+    last`), FSDP2 accumulates unsharded fp32 gradients of the whole stage: 4 B/param.
     """
     if layout.sharded_states < 3 or layout.shard_degree == 1:
         return 0.0
-    compute_bytes = 4.0 if layout.precision == "fp32" else 2.0
     stage = params.dense + params.experts
     if layout.pp > 1:
-        return stage * (compute_bytes + 4.0)
-    buffers = params.layer * (2 * compute_bytes + 4.0) + params.root * compute_bytes
+        return stage * (_compute_bytes(layout) + 4.0)
     if layout.grad_accum > 1 and layout.grad_sync == "last":
-        buffers += stage * 4.0
-    return buffers
+        return stage * 4.0
+    return 0.0
+
+
+def backward_fsdp_memory(params: StageParams, layout: Layout) -> float:
+    """Unsharded ZeRO-3/FSDP buffers during backward without pipelining (FSDP2 defaults, formulas.md
+    section 3 'FSDP transient'): the layer being back-propagated and the prefetched one, gathered in
+    the compute dtype (2 x 2 B/param); one layer's fp32 gradient awaiting reduce-scatter (4 B/param);
+    the root unit (embedding, final norm, head) gathered for the whole backward, with the head's
+    16-bit gradient (measured with FSDPMemTracker, benchmarks/plan_vs_tracker.py)."""
+    if layout.sharded_states < 3 or layout.shard_degree == 1 or layout.pp > 1:
+        return 0.0
+    compute_bytes = _compute_bytes(layout)
+    return params.layer * (2 * compute_bytes + 4.0) + (params.root + params.head) * compute_bytes
+
+
+def _grads_alive_at_loss(layout: Layout) -> bool:
+    """FSDP2 gradients are freed by `zero_grad(set_to_none=True)` and only exist again once
+    backward reduce-scatters them; with accumulation they persist from the first micro-batch on.
+    DDP buckets and Megatron's contiguous gradient buffer are allocated for the whole run."""
+    return layout.sharded_states < 3 or layout.grad_accum > 1
 
 
 def stage_memory(model: ModelSpec, counts: ParameterCount, layout: Layout, hardware: Hardware,
                  seq_len: int, stage: str) -> MemoryBreakdown:
-    """Memory of one device of one pipeline stage."""
+    """Memory of one device of one pipeline stage at the step's peak moment (module docstring)."""
     params = stage_params(model, counts, layout, stage)
     weights, grads, optimizer = model_state_memory(params, layout)
-    activations = activation_memory(model, layout, seq_len, stage)
-    logits = logits_memory(model, layout, seq_len) if stage in ("last", "only") else 0.0
-    buffers = fsdp_buffer_memory(params, layout)
-    allocated = weights + grads + optimizer + activations + logits + buffers
+    stored = activation_memory(model, layout, seq_len, stage)
+    persistent = persistent_fsdp_memory(params, layout)
+    live_grads = grads if _grads_alive_at_loss(layout) else 0.0
+    phases = {
+        "loss": dict(grads=live_grads, activations=stored,
+                     logits=logits_memory(model, layout, seq_len) if stage in ("last", "only") else 0.0,
+                     fsdp_buffers=persistent),
+        "backward": dict(grads=live_grads, activations=stored + layer_backward_memory(model, layout, seq_len),
+                         logits=0.0, fsdp_buffers=persistent + backward_fsdp_memory(params, layout)),
+        "optimizer": dict(grads=grads, activations=0.0, logits=0.0, fsdp_buffers=persistent),
+    }
+    phase = max(phases, key=lambda name: sum(phases[name].values()))
+    parts = phases[phase]
+    allocated = weights + optimizer + sum(parts.values())
     if hardware.is_tpu:
         reserve = tpu.RESERVE_GIB * GIB + tpu.FRAGMENTATION * allocated
     else:
         reserve = GPU_CONTEXT_GIB * GIB + GPU_FRAGMENTATION * allocated
-    return MemoryBreakdown(params=weights, grads=grads, optimizer=optimizer, activations=activations,
-                           logits=logits, fsdp_buffers=buffers, reserve=reserve,
-                           capacity_gib=hardware.memory_gib, stage=stage)
+    return MemoryBreakdown(params=weights, optimizer=optimizer, reserve=reserve, capacity_gib=hardware.memory_gib,
+                           stage=stage, phase=phase, **parts)
 
 
 def device_memory(model: ModelSpec, counts: ParameterCount, layout: Layout, hardware: Hardware,

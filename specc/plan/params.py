@@ -124,6 +124,9 @@ class FlopsPerToken:
     """6 x token embedding (+ positions): only the conventions that count it (torchtitan Apr-2024, llm-foundry)."""
     head: float = 0.0
     """The output head's share of `matmul` (6·V·h): outside the blocks, never recomputed."""
+    alternate_recompute: float = 0.0
+    """Forward matmul FLOPs that torchtitan's alternate-matmul selective policy recomputes: wk, wo and
+    w3 (SwiGLU) or w2 (ungated), 2 FLOPs per weight per token, every layer (MoE: active experts)."""
 
     @property
     def model(self) -> float:
@@ -162,19 +165,35 @@ def flops_per_token(model: ModelSpec, seq_len: int, causal: bool = True,
     attention = 12.0 * model.num_layers * model.num_heads * model.head_size * ctx
     embedding = 6.0 * (counts.token_embedding + counts.positions)
     head = 6.0 * model.vocab_size * model.hidden_size
-    return FlopsPerToken(matmul=6.0 * linear, attention=attention, embedding=embedding, head=head)
+    return FlopsPerToken(matmul=6.0 * linear, attention=attention, embedding=embedding, head=head,
+                         alternate_recompute=_alternate_recompute_flops(model))
 
 
-def hardware_flops_per_token(flops: FlopsPerToken, recompute: str) -> float:
+def _alternate_recompute_flops(model: ModelSpec) -> float:
+    """See `FlopsPerToken.alternate_recompute`."""
+    h, d = model.hidden_size, model.head_size
+    width, active = model.ffn_hidden_size, 1
+    if model.moe is not None:
+        width = model.moe.expert_ffn_hidden_size or width
+        active = model.moe.top_k + model.moe.num_shared_experts
+    per_layer = h * model.kv_heads * d + model.num_heads * d * h + h * width * active
+    return 2.0 * model.num_layers * per_layer
+
+
+def hardware_flops_per_token(flops: FlopsPerToken, recompute: str, selective_policy: str = "matmuls") -> float:
     """FLOPs the device really executes: model FLOPs + recomputation.
 
     full: one extra forward of every block = +1/3 of the blocks' matmuls and attention (HFU ~ 4/3
     MFU; SC21's 96·B·s·L·h²(1 + s/6h + V/16Lh) = 4/3 of 72·B·s·L·h²(1 + s/6h) + the head's 6·V·h,
     formulas.md section 2); selective: only the attention core's forward is recomputed (Korthikanti
-    et al. 2022, section 5: 1T model MFU 56.3% vs HFU 57.0%). The output head is never recomputed.
+    et al. 2022, section 5: 1T model MFU 56.3% vs HFU 57.0%), or with `alternate_matmuls` half the
+    block's matmuls (see `FlopsPerToken.alternate_recompute`). The output head is never recomputed.
     """
     if recompute == "full":
         return flops.model + (flops.matmul - flops.head + flops.attention) / 3.0
+    if recompute == "selective" and selective_policy == "alternate_matmuls":
+        # torchtitan's policy keeps the attention output but recomputes wk, wo and w3 (or w2).
+        return flops.model + flops.alternate_recompute
     if recompute == "selective":
         return flops.model + flops.attention / 3.0
     return flops.model

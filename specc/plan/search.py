@@ -8,9 +8,7 @@ Pruning, so that 405B on 16,384 GPUs searches in well under a second:
 - tp stays inside the fast domain (NVLink node / TPU slice) and divides heads and FFN width;
 - recompute is tried from cheapest (none) to most memory-saving (full) and the first that fits
   is kept: recomputation only adds time, so a layout that fits without it is never slower;
-- micro-batches grow only while some recompute choice still fits (memory rises with micro-batch);
-- selective recompute is skipped where attention never materialises scores (flash/sdpa): it saves
-  no memory there (Korthikanti's saving is the 5as^2b term).
+- micro-batches grow only while some recompute choice still fits (memory rises with micro-batch).
 """
 
 from __future__ import annotations
@@ -84,8 +82,10 @@ def _ep_choices(work: Workload, dp_cp: int) -> list[int]:
     return [e for e in _divisors(moe.num_experts) if dp_cp % e == 0]
 
 
-def _recompute_order(work: Workload) -> tuple[str, ...]:
-    return ("none", "selective", "full") if work.model.attention == "eager" else ("none", "full")
+RECOMPUTE_ORDER = (("none", "matmuls"), ("selective", "matmuls"), ("selective", "alternate_matmuls"),
+                   ("full", "matmuls"))
+"""(recompute, selective_policy) from fastest to most memory-saving: selective keeping every matmul
+output costs no matmul FLOPs, torchtitan's alternate policy recomputes half of them, full all."""
 
 
 def search(work: Workload, precision: str, fast_domain: int, top: int) -> SearchResult:
@@ -121,7 +121,7 @@ def _rank_key(estimate: Estimate) -> tuple:
     layout = estimate.layout
     # Ties (identical predicted time) break towards simpler layouts, deterministically.
     return (round(estimate.time.step_s, 9), layout.tp * layout.pp * layout.cp * layout.ep, layout.vpp,
-            layout.micro_batch, layout.fsdp, layout.zero_stage, layout.recompute)
+            layout.micro_batch, layout.fsdp, layout.zero_stage, layout.recompute, layout.selective_policy)
 
 
 def _best_micro_batch(work: Workload, hardware, result: SearchResult, *, tp: int, pp: int, vpp: int, cp: int,
@@ -135,10 +135,11 @@ def _best_micro_batch(work: Workload, hardware, result: SearchResult, *, tp: int
             micro *= 2
             continue
         fitted = None
-        for recompute in _recompute_order(work):
+        for recompute, policy in RECOMPUTE_ORDER:
             layout = Layout(dp=dp, tp=tp, pp=pp, cp=cp, ep=ep, vpp=vpp, zero_stage=1 if sharding == "zero1" else 0,
                             fsdp=sharding == "fsdp", sp=tp > 1, micro_batch=micro, grad_accum=per_replica // micro,
-                            recompute=recompute, pp_schedule="interleaved" if vpp > 1 else "1f1b",
+                            recompute=recompute, selective_policy=policy,
+                            pp_schedule="interleaved" if vpp > 1 else "1f1b",
                             precision=precision)
             estimate = evaluate(work, layout, hardware)
             result.evaluated += 1

@@ -30,4 +30,4 @@ def test_planner_matches_tracker(rows, config):
     planned, measured = row["activations"]
     assert planned == pytest.approx(measured, rel=0.05)          # activations per layer
     planned, measured = row["peak"]
-    assert planned == pytest.approx(measured, rel=0.10)          # whole-step peak
+    assert planned == pytest.approx(measured, rel=0.05)          # whole-step peak (the largest of loss, backward, optimizer)

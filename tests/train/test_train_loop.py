@@ -44,12 +44,14 @@ def test_tiny_spec_loss_falls(tmp_path):
     assert len(val) == 2 and val[1] < val[0]
 
 
-@pytest.mark.parametrize("recompute", ["full", "selective"])
-def test_recompute_gives_the_same_losses(tmp_path, shards, recompute):
+@pytest.mark.parametrize("recompute, policy", [("full", "matmuls"), ("selective", "matmuls"),
+                                               ("selective", "alternate_matmuls")])
+def test_recompute_gives_the_same_losses(tmp_path, shards, recompute, policy):
     schedule = tiny_schedule(steps=3, checkpoint_interval=3)
     plain = run(tmp_path / "plain", shards, tiny_model(), schedule)
     recomputed = run(tmp_path / recompute, shards, tiny_model(), schedule,
-                     {"dp": 1, "micro_batch": 4, "precision": "fp32", "recompute": recompute})
+                     {"dp": 1, "micro_batch": 4, "precision": "fp32", "recompute": recompute,
+                      "selective_policy": policy})
     for a, b in zip(plain, recomputed):
         assert b["loss"] == pytest.approx(a["loss"], rel=1e-6)
         assert b["grad_norm"] == pytest.approx(a["grad_norm"], rel=1e-5)

@@ -118,7 +118,7 @@ def build_parts(settings: TrainSettings, rt: Runtime) -> tuple[list[nn.Module], 
         if dims.cp > 1:
             par.check_cp_sequence(settings.schedule.seq_len, dims.cp, parallel.cp_load_balance)
             rt.cp = par.apply_cp(part, rt.meshes["cp"], parallel.cp_load_balance)
-        par.apply_ac(part, parallel.recompute)
+        par.apply_ac(part, parallel.recompute, parallel.selective_policy)
         if parallel.compile:
             par.apply_compile(part)
         if dims.dp_cp > 1:

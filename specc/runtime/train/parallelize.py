@@ -275,8 +275,31 @@ def _save_matmuls_policy(ctx, op, *args, **kwargs):
     return CheckpointPolicy.MUST_SAVE if op in saved else CheckpointPolicy.PREFER_RECOMPUTE
 
 
-def apply_ac(model: Transformer, mode: str) -> None:
-    """Wrap every block for recompute; checkpoint FQNs stay clean (DCP strips the wrapper prefix)."""
+def _alternate_matmuls_contexts():
+    """torchtitan's op-level selective policy (`selective_ac_option: op`): keep attention outputs and
+    every other matmul output (the 1st, 3rd, ... of each block's forward, counted separately in the
+    recompute pass), recompute the rest. A fresh counter per checkpointed block call."""
+    from torch.utils.checkpoint import CheckpointPolicy, create_selective_checkpoint_contexts
+
+    counts = {"forward": 0, "recompute": 0}
+    matmuls = {torch.ops.aten.mm.default, torch.ops.aten.addmm.default}
+    attention = {torch.ops.aten._scaled_dot_product_flash_attention.default,
+                 torch.ops.aten._scaled_dot_product_efficient_attention.default,
+                 torch.ops.aten._scaled_dot_product_flash_attention_for_cpu.default}
+
+    def policy(ctx, op, *args, **kwargs):
+        if op in matmuls:
+            key = "recompute" if ctx.is_recompute else "forward"
+            counts[key] += 1
+            return CheckpointPolicy.MUST_SAVE if counts[key] % 2 == 1 else CheckpointPolicy.PREFER_RECOMPUTE
+        return CheckpointPolicy.MUST_SAVE if op in attention else CheckpointPolicy.PREFER_RECOMPUTE
+
+    return create_selective_checkpoint_contexts(policy)
+
+
+def apply_ac(model: Transformer, mode: str, selective_policy: str = "matmuls") -> None:
+    """Wrap every block for recompute; checkpoint FQNs stay clean (DCP strips the wrapper prefix).
+    `selective_policy` picks what `selective` keeps (spec `parallel.selective_policy`)."""
     if mode == "none":
         return
     from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
@@ -285,6 +308,8 @@ def apply_ac(model: Transformer, mode: str) -> None:
     for key, block in list(model.layers.items()):
         if mode == "full":
             wrapped = checkpoint_wrapper(block, preserve_rng_state=False)
+        elif selective_policy == "alternate_matmuls":
+            wrapped = checkpoint_wrapper(block, preserve_rng_state=False, context_fn=_alternate_matmuls_contexts)
         else:
             wrapped = checkpoint_wrapper(block, preserve_rng_state=False,
                                          context_fn=partial(create_selective_checkpoint_contexts, _save_matmuls_policy))
