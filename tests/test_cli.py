@@ -19,6 +19,13 @@ def test_strict_turns_warnings_into_failure(capsys):
     assert main(["validate", "--strict", "specs/llama3-70b-h100x64.yaml"]) == 1
 
 
+def test_selective_policy_without_selective_recompute_warns(capsys):
+    policy = "+parallel.selective_policy=alternate_matmuls"
+    assert main(["validate", "--strict", "specs/tiny.yaml", "--set", policy]) == 1
+    assert "warning[R119] parallel.selective_policy" in capsys.readouterr().out
+    assert main(["validate", "--strict", "specs/tiny.yaml", "--set", policy, "--set", "+parallel.recompute=selective"]) == 0
+
+
 def test_json_format(capsys):
     assert main(["validate", "--format", "json", "specs/tiny.yaml", "--set", "model.num_heads=3"]) == 1
     report = json.loads(capsys.readouterr().out)

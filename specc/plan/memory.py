@@ -316,15 +316,16 @@ def layer_backward_memory(model: ModelSpec, layout: Layout, seq_len: int) -> flo
 
 
 def logits_memory(model: ModelSpec, layout: Layout, seq_len: int) -> float:
-    """The loss's working set on the last stage, vocab-parallel /tp (Megatron, torchtitan's
-    loss_parallel): specc's loop computes `cross_entropy(logits.float())`, so during the loss's
+    """The loss's working set on the last stage, whole-vocabulary as specc's runtime gathers the
+    logits under tensor parallelism (/tp only for a vocab-parallel loss, `Layout.loss_parallel`).
+    specc's loop computes `cross_entropy(logits.float())`, so during the loss's
     backward the 16-bit logits 2sbV, their fp32 copy 4sbV, the fp32 log-softmax kept for backward
     4sbV and one fp32 gradient 4sbV are alive at once: 14 B per logit, FSDPMemTracker's peaks on
     specc's model within 2% (benchmarks/plan_vs_tracker.py). fp32 training has no copy: 12 B.
     Megatron's estimate 4sbh(1 + V/h) keeps one fp32 copy (formulas.md section 4)."""
     s = seq_len / layout.cp
     per_element = 12.0 if layout.precision == "fp32" else 14.0
-    return per_element * s * layout.micro_batch * model.vocab_size / layout.tp
+    return per_element * s * layout.micro_batch * model.vocab_size / (layout.tp if layout.loss_parallel else 1)
 
 
 def _compute_bytes(layout: Layout) -> float:

@@ -188,6 +188,19 @@ def sequence_parallel_needs_tp(spec: Spec) -> Iterator[Finding]:
                       "remove sp or set tp > 1", "warning")
 
 
+def selective_policy_needs_selective(spec: Spec) -> Iterator[Finding]:
+    """`selective_policy` only chooses what `recompute: selective` keeps; with other modes it does nothing.
+
+    passes: `recompute: selective, selective_policy: alternate_matmuls`
+    fails (warning): `recompute: full, selective_policy: alternate_matmuls`
+    """
+    parallel = _explicit(spec)
+    if parallel is not None and parallel.selective_policy != "matmuls" and parallel.recompute != "selective":
+        yield Finding(("parallel", "selective_policy"),
+                      f"selective_policy: {parallel.selective_policy} has no effect with recompute: {parallel.recompute}",
+                      "set recompute: selective, or remove selective_policy", "warning")
+
+
 def zero_or_fsdp(spec: Spec) -> Iterator[Finding]:
     """FSDP already shards like ZeRO-3; combining it with a zero_stage is contradictory.
 
