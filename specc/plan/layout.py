@@ -37,10 +37,6 @@ class Layout:
     pp_schedule: str = "1f1b"
     precision: str = "bf16"
     compile: bool = False
-    loss_parallel: bool = False
-    """Vocab-parallel loss under tensor parallelism (Megatron; torchtitan's `loss_parallel`): each rank
-    keeps 1/tp of the logits. specc's runtime gathers the logits (ColwiseParallel with a replicated
-    output), so its plans keep the whole vocabulary; the published-run benchmark sets this."""
     grad_sync: str = "every"
     """When FSDP reduces gradients under accumulation (`parallel.grad_sync`): after `every`
     micro-batch, or on the `last` one only, keeping unsharded fp32 gradients in between

@@ -126,27 +126,31 @@ def _moe_layers(model: ModelSpec) -> int:
 
 
 def stage_params(model: ModelSpec, counts: ParameterCount, layout: Layout, stage: str) -> StageParams:
-    """Per-device parameters: tensor-parallel matrices / tp (norms and router replicated), experts
-    / (ep x tp), embedding on the first stage and head on the last (Megatron theoretical memory)."""
+    """Per-device parameters as specc's runtime shards them (`specc/runtime/train/parallelize.py`):
+    attention and dense FFN matrices / tp (norms and router replicated); MoE experts / ep, replicated
+    over tp (Megatron would also split them by tp); token embedding and untied head vocab-sharded / tp,
+    a tied embedding and learned positions replicated; embedding on the first stage, head on the last
+    (Megatron theoretical memory)."""
     tp = layout.tp
+    vocab_shards = 1 if model.tie_embeddings else tp
     layers, moe_layers = stage_layers(model, layout)
     dense_layers = layers - moe_layers
     shared = counts.shared_experts * counts.expert_ffn
     body = layers * (counts.attention_per_layer / tp + counts.norms_per_layer)
     body += dense_layers * counts.dense_ffn_per_layer / tp
-    body += moe_layers * (counts.router_per_layer + shared / tp)
-    experts = moe_layers * counts.routed_experts * counts.expert_ffn / (layout.ep * tp)
+    body += moe_layers * (counts.router_per_layer + shared)
+    experts = moe_layers * counts.routed_experts * counts.expert_ffn / layout.ep
     root = head = 0.0
     if stage in ("first", "only"):
-        root += (counts.token_embedding + counts.positions) / tp
+        root += counts.token_embedding / vocab_shards + counts.positions
     if stage in ("last", "only"):
-        head = (counts.output_head or counts.token_embedding) / tp  # tied: the embedding matrix
+        head = (counts.output_head or counts.token_embedding) / vocab_shards  # tied: the embedding matrix
         own_matrix = counts.output_head or stage == "last"  # tied on the only stage: already counted
         root += counts.final_norm + (head if own_matrix else 0.0)
     body += root
     layer = counts.attention_per_layer / tp + counts.norms_per_layer + max(
         counts.dense_ffn_per_layer / tp if dense_layers else 0,
-        (counts.router_per_layer + shared / tp + counts.routed_experts * counts.expert_ffn / (layout.ep * tp))
+        (counts.router_per_layer + shared + counts.routed_experts * counts.expert_ffn / layout.ep)
         if moe_layers else 0)
     return StageParams(dense=body, experts=experts, layer=layer, root=root, head=head)
 
@@ -316,8 +320,8 @@ def layer_backward_memory(model: ModelSpec, layout: Layout, seq_len: int) -> flo
 
 
 def logits_memory(model: ModelSpec, layout: Layout, seq_len: int) -> float:
-    """The loss's working set on the last stage, whole-vocabulary as specc's runtime gathers the
-    logits under tensor parallelism (/tp only for a vocab-parallel loss, `Layout.loss_parallel`).
+    """The loss's working set on the last stage, vocab-parallel /tp (Megatron; torchtitan's and specc's
+    `loss_parallel`); a tied head is replicated over tp in specc's runtime, so its logits are whole.
     specc's loop computes `cross_entropy(logits.float())`, so during the loss's
     backward the 16-bit logits 2sbV, their fp32 copy 4sbV, the fp32 log-softmax kept for backward
     4sbV and one fp32 gradient 4sbV are alive at once: 14 B per logit, FSDPMemTracker's peaks on
@@ -325,7 +329,8 @@ def logits_memory(model: ModelSpec, layout: Layout, seq_len: int) -> float:
     Megatron's estimate 4sbh(1 + V/h) keeps one fp32 copy (formulas.md section 4)."""
     s = seq_len / layout.cp
     per_element = 12.0 if layout.precision == "fp32" else 14.0
-    return per_element * s * layout.micro_batch * model.vocab_size / (layout.tp if layout.loss_parallel else 1)
+    vocab_shards = 1 if model.tie_embeddings else layout.tp
+    return per_element * s * layout.micro_batch * model.vocab_size / vocab_shards
 
 
 def _compute_bytes(layout: Layout) -> float:

@@ -135,7 +135,14 @@ def autocast_context(parallel: ParallelSpec, rt: Runtime):
 
 
 def cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean next-token loss in fp32; vocab-sharded DTensor logits need `vocab_parallel_loss`."""
     return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
+
+
+def plain(loss: torch.Tensor) -> torch.Tensor:
+    """A detached local tensor of a loss (loss_parallel returns a replicated DTensor)."""
+    loss = loss.detach()
+    return loss.full_tensor() if isinstance(loss, DTensor) else loss
 
 
 def grad_norm_and_clip(parts: list[nn.Module], max_norm: float, rt: Runtime) -> float:
@@ -214,10 +221,14 @@ class StepFunctions:
                 model.set_requires_gradient_sync(self.settings.parallel.grad_sync == "every" or j == accum - 1)
             with autocast_context(self.settings.parallel, self.rt):
                 logits = model(inputs[j * micro:(j + 1) * micro])
-            loss = cross_entropy(logits, targets[j * micro:(j + 1) * micro])
-            (loss / accum).backward()
-            total += loss.detach()
+            with self.loss_context():
+                loss = cross_entropy(logits, targets[j * micro:(j + 1) * micro])
+                (loss / accum).backward()
+            total += plain(loss)
         return total / accum
+
+    def loss_context(self):
+        return par.vocab_parallel_loss(self.settings.model, self.rt.dims.tp)
 
     @torch.no_grad()
     def eval_loss(self, batch: torch.Tensor) -> torch.Tensor:
@@ -229,7 +240,8 @@ class StepFunctions:
         for j in range(0, inputs.shape[0], micro):
             with autocast_context(self.settings.parallel, self.rt):
                 logits = model(inputs[j:j + micro])
-            losses.append(cross_entropy(logits, targets[j:j + micro]))
+            with self.loss_context():
+                losses.append(plain(cross_entropy(logits, targets[j:j + micro])))
         return torch.stack(losses).mean()
 
     def _pipeline(self, inputs: torch.Tensor, targets: torch.Tensor, train: bool) -> torch.Tensor:
@@ -237,9 +249,10 @@ class StepFunctions:
         losses: list[torch.Tensor] = []
         args = (inputs,) if has_first else ()
         kwargs = {"target": targets, "losses": losses} if has_last else {}
-        (self.schedule.step if train else self.schedule.eval)(*args, **kwargs)
+        with self.loss_context():  # the schedule computes the loss and runs backward inside
+            (self.schedule.step if train else self.schedule.eval)(*args, **kwargs)
         if has_last:
-            return torch.stack([loss.detach() for loss in losses]).mean()
+            return torch.stack([plain(loss) for loss in losses]).mean()
         return torch.zeros((), device=self.rt.device)
 
 

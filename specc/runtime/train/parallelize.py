@@ -17,6 +17,7 @@ backward (ZeRO-2 memory, DDP-like traffic).
 from __future__ import annotations
 
 import copy
+from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import partial
 
@@ -153,7 +154,8 @@ def apply_tp(model: Transformer, tp_mesh: DeviceMesh, sequence_parallel: bool) -
     """Megatron column/row sharding of attention and dense FFNs; norms sequence-sharded with SP.
 
     The embedding and head are vocab-sharded unless tied (then replicated over tp, since two
-    parallel styles cannot share one parameter). MoE FFNs are replicated over tp.
+    parallel styles cannot share one parameter); a vocab-sharded head leaves its logits sharded for
+    `loss_parallel` (see `vocab_parallel_loss`). MoE FFNs are replicated over tp.
     """
     spec, tp = model.spec, tp_mesh.size()
     if spec.num_heads % tp or spec.kv_heads % tp:
@@ -174,8 +176,10 @@ def apply_tp(model: Transformer, tp_mesh: DeviceMesh, sequence_parallel: bool) -
         parallelize_module(model.norm, tp_mesh, SequenceParallel())
     if model.output is not None:
         if not tied:
+            # Logits stay vocab-sharded (a DTensor): the loss runs under `loss_parallel`, so no rank
+            # ever holds the whole vocabulary's logits (Megatron's vocab-parallel cross-entropy).
             parallelize_module(model.output, tp_mesh, ColwiseParallel(
-                input_layouts=activation_layout, output_layouts=Replicate(), use_local_output=True))
+                input_layouts=activation_layout, output_layouts=Shard(-1), use_local_output=False))
         elif sequence_parallel:
             parallelize_module(model.output, tp_mesh, PrepareModuleInput(
                 input_layouts=Shard(1), desired_input_layouts=Replicate(), use_local_output=True))
@@ -205,6 +209,16 @@ def apply_tp(model: Transformer, tp_mesh: DeviceMesh, sequence_parallel: bool) -
                 plan["feed_forward.w3"] = ColwiseParallel()
         parallelize_module(block, tp_mesh, plan)
         block.attention.head_offset = tp_rank * (spec.num_heads // tp)
+
+
+def vocab_parallel_loss(model: ModelSpec, tp: int):
+    """The context the loss and its backward run in: torch's `loss_parallel` when the head's logits
+    are vocab-sharded DTensors (tp > 1, untied), else nothing."""
+    if tp > 1 and not model.tie_embeddings:
+        from torch.distributed.tensor.parallel import loss_parallel
+
+        return loss_parallel()
+    return nullcontext()
 
 
 # ---------------------------------------------------------------- context parallel
