@@ -319,7 +319,13 @@ def layer_backward_memory(model: ModelSpec, layout: Layout, seq_len: int) -> flo
     return worst
 
 
-def logits_memory(model: ModelSpec, layout: Layout, seq_len: int) -> float:
+XLA_LOGIT_BYTES = 8.0
+"""Bytes per logit XLA keeps at the loss (TPU): the 16-bit logits, the fp32 log-softmax and the 16-bit
+gradient; the fp32 copy and fp32 gradient of the eager path fuse away. Reasoned from the fusion, then
+checked against libtpu's compiled peaks (benchmarks/tpu_memory_truth.py --stored)."""
+
+
+def logits_memory(model: ModelSpec, layout: Layout, seq_len: int, xla: bool = False) -> float:
     """The loss's working set on the last stage, vocab-parallel /tp (Megatron; torchtitan's and specc's
     `loss_parallel`); a tied head is replicated over tp in specc's runtime, so its logits are whole.
     specc's loop computes `cross_entropy(logits.float())`, so during the loss's
@@ -328,7 +334,7 @@ def logits_memory(model: ModelSpec, layout: Layout, seq_len: int) -> float:
     specc's model within 2% (benchmarks/plan_vs_tracker.py). fp32 training has no copy: 12 B.
     Megatron's estimate 4sbh(1 + V/h) keeps one fp32 copy (formulas.md section 4)."""
     s = seq_len / layout.cp
-    per_element = 12.0 if layout.precision == "fp32" else 14.0
+    per_element = 12.0 if layout.precision == "fp32" else (XLA_LOGIT_BYTES if xla else 14.0)
     vocab_shards = 1 if model.tie_embeddings else layout.tp
     return per_element * s * layout.micro_batch * model.vocab_size / vocab_shards
 
@@ -385,7 +391,8 @@ def stage_memory(model: ModelSpec, counts: ParameterCount, layout: Layout, hardw
     live_grads = grads if _grads_alive_at_loss(layout) else 0.0
     phases = {
         "loss": dict(grads=live_grads, activations=stored,
-                     logits=logits_memory(model, layout, seq_len) if stage in ("last", "only") else 0.0,
+                     logits=(logits_memory(model, layout, seq_len, hardware.is_tpu)
+                             if stage in ("last", "only") else 0.0),
                      fsdp_buffers=persistent),
         "backward": dict(grads=live_grads, activations=stored + layer_backward_memory(model, layout, seq_len),
                          logits=0.0, fsdp_buffers=persistent + backward_fsdp_memory(params, layout)),
