@@ -42,7 +42,10 @@ def _memory_bar(memory: dict, capacity: float) -> Text:
 def _memory_table(plan: Plan) -> Table:
     data = plan.memory.model_dump()
     capacity = plan.hardware.memory_gib
-    table = Table(title=f"Memory per device ({data.get('stage', 'only')} stage) vs {capacity:.1f} GiB", show_header=True)
+    moment = {"loss": "at the loss", "backward": "in backward", "optimizer": "at the optimizer step"}.get(
+        data.get("peak_phase", ""), "at its peak")
+    table = Table(title=f"Memory per device ({data.get('stage', 'only')} stage, {moment}) vs {capacity:.1f} GiB",
+                  show_header=True)
     table.add_column("component")
     table.add_column("GiB", justify="right")
     table.add_column("share")
@@ -100,7 +103,7 @@ def render(plan: Plan, console: Console | None = None) -> None:
                           f"tokens, predicted loss {scaling['predicted_loss']:.3f} ({scaling['fit']})")
     bars = data["error_bars"]
     error = Text(f"error bars: throughput ±{bars['throughput_median_abs_pct']}% median (p90 "
-                 f"{bars['throughput_p90_abs_pct']}%) vs held-out published runs; memory ±{bars['memory_median_abs_pct']}% "
+                 f"{bars['throughput_p90_abs_pct']}%) vs published runs, each source held out; memory ±{bars['memory_median_abs_pct']}% "
                  f"median vs torch's memory tracker, ±{bars['memory_published_median_abs_pct']}% vs published peaks",
                  style="dim")
     parts = [header, layout, _memory_table(plan), _time_table(plan), scale, error]
