@@ -58,7 +58,8 @@ def evaluate(work: Workload, layout: Layout, hardware: Hardware | None = None) -
     """Predict memory and step time of `layout` for `work`."""
     hardware = hardware or work.hardware(layout.precision)
     memory = device_memory(work.model, work.counts, layout, hardware, work.seq_len)
-    hw_flops = hardware_flops_per_token(work.flops, layout.recompute, layout.selective_policy)
+    hw_flops = hardware_flops_per_token(work.flops, layout.recompute, layout.selective_policy,
+                                        work.model.attention == "eager")
     time = step_time(work.model, work.counts, work.flops, hw_flops, layout, hardware, work.seq_len,
                      work.tokens_per_step)
     return Estimate(layout=layout, memory=memory, time=time)

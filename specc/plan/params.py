@@ -180,20 +180,25 @@ def _alternate_recompute_flops(model: ModelSpec) -> float:
     return 2.0 * model.num_layers * per_layer
 
 
-def hardware_flops_per_token(flops: FlopsPerToken, recompute: str, selective_policy: str = "matmuls") -> float:
+def hardware_flops_per_token(flops: FlopsPerToken, recompute: str, selective_policy: str = "matmuls",
+                             eager_attention: bool = True) -> float:
     """FLOPs the device really executes: model FLOPs + recomputation.
 
     full: one extra forward of every block = +1/3 of the blocks' matmuls and attention (HFU ~ 4/3
     MFU; SC21's 96·B·s·L·h²(1 + s/6h + V/16Lh) = 4/3 of 72·B·s·L·h²(1 + s/6h) + the head's 6·V·h,
     formulas.md section 2); selective: only the attention core's forward is recomputed (Korthikanti
-    et al. 2022, section 5: 1T model MFU 56.3% vs HFU 57.0%), or with `alternate_matmuls` half the
-    block's matmuls (see `FlopsPerToken.alternate_recompute`). The output head is never recomputed.
+    et al. 2022, section 5: 1T model MFU 56.3% vs HFU 57.0%) with eager attention, nothing but
+    pointwise ops with flash/sdpa (specc's policy keeps their output), or with `alternate_matmuls`
+    half the block's matmuls (see `FlopsPerToken.alternate_recompute`). The output head is never
+    recomputed.
     """
     if recompute == "full":
         return flops.model + (flops.matmul - flops.head + flops.attention) / 3.0
     if recompute == "selective" and selective_policy == "alternate_matmuls":
         # torchtitan's policy keeps the attention output but recomputes wk, wo and w3 (or w2).
         return flops.model + flops.alternate_recompute
-    if recompute == "selective":
+    if recompute == "selective" and eager_attention:
         return flops.model + flops.attention / 3.0
+    if recompute == "selective":  # flash/sdpa output kept: only pointwise ops are recomputed
+        return flops.model
     return flops.model
