@@ -7,9 +7,9 @@ import pytest
 
 from specc.catalog import load_catalog
 from specc.plan.layout import Layout, hardware_for
-from specc.plan.memory import (GIB, activation_memory, device_memory, in_flight_micro_batches, model_state_memory,
-                               stage_params)
-from specc.plan.params import count_parameters
+from specc.plan.memory import (GIB, activation_bytes_per_layer, activation_memory, device_memory,
+                               in_flight_micro_batches, logits_memory, model_state_memory, stage_params)
+from specc.plan.params import count_parameters, flops_per_token, hardware_flops_per_token
 from specc.plan.serving import estimate_target, kv_cache_bytes
 from specc.spec.deploy import DeployTarget
 from specc.spec.model import ModelSpec
@@ -117,3 +117,52 @@ def test_serving_memory():
     assert nf4.weights < bf16.weights / 2.5
     big = estimate_target(model, DeployTarget(name="c", accelerator="a100-40gb", max_batch=64, max_context=8192))
     assert not big.fits
+
+
+def _llama8b():
+    return ModelSpec(num_layers=32, hidden_size=4096, num_heads=32, num_kv_heads=8, ffn_hidden_size=14336,
+                     vocab_size=128256, max_seq_len=8192)
+
+
+def test_peak_is_the_largest_moment_not_the_sum():
+    """FSDP without accumulation: gradients are freed by zero_grad, so at the loss (the usual peak)
+    they are absent; the loss's working set and backward's gathered buffers never coexist."""
+    model, hardware = _llama8b(), hardware_for(load_catalog()["h100-sxm"], 8, 8, "bf16")
+    counts = count_parameters(model)
+    memory = device_memory(model, counts, Layout(dp=8, fsdp=True, micro_batch=1), hardware, 8192)
+    assert memory.phase == "loss" and memory.grads == 0 and memory.fsdp_buffers == 0
+    assert memory.logits == pytest.approx(14 * 8192 * 128256)
+    # with accumulation the sharded gradients live across micro-batches
+    accumulating = device_memory(model, counts, Layout(dp=8, fsdp=True, micro_batch=1, grad_accum=4), hardware, 8192)
+    assert accumulating.grads == pytest.approx(4 * counts.total / 8)
+    # a huge vocabulary's loss dominates; a tiny one leaves backward (gathered layers) as the peak
+    small_vocab = ModelSpec(num_layers=32, hidden_size=4096, num_heads=32, num_kv_heads=8, ffn_hidden_size=14336,
+                            vocab_size=256, max_seq_len=8192)
+    backward = device_memory(small_vocab, count_parameters(small_vocab), Layout(dp=8, fsdp=True, micro_batch=1),
+                             hardware, 8192)
+    assert backward.phase == "backward" and backward.fsdp_buffers > 0 and backward.logits == 0
+    parts = backward.contract()["breakdown_gib"]
+    assert sum(parts.values()) == pytest.approx(backward.total_gib, abs=1e-3)
+
+
+def test_vocab_parallel_logits_unless_tied():
+    model = _llama8b()
+    tied = ModelSpec(**{**model.model_dump(), "tie_embeddings": True})
+    layout = Layout(dp=1, tp=8, sp=True)
+    assert logits_memory(model, layout, 8192) == pytest.approx(14 * 8192 * 128256 / 8)
+    assert logits_memory(tied, layout, 8192) == pytest.approx(14 * 8192 * 128256)  # specc replicates a tied head
+
+
+def test_alternate_matmuls_policy_keeps_less_and_recomputes_half_the_matmuls():
+    model = _llama8b()
+    none, matmuls, alternate = (activation_bytes_per_layer(model, Layout(dp=8, recompute=r, selective_policy=p), 8192, False)
+                                for r, p in (("none", "matmuls"), ("selective", "matmuls"),
+                                             ("selective", "alternate_matmuls")))
+    assert alternate < matmuls < none
+    # block input + wq + wv + attention output + w1 + w2 outputs (16-bit) and the fp32 log-sum-exp
+    s, h, d = 8192, 4096, 128
+    assert alternate == pytest.approx(2 * s * (h + 32 * d + 8 * d + 32 * d + 14336 + h) + 4 * 32 * s)
+    flops = flops_per_token(model, 8192)
+    extra = hardware_flops_per_token(flops, "selective", "alternate_matmuls", eager_attention=False) - flops.model
+    assert extra == pytest.approx(2 * 32 * (h * 8 * d + 32 * d * h + h * 14336))
+    assert hardware_flops_per_token(flops, "selective", "matmuls", eager_attention=False) == flops.model
