@@ -1,9 +1,10 @@
 """Planner memory vs torch's FSDPMemTracker on fake tensors, using specc's own runtime model.
 
-For each config (sizes, batch, recompute policies, norms, attention, FSDP sizes 2-64), specc's
-`Transformer` is built, wrapped with the runtime's own `apply_ac` and `apply_fsdp` (FSDP2, bf16
-params, fp32 reduce) over a fake process group of `world` ranks, and trained for two steps under
-FakeTensorMode inside FSDPMemTracker (AdamW with foreach=False, as ../shared/notes/torch-on-cpu.md
+For each config (sizes, batch, recompute policies, norms, attention, FSDP sizes 2-64, tensor
+parallelism 2-4 with and without sequence parallelism), specc's `Transformer` is built, wrapped with
+the runtime's own `apply_tp`, `apply_ac` and `apply_fsdp` (FSDP2, bf16 params, fp32 reduce) over a
+fake process group, and trained for two steps (on fake tensors; TP configs on real tensors, see
+`trace`) inside FSDPMemTracker (AdamW with foreach=False, as ../shared/notes/torch-on-cpu.md
 advises). The tracker's peak of the
 second step is compared with the planner's allocated memory (its total without the CUDA-context
 reserve and fragmentation allowance), component by component:
@@ -23,6 +24,7 @@ import json
 import statistics
 import sys
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -40,15 +42,17 @@ from specc.plan.layout import Layout, hardware_for  # noqa: E402
 from specc.plan.memory import activation_bytes_per_layer, stage_memory  # noqa: E402
 from specc.plan.params import count_parameters  # noqa: E402
 from specc.runtime.train.model import Transformer  # noqa: E402
-from specc.runtime.train.parallelize import apply_ac, apply_fsdp  # noqa: E402
+from specc.runtime.train.loop import cross_entropy  # noqa: E402
+from specc.runtime.train.parallelize import apply_ac, apply_fsdp, apply_tp, vocab_parallel_loss  # noqa: E402
 from specc.spec.model import ModelSpec  # noqa: E402
 
 WORLD = 8
 """FSDP size of every config that names none."""
 MiB = 2**20
 
-# (name, model kwargs, micro_batch, seq_len, recompute[, FSDP size]): sizes, batch, recompute, norms,
-# attention, FSDP sizes; MoE-free. Recompute "selective-alternate" is `selective` with
+# (name, model kwargs, micro_batch, seq_len, recompute[, mesh]): sizes, batch, recompute, norms,
+# attention, FSDP sizes, tensor and sequence parallelism; MoE-free. The mesh is {"dp": FSDP size,
+# "tp": tensor-parallel size, "sp": sequence parallelism}, default FSDP over WORLD ranks. Recompute "selective-alternate" is `selective` with
 # `selective_policy: alternate_matmuls` (torchtitan's op-level policy).
 BASE = dict(hidden_size=1024, num_heads=16, num_kv_heads=4, ffn_hidden_size=2816, vocab_size=32000, max_seq_len=2048)
 CONFIGS = [
@@ -76,26 +80,47 @@ CONFIGS = [
     ("base-alternate", {}, 2, 1024, "selective-alternate"),
     ("gelu-alternate", {"activation": "gelu"}, 2, 1024, "selective-alternate"),
     ("wide-alternate", {"hidden_size": 2048, "num_heads": 16, "ffn_hidden_size": 5632}, 2, 1024, "selective-alternate"),
-    ("fsdp2", {}, 2, 1024, "none", 2),
-    ("fsdp32", {}, 2, 1024, "none", 32),
-    ("wide-fsdp2", {"hidden_size": 2048, "num_heads": 16, "ffn_hidden_size": 5632}, 1, 1024, "none", 2),
-    ("wide-selective-fsdp64", {"hidden_size": 2048, "num_heads": 16, "ffn_hidden_size": 5632}, 2, 1024, "selective", 64),
+    ("fsdp2", {}, 2, 1024, "none", {"dp": 2}),
+    ("fsdp32", {}, 2, 1024, "none", {"dp": 32}),
+    ("wide-fsdp2", {"hidden_size": 2048, "num_heads": 16, "ffn_hidden_size": 5632}, 1, 1024, "none", {"dp": 2}),
+    ("wide-selective-fsdp64", {"hidden_size": 2048, "num_heads": 16, "ffn_hidden_size": 5632}, 2, 1024, "selective",
+     {"dp": 64}),
+    ("tp2", {}, 2, 1024, "none", {"dp": 4, "tp": 2}),
+    ("tp4-sp", {}, 2, 1024, "none", {"dp": 2, "tp": 4, "sp": True}),
+    ("tp2-sp-selective", {}, 2, 1024, "selective", {"dp": 4, "tp": 2, "sp": True}),
+    ("tp2-sp-full", {}, 2, 1024, "full", {"dp": 4, "tp": 2, "sp": True}),
+    ("tp2-sp-tied", {"tie_embeddings": True}, 2, 1024, "none", {"dp": 4, "tp": 2, "sp": True}),
 ]
 
 
-def trace(spec: ModelSpec, micro_batch: int, seq_len: int, recompute: str, mesh) -> dict:
+def trace(spec: ModelSpec, micro_batch: int, seq_len: int, recompute: str, meshes: dict, sp: bool) -> dict:
     """Snapshots of the second step: the peak, and the moment before backward starts."""
-    with FakeTensorMode():
-        model = Transformer(spec)
+    tp = meshes["tp"].size() if "tp" in meshes else 1
+    if tp > 1:
+        # TP + FSDP must be applied outside fake mode (FSDP indexes the real 2-D mesh), on the meta
+        # device. They are then traced with real tensors (this rank's shards only, the fake group's
+        # collectives move no data): under fake tensors torch's loss_parallel backward reports 8 B per
+        # *full-vocabulary* logit of temporaries whatever tp is, while real tensors show 12 B per local one.
+        with torch.device("meta"):
+            model = Transformer(spec)
+        apply_tp(model, meshes["tp"], sp)
         apply_ac(model, *recompute_and_policy(recompute))
-        apply_fsdp(model, mesh, True, torch.bfloat16)
+        apply_fsdp(model, meshes["dp"], True, torch.bfloat16)
+    with FakeTensorMode() if tp == 1 else nullcontext():
+        if tp > 1:
+            model.to_empty(device="cpu")
+        else:
+            model = Transformer(spec)
+            apply_ac(model, *recompute_and_policy(recompute))
+            apply_fsdp(model, meshes["dp"], True, torch.bfloat16)
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, foreach=False, fused=False)
         tracker = FSDPMemTracker(model, optimizer)
         with tracker:
             for step in range(2):
                 tokens = torch.randint(0, spec.vocab_size, (micro_batch, seq_len))
                 logits = model(tokens)
-                F.cross_entropy(logits.flatten(0, 1).float(), tokens.flatten()).backward()
+                with vocab_parallel_loss(spec, tp):  # the runtime's loss, vocab-parallel under TP
+                    cross_entropy(logits, tokens).backward()
                 optimizer.step()
                 optimizer.zero_grad()
                 if step == 0:
@@ -110,22 +135,24 @@ def recompute_and_policy(recompute: str) -> tuple[str, str]:
     return ("selective", "alternate_matmuls") if recompute == "selective-alternate" else (recompute, "matmuls")
 
 
-def world_of(config) -> int:
-    return config[5] if len(config) > 5 else WORLD
+def mesh_of(config) -> tuple[int, int, bool]:
+    """(FSDP size, tp, sp) of a config."""
+    mesh = config[5] if len(config) > 5 else {}
+    return mesh.get("dp", WORLD), mesh.get("tp", 1), mesh.get("sp", False)
 
 
-def compare(config, mesh) -> dict:
+def compare(config, meshes) -> dict:
     label, overrides, micro_batch, seq_len, recompute = config[:5]
-    world = world_of(config)
+    dp, tp, sp = mesh_of(config)
     results = {}
     for layers in (2, 4):
         spec = ModelSpec(num_layers=layers, **{**BASE, **overrides})
-        results[layers] = (spec, trace(spec, micro_batch, seq_len, recompute, mesh))
+        results[layers] = (spec, trace(spec, micro_batch, seq_len, recompute, meshes, sp))
     spec, traced = results[4]
     recompute, policy = recompute_and_policy(recompute)
-    layout = Layout(dp=world, fsdp=True, micro_batch=micro_batch, grad_accum=1, recompute=recompute,
+    layout = Layout(dp=dp, tp=tp, sp=sp, fsdp=True, micro_batch=micro_batch, grad_accum=1, recompute=recompute,
                     selective_policy=policy)
-    hardware = hardware_for(load_catalog()["h100-sxm"], world, 8, "bf16")
+    hardware = hardware_for(load_catalog()["h100-sxm"], dp * tp, 8, "bf16")
     planned = stage_memory(spec, count_parameters(spec), layout, hardware, seq_len, "only")
     peak = traced["peak"]
     # Sharded gradients are freed by zero_grad(set_to_none) and only partly alive at the peak: compare
@@ -134,7 +161,8 @@ def compare(config, mesh) -> dict:
     planner_states = planned.params + planned.optimizer
     per_layer_tracker = (traced["before_backward"]["ACT"] - results[2][1]["before_backward"]["ACT"]) / 2
     if recompute == "full":
-        per_layer_planner = 2 * micro_batch * seq_len * spec.hidden_size  # the checkpointed layer input
+        # the checkpointed layer input (sequence-sharded under SP)
+        per_layer_planner = 2 * micro_batch * seq_len * spec.hidden_size / (tp if sp else 1)
     else:
         per_layer_planner = activation_bytes_per_layer(spec, layout, seq_len, False)
     allocated = planned.total - planned.reserve
@@ -150,17 +178,21 @@ def main() -> None:
     start = time.perf_counter()
     chosen = [c for c in CONFIGS if not args.only or c[0] in args.only]
     rows = []
-    for world in sorted({world_of(c) for c in chosen}):
-        dist.init_process_group("fake", rank=0, world_size=world, store=FakeStore())
-        mesh = init_device_mesh("cpu", (world,))
-        rows += [compare(config, mesh) for config in chosen if world_of(config) == world]
+    for dp, tp in sorted({mesh_of(c)[:2] for c in chosen}):
+        dist.init_process_group("fake", rank=0, world_size=dp * tp, store=FakeStore())
+        if tp > 1:
+            mesh = init_device_mesh("cpu", (dp, tp), mesh_dim_names=("dp", "tp"))
+            meshes = {"dp": mesh["dp"], "tp": mesh["tp"]}
+        else:
+            meshes = {"dp": init_device_mesh("cpu", (dp,))}
+        rows += [compare(config, meshes) for config in chosen if mesh_of(config)[:2] == (dp, tp)]
         dist.destroy_process_group()
     rows.sort(key=lambda row: [c[0] for c in chosen].index(row["config"]))
     if args.json:
         print(json.dumps(rows))
         return
-    print(f"{len(rows)} configs, FSDP sizes {sorted({world_of(c) for c in chosen})}, traced in "
-          f"{time.perf_counter() - start:.0f} s\n")
+    meshes = sorted({f"fsdp{dp}" + (f"xtp{tp}" if tp > 1 else "") for dp, tp, _ in map(mesh_of, chosen)})
+    print(f"{len(rows)} configs, meshes {', '.join(meshes)}, traced in {time.perf_counter() - start:.0f} s\n")
     print(f"{'config':20} {'states MiB (plan/trk)':>24} {'act/layer MiB (plan/trk)':>26} {'peak MiB (plan/trk)':>22}")
     errors = {"states": [], "activations": [], "peak": []}
     for row in rows:

@@ -184,12 +184,18 @@ def model_state_memory(params: StageParams, layout: Layout) -> tuple[float, floa
     return weights, grads, optimizer
 
 
-def activation_bytes_per_layer(model: ModelSpec, layout: Layout, seq_len: int, moe_layer: bool) -> float:
+def activation_bytes_per_layer(model: ModelSpec, layout: Layout, seq_len: int, moe_layer: bool,
+                               sp_keeps_gathered: bool = True) -> float:
     """Activations one layer keeps for backward for one micro-batch, 16-bit (Korthikanti et al. 2022,
     sec. 4.1 / Table 2), generalised to GQA, head_dim, SwiGLU and MoE.
 
     Outside the tensor-parallel region (divided by tp only with sequence parallelism): two norm inputs
     4sbh, attention input 2sbh, MLP input 2sbh, two residual dropout masks 2sbh (if dropout) = 10sbh.
+    Sequence parallelism as torch's DTensor runs it (specc's runtime, torchtitan) keeps the all-gathered
+    inputs of the column-parallel matmuls (attention and MLP input) and the row-parallel matmuls' partial
+    outputs before their reduce-scatter whole; Megatron re-gathers in backward and divides all of them
+    (`sp_keeps_gathered=False`, Korthikanti's accounting). Measured with FSDPMemTracker on specc's runtime
+    under tp 2-4 with and without SP (benchmarks/plan_vs_tracker.py `tp*` configs).
     Inside (divided by tp): Q, K, V and the output-projection input 2sb(2a + 2g)d; FFN 2sbf per stored
     tensor (gelu/relu: 2; SwiGLU in torch eager, as specc's runtime and torchtitan run it: gate, up,
     silu(gate) and their product = 4); attention scores 5as^2b with dropout (Korthikanti), 6as^2b
@@ -216,24 +222,26 @@ def activation_bytes_per_layer(model: ModelSpec, layout: Layout, seq_len: int, m
         dispatched = 2 * s * b * h * moe.top_k  # tokens permuted to their experts
     matmul_saving = layout.recompute == "selective" and model.attention != "eager"
     alternate = layout.recompute == "selective" and layout.selective_policy == "alternate_matmuls"
+    # `outside` is split into what sequence parallelism shards and what it keeps gathered (docstring).
     if alternate:
         # torchtitan's op-level policy keeps every other matmul output in forward order: wq (1st), wv (3rd),
         # w1 (5th) and, for SwiGLU, w2 (7th); wk, wo, w3 (or an ungated w2) are recomputed; plus the
         # block input and, with flash/sdpa, the attention output. Eager attention's batched matmuls are
         # not counted and are recomputed with the softmax. MoE expert FFNs are treated like w1 (approximate).
-        outside = 2 * s * b * h * (2 if model.activation == "swiglu" else 1)
+        sharded, gathered = 2 * s * b * h, (2 * s * b * h if model.activation == "swiglu" else 0.0)
         attention = 2 * s * b * d * (a + g) + (2 * s * b * d * a if model.attention != "eager" else 0.0)
         ffn = ffn_scale * 2 * s * b * width + dispatched
     elif matmul_saving:
         # Block input 2sbh; Q, K, V, attention output 2sbd(2a + 2g); o-proj and w2 outputs 4sbh;
         # FFN matmul outputs (w1, w3 for SwiGLU): 2sbf each. Norm outputs and activations recomputed.
-        outside = 6 * s * b * h
+        sharded, gathered = 2 * s * b * h, 4 * s * b * h
         attention = 2 * s * b * d * (2 * a + 2 * g)
         ffn = ffn_scale * 2 * s * b * width * (2 if model.activation == "swiglu" else 1) + dispatched
     else:
-        outside = s * b * h * (8 + (2 if dropout else 0))
+        # norm inputs (+ dropout masks) sharded; attention and MLP inputs gathered
+        sharded, gathered = s * b * h * (4 + (2 if dropout else 0)), 4 * s * b * h
         if model.norm == "rmsnorm" and layout.recompute == "none" and not layout.compile:
-            outside += 2 * RMSNORM_EAGER_BYTES * s * b * h
+            sharded += 2 * RMSNORM_EAGER_BYTES * s * b * h
         attention = 2 * s * b * d * (2 * a + 2 * g)
         stored_ffn = 4 if model.activation == "swiglu" else 2
         ffn = ffn_scale * 2 * s * b * width * stored_ffn + dispatched
@@ -245,8 +253,8 @@ def activation_bytes_per_layer(model: ModelSpec, layout: Layout, seq_len: int, m
         scores = 0.0  # eager core attention recomputed (selective): nothing kept
     inside = (attention + ffn + scores) / tp
     if layout.sequence_parallel:
-        outside /= tp
-    return outside + inside
+        return sharded / tp + (gathered if sp_keeps_gathered else gathered / tp) + inside
+    return sharded + gathered + inside
 
 
 def _layer_input_bytes(model: ModelSpec, layout: Layout, seq_len: int) -> float:
@@ -325,6 +333,12 @@ gradient; the fp32 copy and fp32 gradient of the eager path fuse away. Reasoned 
 checked against libtpu's compiled peaks (benchmarks/tpu_memory_truth.py --stored)."""
 
 
+LOSS_PARALLEL_LOGIT_BYTES = 18.0
+"""Bytes per local logit under torch's `loss_parallel` (tensor parallelism, untied head): the 16-bit
+logits and their fp32 copy kept (6), and in backward its three fp32 temporaries (zeros, exp, their
+sum: 12), measured with MemTracker on real tensors at tp 1, 2 and 4 (fake tensors over-count them)."""
+
+
 def logits_memory(model: ModelSpec, layout: Layout, seq_len: int, xla: bool = False) -> float:
     """The loss's working set on the last stage, vocab-parallel /tp (Megatron; torchtitan's and specc's
     `loss_parallel`); a tied head is replicated over tp in specc's runtime, so its logits are whole.
@@ -334,8 +348,13 @@ def logits_memory(model: ModelSpec, layout: Layout, seq_len: int, xla: bool = Fa
     specc's model within 2% (benchmarks/plan_vs_tracker.py). fp32 training has no copy: 12 B.
     Megatron's estimate 4sbh(1 + V/h) keeps one fp32 copy (formulas.md section 4)."""
     s = seq_len / layout.cp
-    per_element = 12.0 if layout.precision == "fp32" else (XLA_LOGIT_BYTES if xla else 14.0)
     vocab_shards = 1 if model.tie_embeddings else layout.tp
+    if xla:
+        per_element = XLA_LOGIT_BYTES
+    elif vocab_shards > 1:
+        per_element = LOSS_PARALLEL_LOGIT_BYTES
+    else:
+        per_element = 12.0 if layout.precision == "fp32" else 14.0
     return per_element * s * layout.micro_batch * model.vocab_size / vocab_shards
 
 
