@@ -35,6 +35,7 @@ import torch.nn.functional as F  # noqa: E402
 from torch._subclasses.fake_tensor import FakeTensorMode  # noqa: E402
 from torch.distributed._tools.fsdp2_mem_tracker import FSDPMemTracker, _FSDPModState  # noqa: E402
 from torch.distributed.device_mesh import init_device_mesh  # noqa: E402
+from torch.distributed.tensor import DTensor  # noqa: E402
 from torch.testing._internal.distributed.fake_pg import FakeStore  # noqa: E402
 
 from specc.catalog import load_catalog  # noqa: E402
@@ -43,7 +44,8 @@ from specc.plan.memory import activation_bytes_per_layer, stage_memory  # noqa: 
 from specc.plan.params import count_parameters  # noqa: E402
 from specc.runtime.train.model import Transformer  # noqa: E402
 from specc.runtime.train.loop import cross_entropy  # noqa: E402
-from specc.runtime.train.parallelize import apply_ac, apply_fsdp, apply_tp, vocab_parallel_loss  # noqa: E402
+from specc.runtime.train.parallelize import (ParallelDims, apply_ac, apply_ep, apply_fsdp, apply_tp,  # noqa: E402
+                                             build_mesh, fsdp_mesh, vocab_parallel_loss)
 from specc.spec.model import ModelSpec  # noqa: E402
 
 WORLD = 8
@@ -85,6 +87,10 @@ CONFIGS = [
     ("wide-fsdp2", {"hidden_size": 2048, "num_heads": 16, "ffn_hidden_size": 5632}, 1, 1024, "none", {"dp": 2}),
     ("wide-selective-fsdp64", {"hidden_size": 2048, "num_heads": 16, "ffn_hidden_size": 5632}, 2, 1024, "selective",
      {"dp": 64}),
+    ("moe", {"moe": {"num_experts": 4, "top_k": 2, "expert_ffn_hidden_size": 1408}}, 2, 1024, "none"),
+    ("moe-selective", {"moe": {"num_experts": 4, "top_k": 2, "expert_ffn_hidden_size": 1408}}, 2, 1024, "selective"),
+    ("moe-ep2", {"moe": {"num_experts": 4, "top_k": 2, "expert_ffn_hidden_size": 1408}}, 2, 1024, "none",
+     {"dp": 8, "ep": 2}),
     ("tp2", {}, 2, 1024, "none", {"dp": 4, "tp": 2}),
     ("tp4-sp", {}, 2, 1024, "none", {"dp": 2, "tp": 4, "sp": True}),
     ("tp2-sp-selective", {}, 2, 1024, "selective", {"dp": 4, "tp": 2, "sp": True}),
@@ -96,19 +102,24 @@ CONFIGS = [
 def trace(spec: ModelSpec, micro_batch: int, seq_len: int, recompute: str, meshes: dict, sp: bool) -> dict:
     """Snapshots of the second step: the peak, and the moment before backward starts."""
     tp = meshes["tp"].size() if "tp" in meshes else 1
-    if tp > 1:
-        # TP + FSDP must be applied outside fake mode (FSDP indexes the real 2-D mesh), on the meta
-        # device. They are then traced with real tensors (this rank's shards only, the fake group's
-        # collectives move no data): under fake tensors torch's loss_parallel backward reports 8 B per
-        # *full-vocabulary* logit of temporaries whatever tp is, while real tensors show 12 B per local one.
+    # Fake tensors cannot trace TP (FSDP indexes the real 2-D mesh; torch's loss_parallel backward then
+    # reports 8 B per *full-vocabulary* logit whatever tp is, real tensors 12 B per local one) nor MoE
+    # routing (data-dependent shapes): those run on real tensors, this rank's shards only (the fake
+    # group's collectives move no data), the model built on the meta device and materialised after
+    # parallelisation (../shared/notes/torch-on-cpu.md).
+    real = tp > 1 or spec.moe is not None  # (expert parallelism implies MoE)
+    if real:
         with torch.device("meta"):
             model = Transformer(spec)
-        apply_tp(model, meshes["tp"], sp)
-        apply_ac(model, *recompute_and_policy(recompute))
-        apply_fsdp(model, meshes["dp"], True, torch.bfloat16)
-    with FakeTensorMode() if tp == 1 else nullcontext():
         if tp > 1:
-            model.to_empty(device="cpu")
+            apply_tp(model, meshes["tp"], sp)
+        if "ep" in meshes:
+            apply_ep(model, meshes["ep"])
+        apply_ac(model, *recompute_and_policy(recompute))
+        apply_fsdp(model, meshes["dp"], True, torch.bfloat16, expert_mesh=meshes.get("edp"))
+    with nullcontext() if real else FakeTensorMode():
+        if real:
+            materialise(model, spec)
         else:
             model = Transformer(spec)
             apply_ac(model, *recompute_and_policy(recompute))
@@ -131,27 +142,52 @@ def trace(spec: ModelSpec, micro_batch: int, seq_len: int, recompute: str, meshe
     return {"peak": {name(k): v for k, v in peak.items()}, "before_backward": {name(k): v for k, v in before_backward.items()}}
 
 
+@torch.no_grad()
+def materialise(model: Transformer, spec: ModelSpec) -> None:
+    """Meta-device model -> real CPU tensors: random weights (routing needs finite logits) and the
+    buffers (RoPE tables) of a freshly built model."""
+    buffers = dict(Transformer(spec).named_buffers())
+    model.to_empty(device="cpu")
+    for param in model.parameters():
+        (param.to_local() if isinstance(param, DTensor) else param).normal_(0.0, 0.02)
+    for name, buffer in model.named_buffers():
+        buffer.copy_(buffers[name])
+
+
 def recompute_and_policy(recompute: str) -> tuple[str, str]:
     return ("selective", "alternate_matmuls") if recompute == "selective-alternate" else (recompute, "matmuls")
 
 
-def mesh_of(config) -> tuple[int, int, bool]:
-    """(FSDP size, tp, sp) of a config."""
+def mesh_of(config) -> tuple[int, int, bool, int]:
+    """(FSDP size, tp, sp, ep) of a config."""
     mesh = config[5] if len(config) > 5 else {}
-    return mesh.get("dp", WORLD), mesh.get("tp", 1), mesh.get("sp", False)
+    return mesh.get("dp", WORLD), mesh.get("tp", 1), mesh.get("sp", False), mesh.get("ep", 1)
+
+
+def build_meshes(dp: int, tp: int, ep: int) -> dict:
+    """The meshes trace() needs: the runtime's own mesh builder when experts are sharded."""
+    if ep > 1:
+        dims = ParallelDims(pp=1, dp_replicate=1, dp_shard=dp, tp=tp, ep=ep, cp=1)
+        meshes = build_mesh(dims, "cpu")
+        return {"dp": fsdp_mesh(meshes, dims), "ep": meshes["ep"], "edp": meshes["edp"],
+                **({"tp": meshes["tp"]} if tp > 1 else {})}
+    if tp > 1:
+        mesh = init_device_mesh("cpu", (dp, tp), mesh_dim_names=("dp", "tp"))
+        return {"dp": mesh["dp"], "tp": mesh["tp"]}
+    return {"dp": init_device_mesh("cpu", (dp,))}
 
 
 def compare(config, meshes) -> dict:
     label, overrides, micro_batch, seq_len, recompute = config[:5]
-    dp, tp, sp = mesh_of(config)
+    dp, tp, sp, ep = mesh_of(config)
     results = {}
     for layers in (2, 4):
         spec = ModelSpec(num_layers=layers, **{**BASE, **overrides})
         results[layers] = (spec, trace(spec, micro_batch, seq_len, recompute, meshes, sp))
     spec, traced = results[4]
     recompute, policy = recompute_and_policy(recompute)
-    layout = Layout(dp=dp, tp=tp, sp=sp, fsdp=True, micro_batch=micro_batch, grad_accum=1, recompute=recompute,
-                    selective_policy=policy)
+    layout = Layout(dp=dp, tp=tp, sp=sp, ep=ep, fsdp=True, micro_batch=micro_batch, grad_accum=1,
+                    recompute=recompute, selective_policy=policy)
     hardware = hardware_for(load_catalog()["h100-sxm"], dp * tp, 8, "bf16")
     planned = stage_memory(spec, count_parameters(spec), layout, hardware, seq_len, "only")
     peak = traced["peak"]
@@ -164,7 +200,7 @@ def compare(config, meshes) -> dict:
         # the checkpointed layer input (sequence-sharded under SP)
         per_layer_planner = 2 * micro_batch * seq_len * spec.hidden_size / (tp if sp else 1)
     else:
-        per_layer_planner = activation_bytes_per_layer(spec, layout, seq_len, False)
+        per_layer_planner = activation_bytes_per_layer(spec, layout, seq_len, spec.moe is not None)
     allocated = planned.total - planned.reserve
     return {"config": label, "states": (planner_states, tracker_states), "activations": (per_layer_planner, per_layer_tracker),
             "peak": (allocated, peak["Total"])}
@@ -178,20 +214,19 @@ def main() -> None:
     start = time.perf_counter()
     chosen = [c for c in CONFIGS if not args.only or c[0] in args.only]
     rows = []
-    for dp, tp in sorted({mesh_of(c)[:2] for c in chosen}):
+    groups = sorted({(dp, tp, ep) for dp, tp, _, ep in map(mesh_of, chosen)})
+    for dp, tp, ep in groups:
         dist.init_process_group("fake", rank=0, world_size=dp * tp, store=FakeStore())
-        if tp > 1:
-            mesh = init_device_mesh("cpu", (dp, tp), mesh_dim_names=("dp", "tp"))
-            meshes = {"dp": mesh["dp"], "tp": mesh["tp"]}
-        else:
-            meshes = {"dp": init_device_mesh("cpu", (dp,))}
-        rows += [compare(config, meshes) for config in chosen if mesh_of(config)[:2] == (dp, tp)]
+        meshes = build_meshes(dp, tp, ep)
+        rows += [compare(config, meshes) for config in chosen
+                 if (mesh_of(config)[0], mesh_of(config)[1], mesh_of(config)[3]) == (dp, tp, ep)]
         dist.destroy_process_group()
     rows.sort(key=lambda row: [c[0] for c in chosen].index(row["config"]))
     if args.json:
         print(json.dumps(rows))
         return
-    meshes = sorted({f"fsdp{dp}" + (f"xtp{tp}" if tp > 1 else "") for dp, tp, _ in map(mesh_of, chosen)})
+    meshes = sorted({f"fsdp{dp}" + (f"xtp{tp}" if tp > 1 else "") + (f"/ep{ep}" if ep > 1 else "")
+                     for dp, tp, _, ep in map(mesh_of, chosen)})
     print(f"{len(rows)} configs, meshes {', '.join(meshes)}, traced in {time.perf_counter() - start:.0f} s\n")
     print(f"{'config':20} {'states MiB (plan/trk)':>24} {'act/layer MiB (plan/trk)':>26} {'peak MiB (plan/trk)':>22}")
     errors = {"states": [], "activations": [], "peak": []}

@@ -171,7 +171,9 @@ def state_bytes(layout: Layout) -> tuple[float, float, float]:
 def model_state_memory(params: StageParams, layout: Layout) -> tuple[float, float, float]:
     """(weights, grads, optimizer) bytes after ZeRO sharding (Rajbhandari et al. 2020, sec. 5):
     stage 1 shards the optimizer, 2 also gradients, 3/FSDP also weights, over dp x cp
-    (HSDP: within a replica group); experts over the expert-dp group (dp x cp / ep)."""
+    (HSDP: within a replica group); experts over the expert-dp group (dp x cp / ep: Megatron's
+    distributed optimizer; specc's runtime gives ep-sharded experts their own FSDP unit over those
+    ranks, `apply_expert_fsdp`)."""
     w, g, o = state_bytes(layout)
     stage = layout.sharded_states
     shard = layout.shard_degree
@@ -245,6 +247,11 @@ def activation_bytes_per_layer(model: ModelSpec, layout: Layout, seq_len: int, m
         attention = 2 * s * b * d * (2 * a + 2 * g)
         stored_ffn = 4 if model.activation == "swiglu" else 2
         ffn = ffn_scale * 2 * s * b * width * stored_ffn + dispatched
+        if moe_layer:
+            # specc's capacity-padded dispatch keeps the experts' input at capacity (top_k x capacity
+            # tokens, not top_k) and their outputs for the weighted combine (FSDPMemTracker, `moe` config)
+            padded = 2 * s * b * h * model.moe.top_k * model.moe.capacity_factor
+            ffn += 2 * padded - dispatched
     if model.attention != "eager":
         scores = 4 * a * s * b  # flash/sdpa: fp32 log-sum-exp per query and head
     elif layout.recompute == "none" and not alternate:

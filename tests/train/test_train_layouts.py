@@ -40,6 +40,8 @@ CASES = [
     ("cp_tp_alibi_window", tiny_model(position="alibi", sliding_window=8), fp32(cp=2, tp=2, sp=True)),
     ("cp4_learned_contiguous", tiny_model(position="learned"), fp32(cp=4, cp_load_balance=False)),
     ("moe_ep2", MOE, fp32(dp=4, ep=2, fsdp=True)),  # experts replicated over 2 edp groups
+    # 3 experts do not divide 4 FSDP ranks: expert weights shard on dim 1 instead of padding dim 0
+    ("moe_fsdp_uneven_experts", tiny_model(moe={"num_experts": 3, "top_k": 1}), fp32(dp=4, fsdp=True)),
     ("moe_ep2_tp2_sp", MOE, fp32(dp=2, ep=2, tp=2, sp=True, fsdp=True)),
     ("fsdp_bf16", tiny_model(), fp32(dp=4, fsdp=True, precision="bf16")),
 ]

@@ -123,7 +123,8 @@ def build_parts(settings: TrainSettings, rt: Runtime) -> tuple[list[nn.Module], 
             par.apply_compile(part)
         if dims.dp_cp > 1:
             reshard = (parallel.fsdp or parallel.zero_stage == 3) and dims.pp == 1
-            par.apply_fsdp(part, par.fsdp_mesh(rt.meshes, dims), reshard, par.param_dtype_for(parallel.precision))
+            par.apply_fsdp(part, par.fsdp_mesh(rt.meshes, dims), reshard, par.param_dtype_for(parallel.precision),
+                           expert_mesh=rt.meshes["edp"] if dims.ep > 1 else None)
     return [part for _, part in chunks], chunks
 
 

@@ -114,6 +114,8 @@ class MoE(nn.Module):
                                if moe.num_shared_experts else None)
         self.ep_group = None
         self.ep_size = 1
+        self.experts_sharded = False
+        """True once the ep-sharded experts have their own FSDP unit over the expert-dp ranks."""
         self.last_dropped_fraction = 0.0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -30,7 +30,7 @@ from torch.distributed.tensor.parallel import (ColwiseParallel, PrepareModuleInp
                                                RowwiseParallel, SequenceParallel, parallelize_module)
 
 from specc.runtime.train.model import ContextParallel, Transformer
-from specc.runtime.train.moe import MoE
+from specc.runtime.train.moe import GroupedExperts, MoE
 from specc.spec.model import ModelSpec
 from specc.spec.parallel import ParallelSpec
 
@@ -258,21 +258,30 @@ def apply_ep(model: Transformer, ep_mesh: DeviceMesh) -> None:
 
 
 def expert_parameters(model: nn.Module) -> list[nn.Parameter]:
-    """Expert weights that are sharded over `ep` (kept out of FSDP)."""
-    return [p for m in model.modules() if isinstance(m, MoE) and m.ep_size > 1 for p in m.experts.parameters()]
+    """Expert weights sharded over `ep` and kept out of the dense FSDP units: whole on every replica
+    when no expert-dp sharding applies (`sync_expert_grads` averages them); empty once
+    `apply_expert_fsdp` has given the experts their own FSDP unit."""
+    return [p for m in model.modules() if isinstance(m, MoE) and m.ep_size > 1 and not m.experts_sharded
+            for p in m.experts.parameters()]
 
 
 def sync_expert_grads(model_parts: list[nn.Module], edp_mesh: DeviceMesh | None, dp: int) -> None:
-    """Expert grads hold the sum of every rank's contribution routed to this shard: add the
-    other replicas (edp) and divide by dp x cp to match FSDP's averaged dense gradients."""
+    """Expert grads hold the sum of every rank's contribution routed to this shard; the dense
+    gradients are FSDP's average over dp x cp. Unsharded experts: add the other replicas (edp) and
+    divide by dp x cp. Experts with their own FSDP unit: FSDP already averaged them over edp, so
+    rescale by edp / (dp x cp) (a reduce-scatter divide factor would need PREMUL_SUM, which gloo lacks)."""
     for part in model_parts:
-        for param in expert_parameters(part):
-            if param.grad is None:
-                continue
-            local = param.grad.to_local() if isinstance(param.grad, DTensor) else param.grad
-            if edp_mesh is not None and edp_mesh.size() > 1:
-                dist.all_reduce(local, group=edp_mesh.get_group())
-            local.div_(dp)
+        for moe in [m for m in part.modules() if isinstance(m, MoE) and m.ep_size > 1]:
+            for param in moe.experts.parameters():
+                if param.grad is None:
+                    continue
+                local = param.grad.to_local() if isinstance(param.grad, DTensor) else param.grad
+                if moe.experts_sharded:
+                    local.mul_(edp_mesh.size() / dp)
+                    continue
+                if edp_mesh is not None and edp_mesh.size() > 1:
+                    dist.all_reduce(local, group=edp_mesh.get_group())
+                local.div_(dp)
 
 
 # ---------------------------------------------------------------- activation checkpointing, compile
@@ -339,17 +348,49 @@ def apply_compile(model: Transformer) -> None:
 # ---------------------------------------------------------------- FSDP2 / HSDP
 
 def apply_fsdp(model: Transformer, dp_mesh: DeviceMesh, reshard_after_forward: bool,
-               param_dtype: torch.dtype | None) -> None:
-    """fully_shard per block, then the root (embedding, final norm, head)."""
+               param_dtype: torch.dtype | None, expert_mesh: DeviceMesh | None = None) -> None:
+    """fully_shard per block, then the root (embedding, final norm, head); ep-sharded experts first
+    get their own FSDP unit over `expert_mesh` (the expert-dp ranks), as torchtitan does."""
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
     mp_policy = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32)
+    if expert_mesh is not None and expert_mesh.size() > 1:
+        apply_expert_fsdp(model, expert_mesh, reshard_after_forward, mp_policy)
     ignored = set(expert_parameters(model))
+    placement = _expert_shard_placement(model, dp_mesh.size(dp_mesh.ndim - 1))
     for block in model.layers.values():
         fully_shard(block, mesh=dp_mesh, reshard_after_forward=reshard_after_forward, mp_policy=mp_policy,
-                    ignored_params=ignored or None)
+                    ignored_params=ignored or None, shard_placement_fn=placement)
     fully_shard(model, mesh=dp_mesh, reshard_after_forward=reshard_after_forward, mp_policy=mp_policy,
-                ignored_params=ignored or None)
+                ignored_params=ignored or None, shard_placement_fn=placement)
+
+
+def apply_expert_fsdp(model: Transformer, edp_mesh: DeviceMesh, reshard_after_forward: bool, mp_policy) -> None:
+    """Shard each MoE's ep-sharded experts over the expert-dp ranks too (without it every replica
+    holds its ep shard whole: weights, gradients and AdamW state); `sync_expert_grads` rescales
+    their gradients to the dense ones' average."""
+    from torch.distributed.fsdp import fully_shard
+
+    for moe in [m for m in model.modules() if isinstance(m, MoE) and m.ep_size > 1]:
+        local_experts = moe.num_experts // moe.ep_size
+        uneven = local_experts % edp_mesh.size() != 0
+        fully_shard(moe.experts, mesh=edp_mesh, reshard_after_forward=reshard_after_forward, mp_policy=mp_policy,
+                    shard_placement_fn=(lambda param: Shard(1)) if uneven else None)
+        moe.experts_sharded = True
+
+
+def _expert_shard_placement(model: Transformer, shard_size: int):
+    """FSDP placement for stacked expert weights [experts, in, out]: FSDP2 shards dim 0 and pads it
+    when the experts do not divide the shard group (4 experts over 8 ranks: each rank holds a whole
+    expert, twice its share), so those shard on dim 1 instead (torchtitan does the same)."""
+    stacked = {id(p) for m in model.modules() if isinstance(m, GroupedExperts) for p in m.parameters()}
+
+    def placement(param: nn.Parameter) -> Shard | None:
+        if id(param) in stacked and param.shape[0] % shard_size:
+            return Shard(1)
+        return None  # FSDP's default, Shard(0)
+
+    return placement
 
 
 def fsdp_mesh(meshes: dict[str, DeviceMesh], dims: ParallelDims) -> DeviceMesh:
