@@ -91,6 +91,7 @@ CONFIGS = [
     ("moe-selective", {"moe": {"num_experts": 4, "top_k": 2, "expert_ffn_hidden_size": 1408}}, 2, 1024, "selective"),
     ("moe-ep2", {"moe": {"num_experts": 4, "top_k": 2, "expert_ffn_hidden_size": 1408}}, 2, 1024, "none",
      {"dp": 8, "ep": 2}),
+    ("zero2", {}, 2, 1024, "none", {"dp": 8, "zero": 2}),
     ("tp2", {}, 2, 1024, "none", {"dp": 4, "tp": 2}),
     ("tp4-sp", {}, 2, 1024, "none", {"dp": 2, "tp": 4, "sp": True}),
     ("tp2-sp-selective", {}, 2, 1024, "selective", {"dp": 4, "tp": 2, "sp": True}),
@@ -99,7 +100,8 @@ CONFIGS = [
 ]
 
 
-def trace(spec: ModelSpec, micro_batch: int, seq_len: int, recompute: str, meshes: dict, sp: bool) -> dict:
+def trace(spec: ModelSpec, micro_batch: int, seq_len: int, recompute: str, meshes: dict, sp: bool,
+          reshard: bool = True) -> dict:
     """Snapshots of the second step: the peak, and the moment before backward starts."""
     tp = meshes["tp"].size() if "tp" in meshes else 1
     # Fake tensors cannot trace TP (FSDP indexes the real 2-D mesh; torch's loss_parallel backward then
@@ -116,14 +118,14 @@ def trace(spec: ModelSpec, micro_batch: int, seq_len: int, recompute: str, meshe
         if "ep" in meshes:
             apply_ep(model, meshes["ep"])
         apply_ac(model, *recompute_and_policy(recompute))
-        apply_fsdp(model, meshes["dp"], True, torch.bfloat16, expert_mesh=meshes.get("edp"))
+        apply_fsdp(model, meshes["dp"], reshard, torch.bfloat16, expert_mesh=meshes.get("edp"))
     with nullcontext() if real else FakeTensorMode():
         if real:
             materialise(model, spec)
         else:
             model = Transformer(spec)
             apply_ac(model, *recompute_and_policy(recompute))
-            apply_fsdp(model, meshes["dp"], True, torch.bfloat16)
+            apply_fsdp(model, meshes["dp"], reshard, torch.bfloat16)
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, foreach=False, fused=False)
         tracker = FSDPMemTracker(model, optimizer)
         with tracker:
@@ -180,20 +182,24 @@ def build_meshes(dp: int, tp: int, ep: int) -> dict:
 def compare(config, meshes) -> dict:
     label, overrides, micro_batch, seq_len, recompute = config[:5]
     dp, tp, sp, ep = mesh_of(config)
+    # ZeRO-1/2 run as FSDP that keeps parameters gathered from forward to backward (the runtime's rule)
+    zero = (config[5] if len(config) > 5 else {}).get("zero", 3)
     results = {}
     for layers in (2, 4):
         spec = ModelSpec(num_layers=layers, **{**BASE, **overrides})
-        results[layers] = (spec, trace(spec, micro_batch, seq_len, recompute, meshes, sp))
+        results[layers] = (spec, trace(spec, micro_batch, seq_len, recompute, meshes, sp, reshard=zero == 3))
     spec, traced = results[4]
     recompute, policy = recompute_and_policy(recompute)
-    layout = Layout(dp=dp, tp=tp, sp=sp, ep=ep, fsdp=True, micro_batch=micro_batch, grad_accum=1,
-                    recompute=recompute, selective_policy=policy)
+    layout = Layout(dp=dp, tp=tp, sp=sp, ep=ep, fsdp=zero == 3, zero_stage=0 if zero == 3 else zero,
+                    micro_batch=micro_batch, grad_accum=1, recompute=recompute, selective_policy=policy)
     hardware = hardware_for(load_catalog()["h100-sxm"], dp * tp, 8, "bf16")
     planned = stage_memory(spec, count_parameters(spec), layout, hardware, seq_len, "only")
     peak = traced["peak"]
     # Sharded gradients are freed by zero_grad(set_to_none) and only partly alive at the peak: compare
     # weights + optimizer state, which live throughout.
     tracker_states = peak["SHARDED_PARAM"] + peak["OPT"]
+    if zero < 3:  # the gathered 16-bit weights are part of ZeRO-1/2's model states (Megatron's 2 B/param)
+        tracker_states += peak.get("UNSHARDED_PARAM", 0)
     planner_states = planned.params + planned.optimizer
     per_layer_tracker = (traced["before_backward"]["ACT"] - results[2][1]["before_backward"]["ACT"]) / 2
     if recompute == "full":

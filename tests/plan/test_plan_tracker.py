@@ -1,6 +1,6 @@
 """A few planner-vs-FSDPMemTracker comparisons on specc's own runtime model (fake tensors, fake
 process group, in a subprocess so the fake group stays out of this test process). The full set
-of 36 configs is benchmarks/plan_vs_tracker.py (one TP + SP and one MoE config here)."""
+of 37 configs is benchmarks/plan_vs_tracker.py (one TP + SP and one MoE config here)."""
 
 from __future__ import annotations
 
