@@ -349,11 +349,13 @@ sum: 12), measured with MemTracker on real tensors at tp 1, 2 and 4 (fake tensor
 def logits_memory(model: ModelSpec, layout: Layout, seq_len: int, xla: bool = False) -> float:
     """The loss's working set on the last stage, vocab-parallel /tp (Megatron; torchtitan's and specc's
     `loss_parallel`); a tied head is replicated over tp in specc's runtime, so its logits are whole.
-    specc's loop computes `cross_entropy(logits.float())`, so during the loss's
-    backward the 16-bit logits 2sbV, their fp32 copy 4sbV, the fp32 log-softmax kept for backward
-    4sbV and one fp32 gradient 4sbV are alive at once: 14 B per logit, FSDPMemTracker's peaks on
-    specc's model within 2% (benchmarks/plan_vs_tracker.py). fp32 training has no copy: 12 B.
-    Megatron's estimate 4sbh(1 + V/h) keeps one fp32 copy (formulas.md section 4)."""
+
+    Without tensor parallelism specc's loop computes `cross_entropy(logits.float())`: during the
+    loss's backward the 16-bit logits 2sbV, their fp32 copy 4sbV, the fp32 log-softmax kept for
+    backward 4sbV and one fp32 gradient 4sbV are alive at once, 14 B per logit (FSDPMemTracker's
+    peaks on specc's model within 2%, benchmarks/plan_vs_tracker.py); fp32 training has no copy,
+    12 B. Under `loss_parallel`: LOSS_PARALLEL_LOGIT_BYTES per local logit; under XLA:
+    XLA_LOGIT_BYTES. Megatron's estimate 4sbh(1 + V/h) keeps one fp32 copy (formulas.md section 4)."""
     s = seq_len / layout.cp
     vocab_shards = 1 if model.tie_embeddings else layout.tp
     if xla:
