@@ -22,7 +22,10 @@ def _layout_text(layout: dict) -> str:
     if layout["ep"] > 1:
         parts.append(f"ep{layout['ep']}")
     sharding = "fsdp" if layout.get("fsdp") else f"zero{layout['zero_stage']}"
-    return f"{' x '.join(parts)}  {sharding}  mb{layout['micro_batch']} x ga{layout['grad_accum']}  recompute={layout['recompute']}"
+    recompute = layout["recompute"]
+    if recompute == "selective" and layout.get("selective_policy", "matmuls") != "matmuls":
+        recompute += f" ({layout['selective_policy']})"
+    return f"{' x '.join(parts)}  {sharding}  mb{layout['micro_batch']} x ga{layout['grad_accum']}  recompute={recompute}"
 
 
 def _memory_bar(memory: dict, capacity: float) -> Text:
