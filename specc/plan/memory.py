@@ -171,13 +171,14 @@ def state_bytes(layout: Layout) -> tuple[float, float, float]:
 def model_state_memory(params: StageParams, layout: Layout) -> tuple[float, float, float]:
     """(weights, grads, optimizer) bytes after ZeRO sharding (Rajbhandari et al. 2020, sec. 5):
     stage 1 shards the optimizer, 2 also gradients, 3/FSDP also weights, over dp x cp
-    (HSDP: within a replica group); experts over the expert-dp group (dp x cp / ep: Megatron's
-    distributed optimizer; specc's runtime gives ep-sharded experts their own FSDP unit over those
-    ranks, `apply_expert_fsdp`)."""
+    (HSDP: within a replica group); experts over the expert-dp group (Megatron's distributed
+    optimizer: within a replica group; specc's runtime gives ep-sharded experts their own FSDP unit
+    over all dp x cp / ep expert-dp ranks, replicas included, `apply_expert_fsdp`)."""
     w, g, o = state_bytes(layout)
     stage = layout.sharded_states
     shard = layout.shard_degree
-    expert_shard = max(1, shard // layout.ep)
+    expert_ranks = layout.dp * layout.cp if stage >= 3 and layout.ep > 1 else shard
+    expert_shard = max(1, expert_ranks // layout.ep)
     weights = grads = optimizer = 0.0
     for count, degree in ((params.dense, shard), (params.experts, expert_shard)):
         weights += count * w / (degree if stage >= 3 else 1)
