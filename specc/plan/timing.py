@@ -194,6 +194,8 @@ def compute_time(model: ModelSpec, flops: FlopsPerToken, hardware_flops: float, 
         matmul_peak = bf16_peak * (1 + (hardware.peak_tflops * 1e12 / bf16_peak - 1) * FP8_SPEEDUP_EFFICIENCY)
     matmul = flops.matmul * recompute_factor * tokens_per_step / devices
     attention = (hardware_flops - flops.matmul * recompute_factor) * tokens_per_step / devices
+    # specc's runtime replicates MoE FFNs over tp: every tp rank computes the experts' FLOPs whole
+    matmul += _expert_flops_per_token(model) * recompute_factor * tokens_per_step / devices * (layout.tp - 1)
     eff = matmul_efficiency(model, layout, hardware, seq_len)
     attn_eff = attention_efficiency(model, layout, hardware, seq_len)
     # Each device runs L/pp layers on B/dp sequences of s/cp tokens, 1/tp of each tensor.
@@ -203,6 +205,18 @@ def compute_time(model: ModelSpec, flops: FlopsPerToken, hardware_flops: float, 
         elementwise *= COMPILED_ELEMENTWISE_FRACTION
     return (matmul / (matmul_peak * eff) + attention / (bf16_peak * attn_eff)
             + elementwise / (hardware.memory_bw_tbps * 1e12))
+
+
+def _expert_flops_per_token(model: ModelSpec) -> float:
+    """Training matmul FLOPs of the routed and shared experts per token: 6 per active expert weight
+    (Kaplan et al. 2020, eq. 2.2), top_k routed + shared experts in every MoE layer."""
+    if model.moe is None:
+        return 0.0
+    moe = model.moe
+    width = moe.expert_ffn_hidden_size or model.ffn_hidden_size
+    matrices = 3 if model.activation == "swiglu" else 2
+    moe_layers = sum(1 for i in range(model.num_layers) if i % moe.layer_frequency == moe.layer_frequency - 1)
+    return 6.0 * moe_layers * (moe.top_k + moe.num_shared_experts) * matrices * model.hidden_size * width
 
 
 def _elementwise_bytes_per_token_layer(model: ModelSpec) -> float:

@@ -78,3 +78,19 @@ def test_train_days_and_cost_follow_step_time():
     assert time["train_days"] == pytest.approx(time["steps"] * time["step_s"] / 86400, rel=1e-4)
     assert time["device_hours"] == pytest.approx(time["train_days"] * 24 * 8, rel=1e-4)
     assert time["cost_usd"] == pytest.approx(time["device_hours"] * time["cost_per_device_hour"], rel=1e-4)
+
+
+def test_moe_experts_are_replicated_over_tp_in_compute():
+    """specc's runtime replicates MoE FFNs over tp: on the same 16 devices, tp 2 leaves each device's
+    dense work unchanged (twice the tokens, half of each matrix) but doubles its expert work, so an
+    expert-heavy model (experts ~89% of the matmul FLOPs) computes ~1.5-2x longer per step."""
+    from specc.plan.timing import _expert_flops_per_token
+
+    moe = ModelSpec(num_layers=8, hidden_size=4096, num_heads=32, num_kv_heads=8, ffn_hidden_size=14336,
+                    vocab_size=32000, max_seq_len=4096, moe={"num_experts": 8, "top_k": 2})
+    assert _expert_flops_per_token(moe) == 6 * 8 * 2 * 3 * 4096 * 14336
+    assert _expert_flops_per_token(LLAMA_8B) == 0
+    work = _work(devices=16, batch=64, model=moe)
+    tp1 = evaluate(work, Layout(dp=16, fsdp=True, micro_batch=1, grad_accum=4)).time.compute
+    tp2 = evaluate(work, Layout(dp=8, tp=2, fsdp=True, micro_batch=1, grad_accum=8)).time.compute
+    assert 1.4 < tp2 / tp1 < 2.0
