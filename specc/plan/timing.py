@@ -181,7 +181,9 @@ def attention_efficiency(model: ModelSpec, layout: Layout, hardware: Hardware, s
     fraction = float(hardware.accelerator.extra.get("achievable_attention_fraction", DEFAULT_ATTENTION_FRACTION))
     head = model.head_size
     row = seq_len / layout.cp
-    return fraction * ATTENTION_EFFICIENCY * head / (head + 32) * row / (row + ATTENTION_HALF_SEQ)
+    # The per-tile-row overheads are the GPU/TPU kernels'; a CPU has no tiles to under-fill.
+    half_seq = 0.0 if _kind(hardware) == "cpu" else ATTENTION_HALF_SEQ
+    return fraction * ATTENTION_EFFICIENCY * head / (head + 32) * row / (row + half_seq)
 
 
 def compute_time(model: ModelSpec, flops: FlopsPerToken, hardware_flops: float, layout: Layout, hardware: Hardware, seq_len: int, tokens_per_step: int) -> float:
