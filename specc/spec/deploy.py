@@ -8,7 +8,7 @@ from pydantic import Field
 
 from specc.spec.base import SpecModel
 from specc.spec.model import ModelSpec
-from specc.spec.types import Identifier, Length, PositiveCount
+from specc.spec.types import Identifier, PositiveCount, PositiveLength
 
 
 class SpeculativeSpec(SpecModel):
@@ -36,7 +36,7 @@ class DeployTarget(SpecModel):
     """Serving devices (tensor-parallel)."""
     max_batch: PositiveCount = 8
     """Concurrent sequences."""
-    max_context: Length = 4096
+    max_context: PositiveLength = 4096
     """Longest prompt + generation."""
     kv_cache_dtype: Literal["bf16", "fp16", "fp8", "int8"] = "bf16"
     speculative: SpeculativeSpec | None = None

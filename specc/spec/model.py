@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from specc.spec.base import SpecModel
-from specc.spec.types import Length, Number, PositiveCount
+from specc.spec.types import Number, PositiveCount, PositiveLength
 
 
 class MoESpec(SpecModel):
@@ -67,7 +67,7 @@ class ModelSpec(SpecModel):
     """RoPE base frequency (Llama 3 uses 500000)."""
     vocab_size: PositiveCount
     """Embedding rows; pad to a multiple of 128 x tp for fast matmuls."""
-    max_seq_len: Length
+    max_seq_len: PositiveLength
     """Longest sequence the model supports (the learned position table size)."""
     tie_embeddings: bool = False
     """Share the input embedding and output head weights."""

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from specc.spec.base import SpecModel
-from specc.spec.types import Count, Length, Minutes, Number, PositiveCount, PositiveLength
+from specc.spec.types import Count, Minutes, Number, PositiveCount, PositiveLength
 
 
 class OptimizerSpec(SpecModel):
@@ -37,7 +37,7 @@ class ScheduleSpec(SpecModel):
     """Decay after warmup; `wsd` = warmup-stable-decay (Hu et al. 2024)."""
     decay_fraction: Annotated[Number, Field(gt=0, le=1)] = 0.2
     """For `wsd`: the final fraction of steps spent decaying."""
-    seq_len: Length
+    seq_len: PositiveLength
     """Training sequence length in tokens."""
     global_batch_size: PositiveCount | None = None
     """Sequences per optimizer step (set this or `global_batch_tokens`)."""
