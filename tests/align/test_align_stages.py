@@ -17,7 +17,8 @@ from safetensors.torch import load_file
 
 from align_helpers import codec, one_cpu_thread, pretrained, run_dir, tokenizer_path  # noqa: F401 (fixtures)
 from specc.runtime.align.chat import load_template
-from specc.runtime.align.data import encode_conversation, pack
+from specc.runtime.align.data import encode_conversation, load_preferences, pack
+from specc.runtime.align.reward import load_scalar_model, pair_scores
 from specc.runtime.align.stage import run as run_stage
 from specc.runtime.evaluate.tiny import write_tiny_alignment_data
 
@@ -94,13 +95,21 @@ def test_dpo_with_held_reference_matches_precomputed(run_dir):
         assert a["loss"] == pytest.approx(b["loss"], abs=1e-5)
 
 
-def test_reward_model_then_ppo_raises_reward(run_dir):
+def test_reward_model_then_ppo_raises_reward(run_dir, codec):
     data = write_tiny_alignment_data(run_dir / "data", seed=0)
     rm = {"type": "reward_model", "name": "rm", "data": str(data["preferences"]), "lr": 5e-3, "epochs": 4,
           "batch_size": 8}
     run_stage(stage_config(run_dir, rm))
-    rm_rows = metrics(run_dir, "rm")
-    assert sum(r["accuracy"] for r in rm_rows[-4:]) / 4 > 0.75
+    # judged on every preference pair by the saved model (one batch of 8 is too noisy to judge by)
+    pairs = load_preferences(data["preferences"], load_template("chatml"), codec)
+    with torch.no_grad():
+        chosen, rejected = pair_scores(load_scalar_model(run_dir / "rm" / "final"), pairs, codec.pad_id, 96)
+    correct = (chosen > rejected).float()
+    # odd pairs reject a wrong antonym (needs knowledge), even ones "I do not know." (a style the
+    # model can learn from 24 examples): chance is 0.5 on both
+    easy, hard = float(correct[0::2].mean()), float(correct[1::2].mean())
+    print("reward model accuracy: refusal pairs", easy, "wrong-antonym pairs", hard)
+    assert easy >= 0.9 and float(correct.mean()) >= 0.7, (easy, hard)
     ppo = {"type": "ppo", "name": "ppo", "prompts": str(data["prompts"]), "reward_model": "rm", "lr": 1e-3,
            "epochs": 4, "rollout_batch": 12, "max_new_tokens": 12, "ppo_epochs": 2, "kl_coef": 0.02}
     run_stage(stage_config(run_dir, ppo, reward_checkpoint="rm/final"))
