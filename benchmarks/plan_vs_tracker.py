@@ -40,12 +40,12 @@ from torch.testing._internal.distributed.fake_pg import FakeStore  # noqa: E402
 
 from specc.catalog import load_catalog  # noqa: E402
 from specc.plan.layout import Layout, hardware_for  # noqa: E402
-from specc.plan.memory import activation_bytes_per_layer, stage_memory  # noqa: E402
+from specc.plan.memory import compute_element_bytes, activation_bytes_per_layer, stage_memory  # noqa: E402
 from specc.plan.params import count_parameters  # noqa: E402
 from specc.runtime.train.model import Transformer  # noqa: E402
 from specc.runtime.train.loop import cross_entropy  # noqa: E402
 from specc.runtime.train.parallelize import (ParallelDims, apply_ac, apply_ep, apply_fsdp, apply_tp,  # noqa: E402
-                                             build_mesh, fsdp_mesh, vocab_parallel_loss)
+                                             build_mesh, fsdp_mesh, param_dtype_for, vocab_parallel_loss)
 from specc.spec.model import ModelSpec  # noqa: E402
 
 WORLD = 8
@@ -92,6 +92,10 @@ CONFIGS = [
     ("moe-ep2", {"moe": {"num_experts": 4, "top_k": 2, "expert_ffn_hidden_size": 1408}}, 2, 1024, "none",
      {"dp": 8, "ep": 2}),
     ("zero2", {}, 2, 1024, "none", {"dp": 8, "zero": 2}),
+    ("fp32", {}, 2, 1024, "none", {"precision": "fp32"}),
+    ("fp32-selective", {}, 2, 1024, "selective", {"precision": "fp32"}),
+    ("fp32-full", {}, 2, 1024, "full", {"precision": "fp32"}),
+    ("fp32-eager-gelu", {"attention": "eager", "activation": "gelu"}, 2, 512, "none", {"precision": "fp32"}),
     ("tp2", {}, 2, 1024, "none", {"dp": 4, "tp": 2}),
     ("tp4-sp", {}, 2, 1024, "none", {"dp": 2, "tp": 4, "sp": True}),
     ("tp2-sp-selective", {}, 2, 1024, "selective", {"dp": 4, "tp": 2, "sp": True}),
@@ -101,7 +105,7 @@ CONFIGS = [
 
 
 def trace(spec: ModelSpec, micro_batch: int, seq_len: int, recompute: str, meshes: dict, sp: bool,
-          reshard: bool = True) -> dict:
+          reshard: bool = True, param_dtype: torch.dtype | None = torch.bfloat16) -> dict:
     """Snapshots of the second step: the peak, and the moment before backward starts."""
     tp = meshes["tp"].size() if "tp" in meshes else 1
     # Fake tensors cannot trace TP (FSDP indexes the real 2-D mesh; torch's loss_parallel backward then
@@ -118,14 +122,14 @@ def trace(spec: ModelSpec, micro_batch: int, seq_len: int, recompute: str, meshe
         if "ep" in meshes:
             apply_ep(model, meshes["ep"])
         apply_ac(model, *recompute_and_policy(recompute))
-        apply_fsdp(model, meshes["dp"], reshard, torch.bfloat16, expert_mesh=meshes.get("edp"))
+        apply_fsdp(model, meshes["dp"], reshard, param_dtype, expert_mesh=meshes.get("edp"))
     with nullcontext() if real else FakeTensorMode():
         if real:
             materialise(model, spec)
         else:
             model = Transformer(spec)
             apply_ac(model, *recompute_and_policy(recompute))
-            apply_fsdp(model, meshes["dp"], reshard, torch.bfloat16)
+            apply_fsdp(model, meshes["dp"], reshard, param_dtype)
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, foreach=False, fused=False)
         tracker = FSDPMemTracker(model, optimizer)
         with tracker:
@@ -184,15 +188,19 @@ def compare(config, meshes) -> dict:
     dp, tp, sp, ep = mesh_of(config)
     # ZeRO-1/2 run as FSDP that keeps parameters gathered from forward to backward (the runtime's rule)
     zero = (config[5] if len(config) > 5 else {}).get("zero", 3)
+    precision = (config[5] if len(config) > 5 else {}).get("precision", "bf16")
+    param_dtype = param_dtype_for(precision)
     results = {}
     for layers in (2, 4):
         spec = ModelSpec(num_layers=layers, **{**BASE, **overrides})
-        results[layers] = (spec, trace(spec, micro_batch, seq_len, recompute, meshes, sp, reshard=zero == 3))
+        results[layers] = (spec, trace(spec, micro_batch, seq_len, recompute, meshes, sp, reshard=zero == 3,
+                                       param_dtype=param_dtype))
     spec, traced = results[4]
     recompute, policy = recompute_and_policy(recompute)
     layout = Layout(dp=dp, tp=tp, sp=sp, ep=ep, fsdp=zero == 3, zero_stage=0 if zero == 3 else zero,
-                    micro_batch=micro_batch, grad_accum=1, recompute=recompute, selective_policy=policy)
-    hardware = hardware_for(load_catalog()["h100-sxm"], dp * tp, 8, "bf16")
+                    micro_batch=micro_batch, grad_accum=1, recompute=recompute, selective_policy=policy,
+                    precision=precision)
+    hardware = hardware_for(load_catalog()["h100-sxm"], dp * tp, 8, precision)
     planned = stage_memory(spec, count_parameters(spec), layout, hardware, seq_len, "only")
     peak = traced["peak"]
     # Sharded gradients are freed by zero_grad(set_to_none) and only partly alive at the peak: compare
@@ -204,7 +212,7 @@ def compare(config, meshes) -> dict:
     per_layer_tracker = (traced["before_backward"]["ACT"] - results[2][1]["before_backward"]["ACT"]) / 2
     if recompute == "full":
         # the checkpointed layer input (sequence-sharded under SP)
-        per_layer_planner = 2 * micro_batch * seq_len * spec.hidden_size / (tp if sp else 1)
+        per_layer_planner = compute_element_bytes(layout) * micro_batch * seq_len * spec.hidden_size / (tp if sp else 1)
     else:
         per_layer_planner = activation_bytes_per_layer(spec, layout, seq_len, spec.moe is not None)
     allocated = planned.total - planned.reserve

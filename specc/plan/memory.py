@@ -29,10 +29,27 @@ intermediates): measured with FSDPMemTracker on specc's runtime model (benchmark
 +12sbh per layer without recompute; LayerNorm's fused kernel keeps none). With `parallel.compile` the
 norm is fused and keeps none (TPU plans keep the term: a conservative choice, unmeasured)."""
 
+FP32_RMSNORM_EAGER_BYTES = 4.0
+"""The same for fp32 training: one fp32 intermediate per norm (measured, benchmarks/plan_vs_tracker.py `fp32`)."""
+
 EAGER_SOFTMAX_BYTES = 6.0
 """Bytes per attention-score element specc's eager attention keeps without dropout: the fp32 softmax
 output and its 16-bit cast (`scores.float().softmax(-1).to(q.dtype)`), measured with FSDPMemTracker.
 With dropout, Korthikanti's 5 (fp16 softmax 2 + mask 1 + dropout output 2) is used."""
+
+def rmsnorm_eager_bytes(layout: Layout) -> float:
+    """RMSNORM_EAGER_BYTES under mixed precision; fp32 training keeps FP32_RMSNORM_EAGER_BYTES."""
+    return FP32_RMSNORM_EAGER_BYTES if layout.precision == "fp32" else RMSNORM_EAGER_BYTES
+
+
+def eager_score_bytes(layout: Layout, dropout: bool) -> float:
+    """Bytes per attention-score element eager attention keeps: EAGER_SOFTMAX_BYTES (fp32 softmax
+    and its 16-bit cast) or Korthikanti's 5 with dropout; in fp32 training the cast is a no-op, so
+    the softmax output 4 (+ mask 1 and dropout output 4 with dropout)."""
+    if layout.precision == "fp32":
+        return 9.0 if dropout else 4.0
+    return 5.0 if dropout else EAGER_SOFTMAX_BYTES
+
 
 GPU_FRAGMENTATION = 0.05
 """Caching-allocator fragmentation on top of live tensors: Megatron's theoretical estimator adds 5%
@@ -189,8 +206,9 @@ def model_state_memory(params: StageParams, layout: Layout) -> tuple[float, floa
 
 def activation_bytes_per_layer(model: ModelSpec, layout: Layout, seq_len: int, moe_layer: bool,
                                sp_keeps_gathered: bool = True) -> float:
-    """Activations one layer keeps for backward for one micro-batch, 16-bit (Korthikanti et al. 2022,
-    sec. 4.1 / Table 2), generalised to GQA, head_dim, SwiGLU and MoE.
+    """Activations one layer keeps for backward for one micro-batch (Korthikanti et al. 2022,
+    sec. 4.1 / Table 2), generalised to GQA, head_dim, SwiGLU, MoE and fp32 training (each
+    16-bit "2" becomes 4 bytes; checked by the tracker's `fp32*` configs).
 
     Outside the tensor-parallel region (divided by tp only with sequence parallelism): two norm inputs
     4sbh, attention input 2sbh, MLP input 2sbh, two residual dropout masks 2sbh (if dropout) = 10sbh.
@@ -216,13 +234,14 @@ def activation_bytes_per_layer(model: ModelSpec, layout: Layout, seq_len: int, m
     b = layout.micro_batch
     h, a, g, d = model.hidden_size, model.num_heads, model.kv_heads, model.head_size
     tp = layout.tp
+    e = compute_element_bytes(layout)  # the "2" of 16-bit tensors in Korthikanti's terms; 4 in fp32 training
     dropout = model.dropout > 0
     width, ffn_scale, dispatched = model.ffn_hidden_size, 1.0, 0.0
     if moe_layer:
         moe = model.moe
         width = moe.expert_ffn_hidden_size or model.ffn_hidden_size
         ffn_scale = moe.top_k * moe.capacity_factor + moe.num_shared_experts
-        dispatched = 2 * s * b * h * moe.top_k  # tokens permuted to their experts
+        dispatched = e * s * b * h * moe.top_k  # tokens permuted to their experts
     matmul_saving = layout.recompute == "selective" and model.attention != "eager"
     alternate = layout.recompute == "selective" and layout.selective_policy == "alternate_matmuls"
     # `outside` is split into what sequence parallelism shards and what it keeps gathered (docstring).
@@ -231,32 +250,34 @@ def activation_bytes_per_layer(model: ModelSpec, layout: Layout, seq_len: int, m
         # w1 (5th) and, for SwiGLU, w2 (7th); wk, wo, w3 (or an ungated w2) are recomputed; plus the
         # block input and, with flash/sdpa, the attention output. Eager attention's batched matmuls are
         # not counted and are recomputed with the softmax. MoE expert FFNs are treated like w1 (approximate).
-        sharded, gathered = 2 * s * b * h, (2 * s * b * h if model.activation == "swiglu" else 0.0)
-        attention = 2 * s * b * d * (a + g) + (2 * s * b * d * a if model.attention != "eager" else 0.0)
-        ffn = ffn_scale * 2 * s * b * width + dispatched
+        sharded, gathered = e * s * b * h, (e * s * b * h if model.activation == "swiglu" else 0.0)
+        attention = e * s * b * d * (a + g) + (e * s * b * d * a if model.attention != "eager" else 0.0)
+        ffn = ffn_scale * e * s * b * width + dispatched
     elif matmul_saving:
         # Block input 2sbh; Q, K, V, attention output 2sbd(2a + 2g); o-proj and w2 outputs 4sbh;
         # FFN matmul outputs (w1, w3 for SwiGLU): 2sbf each. Norm outputs and activations recomputed.
-        sharded, gathered = 2 * s * b * h, 4 * s * b * h
-        attention = 2 * s * b * d * (2 * a + 2 * g)
-        ffn = ffn_scale * 2 * s * b * width * (2 if model.activation == "swiglu" else 1) + dispatched
+        sharded, gathered = e * s * b * h, 2 * e * s * b * h
+        attention = e * s * b * d * (2 * a + 2 * g)
+        ffn = ffn_scale * e * s * b * width * (2 if model.activation == "swiglu" else 1) + dispatched
     else:
         # norm inputs (+ dropout masks) sharded; attention and MLP inputs gathered
-        sharded, gathered = s * b * h * (4 + (2 if dropout else 0)), 4 * s * b * h
+        sharded, gathered = s * b * h * (2 * e + (2 if dropout else 0)), 2 * e * s * b * h  # masks: 1 B each
         if model.norm == "rmsnorm" and layout.recompute == "none" and not layout.compile:
-            sharded += 2 * RMSNORM_EAGER_BYTES * s * b * h
-        attention = 2 * s * b * d * (2 * a + 2 * g)
+            sharded += 2 * rmsnorm_eager_bytes(layout) * s * b * h
+        # eager attention's batched matmuls keep K and V expanded to every query head (GQA/MQA)
+        kept_kv_heads = a if model.attention == "eager" else g
+        attention = e * s * b * d * (2 * a + 2 * kept_kv_heads)
         stored_ffn = 4 if model.activation == "swiglu" else 2
-        ffn = ffn_scale * 2 * s * b * width * stored_ffn + dispatched
+        ffn = ffn_scale * e * s * b * width * stored_ffn + dispatched
         if moe_layer:
             # specc's capacity-padded dispatch keeps the experts' input at capacity (top_k x capacity
             # tokens, not top_k) and their outputs for the weighted combine (FSDPMemTracker, `moe` config)
-            padded = 2 * s * b * h * model.moe.top_k * model.moe.capacity_factor
+            padded = e * s * b * h * model.moe.top_k * model.moe.capacity_factor
             ffn += 2 * padded - dispatched
     if model.attention != "eager":
         scores = 4 * a * s * b  # flash/sdpa: fp32 log-sum-exp per query and head
     elif layout.recompute == "none" and not alternate:
-        scores = a * s * b * seq_len * (5 if dropout else EAGER_SOFTMAX_BYTES)
+        scores = a * s * b * seq_len * eager_score_bytes(layout, dropout)
     else:
         scores = 0.0  # eager core attention recomputed (selective): nothing kept
     inside = (attention + ffn + scores) / tp
@@ -268,7 +289,7 @@ def activation_bytes_per_layer(model: ModelSpec, layout: Layout, seq_len: int, m
 def _layer_input_bytes(model: ModelSpec, layout: Layout, seq_len: int) -> float:
     """Full recompute keeps only each layer's input, 2sbh (/t with sequence parallelism)."""
     s = seq_len / layout.cp
-    value = 2 * s * layout.micro_batch * model.hidden_size
+    value = compute_element_bytes(layout) * s * layout.micro_batch * model.hidden_size
     return value / layout.tp if layout.sequence_parallel else value
 
 
@@ -306,7 +327,7 @@ def activation_memory(model: ModelSpec, layout: Layout, seq_len: int, stage: str
     if stage in ("first", "only"):
         # Token ids (int64) and the embedding output per in-flight micro-batch (Megatron code: 8sbp + sbhp).
         s, b = seq_len / layout.cp, layout.micro_batch
-        total += in_flight_micro_batches(layout, stage) * (8 * s * b + 2 * s * b * model.hidden_size / (
+        total += in_flight_micro_batches(layout, stage) * (8 * s * b + compute_element_bytes(layout) * s * b * model.hidden_size / (
             layout.tp if layout.sequence_parallel else 1))
     return total
 
@@ -354,8 +375,9 @@ def logits_memory(model: ModelSpec, layout: Layout, seq_len: int, xla: bool = Fa
     Without tensor parallelism specc's loop computes `cross_entropy(logits.float())`: during the
     loss's backward the 16-bit logits 2sbV, their fp32 copy 4sbV, the fp32 log-softmax kept for
     backward 4sbV and one fp32 gradient 4sbV are alive at once, 14 B per logit (FSDPMemTracker's
-    peaks on specc's model within 2%, benchmarks/plan_vs_tracker.py); fp32 training has no copy,
-    12 B. Under `loss_parallel`: LOSS_PARALLEL_LOGIT_BYTES per local logit; under XLA:
+    peaks on specc's model within 2%, benchmarks/plan_vs_tracker.py); in fp32 training the tracker
+    sees 8 B per logit (the log-softmax and one gradient: the logits themselves are not kept).
+    Under `loss_parallel`: LOSS_PARALLEL_LOGIT_BYTES per local logit; under XLA:
     XLA_LOGIT_BYTES. Megatron's estimate 4sbh(1 + V/h) keeps one fp32 copy (formulas.md section 4)."""
     s = seq_len / layout.cp
     vocab_shards = 1 if model.tie_embeddings else layout.tp
@@ -364,11 +386,12 @@ def logits_memory(model: ModelSpec, layout: Layout, seq_len: int, xla: bool = Fa
     elif vocab_shards > 1:
         per_element = LOSS_PARALLEL_LOGIT_BYTES
     else:
-        per_element = 12.0 if layout.precision == "fp32" else 14.0
+        per_element = 8.0 if layout.precision == "fp32" else 14.0
     return per_element * s * layout.micro_batch * model.vocab_size / vocab_shards
 
 
-def _compute_bytes(layout: Layout) -> float:
+def compute_element_bytes(layout: Layout) -> float:
+    """Bytes per element of activations and gathered weights: 16-bit under mixed precision, else fp32."""
     return 4.0 if layout.precision == "fp32" else 2.0
 
 
@@ -385,7 +408,7 @@ def persistent_fsdp_memory(params: StageParams, layout: Layout) -> float:
         return 0.0
     stage = params.dense + params.experts
     if layout.pp > 1:
-        return stage * (_compute_bytes(layout) + 4.0)
+        return stage * (compute_element_bytes(layout) + 4.0)
     if layout.grad_accum > 1 and layout.grad_sync == "last":
         return stage * 4.0
     return 0.0
@@ -399,8 +422,19 @@ def backward_fsdp_memory(params: StageParams, layout: Layout) -> float:
     16-bit gradient (measured with FSDPMemTracker, benchmarks/plan_vs_tracker.py)."""
     if layout.sharded_states < 3 or layout.shard_degree == 1 or layout.pp > 1:
         return 0.0
-    compute_bytes = _compute_bytes(layout)
+    compute_bytes = compute_element_bytes(layout)
     return params.layer * (2 * compute_bytes + 4.0) + (params.root + params.head) * compute_bytes
+
+
+def root_regather_memory(params: StageParams, layout: Layout) -> float:
+    """fp32 FSDP (no mixed precision): as backward starts, the root unit (embedding, final norm,
+    head) is all-gathered again while the loss's working set is alive; FSDP2 copies the all-gather
+    output into the unsharded fp32 parameters, so both are alive: 2 x 4 B/param (FSDPMemTracker,
+    benchmarks/plan_vs_tracker.py `fp32*` configs). Under mixed precision the tracker shows no such
+    moment above the loss's."""
+    if layout.precision != "fp32" or layout.sharded_states < 3 or layout.shard_degree == 1 or layout.pp > 1:
+        return 0.0
+    return params.root * 8.0
 
 
 def _grads_alive_at_loss(layout: Layout) -> bool:
@@ -422,7 +456,7 @@ def stage_memory(model: ModelSpec, counts: ParameterCount, layout: Layout, hardw
         "loss": dict(grads=live_grads, activations=stored,
                      logits=(logits_memory(model, layout, seq_len, hardware.is_tpu)
                              if stage in ("last", "only") else 0.0),
-                     fsdp_buffers=persistent),
+                     fsdp_buffers=persistent + root_regather_memory(params, layout)),
         "backward": dict(grads=live_grads, activations=stored + layer_backward_memory(model, layout, seq_len),
                          logits=0.0, fsdp_buffers=persistent + backward_fsdp_memory(params, layout)),
         "optimizer": dict(grads=grads, activations=0.0, logits=0.0, fsdp_buffers=persistent),

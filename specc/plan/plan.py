@@ -37,9 +37,9 @@ ERROR_BARS = {
                         "Megatron SC21, Korthikanti 2022, torchtitan, MaxText TPU): each source predicted with "
                         "constants fitted on the other five; 6.0% in-sample (benchmarks/plan_vs_published.py --cv)",
     "memory_median_abs_pct": 1.5,
-    "memory_basis": "whole-step peak vs torch FSDPMemTracker on specc's runtime model, 37 configs over sizes, batch, MoE, "
-                    "recompute policies, FSDP sizes 2-64, ZeRO-2, expert parallelism and tp 2-4 with and without sequence parallelism (max 4.5%; "
-                    "benchmarks/plan_vs_tracker.py)",
+    "memory_basis": "whole-step peak vs torch FSDPMemTracker on specc's runtime model, 41 configs over sizes, batch, MoE, "
+                    "recompute policies, eager/sdpa attention, bf16 and fp32, FSDP sizes 2-64, ZeRO-2, expert parallelism and "
+                    "tp 2-4 with and without sequence parallelism (max 4.5%; benchmarks/plan_vs_tracker.py)",
     "memory_published_median_abs_pct": 7.2,
     "memory_published_basis": "6 torchtitan allocator peaks (max reserved), every one within 9% "
                               "(benchmarks/plan_vs_published.py)",
