@@ -44,9 +44,10 @@ from specc.plan.memory import activation_bytes_per_layer, compute_element_bytes,
 from specc.plan.params import count_parameters  # noqa: E402
 from specc.runtime.train.model import Transformer  # noqa: E402
 from specc.runtime.train.loop import cross_entropy  # noqa: E402
-from specc.runtime.train.parallelize import (ParallelDims, apply_ac, apply_ep, apply_fsdp, apply_tp,  # noqa: E402
+from specc.runtime.train.parallelize import (apply_ac, apply_ep, apply_fsdp, apply_tp,  # noqa: E402
                                              build_mesh, fsdp_mesh, param_dtype_for, vocab_parallel_loss)
 from specc.spec.model import ModelSpec  # noqa: E402
+from specc.spec.parallel_dims import ParallelDims  # noqa: E402
 
 WORLD = 8
 """FSDP size of every config that names none."""
@@ -173,7 +174,7 @@ def mesh_of(config) -> tuple[int, int, bool, int]:
 def build_meshes(dp: int, tp: int, ep: int) -> dict:
     """The meshes trace() needs: the runtime's own mesh builder when experts are sharded."""
     if ep > 1:
-        dims = ParallelDims(pp=1, dp_replicate=1, dp_shard=dp, tp=tp, ep=ep, cp=1)
+        dims = ParallelDims(dp_replicate=1, dp_shard=dp, tp=tp, ep=ep)
         meshes = build_mesh(dims, "cpu")
         return {"dp": fsdp_mesh(meshes, dims), "ep": meshes["ep"], "edp": meshes["edp"],
                 **({"tp": meshes["tp"]} if tp > 1 else {})}

@@ -34,7 +34,8 @@ def test_expected_examples_present():
 
 def test_published_layouts_resolve():
     """The 405B spec keeps the published layout: tp8 x pp16 x dp128 on 16,384 GPUs."""
-    from specc.spec.derived import data_parallel_size, total_devices
+    from specc.spec.derived import total_devices
+    from specc.spec.parallel_dims import data_parallel_size
 
     spec = check_file("specs/llama3-405b-h100x16k.yaml").spec
     assert total_devices(spec.cluster) == 16384

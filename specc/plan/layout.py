@@ -11,6 +11,8 @@ from dataclasses import asdict, dataclass
 
 from specc.catalog import Accelerator
 from specc.plan import tpu
+from specc.spec import parallel_dims as dims
+from specc.spec.capabilities import Capabilities
 from specc.spec.parallel import ParallelSpec
 
 
@@ -77,12 +79,15 @@ class Layout:
                             compile=self.compile, grad_sync=self.grad_sync)
 
 
-def layout_from_spec(parallel: ParallelSpec, dp: int, batch_sequences: int | None) -> Layout:
-    """Resolve a ParallelSpec (dp given by the caller) and derive gradient accumulation."""
-    per_step = dp * parallel.micro_batch
-    grad_accum = max(1, (batch_sequences or per_step) // per_step)
+def layout_from_spec(parallel: ParallelSpec, dp: int, batch_sequences: int | None,
+                     capabilities: Capabilities) -> Layout:
+    """Resolve a ParallelSpec (dp given by the caller) as the target's runtime runs it: gradient
+    accumulation derived, the ZeRO stage the runtime really executes (`Capabilities.effective_zero_stage`)."""
+    grad_accum = dims.grad_accum_steps(batch_sequences or dp * parallel.micro_batch, dp, parallel.micro_batch)
+    replicas = parallel.hsdp_replicas if parallel.fsdp else 1
+    stage = capabilities.effective_zero_stage(parallel.zero_stage, parallel.fsdp, dp * parallel.cp // replicas)
     return Layout(dp=dp, tp=parallel.tp, pp=parallel.pp, cp=parallel.cp, ep=parallel.ep, vpp=parallel.vpp,
-                  zero_stage=parallel.zero_stage, fsdp=parallel.fsdp, hsdp_replicas=parallel.hsdp_replicas,
+                  zero_stage=0 if stage == 3 else stage, fsdp=stage == 3, hsdp_replicas=replicas,
                   sp=parallel.sp, micro_batch=parallel.micro_batch, grad_accum=grad_accum,
                   recompute=parallel.recompute, selective_policy=parallel.selective_policy,
                   pp_schedule=parallel.pp_schedule, precision=parallel.precision,

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from specc.plan import tpu
 from specc.plan.layout import Hardware, Layout
 from specc.plan.params import ParameterCount
+from specc.spec import parallel_dims as dims
 from specc.spec.model import ModelSpec
 
 GIB = 2**30
@@ -130,16 +131,10 @@ class StageParams:
 
 
 def stage_layers(model: ModelSpec, layout: Layout) -> tuple[int, int]:
-    """(layers, MoE layers) on the most-loaded stage: ceil(L / pp) (Megatron: 'most loaded
-    stage holds 1/p of the layers', formulas.md section 1; uneven splits round up)."""
-    layers = math.ceil(model.num_layers / layout.pp)
-    moe = math.ceil(_moe_layers(model) / layout.pp) if model.moe else 0
-    return layers, min(moe, layers)
-
-
-def _moe_layers(model: ModelSpec) -> int:
-    freq = model.moe.layer_frequency
-    return sum(1 for i in range(model.num_layers) if i % freq == freq - 1)
+    """(layers, MoE layers) on the most-loaded pipeline rank, split as specc's runtime splits them
+    (`parallel_dims.pipeline_layer_ranges`: pp x vpp contiguous chunks, the remainder to the middle
+    ones; Megatron: 'most loaded stage holds 1/p of the layers')."""
+    return dims.most_loaded_stage(model, layout.pp, layout.vpp)
 
 
 def stage_params(model: ModelSpec, counts: ParameterCount, layout: Layout, stage: str) -> StageParams:
@@ -175,14 +170,14 @@ def stage_params(model: ModelSpec, counts: ParameterCount, layout: Layout, stage
 def state_bytes(layout: Layout) -> tuple[float, float, float]:
     """Bytes per parameter for (weights, gradients, optimizer) before sharding.
 
-    Mixed precision, Megatron convention: bf16 weights 2 + fp32 main grads 4 + fp32 master and Adam
-    m, v 12 = 18 B/param (Megatron dist_optimizer.md table; formulas.md section 3, checked against
-    Korthikanti Fig. 1). FSDP2 (torchtitan MixedPrecisionPolicy): the sharded parameter *is* the fp32
-    master: 4 + 4 + 8 = 16. fp32 training: 4 + 4 + 8.
+    specc's runtimes keep fp32 parameters and cast to the compute dtype on the fly (FSDP2's
+    MixedPrecisionPolicy, torchtitan's convention, or autocast on one rank; torch-xla the same): the
+    parameter *is* the fp32 master, so 4 + 4 (fp32 grads) + 8 (Adam m, v) = 16 B/param in every
+    precision. (Megatron keeps a separate bf16 copy, 2 + 4 + 12 = 18 B/param per its
+    dist_optimizer.md table; specc does not run that, so it does not charge it.) Transient
+    compute-dtype copies are charged where they live (the FSDP gather buffers below).
     """
-    if layout.precision == "fp32" or layout.fsdp:
-        return 4.0, 4.0, 8.0
-    return 2.0, 4.0, 12.0
+    return 4.0, 4.0, 8.0
 
 
 def model_state_memory(params: StageParams, layout: Layout) -> tuple[float, float, float]:

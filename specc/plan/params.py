@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from specc.spec import parallel_dims as dims
 from specc.spec.model import ModelSpec
 
 
@@ -69,11 +70,8 @@ def attention_params(model: ModelSpec) -> int:
 
 
 def moe_layer_count(model: ModelSpec) -> int:
-    """Layers i with i % freq == freq - 1 are MoE layers (project convention)."""
-    if model.moe is None:
-        return 0
-    freq = model.moe.layer_frequency
-    return sum(1 for i in range(model.num_layers) if i % freq == freq - 1)
+    """MoE layers of the model, the set the runtime builds (`parallel_dims.moe_layer_ids`)."""
+    return len(dims.moe_layer_ids(model))
 
 
 def count_parameters(model: ModelSpec) -> ParameterCount:

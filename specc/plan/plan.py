@@ -21,7 +21,9 @@ from specc.plan.scaling import scaling_check
 from specc.plan.search import SearchResult, search
 from specc.plan.alignment_memory import alignment_memory
 from specc.plan.serving import estimate_target
-from specc.spec.derived import data_parallel_size, devices_per_node, total_devices
+from specc.spec.capabilities import capabilities_for
+from specc.spec.derived import devices_per_node, total_devices
+from specc.spec.parallel_dims import data_parallel_size
 from specc.spec.root import Spec
 
 SCHEMA_VERSION = 1
@@ -245,7 +247,8 @@ def build_plan(spec: Spec, *, force_search: bool = False, top: int = 5, override
     fixed: Estimate | None = None
     if not isinstance(spec.parallel, str):
         dp = data_parallel_size(spec.parallel, work.devices) or 1
-        fixed = evaluate(work, layout_from_spec(spec.parallel, dp, work.batch_sequences), hardware)
+        layout = layout_from_spec(spec.parallel, dp, work.batch_sequences, capabilities_for(work.accelerator))
+        fixed = evaluate(work, layout, hardware)
     if searching:
         fast = work.devices_per_node if not hardware.is_tpu else min(16, hardware.fast_domain)
         result = search(work, precision, fast, top)

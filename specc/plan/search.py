@@ -1,8 +1,9 @@
 """Layout search: enumerate valid layouts, drop those that do not fit, rank by predicted step time.
 
-The enumeration applies the same divisibility rules as `specc/diagnostics/rules/parallel_rules.py`
-inline (cheap integer tests in the loop), and the final candidates are checked once more by those
-rules themselves, so a proposed layout always validates.
+The enumeration asks `specc.spec.parallel_dims` (the rules validate and both runtimes apply) and
+`specc.spec.capabilities` (the axes and ZeRO stages the target's runtime runs), so a proposed
+layout always validates and the runtime builds it; the final candidates are checked once more by
+validate's rules themselves.
 
 Pruning, so that 405B on 16,384 GPUs searches in well under a second:
 - tp stays inside the fast domain (NVLink node / TPU slice) and divides heads and FFN width;
@@ -18,6 +19,8 @@ from dataclasses import dataclass, field
 
 from specc.plan.estimate import Estimate, Workload, evaluate
 from specc.plan.layout import Layout
+from specc.spec import parallel_dims as dims
+from specc.spec.capabilities import Capabilities, capabilities_for
 
 MAX_PP = 64
 MAX_CP = 32
@@ -40,29 +43,29 @@ class SearchResult:
                 "rejected": dict(sorted(self.rejected.items()))}
 
 
-def _divisors(n: int) -> list[int]:
-    return [d for d in range(1, n + 1) if n % d == 0] if n <= 4096 else _large_divisors(n)
+_divisors = dims.divisors
 
 
-def _large_divisors(n: int) -> list[int]:
-    small = [d for d in range(1, int(n**0.5) + 1) if n % d == 0]
-    return sorted(set(small + [n // d for d in small]))
+def _errors(problems: list[dims.Problem]) -> bool:
+    return any(p.severity == "error" for p in problems)
 
 
-def _tp_choices(work: Workload, fast_domain: int) -> list[int]:
-    model = work.model
-    kv = model.kv_heads
-    return [t for t in _divisors(work.devices) if t <= fast_domain and model.num_heads % t == 0
-            and (kv % t == 0 or t % kv == 0) and model.ffn_hidden_size % t == 0]
+def _tp_choices(work: Workload, fast_domain: int, caps: Capabilities) -> list[int]:
+    if not caps.supports_axis("tp"):
+        return [1]
+    valid = dims.valid_tp_degrees(work.model)
+    return [t for t in _divisors(work.devices) if t <= fast_domain and t in valid]
 
 
-def _pp_choices(work: Workload, rest: int) -> list[tuple[int, int]]:
+def _pp_choices(work: Workload, rest: int, caps: Capabilities) -> list[tuple[int, int]]:
     """(pp, vpp) pairs: pp divides the remaining devices and has layers for every stage; virtual
     stages only where they divide the layers evenly."""
+    if not caps.supports_axis("pp"):
+        return [(1, 1)]
     layers = work.model.num_layers
     pairs = []
     for pp in _divisors(rest):
-        if pp > min(MAX_PP, layers):
+        if pp > MAX_PP or _errors(dims.pipeline_problems(work.model, pp, 1)):
             continue
         pairs.append((pp, 1))
         if pp > 1:
@@ -70,16 +73,21 @@ def _pp_choices(work: Workload, rest: int) -> list[tuple[int, int]]:
     return pairs
 
 
-def _cp_choices(work: Workload, rest: int) -> list[int]:
-    seq = work.seq_len
-    return [c for c in _divisors(rest) if c <= MAX_CP and seq % (2 * c) == 0 and (c == 1 or seq // c >= MIN_CP_TOKENS)]
-
-
-def _ep_choices(work: Workload, dp_cp: int) -> list[int]:
-    moe = work.model.moe
-    if moe is None:
+def _cp_choices(work: Workload, rest: int, caps: Capabilities) -> list[int]:
+    if not caps.supports_axis("cp"):
         return [1]
-    return [e for e in _divisors(moe.num_experts) if dp_cp % e == 0]
+    seq = work.seq_len
+    return [c for c in _divisors(rest) if c <= MAX_CP and not dims.sequence_problems(seq, c, True)
+            and (c == 1 or dims.local_seq_len(seq, c) >= MIN_CP_TOKENS)]
+
+
+def _ep_choices(work: Workload, dp: int, caps: Capabilities) -> list[int]:
+    """Expert-parallel degrees that split the experts and divide the FSDP shard axis (dp: the search
+    proposes no HSDP replicas)."""
+    moe = work.model.moe
+    if moe is None or not caps.supports_axis("ep"):
+        return [1]
+    return [e for e in _divisors(moe.num_experts) if dp % e == 0]
 
 
 RECOMPUTE_ORDER = (("none", "matmuls"), ("selective", "matmuls"), ("selective", "alternate_matmuls"),
@@ -93,28 +101,33 @@ def search(work: Workload, precision: str, fast_domain: int, top: int) -> Search
     distinct (tp, pp, vpp, cp, ep, sharding) structure."""
     result = SearchResult(ranked=[])
     hardware = work.hardware(precision)
+    caps = capabilities_for(work.accelerator)
     batch = work.batch_sequences
     best_by_structure: dict[tuple, Estimate] = {}
-    for tp in _tp_choices(work, fast_domain):
-        for pp, vpp in _pp_choices(work, work.devices // tp):
-            for cp in _cp_choices(work, work.devices // (tp * pp)):
+    for tp in _tp_choices(work, fast_domain, caps):
+        for pp, vpp in _pp_choices(work, work.devices // tp, caps):
+            for cp in _cp_choices(work, work.devices // (tp * pp), caps):
                 dp = work.devices // (tp * pp * cp)
                 if batch % dp:
                     result.rejected["global batch not divisible by dp"] += 1
                     continue
-                for ep in _ep_choices(work, dp * cp):
-                    for sharding in _shardings(dp * cp):
+                for ep in _ep_choices(work, dp, caps):
+                    for sharding in _shardings(dp * cp, caps):
                         found = _best_micro_batch(work, hardware, result, tp=tp, pp=pp, vpp=vpp, cp=cp, dp=dp,
-                                                  ep=ep, sharding=sharding, precision=precision)
+                                                  ep=ep, sharding=sharding, sp=tp > 1 and caps.sequence_parallel,
+                                                  precision=precision)
                         if found is not None:
                             best_by_structure[(tp, pp, vpp, cp, ep, sharding)] = found
     result.ranked = sorted(best_by_structure.values(), key=_rank_key)
     return result
 
 
-def _shardings(shard_ranks: int) -> tuple[str, ...]:
-    """ZeRO-1 (Megatron distributed optimizer) and FSDP (ZeRO-3); plain replication only without dp."""
-    return ("fsdp", "zero1") if shard_ranks > 1 else ("none",)
+def _shardings(shard_ranks: int, caps: Capabilities) -> tuple[int, ...]:
+    """The ZeRO stages the target's runtime runs (torch: FSDP2 as ZeRO-2 or ZeRO-3; TPU: replicas
+    or full sharding); stage 0 only without data-parallel ranks."""
+    if shard_ranks <= 1:
+        return (0,)
+    return tuple(reversed(caps.sharded_stages))
 
 
 def _rank_key(estimate: Estimate) -> tuple:
@@ -125,7 +138,7 @@ def _rank_key(estimate: Estimate) -> tuple:
 
 
 def _best_micro_batch(work: Workload, hardware, result: SearchResult, *, tp: int, pp: int, vpp: int, cp: int,
-                      dp: int, ep: int, sharding: str, precision: str) -> Estimate | None:
+                      dp: int, ep: int, sharding: int, sp: bool, precision: str) -> Estimate | None:
     """The fastest fitting (micro_batch, recompute) for one structure."""
     per_replica = work.batch_sequences // dp
     best = None
@@ -136,8 +149,8 @@ def _best_micro_batch(work: Workload, hardware, result: SearchResult, *, tp: int
             continue
         fitted = None
         for recompute, policy in RECOMPUTE_ORDER:
-            layout = Layout(dp=dp, tp=tp, pp=pp, cp=cp, ep=ep, vpp=vpp, zero_stage=1 if sharding == "zero1" else 0,
-                            fsdp=sharding == "fsdp", sp=tp > 1, micro_batch=micro, grad_accum=per_replica // micro,
+            layout = Layout(dp=dp, tp=tp, pp=pp, cp=cp, ep=ep, vpp=vpp, zero_stage=0 if sharding == 3 else sharding,
+                            fsdp=sharding == 3, sp=sp, micro_batch=micro, grad_accum=per_replica // micro,
                             recompute=recompute, selective_policy=policy,
                             pp_schedule="interleaved" if vpp > 1 else "1f1b",
                             precision=precision)

@@ -33,6 +33,8 @@ class Capabilities:
     as the next stage up (see `effective_zero_stage`)."""
     precisions: frozenset[str]
     """Compute precisions the runtime trains in on this accelerator."""
+    sequence_parallel: bool
+    """Whether `parallel.sp` shards norm/dropout activations over tp (Korthikanti et al. 2022)."""
 
     def supports_axis(self, axis: str) -> bool:
         return axis == "dp" or axis in self.parallel_axes
@@ -56,21 +58,23 @@ class Capabilities:
 
 
 TORCH_AXES = frozenset({"dp", "tp", "pp", "cp", "ep"})
-TPU_AXES = frozenset({"dp", "tp"})
+
+TPU = Capabilities(target="tpu", runtime="pretrain_tpu", parallel_axes=frozenset({"dp", "tp"}),
+                   sharded_stages=(0, 3), precisions=frozenset({"fp32", "bf16"}), sequence_parallel=False)
+"""The torch-xla SPMD runtime (`specc.runtime.tpu`), the same on every TPU generation."""
 
 
 def capabilities_for(accelerator: Accelerator) -> Capabilities:
     """The capabilities of specc's runtime on `accelerator` (a catalog entry)."""
     if accelerator.kind == "tpu":
-        return Capabilities(target="tpu", runtime="pretrain_tpu", parallel_axes=TPU_AXES, sharded_stages=(0, 3),
-                            precisions=frozenset({"fp32", "bf16"}))
+        return TPU
     if accelerator.kind == "cpu":
         return Capabilities(target="cpu", runtime="pretrain", parallel_axes=TORCH_AXES, sharded_stages=(2, 3),
-                            precisions=frozenset({"fp32", "bf16"}))
+                            precisions=frozenset({"fp32", "bf16"}), sequence_parallel=True)
     precisions = {"fp32", "fp16"}
     if accelerator.bf16:
         precisions.add("bf16")
     if accelerator.fp8:
         precisions.add("fp8")
     return Capabilities(target="gpu", runtime="pretrain", parallel_axes=TORCH_AXES, sharded_stages=(2, 3),
-                        precisions=frozenset(precisions))
+                        precisions=frozenset(precisions), sequence_parallel=True)

@@ -1,11 +1,10 @@
 """Quantities derived from a validated spec that several phases need alike
-(device counts, the resolved data-parallel degree), computed in one place."""
+(device counts), computed in one place; parallel degrees live in `specc.spec.parallel_dims`."""
 
 from __future__ import annotations
 
 from specc.catalog import load_catalog
 from specc.spec.cluster import ClusterSpec
-from specc.spec.parallel import ParallelSpec
 
 
 def devices_per_node(cluster: ClusterSpec) -> int:
@@ -23,16 +22,3 @@ def total_devices(cluster: ClusterSpec) -> int:
     if cluster.devices is not None:
         return cluster.devices
     return cluster.nodes * devices_per_node(cluster)
-
-
-def model_parallel_size(parallel: ParallelSpec) -> int:
-    """Devices one model replica spans: tp x pp x cp."""
-    return parallel.tp * parallel.pp * parallel.cp
-
-
-def data_parallel_size(parallel: ParallelSpec, devices: int) -> int | None:
-    """The dp degree: explicit, or devices / (tp x pp x cp) when that divides evenly."""
-    if parallel.dp != "auto":
-        return parallel.dp
-    replica = model_parallel_size(parallel)
-    return devices // replica if devices % replica == 0 else None

@@ -51,11 +51,12 @@ def test_korthikanti_figure_1(model, shape, none_gib, selective_gib, states_gib)
 
 
 def test_zero_stages_bytes_per_parameter():
-    """Megatron convention 2 + 4 + 12 B/param; ZeRO-1 shards the 12, ZeRO-2 the 4 too, ZeRO-3 all (d = 8)."""
+    """specc's runtimes keep fp32 masters: 4 + 4 + 8 B/param; ZeRO-1 shards the 8, ZeRO-2 the grads too,
+    ZeRO-3 all (d = 8)."""
     model = ModelSpec(num_layers=2, hidden_size=256, num_heads=4, ffn_hidden_size=1024, vocab_size=1000, max_seq_len=128)
     counts = count_parameters(model)
     n = counts.total
-    expected = {0: (2, 4, 12), 1: (2, 4, 12 / 8), 2: (2, 4 / 8, 12 / 8), 3: (2 / 8, 4 / 8, 12 / 8)}
+    expected = {0: (4, 4, 8), 1: (4, 4, 8 / 8), 2: (4, 4 / 8, 8 / 8), 3: (4 / 8, 4 / 8, 8 / 8)}
     for stage, (w, g, o) in expected.items():
         layout = Layout(dp=8, zero_stage=stage)
         states = model_state_memory(stage_params(model, counts, layout, "only"), layout)

@@ -24,13 +24,13 @@ def test_tpu_mesh_without_sharding_is_pure_data_parallel():
 
 
 def test_tpu_mesh_errors_spell_out_the_arithmetic():
-    with pytest.raises(ValueError, match=r"dp\(2\) x tp\(2\) = 4 != devices\(8\); dp=4"):
+    with pytest.raises(ValueError, match=r"dp x tp x pp x cp = 2 x 2 x 1 x 1 = 4, but the cluster has 8 devices \(set dp: 4"):
         mesh_shape(ParallelSpec(dp=2, tp=2), 8)
-    with pytest.raises(ValueError, match=r"tp \(3\) does not divide the device count \(8\)"):
+    with pytest.raises(ValueError, match=r"devices \(8\) are not divisible by tp x pp x cp = 3 x 1 x 1 = 3"):
         mesh_shape(ParallelSpec(tp=3), 8)
     with pytest.raises(ValueError, match=r"pp=2 is not supported"):
         mesh_shape(ParallelSpec(pp=2), 8)
-    with pytest.raises(ValueError, match=r"hsdp_replicas \(3\) does not divide dp \(8\)"):
+    with pytest.raises(ValueError, match=r"dp \(8\) is not divisible by hsdp_replicas \(3\)"):
         mesh_shape(ParallelSpec(fsdp=True, hsdp_replicas=3), 8)
 
 

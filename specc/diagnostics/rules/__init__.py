@@ -27,6 +27,7 @@ RULES: tuple[Rule, ...] = (
     Rule("R117", ("parallel", "cluster"), parallel_rules.tp_within_node),
     Rule("R118", ("parallel", "cluster"), parallel_rules.precision_supported),
     Rule("R119", ("parallel",), parallel_rules.selective_policy_needs_selective),
+    Rule("R195", ("parallel", "cluster"), parallel_rules.runtime_supports_layout),
     Rule("R120", ("corpus",), run_rules.mixture_weights_sum_to_one),
     Rule("R121", ("corpus", "filters"), run_rules.filter_sources_exist),
     Rule("R122", ("dedup",), run_rules.minhash_bands_rows),

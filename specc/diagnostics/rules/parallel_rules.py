@@ -8,8 +8,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from specc.catalog import load_catalog
-from specc.diagnostics.rules.base import Finding, divisors
-from specc.spec.derived import data_parallel_size, devices_per_node, model_parallel_size, total_devices
+from specc.diagnostics.rules.base import Finding
+from specc.spec import parallel_dims as dims
+from specc.spec.capabilities import capabilities_for
+from specc.spec.derived import devices_per_node, total_devices
+from specc.spec.parallel import ParallelSpec
+from specc.spec.parallel_dims import Problem, data_parallel_size
 from specc.spec.root import Spec
 
 
@@ -17,52 +21,36 @@ def _explicit(spec: Spec):
     return None if isinstance(spec.parallel, str) else spec.parallel
 
 
-def heads_split_over_tp(spec: Spec) -> Iterator[Finding]:
-    """Tensor parallelism splits attention heads across ranks: num_heads % tp == 0, and
-    kv heads either split (num_kv_heads % tp == 0) or are replicated (tp % num_kv_heads == 0).
+def _findings(problems: list[Problem]) -> Iterator[Finding]:
+    for problem in problems:
+        yield Finding(problem.path, problem.message, problem.hint, problem.severity)
 
-    passes: `num_heads: 64, num_kv_heads: 8, tp: 8`   fails: `num_heads: 40, tp: 16`
+
+def _dp(spec: Spec, parallel: ParallelSpec) -> int | None:
+    return data_parallel_size(parallel, total_devices(spec.cluster))
+
+
+def heads_split_over_tp(spec: Spec) -> Iterator[Finding]:
+    """Tensor parallelism splits attention heads, KV heads and the FFN width evenly across ranks
+    (specc's runtime splits KV heads and never replicates them: num_kv_heads % tp == 0).
+
+    passes: `num_heads: 64, num_kv_heads: 8, tp: 8`   fails: `num_heads: 32, num_kv_heads: 4, tp: 8`
     """
     parallel = _explicit(spec)
-    if parallel is None or parallel.tp == 1:
-        return
-    model, tp = spec.model, parallel.tp
-    if model.num_heads % tp:
-        fitting = [d for d in divisors(model.num_heads) if d <= 16]
-        yield Finding(("parallel", "tp"),
-                      f"num_heads ({model.num_heads}) is not divisible by tp ({tp}): {model.num_heads} / {tp} = {model.num_heads / tp:.3g}",
-                      f"tp must divide num_heads: one of {fitting}")
-    kv = model.kv_heads
-    if kv % tp and tp % kv:
-        yield Finding(("parallel", "tp"),
-                      f"num_kv_heads ({kv}) can neither be split over tp ({tp}) ({kv} % {tp} = {kv % tp}) nor replicated ({tp} % {kv} = {tp % kv})",
-                      f"use tp in {[d for d in divisors(kv)] + [m for m in (2 * kv, 4 * kv, 8 * kv) if m <= 16]}")
-    if model.ffn_hidden_size % tp:
-        yield Finding(("parallel", "tp"),
-                      f"ffn_hidden_size ({model.ffn_hidden_size}) is not divisible by tp ({tp})",
-                      "choose a tp that divides the FFN width")
+    if parallel is not None:
+        yield from _findings(dims.tp_problems(spec.model, parallel.tp))
 
 
 def layers_fill_pipeline(spec: Spec) -> Iterator[Finding]:
     """Each of the pp x vpp pipeline chunks holds whole layers; uneven splits are allowed
     (Llama 3 405B: 126 layers on 16 stages, first and last stage one layer short) but slower.
+    Tied embeddings cannot be pipelined (embedding on the first stage, head on the last).
 
     passes: `num_layers: 32, pp: 4`     fails: `num_layers: 4, pp: 8`
     """
     parallel = _explicit(spec)
-    if parallel is None:
-        return
-    chunks = parallel.pp * parallel.vpp
-    layers = spec.model.num_layers
-    if layers < chunks:
-        yield Finding(("parallel", "pp"),
-                      f"num_layers ({layers}) is fewer than pp x vpp = {parallel.pp} x {parallel.vpp} = {chunks} pipeline chunks",
-                      f"use pp x vpp <= {layers}")
-    elif layers % chunks:
-        per = layers / chunks
-        yield Finding(("parallel", "pp"),
-                      f"num_layers ({layers}) does not split evenly over pp x vpp = {chunks} chunks ({per:.2f} per chunk); the slowest stage sets the pace",
-                      f"pp x vpp in {[d for d in divisors(layers) if 1 < d <= 64]} divide it evenly", "warning")
+    if parallel is not None:
+        yield from _findings(dims.pipeline_problems(spec.model, parallel.pp, parallel.vpp))
 
 
 def pipeline_schedule_matches_vpp(spec: Spec) -> Iterator[Finding]:
@@ -85,58 +73,28 @@ def pipeline_schedule_matches_vpp(spec: Spec) -> Iterator[Finding]:
 
 
 def degrees_match_devices(spec: Spec) -> Iterator[Finding]:
-    """dp x tp x pp x cp must equal the number of devices.
+    """dp x tp x pp x cp must equal the number of devices; hsdp_replicas divides dp.
 
     passes: 64 devices with `dp: 8, tp: 8`     fails: 64 devices with `dp: 4, tp: 8, pp: 4` (128)
     """
     parallel = _explicit(spec)
-    if parallel is None:
-        return
-    devices = total_devices(spec.cluster)
-    replica = model_parallel_size(parallel)
-    dp = data_parallel_size(parallel, devices)
-    if dp is None:
-        yield Finding(("parallel",),
-                      f"devices ({devices}) are not divisible by tp x pp x cp = {parallel.tp} x {parallel.pp} x {parallel.cp} = {replica}",
-                      f"choose tp x pp x cp among the divisors of {devices}: {divisors(devices)[:12]}")
-        return
-    product = dp * replica
-    if product != devices:
-        fit = devices // replica if devices % replica == 0 else None
-        yield Finding(("parallel", "dp"),
-                      f"dp x tp x pp x cp = {dp} x {parallel.tp} x {parallel.pp} x {parallel.cp} = {product}, but the cluster has {devices} devices",
-                      f"set dp: {fit} (or `auto`)" if fit else f"tp x pp x cp ({replica}) must divide {devices}")
-    if parallel.hsdp_replicas > 1:
-        if not parallel.fsdp:
-            yield Finding(("parallel", "hsdp_replicas"), "hsdp_replicas needs fsdp: true", "set fsdp: true")
-        elif dp % parallel.hsdp_replicas:
-            yield Finding(("parallel", "hsdp_replicas"),
-                          f"dp ({dp}) is not divisible by hsdp_replicas ({parallel.hsdp_replicas})",
-                          f"use one of {divisors(dp)}")
+    if parallel is not None:
+        yield from _findings(dims.degree_problems(parallel, total_devices(spec.cluster)))
 
 
 def experts_fit_ep(spec: Spec) -> Iterator[Finding]:
-    """Expert parallelism splits experts evenly and lives inside dp x cp.
+    """Expert parallelism splits experts evenly and is carved out of the FSDP shard axis
+    (ep divides dp / hsdp_replicas).
 
-    passes: `num_experts: 8, ep: 8` with dp x cp = 8     fails: `num_experts: 8, ep: 3`
+    passes: `num_experts: 8, ep: 8` with dp = 8     fails: `num_experts: 8, ep: 3`
     """
     parallel = _explicit(spec)
     if parallel is None or parallel.ep == 1:
         return
-    moe = spec.model.moe
-    if moe is None:
-        yield Finding(("parallel", "ep"), f"ep ({parallel.ep}) is set but the model has no `moe` section",
-                      "remove ep or add model.moe")
-        return
-    if moe.num_experts % parallel.ep:
-        yield Finding(("parallel", "ep"),
-                      f"num_experts ({moe.num_experts}) is not divisible by ep ({parallel.ep})",
-                      f"use ep in {divisors(moe.num_experts)}")
-    dp = data_parallel_size(parallel, total_devices(spec.cluster))
-    if dp is not None and (dp * parallel.cp) % parallel.ep:
-        yield Finding(("parallel", "ep"),
-                      f"ep ({parallel.ep}) must divide dp x cp = {dp} x {parallel.cp} = {dp * parallel.cp}",
-                      f"use ep in {[d for d in divisors(dp * parallel.cp) if d in divisors(moe.num_experts)]}")
+    yield from _findings(dims.expert_problems(spec.model, parallel.ep))
+    dp = _dp(spec, parallel)
+    if dp is not None and spec.model.moe is not None:
+        yield from _findings(dims.expert_shard_problems(parallel, dp))
 
 
 def batch_divides_over_dp(spec: Spec) -> Iterator[Finding]:
@@ -148,16 +106,12 @@ def batch_divides_over_dp(spec: Spec) -> Iterator[Finding]:
     sequences = spec.schedule.batch_sequences()
     if parallel is None or not sequences:
         return
-    dp = data_parallel_size(parallel, total_devices(spec.cluster))
+    dp = _dp(spec, parallel)
     if dp is None:
         return
-    step = dp * parallel.micro_batch
-    if sequences % step:
-        lower, upper = sequences // step * step, -(-sequences // step) * step
-        choices = " or ".join(str(v) for v in (lower, upper) if v > 0)
-        yield Finding(("schedule", "global_batch_size") if spec.schedule.global_batch_size else ("schedule", "global_batch_tokens"),
-                      f"global batch ({sequences} sequences) is not divisible by dp x micro_batch = {dp} x {parallel.micro_batch} = {step}",
-                      f"use a global batch of {choices} sequences, or change micro_batch")
+    key = ("schedule", "global_batch_size") if spec.schedule.global_batch_size else ("schedule", "global_batch_tokens")
+    for problem in dims.batch_problems(sequences, dp, parallel.micro_batch):
+        yield Finding(key, problem.message, problem.hint, problem.severity)
 
 
 def sequence_splits_over_cp(spec: Spec) -> Iterator[Finding]:
@@ -166,15 +120,26 @@ def sequence_splits_over_cp(spec: Spec) -> Iterator[Finding]:
     passes: `seq_len: 8192, cp: 4`     fails: `seq_len: 1000, cp: 16`
     """
     parallel = _explicit(spec)
-    if parallel is None or parallel.cp == 1:
+    if parallel is not None:
+        yield from _findings(dims.sequence_problems(spec.schedule.seq_len, parallel.cp, parallel.cp_load_balance))
+
+
+def runtime_supports_layout(spec: Spec) -> Iterator[Finding]:
+    """The target's runtime must run every parallel axis of the layout (the TPU runtime shards over
+    data, fsdp and tensor axes only: no pp, cp or ep); a ZeRO stage that the runtime runs as a
+    higher one is a warning that names the stage the plan charges.
+
+    passes: `tp: 4` on tpu-v5p      fails: `pp: 2` on tpu-v5p
+    """
+    parallel = _explicit(spec)
+    accelerator = load_catalog().get(spec.cluster.accelerator)
+    if parallel is None or accelerator is None:
         return
-    seq_len = spec.schedule.seq_len
-    chunks = 2 * parallel.cp if parallel.cp_load_balance else parallel.cp
-    if seq_len % chunks:
-        why = "2 x cp" if parallel.cp_load_balance else "cp"
-        yield Finding(("schedule", "seq_len"),
-                      f"seq_len ({seq_len}) is not divisible by {why} = {chunks}",
-                      f"use seq_len {seq_len // chunks * chunks or chunks} or {-(-seq_len // chunks) * chunks}")
+    dp = _dp(spec, parallel)
+    if dp is None:
+        return
+    shard_ranks = dp * parallel.cp // (parallel.hsdp_replicas if parallel.fsdp else 1)
+    yield from _findings(dims.capability_problems(parallel, capabilities_for(accelerator), shard_ranks))
 
 
 def sequence_parallel_needs_tp(spec: Spec) -> Iterator[Finding]:

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from specc.spec import parallel_dims
+from specc.spec.capabilities import TPU
 from specc.spec.parallel import ParallelSpec
 
 AXES = ("data", "fsdp", "tensor")
@@ -54,27 +56,24 @@ class MeshShape:
 def mesh_shape(parallel: ParallelSpec, num_devices: int) -> MeshShape:
     """The mesh for `parallel` on `num_devices` chips; a ValueError spells out what disagrees.
 
-    dp (or `auto` = devices / tp) is the batch-parallel degree; with `fsdp: true` (or any
-    ZeRO stage) it becomes the fsdp axis, divided into `hsdp_replicas` data replicas.
+    Degrees resolve through `specc.spec.parallel_dims` and the axes and ZeRO stages the TPU runtime
+    runs come from `specc.spec.capabilities` (what validate and the layout search read): dp (or
+    `auto` = devices / tp) is the batch-parallel degree; with any sharding (`fsdp: true` or a ZeRO
+    stage, all run as stage 3 under GSPMD) it becomes the fsdp axis, divided into `hsdp_replicas`
+    data replicas.
     """
-    unsupported = {name: getattr(parallel, name) for name in ("pp", "cp", "ep") if getattr(parallel, name) > 1}
+    capabilities = TPU
+    unsupported = [axis for axis in ("pp", "cp", "ep") if getattr(parallel, axis) > 1 and not capabilities.supports_axis(axis)]
     if unsupported:
-        listed = ", ".join(f"{name}={degree}" for name, degree in unsupported.items())
-        raise ValueError(f"the TPU runtime shards over data, fsdp and tensor axes only; {listed} is not supported "
-                         f"(set {', '.join(unsupported)} to 1 and use dp/fsdp/tp)")
-    tp = parallel.tp
-    if num_devices % tp:
-        raise ValueError(f"tp ({tp}) does not divide the device count ({num_devices})")
-    dp = num_devices // tp if parallel.dp == "auto" else parallel.dp
-    if dp * tp != num_devices:
-        raise ValueError(f"invalid parallel degrees: dp({dp}) x tp({tp}) = {dp * tp} != devices({num_devices}); "
-                         f"dp={num_devices // tp} (or auto) would fit")
-    if not (parallel.fsdp or parallel.zero_stage > 0):
-        return MeshShape(data=dp, fsdp=1, tensor=tp)
-    replicas = parallel.hsdp_replicas
-    if dp % replicas:
-        raise ValueError(f"hsdp_replicas ({replicas}) does not divide dp ({dp})")
-    return MeshShape(data=replicas, fsdp=dp // replicas, tensor=tp)
+        listed = ", ".join(f"{axis}={getattr(parallel, axis)}" for axis in unsupported)
+        raise parallel_dims.LayoutError(
+            f"the TPU runtime shards over data, fsdp and tensor axes only; {listed} is not supported "
+            f"(set {', '.join(unsupported)} to 1 and use dp/fsdp/tp)")
+    dims = parallel_dims.resolve(parallel, num_devices)
+    stage = capabilities.effective_zero_stage(parallel.zero_stage, parallel.fsdp, dims.dp)
+    if stage < 3:
+        return MeshShape(data=dims.dp, fsdp=1, tensor=dims.tp)
+    return MeshShape(data=dims.dp_replicate, fsdp=dims.dp_shard, tensor=dims.tp)
 
 
 def parameter_spec(name: str, ndim: int) -> PartitionSpec:

@@ -30,6 +30,7 @@ from specc.runtime.train.data import BatchLayout, SequenceStream, local_batch, o
 from specc.runtime.train.model import build_model, num_parameters
 from specc.runtime.train.moe import AuxLossScaler
 from specc.runtime.train.optim import build_lr_scheduler, build_optimizer
+from specc.spec import parallel_dims
 from specc.spec.model import ModelSpec
 from specc.spec.parallel import ParallelSpec
 from specc.spec.schedule import ScheduleSpec
@@ -62,7 +63,7 @@ class Runtime:
     rank: int
     world_size: int
     device: torch.device
-    dims: par.ParallelDims
+    dims: parallel_dims.ParallelDims
     meshes: dict | None
     """Mesh axes and flattened views by name (`parallelize.build_mesh`); None on one process."""
     dp_rank: int = 0
@@ -88,7 +89,7 @@ def init_runtime(parallel: ParallelSpec) -> Runtime:
         torch.cuda.set_device(device)
     else:
         device = torch.device("cpu")
-    dims = par.ParallelDims.from_spec(parallel, world_size)
+    dims = parallel_dims.resolve(parallel, world_size)
     if world_size == 1:
         return Runtime(rank, 1, device, dims, None)
     if not dist.is_initialized():
@@ -103,7 +104,7 @@ def init_runtime(parallel: ParallelSpec) -> Runtime:
 def build_parts(settings: TrainSettings, rt: Runtime) -> tuple[list[nn.Module], list[tuple[int, nn.Module]]]:
     """The model parts this rank runs, parallelized: [(stage index, chunk)] under pp, else [(0, model)]."""
     parallel, dims = settings.parallel, rt.dims
-    par.check_model_fits_layout(settings.model, parallel)
+    par.check_model_fits_layout(settings.model, parallel, dims, settings.schedule.seq_len, settings.accelerator)
     if parallel.precision in ("fp16", "fp8") and rt.rank == 0:
         print(f"pretrain: warning: precision {parallel.precision} runs as bf16 in this runtime "
               "(fp8 needs torchao's float8 kernels, fp16 a loss scaler)", flush=True)
@@ -116,7 +117,6 @@ def build_parts(settings: TrainSettings, rt: Runtime) -> tuple[list[nn.Module], 
         if dims.ep > 1:
             par.apply_ep(part, rt.meshes["ep"])
         if dims.cp > 1:
-            par.check_cp_sequence(settings.schedule.seq_len, dims.cp, parallel.cp_load_balance)
             rt.cp = par.apply_cp(part, rt.meshes["cp"], parallel.cp_load_balance)
         par.apply_ac(part, parallel.recompute, parallel.selective_policy)
         if parallel.compile:

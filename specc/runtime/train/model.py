@@ -20,7 +20,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from specc.runtime.train.moe import MoE, is_moe_layer
+from specc.runtime.train.moe import MoE
+from specc.spec.parallel_dims import is_moe_layer
 from specc.spec.model import ModelSpec
 
 

@@ -27,11 +27,6 @@ from torch import nn
 from specc.spec.model import ModelSpec
 
 
-def is_moe_layer(model: ModelSpec, layer_id: int) -> bool:
-    """Layer i is MoE iff i % layer_frequency == layer_frequency - 1 (project convention)."""
-    return model.moe is not None and layer_id % model.moe.layer_frequency == model.moe.layer_frequency - 1
-
-
 class AuxLossScaler(torch.autograd.Function):
     """Adds d(weight x aux_loss) to the backward pass without returning aux_loss through the
     model (Megatron-LM's MoEAuxLossAutoScaler): works unchanged inside pipeline stages."""

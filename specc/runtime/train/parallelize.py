@@ -31,47 +31,12 @@ from torch.distributed.tensor.parallel import (ColwiseParallel, PrepareModuleInp
 
 from specc.runtime.train.model import ContextParallel, Transformer
 from specc.runtime.train.moe import GroupedExperts, MoE
+from specc.catalog import load_catalog
+from specc.spec import parallel_dims
+from specc.spec.capabilities import capabilities_for
 from specc.spec.model import ModelSpec
 from specc.spec.parallel import ParallelSpec
-
-
-@dataclass(frozen=True)
-class ParallelDims:
-    """Degrees of every mesh axis; their product is the world size."""
-
-    pp: int
-    dp_replicate: int
-    dp_shard: int
-    tp: int
-    ep: int
-    cp: int
-
-    @classmethod
-    def from_spec(cls, parallel: ParallelSpec, world_size: int) -> ParallelDims:
-        dp = parallel.dp if isinstance(parallel.dp, int) else world_size // (parallel.tp * parallel.pp * parallel.cp)
-        product = dp * parallel.tp * parallel.pp * parallel.cp
-        if product != world_size:
-            raise ValueError(f"Invalid parallel dims: dp({dp}) * tp({parallel.tp}) * pp({parallel.pp}) * cp({parallel.cp}) "
-                             f"= {product} != WORLD_SIZE({world_size})")
-        if dp % parallel.hsdp_replicas:
-            raise ValueError(f"dp ({dp}) is not divisible by hsdp_replicas ({parallel.hsdp_replicas})")
-        dp_shard = dp // parallel.hsdp_replicas
-        if dp_shard % parallel.ep:
-            raise ValueError(f"ep ({parallel.ep}) must divide the FSDP shard degree dp / hsdp_replicas = {dp_shard}")
-        return cls(parallel.pp, parallel.hsdp_replicas, dp_shard, parallel.tp, parallel.ep, parallel.cp)
-
-    @property
-    def dp(self) -> int:
-        return self.dp_replicate * self.dp_shard
-
-    @property
-    def dp_cp(self) -> int:
-        """Ranks that hold different tokens of one step: gradients are averaged over them."""
-        return self.dp * self.cp
-
-    @property
-    def world_size(self) -> int:
-        return self.pp * self.dp * self.tp * self.cp
+from specc.spec.parallel_dims import ParallelDims
 
 
 def build_mesh(dims: ParallelDims, device_type: str) -> dict[str, DeviceMesh]:
@@ -91,23 +56,6 @@ def build_mesh(dims: ParallelDims, device_type: str) -> dict[str, DeviceMesh]:
 
 # ---------------------------------------------------------------- pipeline parallel
 
-def pipeline_layer_ranges(num_layers: int, num_chunks: int) -> list[range]:
-    """Contiguous layer ranges, the remainder going to the middle chunks (the first holds the
-    embedding and the last the head, as in Llama 3 405B's 126 layers on 16 stages)."""
-    base, extra = divmod(num_layers, num_chunks)
-    counts = [base] * num_chunks
-    middle = list(range(1, num_chunks - 1)) or list(range(num_chunks))
-    for i in range(extra):
-        counts[middle[i % len(middle)]] += 1
-    starts = [sum(counts[:i]) for i in range(num_chunks)]
-    return [range(s, s + c) for s, c in zip(starts, counts)]
-
-
-def stage_ids_for_rank(pp_rank: int, pp: int, vpp: int) -> list[int]:
-    """Looped assignment: rank r holds stages r, r + pp, ... (Narayanan et al. 2021 interleaving)."""
-    return [pp_rank + v * pp for v in range(vpp)]
-
-
 def prune_to_stage(model: Transformer, layers: range, first: bool, last: bool) -> Transformer:
     """A copy of the model keeping only one pipeline chunk; global names are preserved."""
     chunk = copy.deepcopy(model)
@@ -124,15 +72,11 @@ def prune_to_stage(model: Transformer, layers: range, first: bool, last: bool) -
 
 def split_pipeline(model: Transformer, parallel: ParallelSpec, pp_rank: int) -> list[tuple[int, Transformer]]:
     """(stage index, chunk) pairs this pp rank runs."""
-    if model.spec.tie_embeddings:
-        raise ValueError("tie_embeddings with pp > 1 is not supported: the embedding lives on the first "
-                         "stage and the head on the last; set model.tie_embeddings: false or pp: 1")
+    parallel_dims.require(parallel_dims.pipeline_problems(model.spec, parallel.pp, parallel.vpp))
     num_stages = parallel.pp * parallel.vpp
-    ranges = pipeline_layer_ranges(model.spec.num_layers, num_stages)
-    if any(len(r) == 0 for r in ranges):
-        raise ValueError(f"num_layers ({model.spec.num_layers}) is fewer than pp x vpp = {num_stages} pipeline chunks")
+    ranges = parallel_dims.pipeline_layer_ranges(model.spec.num_layers, num_stages)
     return [(s, prune_to_stage(model, ranges[s], s == 0, s == num_stages - 1))
-            for s in stage_ids_for_rank(pp_rank, parallel.pp, parallel.vpp)]
+            for s in parallel_dims.stage_ids_for_rank(pp_rank, parallel.pp, parallel.vpp)]
 
 
 def build_pipeline_schedule(chunks: list[tuple[int, nn.Module]], parallel: ParallelSpec, pp_group,
@@ -158,11 +102,7 @@ def apply_tp(model: Transformer, tp_mesh: DeviceMesh, sequence_parallel: bool) -
     `loss_parallel` (see `vocab_parallel_loss`). MoE FFNs are replicated over tp.
     """
     spec, tp = model.spec, tp_mesh.size()
-    if spec.num_heads % tp or spec.kv_heads % tp:
-        raise ValueError(f"tensor parallelism needs num_heads ({spec.num_heads}) and num_kv_heads ({spec.kv_heads}) "
-                         f"divisible by tp ({tp}); replicated kv heads are not supported by this runtime")
-    if spec.ffn_hidden_size % tp:
-        raise ValueError(f"ffn_hidden_size ({spec.ffn_hidden_size}) is not divisible by tp ({tp})")
+    parallel_dims.require(parallel_dims.tp_problems(spec, tp))
     activation_layout = Shard(1) if sequence_parallel else Replicate()
     tied = spec.tie_embeddings
     if model.embeddings is not None:
@@ -231,13 +171,6 @@ def apply_cp(model: Transformer, cp_mesh: DeviceMesh, load_balance: bool) -> Con
     for block in model.layers.values():
         block.attention.cp = cp
     return cp
-
-
-def check_cp_sequence(seq_len: int, cp: int, load_balance: bool) -> None:
-    chunks = 2 * cp if load_balance else cp
-    if seq_len % chunks:
-        raise ValueError(f"seq_len ({seq_len}) must divide into {'2 x cp' if load_balance else 'cp'} = {chunks} "
-                         f"context-parallel chunks ({seq_len} / {chunks} = {seq_len / chunks:.3g})")
 
 
 # ---------------------------------------------------------------- expert parallel
@@ -405,7 +338,10 @@ def param_dtype_for(precision: str) -> torch.dtype | None:
     return None if precision == "fp32" else torch.bfloat16
 
 
-def check_model_fits_layout(model: ModelSpec, parallel: ParallelSpec) -> None:
-    """Layout constraints the runtime relies on, with the arithmetic spelled out."""
-    if parallel.ep > 1 and model.moe is None:
-        raise ValueError(f"ep ({parallel.ep}) is set but the model has no moe section")
+def check_model_fits_layout(model: ModelSpec, parallel: ParallelSpec, dims: ParallelDims, seq_len: int,
+                            accelerator: str) -> None:
+    """Every layout rule validate applies (`specc.spec.parallel_dims`), again at start-up: a config
+    edited by hand, or a spec that skipped validate, fails here with the same message."""
+    entry = load_catalog().get(accelerator)
+    capabilities = capabilities_for(entry) if entry is not None else None
+    parallel_dims.require(parallel_dims.layout_problems(model, parallel, dims, seq_len, capabilities))

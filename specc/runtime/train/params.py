@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from specc.spec.derived import data_parallel_size, total_devices
+from specc.spec.derived import total_devices
 from specc.spec.parallel import ParallelSpec
+from specc.spec.parallel_dims import data_parallel_size
 from specc.spec.root import Spec
 
 PREDICTED_KEYS = ("step_s", "peak_memory_gib", "flops_per_token", "peak_tflops")
