@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from specc.spec import parallel_dims
 from specc.spec.derived import total_devices
 from specc.spec.parallel import ParallelSpec
-from specc.spec.parallel_dims import data_parallel_size
 from specc.spec.root import Spec
 
 PREDICTED_KEYS = ("step_s", "peak_memory_gib", "flops_per_token", "peak_tflops")
@@ -32,12 +32,8 @@ def resolve_layout(spec: Spec, layout: ParallelSpec | Mapping | None) -> Paralle
         base = ParallelSpec.model_validate({**base.model_dump(), **chosen})
         if base.vpp > 1 and "pp_schedule" not in chosen:
             base = base.model_copy(update={"pp_schedule": "interleaved"})
-    devices = total_devices(spec.cluster)
-    dp = data_parallel_size(base, devices)
-    if dp is None:
-        raise ValueError(f"devices ({devices}) are not divisible by tp x pp x cp = "
-                         f"{base.tp} x {base.pp} x {base.cp} = {base.tp * base.pp * base.cp}")
-    return base.model_copy(update={"dp": dp})
+    dims = parallel_dims.resolve(base, total_devices(spec.cluster))
+    return base.model_copy(update={"dp": dims.dp})
 
 
 def pretrain_params(spec: Spec, layout: ParallelSpec | Mapping | None = None,
