@@ -225,7 +225,7 @@ def activation_bytes_per_layer(model: ModelSpec, layout: Layout, seq_len: int, m
     `selective_policy: alternate_matmuls` is torchtitan's op-level policy (every other matmul kept,
     `_alternate_matmuls_contexts`), both checked against FSDPMemTracker (benchmarks/plan_vs_tracker.py).
     """
-    s = seq_len / layout.cp
+    s = dims.local_seq_len(seq_len, layout.cp)
     b = layout.micro_batch
     h, a, g, d = model.hidden_size, model.num_heads, model.kv_heads, model.head_size
     tp = layout.tp
@@ -283,7 +283,7 @@ def activation_bytes_per_layer(model: ModelSpec, layout: Layout, seq_len: int, m
 
 def _layer_input_bytes(model: ModelSpec, layout: Layout, seq_len: int) -> float:
     """Full recompute keeps only each layer's input, 2sbh (/t with sequence parallelism)."""
-    s = seq_len / layout.cp
+    s = dims.local_seq_len(seq_len, layout.cp)
     value = compute_element_bytes(layout) * s * layout.micro_batch * model.hidden_size
     return value / layout.tp if layout.sequence_parallel else value
 
@@ -321,7 +321,7 @@ def activation_memory(model: ModelSpec, layout: Layout, seq_len: int, stage: str
     total = per_micro_batch * in_flight_micro_batches(layout, stage)
     if stage in ("first", "only"):
         # Token ids (int64) and the embedding output per in-flight micro-batch (Megatron code: 8sbp + sbhp).
-        s, b = seq_len / layout.cp, layout.micro_batch
+        s, b = dims.local_seq_len(seq_len, layout.cp), layout.micro_batch
         total += in_flight_micro_batches(layout, stage) * (8 * s * b + compute_element_bytes(layout) * s * b * model.hidden_size / (
             layout.tp if layout.sequence_parallel else 1))
     return total
@@ -374,7 +374,7 @@ def logits_memory(model: ModelSpec, layout: Layout, seq_len: int, xla: bool = Fa
     sees 8 B per logit (the log-softmax and one gradient: the logits themselves are not kept).
     Under `loss_parallel`: LOSS_PARALLEL_LOGIT_BYTES per local logit; under XLA:
     XLA_LOGIT_BYTES. Megatron's estimate 4sbh(1 + V/h) keeps one fp32 copy (formulas.md section 4)."""
-    s = seq_len / layout.cp
+    s = dims.local_seq_len(seq_len, layout.cp)
     vocab_shards = 1 if model.tie_embeddings else layout.tp
     if xla:
         per_element = XLA_LOGIT_BYTES

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from specc.plan.layout import Hardware, Layout, peak_tflops
 from specc.plan.params import FlopsPerToken, ParameterCount
 from specc.plan.memory import stage_layers, stage_params
+from specc.spec import parallel_dims as dims
 from specc.spec.model import ModelSpec
 
 # --- efficiency constants ----------------------------------------------------------------------
@@ -169,7 +170,7 @@ def matmul_efficiency(model: ModelSpec, layout: Layout, hardware: Hardware, seq_
         # 64-wide model sustains ~35% of one core's sgemm peak in training, measured 2026-11-23).
         return fraction * MATMUL_EFFICIENCY["cpu"]
     width = model.hidden_size / layout.tp
-    tokens = layout.micro_batch * seq_len / layout.cp
+    tokens = layout.micro_batch * dims.local_seq_len(seq_len, layout.cp)
     half_dim = 0.0 if hardware.is_tpu else GEMM_HALF_DIM
     return (fraction * MATMUL_EFFICIENCY[_kind(hardware)] / (1 + half_dim / width)
             / (1 + GEMM_HALF_TOKENS / tokens))
@@ -180,7 +181,7 @@ def attention_efficiency(model: ModelSpec, layout: Layout, hardware: Hardware, s
     x ATTENTION_EFFICIENCY x a head-size factor x the sequence-length factor (ATTENTION_HALF_SEQ)."""
     fraction = float(hardware.accelerator.extra.get("achievable_attention_fraction", DEFAULT_ATTENTION_FRACTION))
     head = model.head_size
-    row = seq_len / layout.cp
+    row = dims.local_seq_len(seq_len, layout.cp)
     # The per-tile-row overheads are the GPU/TPU kernels'; a CPU has no tiles to under-fill.
     half_seq = 0.0 if _kind(hardware) == "cpu" else ATTENTION_HALF_SEQ
     return fraction * ATTENTION_EFFICIENCY * head / (head + 32) * row / (row + half_seq)
@@ -217,7 +218,7 @@ def _expert_flops_per_token(model: ModelSpec) -> float:
     moe = model.moe
     width = moe.expert_ffn_hidden_size or model.ffn_hidden_size
     matrices = 3 if model.activation == "swiglu" else 2
-    moe_layers = sum(1 for i in range(model.num_layers) if i % moe.layer_frequency == moe.layer_frequency - 1)
+    moe_layers = len(dims.moe_layer_ids(model))
     return 6.0 * moe_layers * (moe.top_k + moe.num_shared_experts) * matrices * model.hidden_size * width
 
 
@@ -260,7 +261,7 @@ def step_time(model: ModelSpec, counts: ParameterCount, flops: FlopsPerToken, ha
     bubble = (p - 1) / v * per_micro if p > 1 else 0.0  # (p-1)/(m v) of the m micro-batches' compute
     layers, moe_layers = stage_layers(model, layout)
     act_dtype = 4 if layout.precision == "fp32" else 2
-    tokens_mb = layout.micro_batch * seq_len / layout.cp
+    tokens_mb = layout.micro_batch * dims.local_seq_len(seq_len, layout.cp)
     activation = tokens_mb * model.hidden_size * act_dtype
 
     # TP: 2 all-reduces forward + 2 backward per layer (+2 with full recompute), Megatron; SP swaps
