@@ -1,4 +1,4 @@
-"""The `specc` command line: validate, schema, rules (and, as they land, plan and launch).
+"""The `specc` command line: validate, schema, rules, catalog, plan, launch, status, cancel.
 
 Exit codes (dbt's convention): 0 success, 1 the user's input is wrong, 2 an internal
 error. User mistakes never print a traceback; internal errors do, to stderr, with a
@@ -50,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     rules = commands.add_parser("rules", help="list the cross-field rules with their codes and examples")
     rules.add_argument("code", nargs="?", help="show one rule")
 
+    catalog = commands.add_parser("catalog", help="list the accelerator ids a spec may name (memory, peaks, runtime)")
+    catalog.add_argument("--format", choices=("text", "json"), default="text", help="output format")
+
     plan = commands.add_parser("plan", help="predict memory, step time, cost and the best layout of a spec")
     plan.add_argument("spec", type=Path, help="spec file")
     _add_spec_arguments(plan)
@@ -71,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         handler = {"validate": _cmd_validate, "schema": _cmd_schema, "rules": _cmd_rules,
-                   "plan": _cmd_plan}.get(args.command, _cmd_launch)
+                   "catalog": _cmd_catalog, "plan": _cmd_plan}.get(args.command, _cmd_launch)
         return handler(args)
     except UsageError as error:
         print(f"specc: error: {error}", file=sys.stderr)
@@ -145,6 +148,19 @@ def _cmd_rules(args: argparse.Namespace) -> int:
         print(f"{rule.code}  {rule.name}  (reads: {', '.join(rule.needs)})")
         print(inspect.cleandoc(rule.documentation))
         print()
+    return EXIT_OK
+
+
+def _cmd_catalog(args: argparse.Namespace) -> int:
+    import json
+
+    from specc.catalog.listing import catalog_entries, render_catalog
+
+    rows = catalog_entries()
+    if args.format == "json":
+        print(json.dumps({"accelerators": rows}, indent=2))
+    else:
+        render_catalog(rows)
     return EXIT_OK
 
 

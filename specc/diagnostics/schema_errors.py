@@ -164,6 +164,9 @@ def _one(item: _Located, data: object, source_map: SourceMap) -> Diagnostic:
     if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal", "multiple_of",
                 "too_short", "too_long", "string_too_short", "string_too_long"):
         return Diagnostic("error", "S006", _range_message(kind, error, value), where, shown_path)
+    if kind == "finite_number":
+        return Diagnostic("error", "S006", f"must be a finite number, got {_shown(value)}", where, shown_path,
+                          hint="inf and nan are not accepted; write the number meant, e.g. `3e-4`")
     if kind == "string_pattern_mismatch":
         pattern = error["ctx"]["pattern"]
         return Diagnostic("error", "S007", f"{_shown(value)} is not allowed here", where, shown_path,

@@ -27,6 +27,7 @@ from specc.catalog import load_catalog
 from specc.plan.memory import GIB
 from specc.plan.params import count_parameters
 from specc.plan.serving import kv_cache_bytes
+from specc.spec.alignment import stage_seq_len
 from specc.spec.derived import total_devices
 from specc.spec.root import Spec
 
@@ -85,7 +86,7 @@ def stage_memory(spec: Spec, stage) -> dict:
     devices = total_devices(spec.cluster)
     precision = _precision(spec)
     models = held_models(spec, stage, devices)
-    seq_len = min(getattr(stage, "seq_len", None) or spec.schedule.seq_len, spec.model.max_seq_len)
+    seq_len = stage_seq_len(stage, spec.schedule.seq_len, spec.model.max_seq_len)
     kv = 0.0
     if stage.type in ("ppo", "constitutional"):
         batch = stage.rollout_batch if stage.type == "ppo" else 1
@@ -110,7 +111,7 @@ def stage_memory(spec: Spec, stage) -> dict:
     capacity = accelerator.memory_gib if accelerator else 0.0
     placement = (f"all {len(models)} model(s) on the same {devices} device(s)" if colocated else
                  f"policy + value on {models[0].devices} device(s), reference + reward on {models[2].devices}")
-    return {"stage": stage.name, "type": stage.type, "placement": placement,
+    return {"stage": stage.name, "type": stage.type, "placement": placement, "seq_len": seq_len,
             "models": [{"role": m.role, "trained": m.trained, "params": m.params, "devices": m.devices,
                         "gib_per_device": round(m.params * _bytes_per_param(m.trained, precision) / m.devices / GIB, 4)}
                        for m in models],

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from specc.catalog import load_catalog
 from specc.plan.memory import GIB
 from specc.plan.params import ParameterCount, count_parameters
-from specc.spec.deploy import DeployTarget
+from specc.spec.deploy import DeployTarget, serving_context
 from specc.spec.model import ModelSpec
 
 KV_BYTES = {"bf16": 2.0, "fp16": 2.0, "fp8": 1.0, "int8": 1.0}
@@ -81,12 +81,13 @@ def estimate_target(model: ModelSpec, target: DeployTarget) -> ServingEstimate:
     """Memory of one deployment target."""
     counts = count_parameters(model)
     weights = model_weight_bytes(counts, model, target.quantization, target.group_size)
-    kv = kv_cache_bytes(model, target.max_batch, target.max_context, target.kv_cache_dtype)
+    context = serving_context(target, model)
+    kv = kv_cache_bytes(model, target.max_batch, context, target.kv_cache_dtype)
     draft = 0.0
     if target.speculative is not None and isinstance(target.speculative.draft, ModelSpec):
         draft_model = target.speculative.draft
         draft = model_weight_bytes(count_parameters(draft_model), draft_model, "none", target.group_size)
-        draft += kv_cache_bytes(draft_model, target.max_batch, target.max_context, target.kv_cache_dtype)
+        draft += kv_cache_bytes(draft_model, target.max_batch, context, target.kv_cache_dtype)
     accelerator = load_catalog().get(target.accelerator)
     capacity = accelerator.memory_gib if accelerator else 0.0
     return ServingEstimate(name=target.name, accelerator=target.accelerator, count=target.count, weights=weights,

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from specc.spec.base import SpecModel
-from specc.spec.types import Identifier, Number, PositiveCount
+from specc.spec.types import Identifier, Number, PositiveCount, PositiveLength
 
 
 class _Stage(SpecModel):
@@ -16,14 +16,15 @@ class _Stage(SpecModel):
     """Stage name; later stages refer to it (`init_from`, `reference`, `reward_model`)."""
     init_from: str = "pretrain"
     """Weights to start from: `pretrain`, the name of an earlier stage, or a checkpoint path."""
-    lr: Annotated[Number, Field(gt=0)] = 1e-5
-    """Learning rate."""
+    lr: Annotated[Number, Field(gt=0, le=1)] = 1e-5
+    """Peak learning rate (AdamW; typical: SFT 2e-5, DPO 5e-7 to 1e-6, PPO 1e-6 to 1e-5)."""
     epochs: Annotated[Number, Field(gt=0)] = 1.0
     """Passes over the stage's data."""
     batch_size: PositiveCount = 32
     """Sequences (or pairs) per optimizer step."""
-    seq_len: PositiveCount | None = None
-    """Sequence length; default the pretraining `schedule.seq_len`."""
+    seq_len: PositiveLength | None = None
+    """Sequence length in tokens, at most `model.max_seq_len`; default the pretraining
+    `schedule.seq_len` (capped at `model.max_seq_len`). See `stage_seq_len`."""
 
 
 class SFTStage(_Stage):
@@ -59,7 +60,8 @@ class PPOStage(_Stage):
     gae_lambda: Annotated[Number, Field(ge=0, le=1)] = 0.95
     gamma: Annotated[Number, Field(ge=0, le=1)] = 1.0
     rollout_batch: PositiveCount = 64
-    max_new_tokens: PositiveCount = 128
+    max_new_tokens: PositiveLength = 128
+    """Tokens sampled per rollout; prompts are cut from the left to `seq_len - max_new_tokens`."""
     ppo_epochs: PositiveCount = 4
     colocate: bool = True
     """Hold all four models on the same devices (else split policy/value from reference/reward)."""
@@ -94,7 +96,9 @@ class ConstitutionalStage(SpecModel):
     """Critique/revise rounds per response."""
     output: Literal["sft", "dpo"] = "dpo"
     """Turn revisions into SFT data, or (original, revision) pairs for DPO."""
-    max_new_tokens: PositiveCount = 128
+    max_new_tokens: PositiveLength = 128
+    """Tokens generated per response, critique and revision; prompts are cut from the left to
+    `model.max_seq_len - max_new_tokens`."""
     seed: int = 0
 
 
@@ -102,3 +106,21 @@ AlignmentStage = Annotated[
     SFTStage | RewardModelStage | PPOStage | DPOStage | ConstitutionalStage,
     Field(discriminator="type"),
 ]
+
+
+def stage_seq_len(stage, schedule_seq_len: int, max_seq_len: int) -> int:
+    """The sequence length an alignment stage trains and generates within, in tokens.
+
+    One function for validate (R151 rejects a length past the model's context), the planner
+    (alignment memory) and the runtime (the stage's params), so the length the plan charges
+    is the one the job runs:
+    - a stage's own `seq_len` as written (validate keeps it <= model.max_seq_len);
+    - otherwise the pretraining `schedule.seq_len`, capped at `model.max_seq_len` (an ALiBi
+      model may pretrain longer than its declared context; generation stops at it);
+    - a constitutional stage has no `seq_len`: it generates within the model's whole context.
+    """
+    if stage.type == "constitutional":
+        return max_seq_len
+    if stage.seq_len is not None:
+        return stage.seq_len
+    return min(schedule_seq_len, max_seq_len)

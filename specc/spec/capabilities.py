@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from specc.catalog import Accelerator
+from specc.spec.model import ModelSpec
 
 
 @dataclass(frozen=True)
@@ -78,3 +79,31 @@ def capabilities_for(accelerator: Accelerator) -> Capabilities:
         precisions.add("fp8")
     return Capabilities(target="gpu", runtime="pretrain", parallel_axes=TORCH_AXES, sharded_stages=(2, 3),
                         precisions=frozenset(precisions), sequence_parallel=True)
+
+
+# --- what the deploy stage produces (`specc.runtime.deploy`) -------------------------------
+
+DEPLOY_QUANTIZATIONS = ("none", "int8", "nf4")
+"""Weight quantizations the deploy stage implements (`specc.runtime.deploy.quantize`): int8 per
+output channel and NF4 blocks. The spec's enum also names `gptq` and `fp8`, which the planner's
+serving estimate can size; validate (R172) rejects them until the runtime produces them."""
+
+DEPLOY_FORMATS = ("hf", "safetensors")
+"""Export formats the deploy stage writes (`specc.runtime.deploy.export`); `hf` only for the
+models `hf_export_incompatibilities` accepts."""
+
+
+def hf_export_incompatibilities(model: ModelSpec) -> list[str]:
+    """Why `model` cannot be exported as a Hugging Face LlamaForCausalLM (empty when it can).
+
+    The `hf` export renames specc's dense RoPE/RMSNorm/SwiGLU weights to Llama's; anything
+    Llama's config cannot express is refused. Read by validate (R172) and by the export itself,
+    so a spec that validates is one the deploy stage exports.
+    """
+    checks = [(model.moe is not None, "mixture-of-experts layers"),
+              (model.position != "rope", f"position encoding {model.position!r} (Llama uses rope)"),
+              (model.norm != "rmsnorm", f"norm {model.norm!r} (Llama uses rmsnorm)"),
+              (model.activation != "swiglu", f"activation {model.activation!r} (Llama uses swiglu)"),
+              (model.sliding_window is not None, "a sliding attention window"),
+              (model.init.mup_base_width is not None, "muP attention and output scaling")]
+    return [reason for failed, reason in checks if failed]

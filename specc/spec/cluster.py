@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, Field
 
 from specc.spec.base import SpecModel
-from specc.spec.types import Email, Minutes, Number, PositiveCount, SlurmConstraint, SlurmWord
+from specc.spec.types import Email, Number, PositiveCount, PositiveMinutes, SlurmConstraint, SlurmWord
 
 
 def _shell_words(line: str) -> str:
@@ -32,7 +32,7 @@ class SlurmSpec(SpecModel):
     partition: SlurmWord | None = None
     account: SlurmWord | None = None
     qos: SlurmWord | None = None
-    time: Minutes = 240.0
+    time: PositiveMinutes = 240.0
     """Time limit per job, e.g. `4h`, `2-00:00:00`; jobs requeue and resume past it."""
     constraint: SlurmConstraint | None = None
     exclusive: bool = True

@@ -109,8 +109,10 @@ class WordLengthFilter(_Filter):
     """Mean word length bounds (Gopher rules: 3 to 10 characters; Rae et al. 2021, App. A)."""
 
     type: Literal["word_length"]
-    min_mean: Number = 3.0
-    max_mean: Number = 10.0
+    min_mean: Annotated[Number, Field(ge=0)] = 3.0
+    """Drop documents whose mean word length (characters) is below this."""
+    max_mean: Annotated[Number, Field(gt=0)] = 10.0
+    """Drop documents whose mean word length is above this (at least `min_mean`)."""
 
 
 class SymbolFilter(_Filter):
@@ -118,7 +120,7 @@ class SymbolFilter(_Filter):
     letter, <= 90% lines starting with a bullet, <= 30% lines ending with an ellipsis)."""
 
     type: Literal["symbols"]
-    max_symbol_to_word: Number = 0.1
+    max_symbol_to_word: Annotated[Number, Field(ge=0)] = 0.1
     min_alpha_word_fraction: Fraction = 0.8
     max_bullet_line_fraction: Fraction = 0.9
     max_ellipsis_line_fraction: Fraction = 0.3

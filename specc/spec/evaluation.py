@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from specc.spec.base import SpecModel
-from specc.spec.types import Identifier, PositiveCount
+from specc.spec.types import Identifier, PositiveCount, PositiveLength
 
 
 class PerplexitySet(SpecModel):
@@ -31,7 +31,8 @@ class EvalTask(SpecModel):
     """Examples in the prompt; default `eval.num_fewshot`."""
     answer_pattern: str | None = None
     """For generative tasks: a regex whose first group is the answer (e.g. GSM8K's `#### (\\-?[0-9.,]+)`)."""
-    max_new_tokens: PositiveCount = 64
+    max_new_tokens: PositiveLength = 64
+    """Tokens generated per answer (generative tasks); below `model.max_seq_len`, whose rest holds the prompt."""
     limit: PositiveCount | None = None
     """Score at most this many examples."""
 

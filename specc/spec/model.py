@@ -73,7 +73,7 @@ class ModelSpec(SpecModel):
     """Share the input embedding and output head weights."""
     attention: Literal["sdpa", "flash", "eager"] = "sdpa"
     """Attention implementation: `sdpa` (PyTorch picks flash/memory-efficient kernels), `flash`, or `eager` (materialises s x s scores)."""
-    sliding_window: PositiveCount | None = None
+    sliding_window: PositiveLength | None = None
     """Attend only to this many previous tokens (Mistral-style); default full causal."""
     qkv_bias: bool = False
     """Bias on the query/key/value projections (Qwen-style)."""

@@ -7,17 +7,19 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from specc.spec.base import SpecModel
-from specc.spec.types import Count, Minutes, Number, PositiveCount, PositiveLength
+from specc.spec.types import Count, Number, PositiveCount, PositiveLength, PositiveMinutes
 
 
 class OptimizerSpec(SpecModel):
     """AdamW (Loshchilov & Hutter 2019)."""
 
     name: Literal["adamw"] = "adamw"
-    betas: tuple[Annotated[Number, Field(ge=0, lt=1)], Annotated[Number, Field(ge=0, lt=1)]] = (0.9, 0.95)
-    """Adam beta1, beta2."""
-    eps: Annotated[Number, Field(gt=0)] = 1e-8
-    weight_decay: Annotated[Number, Field(ge=0)] = 0.1
+    betas: tuple[Annotated[Number, Field(ge=0, lt=1)], Annotated[Number, Field(gt=0, lt=1)]] = (0.9, 0.95)
+    """Adam beta1 in [0, 1) (0: no momentum), beta2 in (0, 1); typical (0.9, 0.95) (GPT-3, Llama)."""
+    eps: Annotated[Number, Field(gt=0, lt=1)] = 1e-8
+    """Added to the second-moment root; typical 1e-8 (1e-5 in Llama 2)."""
+    weight_decay: Annotated[Number, Field(ge=0, le=1)] = 0.1
+    """Decoupled weight decay (each step multiplies weights by 1 - lr x weight_decay); typical 0.1."""
     fused: bool = True
     """Use the fused kernel when the device has one."""
 
@@ -27,10 +29,10 @@ class ScheduleSpec(SpecModel):
 
     optimizer: OptimizerSpec = OptimizerSpec()
     """The optimizer."""
-    lr: Annotated[Number, Field(gt=0)]
-    """Peak learning rate."""
-    min_lr: Annotated[Number, Field(ge=0)] = 0.0
-    """Final learning rate of the decay."""
+    lr: Annotated[Number, Field(gt=0, le=1)]
+    """Peak learning rate; typical AdamW pretraining values are 6e-4 (125M) to 6e-5 (175B) (GPT-3, Table 2.1), 3e-4 for Llama 3 8B."""
+    min_lr: Annotated[Number, Field(ge=0, le=1)] = 0.0
+    """Final learning rate of the decay (at most `lr`)."""
     warmup_steps: Annotated[Count, Field(ge=0)] = 0
     """Linear warmup steps."""
     decay: Literal["cosine", "linear", "wsd", "constant"] = "cosine"
@@ -51,7 +53,7 @@ class ScheduleSpec(SpecModel):
     """Clip the global gradient norm to this (0 disables)."""
     checkpoint_interval: PositiveCount = 1000
     """Save a checkpoint every this many steps."""
-    checkpoint_every: Minutes | None = None
+    checkpoint_every: PositiveMinutes | None = None
     """Also save a checkpoint at least this often in wall time, e.g. `30min`."""
     keep_checkpoints: Annotated[int, Field(ge=1)] = 3
     """Keep the newest k complete checkpoints."""

@@ -29,6 +29,9 @@ Minutes = Annotated[float, BeforeValidator(units.parse_minutes, json_schema_inpu
 
 PositiveCount = Annotated[Count, Field(gt=0)]
 PositiveLength = Annotated[Length, Field(gt=0)]
+"""A token length of at least one token: every sequence length, window, context and number of
+generated tokens in a spec is this type, so `4k` means 4096 wherever a length is written."""
+PositiveMinutes = Annotated[Minutes, Field(gt=0)]
 Fraction = Annotated[Number, Field(ge=0.0, le=1.0)]
 
 Identifier = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$")]

@@ -99,3 +99,20 @@ def test_hf_export_refuses_models_outside_the_llama_subset():
     assert llama_incompatibilities(spec) == ["position encoding 'alibi' (Llama uses rope)",
                                              "norm 'layernorm' (Llama uses rmsnorm)"]
     assert "lm_head.weight" not in hf_state_dict(build_model(tiny_model_spec(), 0))
+
+
+def test_runtime_implements_exactly_what_validate_accepts():
+    """validate (R172) and the deploy stage read the same constants: every accepted quantization
+    has a quantizer, every rejected one is refused by the runtime too."""
+    import typing
+
+    from specc.runtime.deploy.quantize import QUANTIZERS
+    from specc.runtime.deploy.stage import deploy_target
+    from specc.spec.capabilities import DEPLOY_FORMATS, DEPLOY_QUANTIZATIONS
+    from specc.spec.deploy import DeployTarget
+
+    assert set(QUANTIZERS) | {"none"} == set(DEPLOY_QUANTIZATIONS)
+    assert set(DEPLOY_FORMATS) == set(typing.get_args(DeployTarget.model_fields["format"].annotation))
+    for method in set(typing.get_args(DeployTarget.model_fields["quantization"].annotation)) - set(DEPLOY_QUANTIZATIONS):
+        with pytest.raises(ValueError, match="not implemented by the deploy stage"):
+            deploy_target(DeployTarget(name="t", quantization=method), {}, None, None)

@@ -4,7 +4,7 @@ shown by `specc rules`."""
 
 from __future__ import annotations
 
-from specc.diagnostics.rules import model_rules, parallel_rules, run_rules
+from specc.diagnostics.rules import data_rules, model_rules, parallel_rules, run_rules, stage_rules
 from specc.diagnostics.rules.base import Finding, Rule
 
 RULES: tuple[Rule, ...] = (
@@ -31,16 +31,28 @@ RULES: tuple[Rule, ...] = (
     Rule("R120", ("corpus",), run_rules.mixture_weights_sum_to_one),
     Rule("R121", ("corpus", "filters"), run_rules.filter_sources_exist),
     Rule("R122", ("dedup",), run_rules.minhash_bands_rows),
+    Rule("R123", ("filters",), data_rules.filter_bounds_are_ordered),
+    Rule("R124", ("filters",), data_rules.classifier_has_a_model),
+    Rule("R125", ("filters",), data_rules.filter_patterns_compile),
+    Rule("R126", ("filters",), data_rules.languages_are_identifiable),
+    Rule("R127", ("corpus",), data_rules.mixture_has_one_target),
     Rule("R130", ("schedule",), run_rules.budget_is_defined),
     Rule("R131", ("schedule",), run_rules.warmup_and_lr_make_sense),
+    Rule("R132", ("schedule",), run_rules.optimizer_values_are_plausible),
     Rule("R140", ("cluster", "deploy"), run_rules.accelerator_known),
     Rule("R141", ("cluster",), run_rules.devices_match_nodes),
     Rule("R142", ("cluster",), run_rules.local_runs_on_one_node),
     Rule("R143", ("schedule", "cluster"), run_rules.checkpoints_within_time_limit),
     Rule("R150", ("alignment",), run_rules.alignment_chain_is_valid),
+    Rule("R151", ("model", "schedule", "alignment"), stage_rules.alignment_lengths_fit_model),
+    Rule("R152", ("alignment",), stage_rules.alignment_values_are_plausible),
+    Rule("R153", ("model", "eval"), stage_rules.generation_fits_context),
     Rule("R160", ("eval",), run_rules.eval_names_unique),
     Rule("R170", ("model", "deploy"), run_rules.quantization_fits_accelerator),
     Rule("R171", ("model", "deploy"), run_rules.draft_model_matches_target),
+    Rule("R172", ("model", "deploy"), stage_rules.deploy_target_is_implemented),
+    Rule("R173", ("model", "deploy"), stage_rules.serving_context_fits_model),
+    Rule("R174", ("model", "deploy"), stage_rules.draft_architecture_is_valid),
 )
 
 __all__ = ["RULES", "Rule", "Finding"]

@@ -41,14 +41,16 @@ def hidden_divisible_by_heads(spec: Spec) -> Iterator[Finding]:
 
 
 def positions_cover_sequence(spec: Spec) -> Iterator[Finding]:
-    """Learned and sinusoidal position tables have max_seq_len rows; training longer overflows them.
+    """Learned and sinusoidal position tables and the RoPE cos/sin cache have max_seq_len rows;
+    training longer overflows them (the runtime fails at the first step). ALiBi has no table and
+    extrapolates, so a longer training sequence there is only a warning.
 
-    passes: `position: learned, max_seq_len: 2048` with `schedule.seq_len: 2048`
-    fails:  `position: learned, max_seq_len: 1024` with `schedule.seq_len: 2048`
+    passes: `position: rope, max_seq_len: 2048` with `schedule.seq_len: 2048`
+    fails:  `position: rope, max_seq_len: 1024` with `schedule.seq_len: 2048`
     """
     model, seq_len = spec.model, spec.schedule.seq_len
     if seq_len > model.max_seq_len:
-        severity = "error" if model.position in ("learned", "sinusoidal") else "warning"
+        severity = "warning" if model.position == "alibi" else "error"
         yield Finding(("schedule", "seq_len"),
                       f"schedule.seq_len ({seq_len}) exceeds model.max_seq_len ({model.max_seq_len})"
                       + (f" for {model.position} positions" if severity == "error" else ""),

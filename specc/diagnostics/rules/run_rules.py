@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from specc.catalog import accelerator_ids, load_catalog
+from specc.catalog import accelerator_ids, closest_ids, load_catalog
 from specc.diagnostics.rules.base import Finding
 from specc.diagnostics.schema_index import suggest
 from specc.spec.derived import total_devices
@@ -111,19 +111,42 @@ def warmup_and_lr_make_sense(spec: Spec) -> Iterator[Finding]:
                       "lower it so an interrupted run loses less", "warning")
 
 
+def optimizer_values_are_plausible(spec: Spec) -> Iterator[Finding]:
+    """AdamW settings inside the schema's bounds can still be far outside practice: a peak lr
+    above 1e-2 (published pretraining uses 6e-5 to 6e-4, GPT-3 Table 2.1; 3e-4 for Llama 3 8B),
+    or betas with beta1 >= sqrt(beta2), outside the range Adam's convergence analyses assume
+    (Reddi et al. 2018, Theorem 4: gamma = beta1 / sqrt(beta2) < 1); usually swapped betas.
+
+    passes: `lr: 3e-4, betas: [0.9, 0.95]`     fails (warning): `lr: 0.1`; `betas: [0.95, 0.9]`
+    """
+    from specc.diagnostics.rules.stage_rules import ADAMW_LR_CEILING
+
+    schedule = spec.schedule
+    if schedule.lr > ADAMW_LR_CEILING:
+        yield Finding(("schedule", "lr"), f"lr ({schedule.lr:g}) is far above AdamW pretraining learning rates",
+                      "typical: 6e-4 (125M) to 6e-5 (175B) (GPT-3, Table 2.1); 3e-4 (Llama 3 8B); small test models up to 3e-3",
+                      "warning")
+    beta1, beta2 = schedule.optimizer.betas
+    if beta1 ** 2 >= beta2:
+        yield Finding(("schedule", "optimizer", "betas"),
+                      f"beta1 ({beta1:g}) is not below sqrt(beta2) = {beta2 ** 0.5:.3g}: outside the range Adam's convergence analyses assume",
+                      "typical betas: [0.9, 0.95] (GPT-3, Llama) or [0.9, 0.999] (Adam's default)", "warning")
+
+
 def accelerator_known(spec: Spec) -> Iterator[Finding]:
     """cluster.accelerator and every deploy target's accelerator name a catalog entry.
 
-    passes: `accelerator: h100-sxm`     fails: `accelerator: h100sxm`
+    passes: `accelerator: h100-sxm`     fails: `accelerator: h100` (hint: `h100-sxm` or `h100-pcie`)
     """
     ids = accelerator_ids()
     checks = [(("cluster", "accelerator"), spec.cluster.accelerator)]
     checks += [(("deploy", "targets", i, "accelerator"), t.accelerator) for i, t in enumerate(spec.deploy.targets)]
     for path, name in checks:
         if name not in ids:
-            close = suggest(name, ids)
-            yield Finding(path, f"unknown accelerator `{name}`",
-                          f"did you mean `{close}`?" if close else f"known: {', '.join(ids)}")
+            close = closest_ids(name)
+            hint = ("did you mean " + " or ".join(f"`{c}`" for c in close) + "?" if close
+                    else f"known: {', '.join(ids)}")
+            yield Finding(path, f"unknown accelerator `{name}`", hint + " (`specc catalog` lists them)")
 
 
 def devices_match_nodes(spec: Spec) -> Iterator[Finding]:
@@ -179,15 +202,22 @@ def checkpoints_within_time_limit(spec: Spec) -> Iterator[Finding]:
 def alignment_chain_is_valid(spec: Spec) -> Iterator[Finding]:
     """Alignment stages start from a model: `pretrain` (which needs a pretraining run), an
     earlier stage, or a checkpoint path; PPO names a reward_model stage; DPO's reference
-    is `init` or an earlier stage; stage names are unique.
+    is `init` or an earlier stage; stage names are unique and are not the bundle's own
+    stage names (data, tokenize, pretrain, pretrain_tpu, eval, deploy: the emitter refuses those).
 
-    passes: sft(init_from: pretrain) -> dpo(init_from: sft)   fails: dpo(init_from: sftt)
+    passes: sft(init_from: pretrain) -> dpo(init_from: sft)   fails: dpo(init_from: sftt); an sft stage named `eval`
     """
+    from specc.diagnostics.rules.stage_rules import PIPELINE_STAGE_NAMES
+
     earlier: dict[str, str] = {}
     for index, stage in enumerate(spec.alignment):
         where = ("alignment", index)
         if stage.name in earlier:
             yield Finding(where + ("name",), f"stage name `{stage.name}` is used twice", "stage names must be unique")
+        elif stage.name in PIPELINE_STAGE_NAMES:
+            yield Finding(where + ("name",), f"stage name `{stage.name}` is taken by the pipeline's own `{stage.name}` stage",
+                          f"choose another name, e.g. `{stage.type}`" if stage.type not in PIPELINE_STAGE_NAMES
+                          else "choose another name")
         source = stage.init_from
         looks_like_path = "/" in source or source.endswith((".pt", ".safetensors"))
         if source != "pretrain" and source not in earlier and not looks_like_path:
@@ -206,30 +236,25 @@ def alignment_chain_is_valid(spec: Spec) -> Iterator[Finding]:
 
 
 def quantization_fits_accelerator(spec: Spec) -> Iterator[Finding]:
-    """Deployment quantization must run on the serving accelerator: fp8 needs fp8 tensor
-    cores; nf4 and gptq kernels are CUDA-only (not TPU); no quantized serving on CPU except int8.
+    """Deployment quantization must run on the serving accelerator: nf4 kernels are CUDA-only
+    (not TPU or CPU); an fp8 KV cache needs fp8 support. (Quantizations the deploy stage does
+    not implement are R172's.)
 
-    passes: `quantization: nf4, accelerator: a100-80gb`    fails: `quantization: fp8, accelerator: a100-80gb`
+    passes: `quantization: nf4, accelerator: a100-80gb`    fails: `quantization: nf4, accelerator: tpu-v5e`
     """
     catalog = load_catalog()
     for index, target in enumerate(spec.deploy.targets):
         accelerator = catalog.get(target.accelerator)
         if accelerator is None:
             continue
-        where = ("deploy", "targets", index, "quantization")
         q = target.quantization
-        if q == "fp8" and not accelerator.fp8:
-            yield Finding(where, f"{accelerator.name} has no fp8 support", "use int8 or nf4 on this accelerator")
-        if q in ("nf4", "gptq") and accelerator.kind != "gpu":
-            yield Finding(where, f"{q} kernels need a GPU; {accelerator.name} is a {accelerator.kind.upper()}",
+        if q == "nf4" and accelerator.kind != "gpu":
+            yield Finding(("deploy", "targets", index, "quantization"),
+                          f"{q} kernels need a GPU; {accelerator.name} is a {accelerator.kind.upper()}",
                           "use int8 (weight-only) on TPU/CPU")
         if target.kv_cache_dtype == "fp8" and not accelerator.fp8:
             yield Finding(("deploy", "targets", index, "kv_cache_dtype"), f"{accelerator.name} has no fp8 support",
                           "use kv_cache_dtype: bf16 or int8")
-        if target.max_context > spec.model.max_seq_len and spec.model.position in ("learned", "sinusoidal"):
-            yield Finding(("deploy", "targets", index, "max_context"),
-                          f"max_context ({target.max_context}) exceeds model.max_seq_len ({spec.model.max_seq_len}) for {spec.model.position} positions",
-                          f"use max_context <= {spec.model.max_seq_len}")
 
 
 def draft_model_matches_target(spec: Spec) -> Iterator[Finding]:

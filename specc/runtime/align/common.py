@@ -5,7 +5,9 @@ params (built by `specc.runtime.align.params.alignment_params`):
   model            the ModelSpec json of the pretrained model
   init_checkpoint  model directory to start from (relative to run_dir, or absolute)
   tokenizer        tokenizer.json (relative to run_dir, or absolute)
-  seq_len, seed, checkpoint_interval
+  seq_len          the stage's sequence length (`specc.spec.alignment.stage_seq_len`: what the plan
+                   charged; the stage trains and generates within it)
+  seed, checkpoint_interval
   reference_checkpoint  (dpo) frozen reference model directory
   reward_checkpoint     (ppo) the reward model's directory
 Data paths inside `stage` are absolute (resolved against the spec's directory), or relative to
@@ -66,7 +68,7 @@ def stage_context(config: dict) -> StageContext:
     template = load_template(getattr(stage, "chat_template", None) or params.get("chat_template", "chatml"))
     return StageContext(config=config, run_dir=run_dir, out_dir=run_dir / stage.name, stage=stage,
                         codec=load_codec(resolve(run_dir, params["tokenizer"])), template=template,
-                        seq_len=int(getattr(stage, "seq_len", None) or params["seq_len"]),
+                        seq_len=int(params["seq_len"]),
                         seed=int(params.get("seed", 0)),
                         checkpoint_interval=int(params.get("checkpoint_interval", 50)))
 

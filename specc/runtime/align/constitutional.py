@@ -50,7 +50,7 @@ class Writer:
     def reply(self, messages: list[dict], generator: torch.Generator) -> str:
         context, stage = self.context, self.context.stage
         prompt = context.codec.encode(context.template.prompt(messages))
-        room = self.model.spec.max_seq_len - stage.max_new_tokens
+        room = context.seq_len - stage.max_new_tokens
         prompt = prompt[-room:] if room > 0 else prompt[-1:]
         tokens = generate(self.model, prompt, stage.max_new_tokens, SAMPLING, stop_ids=(context.codec.eos_id,),
                           generator=generator, stop_when=self.stop).tokens

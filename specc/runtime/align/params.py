@@ -10,6 +10,7 @@ spec are made absolute against the spec's directory.
 from __future__ import annotations
 
 from specc.runtime.evaluate.params import absolute, tokenizer_location
+from specc.spec.alignment import stage_seq_len
 from specc.spec.root import Spec
 
 POLICY_TYPES = ("sft", "dpo", "ppo")
@@ -39,7 +40,6 @@ def alignment_params(spec: Spec, spec_dir: str) -> list[tuple[str, dict]]:
     constitutional: set[str] = set()
     template = DEFAULT_CHAT_TEMPLATE
     out = []
-    seq_len = min(spec.schedule.seq_len, spec.model.max_seq_len)
     for stage in spec.alignment:
         body = stage.model_dump(mode="json")
         if stage.type == "sft":
@@ -51,7 +51,7 @@ def alignment_params(spec: Spec, spec_dir: str) -> list[tuple[str, dict]]:
         params = {"stage": body, "model": spec.model.model_dump(mode="json"),
                   "init_checkpoint": _model_dir(stage.init_from, earlier, spec_dir),
                   "tokenizer": tokenizer_location(spec, spec_dir), "chat_template": template,
-                  "seq_len": min(getattr(stage, "seq_len", None) or seq_len, spec.model.max_seq_len),
+                  "seq_len": stage_seq_len(stage, spec.schedule.seq_len, spec.model.max_seq_len),
                   "seed": spec.schedule.seed, "checkpoint_interval": spec.schedule.checkpoint_interval}
         if stage.type == "dpo":
             reference = stage.init_from if stage.reference == "init" else stage.reference

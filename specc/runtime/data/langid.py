@@ -51,6 +51,12 @@ MAX_CHARS = 4000
 """Characters examined; the start of a document decides its language."""
 
 
+def known_languages() -> frozenset[str]:
+    """Every code `identify` can return (besides "unknown"); validate reads it (R126) so that a
+    language filter never lists a language this identifier cannot report."""
+    return frozenset(STOPWORDS) | frozenset(SCRIPT_LANGUAGES.values())
+
+
 @lru_cache(maxsize=65536)
 def script_of(char: str) -> str:
     """The script of a letter: the first word of its Unicode name (LATIN, CYRILLIC, CJK, ...)."""

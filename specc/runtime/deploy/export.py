@@ -23,6 +23,7 @@ from safetensors.torch import save_file
 
 from specc.runtime.io import atomic_write_json
 from specc.runtime.train.model import Transformer
+from specc.spec.capabilities import hf_export_incompatibilities
 from specc.spec.model import ModelSpec
 
 LAYER_NAMES = {
@@ -42,18 +43,9 @@ LAYER_NAMES = {
 
 
 def llama_incompatibilities(model: ModelSpec) -> list[str]:
-    """Why this architecture cannot be loaded as LlamaForCausalLM (empty when it can)."""
-    reasons = []
-    checks = [(model.moe is not None, "mixture-of-experts layers"),
-              (model.position != "rope", f"position encoding {model.position!r} (Llama uses rope)"),
-              (model.norm != "rmsnorm", f"norm {model.norm!r} (Llama uses rmsnorm)"),
-              (model.activation != "swiglu", f"activation {model.activation!r} (Llama uses swiglu)"),
-              (model.sliding_window is not None, "a sliding attention window"),
-              (model.init.mup_base_width is not None, "muP attention and output scaling")]
-    for failed, reason in checks:
-        if failed:
-            reasons.append(reason)
-    return reasons
+    """Why this architecture cannot be loaded as LlamaForCausalLM (empty when it can); the one
+    list validate also reads (`specc.spec.capabilities.hf_export_incompatibilities`)."""
+    return hf_export_incompatibilities(model)
 
 
 def hf_config(model: ModelSpec, eos_id: int, bos_id: int | None) -> dict:
@@ -117,7 +109,7 @@ def export_hf(transformer: Transformer, directory: Path, tokenizer_json: Path, e
     reasons = llama_incompatibilities(transformer.spec)
     if reasons:
         raise ValueError("format 'hf' exports the Llama-like subset only; this model has "
-                         + ", ".join(reasons) + ". Use format: safetensors")
+                         + ", ".join(reasons) + ". Use format: safetensors (validate rejects this spec: R172)")
     directory.mkdir(parents=True, exist_ok=True)
     tokenizer = json.loads(tokenizer_json.read_text())
     ids = {token["content"]: token["id"] for token in tokenizer.get("added_tokens", [])}

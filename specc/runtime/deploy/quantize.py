@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from specc.spec.capabilities import DEPLOY_QUANTIZATIONS
+
 NF4_OFFSET = 0.9677083
 """Outermost quantile used for the NF4 code book: 0.5 x (1/(2 x 15) + 1/(2 x 16)) from
 1 (bitsandbytes `create_normal_map`), which keeps +-1 finite."""
@@ -100,6 +102,14 @@ class NF4Linear(nn.Module):
         return F.linear(x, self.dequantize().to(x.dtype), None if self.bias is None else self.bias.to(x.dtype))
 
 
+QUANTIZERS = {
+    "int8": lambda linear, group_size: Int8Linear.from_linear(linear),
+    "nf4": lambda linear, group_size: NF4Linear.from_linear(linear, group_size),
+}
+"""Quantized module per method; exactly the quantizing entries of DEPLOY_QUANTIZATIONS (checked below)."""
+assert set(QUANTIZERS) == set(DEPLOY_QUANTIZATIONS) - {"none"}, "DEPLOY_QUANTIZATIONS and the quantizers disagree"
+
+
 def quantizable_linears(model: nn.Module) -> list[tuple[nn.Module, str, nn.Linear]]:
     """(parent, attribute, linear) for every nn.Linear inside the transformer blocks."""
     found = []
@@ -115,10 +125,11 @@ def quantizable_linears(model: nn.Module) -> list[tuple[nn.Module, str, nn.Linea
 @torch.no_grad()
 def quantize_model(model: nn.Module, method: str, group_size: int = 64) -> nn.Module:
     """Replace the block linears of `model` in place with Int8Linear / NF4Linear; returns the model."""
-    if method not in ("int8", "nf4"):
-        raise ValueError(f"quantization {method!r} is not implemented by the runtime; use int8, nf4 or none")
+    if method not in QUANTIZERS:
+        raise ValueError(f"quantization {method!r} is not implemented by the runtime; use one of "
+                         f"{', '.join(DEPLOY_QUANTIZATIONS)}")
     for parent, attribute, linear in quantizable_linears(model):
-        quantized = Int8Linear.from_linear(linear) if method == "int8" else NF4Linear.from_linear(linear, group_size)
+        quantized = QUANTIZERS[method](linear, group_size)
         setattr(parent, attribute, quantized)
     return model
 

@@ -25,9 +25,8 @@ from specc.runtime.deploy.quantize import quantize_model, quantized_state, weigh
 from specc.runtime.infer.weights import load_model, save_model
 from specc.runtime.align.trainer import device
 from specc.runtime.io import MetricsWriter, atomic_write_json, config_hash, is_complete, mark_success
+from specc.spec.capabilities import DEPLOY_FORMATS, DEPLOY_QUANTIZATIONS
 from specc.spec.deploy import DeployTarget
-
-RUNTIME_QUANTIZATION = ("none", "int8", "nf4")
 
 
 def resolve(run_dir: Path, path: str) -> Path:
@@ -37,9 +36,11 @@ def resolve(run_dir: Path, path: str) -> Path:
 
 def deploy_target(target: DeployTarget, params: dict, run_dir: Path, out: Path) -> dict:
     """Export and measure one target; returns its report."""
-    if target.quantization not in RUNTIME_QUANTIZATION:
-        raise ValueError(f"target {target.name!r}: quantization {target.quantization!r} is planned for but not "
-                         f"implemented by the runtime; use one of {', '.join(RUNTIME_QUANTIZATION)}")
+    # validate (R172) rejects anything else; a hand-edited config.json is still refused here
+    if target.quantization not in DEPLOY_QUANTIZATIONS or target.format not in DEPLOY_FORMATS:
+        raise ValueError(f"target {target.name!r}: quantization {target.quantization!r} / format {target.format!r} "
+                         f"is not implemented by the deploy stage; quantization one of "
+                         f"{', '.join(DEPLOY_QUANTIZATIONS)}, format one of {', '.join(DEPLOY_FORMATS)}")
     checkpoint, tokenizer = resolve(run_dir, params["checkpoint"]), resolve(run_dir, params["tokenizer"])
     shard_dir = resolve(run_dir, params["shard_dir"])
     dev = device()

@@ -1,0 +1,164 @@
+"""Rules about the post-training stages (alignment, eval, deploy) that mirror what their runtimes
+would refuse or silently do differently: lengths past the model's context, generation that
+leaves no room for a prompt, learning rates far outside practice, exports and quantizations the
+deploy stage does not produce, draft models that could not be built."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from specc.diagnostics.rules.base import Finding
+from specc.diagnostics.rules.data_rules import regex_problem
+from specc.spec.alignment import stage_seq_len
+from specc.spec.capabilities import DEPLOY_FORMATS, DEPLOY_QUANTIZATIONS, hf_export_incompatibilities
+from specc.spec.deploy import serving_context
+from specc.spec.model import ModelSpec
+from specc.spec.root import Spec
+
+ADAMW_LR_CEILING = 1e-2
+"""AdamW learning rates above this are far outside published practice (pretraining 6e-5 to 6e-4,
+GPT-3 Table 2.1; 3e-4 for Llama 3 8B; SFT 2e-5, Llama 2 section 3.1; DPO 5e-7 to 1e-6,
+Rafailov et al. 2023 and Zephyr; PPO 1e-6 to 1e-5, InstructGPT appendix C)."""
+
+PIPELINE_STAGE_NAMES = ("data", "tokenize", "pretrain", "pretrain_tpu", "eval", "deploy")
+"""Names of the bundle's own stages (`specc.emit.stages`); an alignment stage may not take one."""
+
+
+def alignment_lengths_fit_model(spec: Spec) -> Iterator[Finding]:
+    """An alignment stage trains and generates within its sequence length (`stage_seq_len`), which
+    cannot exceed model.max_seq_len: position tables and RoPE caches end there, and so does
+    decoding. PPO and constitutional stages generate `max_new_tokens` after a prompt, so those
+    must leave room for one.
+
+    passes: `seq_len: 2048` with `max_seq_len: 4096`; ppo `max_new_tokens: 256` within 2048
+    fails:  `seq_len: 100000` with `max_seq_len: 256`; ppo `max_new_tokens: 4096` within 2048
+    """
+    model, schedule = spec.model, spec.schedule
+    for index, stage in enumerate(spec.alignment):
+        length = stage_seq_len(stage, schedule.seq_len, model.max_seq_len)
+        if length > model.max_seq_len:
+            yield Finding(("alignment", index, "seq_len"),
+                          f"seq_len ({length}) exceeds model.max_seq_len ({model.max_seq_len})",
+                          f"use seq_len <= {model.max_seq_len} (or omit it for "
+                          f"{min(schedule.seq_len, model.max_seq_len)}, the pretraining length)")
+            continue
+        new_tokens = getattr(stage, "max_new_tokens", None)
+        if new_tokens is not None and new_tokens >= length:
+            within = "the model's max_seq_len" if stage.type == "constitutional" else "the stage's seq_len"
+            yield Finding(("alignment", index, "max_new_tokens"),
+                          f"max_new_tokens ({new_tokens}) leaves no room for a prompt within {within} ({length})",
+                          f"use max_new_tokens < {length}, e.g. {max(1, length // 4)}")
+
+
+def alignment_values_are_plausible(spec: Spec) -> Iterator[Finding]:
+    """Alignment learning rates above 1e-2 are far outside practice (fine-tuning uses 1e-7 to
+    1e-4), and a DPO beta above 1 is a KL constraint so strong the policy barely moves (Rafailov
+    et al. 2023 use 0.1 to 0.5).
+
+    passes: sft `lr: 2e-5`; dpo `beta: 0.1`      fails (warning): sft `lr: 0.5`; dpo `beta: 5`
+    """
+    for index, stage in enumerate(spec.alignment):
+        lr = getattr(stage, "lr", None)
+        if lr is not None and lr > ADAMW_LR_CEILING:
+            yield Finding(("alignment", index, "lr"),
+                          f"lr ({lr:g}) is far above the learning rates {stage.type} stages use with AdamW",
+                          "typical: sft 2e-5, reward_model 1e-5, dpo 5e-7 to 1e-6, ppo 1e-6 to 1e-5", "warning")
+        if stage.type == "dpo" and stage.beta > 1:
+            yield Finding(("alignment", index, "beta"),
+                          f"DPO beta ({stage.beta:g}) above 1 keeps the policy very close to the reference",
+                          "typical beta: 0.1 (Rafailov et al. 2023 use 0.1 to 0.5)", "warning")
+
+
+def generation_fits_context(spec: Spec) -> Iterator[Finding]:
+    """A generative eval task writes `max_new_tokens` after its prompt within model.max_seq_len;
+    at or past it the prompt would be cut to one token (the question lost). Its
+    `answer_pattern` must compile as a Python regular expression.
+
+    passes: `max_new_tokens: 64` with `max_seq_len: 2048`     fails: `max_new_tokens: 4096` with `max_seq_len: 2048`
+    """
+    context = spec.model.max_seq_len
+    for index, task in enumerate(spec.eval.tasks):
+        if task.type == "generative" and task.max_new_tokens >= context:
+            yield Finding(("eval", "tasks", index, "max_new_tokens"),
+                          f"max_new_tokens ({task.max_new_tokens}) leaves no room for the prompt within model.max_seq_len ({context})",
+                          f"use max_new_tokens < {context}, e.g. {max(1, min(256, context // 4))}")
+        if task.answer_pattern is not None:
+            problem = regex_problem(task.answer_pattern)
+            if problem:
+                yield Finding(("eval", "tasks", index, "answer_pattern"),
+                              f"{task.answer_pattern!r} is not a valid regular expression: {problem}",
+                              "use Python `re` syntax; the first group is the answer, e.g. `#### (\\-?[0-9.,]+)`")
+
+
+def deploy_target_is_implemented(spec: Spec) -> Iterator[Finding]:
+    """The deploy stage produces only the quantizations in `DEPLOY_QUANTIZATIONS` and the formats
+    in `DEPLOY_FORMATS`, and `format: hf` (LlamaForCausalLM) only for models Llama's config can
+    express (`hf_export_incompatibilities`). `format: hf` holds full-precision weights; with a
+    quantization, the quantized weights are written in specc's safetensors layout beside it.
+
+    passes: `quantization: nf4, format: safetensors`; `format: hf` for a dense RoPE/RMSNorm/SwiGLU model
+    fails:  `quantization: gptq`; `format: hf` with `model.sliding_window: 4096` or an MoE model
+    """
+    reasons = hf_export_incompatibilities(spec.model)
+    for index, target in enumerate(spec.deploy.targets):
+        where = ("deploy", "targets", index)
+        if target.quantization not in DEPLOY_QUANTIZATIONS:
+            yield Finding(where + ("quantization",),
+                          f"quantization `{target.quantization}` is not implemented by the deploy stage",
+                          f"implemented: {', '.join(DEPLOY_QUANTIZATIONS)} (nf4 is the 4-bit option)")
+        if target.format not in DEPLOY_FORMATS:
+            yield Finding(where + ("format",), f"format `{target.format}` is not implemented by the deploy stage",
+                          f"implemented: {', '.join(DEPLOY_FORMATS)}")
+        elif target.format == "hf" and reasons:
+            yield Finding(where + ("format",),
+                          "format `hf` exports the Llama architecture only; this model has " + ", ".join(reasons),
+                          "use format: safetensors (specc's layout, any model)")
+        elif target.format == "hf" and target.quantization != "none" and target.quantization in DEPLOY_QUANTIZATIONS:
+            yield Finding(where + ("format",),
+                          f"format `hf` exports full-precision weights; the {target.quantization} weights go to specc's "
+                          "safetensors layout (`model/`) beside it",
+                          "use format: safetensors for the quantized model alone", "warning")
+
+
+def serving_context_fits_model(spec: Spec) -> Iterator[Finding]:
+    """A target serves at most model.max_seq_len tokens of context (the HF export's
+    `max_position_embeddings`, the end of specc's position tables and KV cache), and a
+    speculative draft must attend over the same context.
+
+    passes: `max_context: 8192` with `max_seq_len: 8192`     fails: `max_context: 32k` with `max_seq_len: 8192`
+    """
+    model = spec.model
+    for index, target in enumerate(spec.deploy.targets):
+        context = serving_context(target, model)
+        if context > model.max_seq_len:
+            yield Finding(("deploy", "targets", index, "max_context"),
+                          f"max_context ({context}) exceeds model.max_seq_len ({model.max_seq_len})",
+                          f"use max_context <= {model.max_seq_len} (or omit it for the model's whole context)")
+            continue
+        draft = target.speculative.draft if target.speculative is not None else None
+        if isinstance(draft, ModelSpec) and draft.max_seq_len < context:
+            yield Finding(("deploy", "targets", index, "speculative", "draft", "max_seq_len"),
+                          f"the draft's max_seq_len ({draft.max_seq_len}) is shorter than the context served ({context})",
+                          f"set the draft's max_seq_len to {context}, or lower max_context")
+
+
+def draft_architecture_is_valid(spec: Spec) -> Iterator[Finding]:
+    """A speculative draft given as an architecture is built and distilled by the deploy stage,
+    so it must pass the same architecture rules as `model` (R101, R102, R113, R114), reported
+    at the draft's keys.
+
+    passes: draft `hidden_size: 256, num_heads: 4`     fails: draft `hidden_size: 256, num_heads: 3`
+    """
+    from specc.diagnostics.rules import RULES
+
+    architecture_rules = [rule for rule in RULES if rule.needs == ("model",)]
+    for index, target in enumerate(spec.deploy.targets):
+        draft = target.speculative.draft if target.speculative is not None else None
+        if not isinstance(draft, ModelSpec):
+            continue
+        as_model = spec.model_copy(update={"model": draft})
+        where = ("deploy", "targets", index, "speculative", "draft")
+        for rule in architecture_rules:
+            for finding in rule.check(as_model):
+                yield Finding(where + finding.path[1:], f"draft: {finding.message} ({rule.code})",
+                              finding.hint, finding.severity)
