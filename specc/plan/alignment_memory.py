@@ -110,7 +110,8 @@ def stage_memory(spec: Spec, stage) -> dict:
     capacity = accelerator.memory_gib if accelerator else 0.0
     placement = (f"all {len(models)} model(s) on the same {devices} device(s)" if colocated else
                  f"policy + value on {models[0].devices} device(s), reference + reward on {models[2].devices}")
-    return {"stage": stage.name, "type": stage.type, "placement": placement,
+    return {"stage": stage.name, "type": stage.type, "placement": placement, "precision": precision,
+            "seq_len": seq_len,
             "models": [{"role": m.role, "trained": m.trained, "params": m.params, "devices": m.devices,
                         "gib_per_device": round(m.params * _bytes_per_param(m.trained, precision) / m.devices / GIB, 4)}
                        for m in models],
