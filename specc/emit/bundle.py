@@ -32,6 +32,7 @@ from specc import __version__
 from specc.catalog import load_catalog
 from specc.emit.render import Raw, Renderer
 from specc.emit.stages import EmitError, Stage, build_stages, run_dir_for
+from specc.plan.findings import severity_of
 from specc.spec.root import Spec
 
 MANIFEST = "manifest.json"
@@ -134,7 +135,7 @@ def _plan_rows(plan: dict) -> list[tuple[str, str]]:
                       f"MFU {time.get('mfu', '?')}"),
         ("training time", f"{time.get('train_days', '?')} days, {time.get('device_hours', '?')} device-hours"),
     ]
-    rows.extend(("warning", f"{w.get('code')}: {w.get('message')}") for w in plan.get("warnings", []))
+    rows.extend((severity_of(w), f"{w.get('code')}: {w.get('message')}") for w in plan.get("warnings", []))
     return rows
 
 

@@ -1,4 +1,6 @@
-"""`specc launch TARGET`: validate -> plan -> emit the bundle -> submit its stages.
+"""`specc launch TARGET`: validate -> plan (shown; refused when a stage does not fit, unless
+`--allow-unfit`) -> emit the bundle (after stating how its stages differ from the plan, if they
+do) -> submit its stages. See `specc.launch.planned`.
 
 TARGET is a spec (`specs/tiny.yaml`), a saved plan (`plan.json` from `specc plan -o`,
 launched exactly as reviewed: the spec must still hash to the plan's `spec.sha256`), or an
@@ -10,10 +12,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from pathlib import Path
 
 DEFAULT_OUT = Path("bundles")
+MAX_CHANGES_SHOWN = 8
 
 
 class LaunchUsageError(Exception):
@@ -47,6 +51,9 @@ def _add_launch(commands) -> None:
     launch.add_argument("--spec", type=Path, help="with a plan.json: the spec it was planned from")
     launch.add_argument("--force", action="store_true", help="replace an existing bundle that differs")
     launch.add_argument("--dry-run", action="store_true", help="emit the bundle and stop; submit nothing")
+    launch.add_argument("--allow-unfit", action="store_true",
+                        help="launch even when the plan has an error-level finding (P201/P206/P302: a stage's "
+                             "predicted memory does not fit its devices)")
     launch.add_argument("--no-wait", dest="wait", action="store_false",
                         help="slurm: return after submitting (see `specc status BUNDLE`)")
 
@@ -74,7 +81,7 @@ def _bundle_for(args: argparse.Namespace) -> Path | None:
     if target.is_dir():
         if args.overrides or args.spec or args.force:
             raise LaunchUsageError(f"{target} is a bundle: --set, --spec and --force apply to specs and plans")
-        return _existing_bundle(target)
+        return _existing_bundle(target, args)
     if not target.is_file():
         raise LaunchUsageError(f"{target}: no such file or directory")
     if target.suffix == ".json":
@@ -82,10 +89,20 @@ def _bundle_for(args: argparse.Namespace) -> Path | None:
     return _emit_from_spec(target, args, saved_plan=None)
 
 
-def _existing_bundle(directory: Path) -> Path:
-    from specc.launch.launcher import verify_manifest
+def _existing_bundle(directory: Path, args: argparse.Namespace) -> Path | None:
+    """An emitted bundle, held to its own plan.json like a spec is: shown, refused when it does not
+    fit (unless --allow-unfit), and compared with the stage configs it will run."""
+    from specc.diagnostics.diagnostic import Position
+    from specc.launch.launcher import read_stages, verify_manifest
+    from specc.launch.planned import StageRun
 
     verify_manifest(directory)
+    plan_file = directory / "plan.json"
+    plan = json.loads(plan_file.read_text())
+    if not _honour_plan(plan, lambda path: Position(str(plan_file)), "specc plan SPEC", args):
+        print(f"{directory}: not launched", file=sys.stderr)
+        return None
+    _print_differences(plan, [StageRun(stage.name, stage.config.get("params", {})) for stage in read_stages(directory)])
     print(f"bundle: {directory} (existing, verified against its manifest)")
     return directory
 
@@ -101,7 +118,7 @@ def _overrides(args: argparse.Namespace) -> list[str]:
 def _emit_from_plan(path: Path, args: argparse.Namespace) -> Path | None:
     """A plan inside a bundle launches that bundle; a standalone plan is emitted as saved."""
     if (path.parent / "manifest.json").is_file():
-        return _existing_bundle(path.parent)
+        return _existing_bundle(path.parent, args)
     try:
         plan = json.loads(path.read_text())
         spec_info = plan["spec"]
@@ -110,9 +127,14 @@ def _emit_from_plan(path: Path, args: argparse.Namespace) -> Path | None:
     spec_path = args.spec or (Path(spec_info["path"]) if spec_info.get("path") else None)
     if spec_path is None:
         raise LaunchUsageError(f"{path}: pass --spec SPEC, the spec this plan was made from")
+    recorded = list(spec_info.get("overrides", []))
     if args.overrides:
-        raise LaunchUsageError("a saved plan records its overrides; --set applies to specs only")
-    args.overrides = list(spec_info.get("overrides", []))
+        raise LaunchUsageError(
+            f"{path} is a saved plan: it launches exactly as reviewed, so --set {' --set '.join(args.overrides)} "
+            f"cannot change it\n  hint: re-plan with the override "
+            f"(`{_plan_command(spec_path, recorded + args.overrides, path)}`) and launch the new plan, or launch "
+            f"the spec itself with --set")
+    args.overrides = recorded
     return _emit_from_spec(spec_path, args, saved_plan=plan)
 
 
@@ -120,6 +142,7 @@ def _emit_from_spec(path: Path, args: argparse.Namespace, saved_plan: dict | Non
     from specc.diagnostics.check import check_file
     from specc.diagnostics.diagnostic import render_text
     from specc.emit.bundle import build_bundle, write_bundle
+    from specc.launch.planned import emitted_stage_runs
 
     overrides = _overrides(args)
     result = check_file(path, overrides)
@@ -128,23 +151,92 @@ def _emit_from_spec(path: Path, args: argparse.Namespace, saved_plan: dict | Non
     if not result.valid:
         print(f"{path}: invalid; nothing emitted", file=sys.stderr)
         return None
-    plan = _plan(result.spec, overrides, saved_plan, path)
+    plan = _plan(result.spec, overrides, saved_plan, path, args.target)
+    if not _honour_plan(plan, result.source_map.key_at, _plan_command(path, overrides), args):
+        print(f"{path}: not launched; nothing emitted", file=sys.stderr)
+        return None
     bundle = build_bundle(result.spec, plan, str(path.resolve().parent))
+    _print_differences(plan, emitted_stage_runs(bundle.stages))
     directory, written = write_bundle(bundle, args.out, force=args.force)
     print(f"bundle: {directory} ({'written' if written else 'unchanged, reused'})")
     return directory
 
 
-def _plan(spec, overrides: list[str], saved_plan: dict | None, path: Path) -> dict:
+def _plan_command(spec: Path, overrides: list[str], output: Path | None = None) -> str:
+    """`specc plan SPEC --set ... [-o OUTPUT]`, shell-quoted (shown in hints)."""
+    words = ["specc", "plan", str(spec), *(word for override in overrides for word in ("--set", override))]
+    return shlex.join(words + (["-o", str(output)] if output else []))
+
+
+def _plan(spec, overrides: list[str], saved_plan: dict | None, path: Path, plan_path: Path) -> dict:
     from specc.plan import build_plan, plan_json
     from specc.plan.plan import spec_sha256
 
     if saved_plan is None:
         return json.loads(plan_json(build_plan(spec, overrides=overrides)))
     if spec_sha256(spec) != saved_plan["spec"].get("sha256"):
-        raise LaunchUsageError(f"{path} no longer matches the saved plan (its resolved spec's sha256 differs); "
-                               f"re-plan with `specc plan {path} -o plan.json`")
+        raise LaunchUsageError(_mismatch(path, spec, overrides, saved_plan, plan_path))
     return saved_plan
+
+
+def _mismatch(path: Path, spec, overrides: list[str], saved_plan: dict, plan_path: Path) -> str:
+    """Why a saved plan cannot launch this spec: the hashes, and what planning the spec now
+    would change (nothing is launched either way: the plan reviewed is not the plan that would run)."""
+    from specc.plan import build_plan, plan_json
+    from specc.plan.diff import diff_plans
+    from specc.plan.plan import spec_sha256
+
+    replanned = json.loads(plan_json(build_plan(spec, overrides=overrides)))
+    changes = diff_plans(saved_plan, replanned)
+    applied = f" with {', '.join(overrides)}" if overrides else ""
+    lines = [f"{path}{applied} no longer matches the saved plan: its resolved spec hashes to "
+             f"{spec_sha256(spec)[:12]}, the plan was made from {str(saved_plan['spec'].get('sha256'))[:12]}"]
+    if changes:
+        lines.append(f"  planning it now changes {len(changes)} figure(s):")
+        lines.extend(f"  {change.text()}" for change in changes[:MAX_CHANGES_SHOWN])
+        if len(changes) > MAX_CHANGES_SHOWN:
+            lines.append(f"    ... and {len(changes) - MAX_CHANGES_SHOWN} more (`specc plan {path} --against PLAN`)")
+    else:
+        lines.append("  planning it now gives the same layout, memory, time and cost, but what runs would differ")
+    lines.append(f"  hint: review and save the new plan (`{_plan_command(path, overrides, plan_path)}`) and launch "
+                 f"that, or launch the spec itself")
+    return "\n".join(lines)
+
+
+def _honour_plan(plan: dict, locate, replan: str, args: argparse.Namespace) -> bool:
+    """Show the plan (stdout), then refuse it when it has error-level findings unless
+    --allow-unfit (`replan`: the command that plans the spec again, for hints). True when the
+    launch may go on."""
+    from specc.diagnostics.diagnostic import render_text
+    from specc.launch.planned import refusal
+    from specc.plan.render import render_summary
+
+    print(render_summary(plan))
+    errors = refusal(plan, locate, replan)
+    if not errors:
+        return True
+    print(render_text(errors), file=sys.stderr)
+    codes = ", ".join(sorted({d.code for d in errors}))
+    if not args.allow_unfit:
+        print(f"specc launch: error: refusing to launch: the plan predicts that a stage does not fit in memory "
+              f"({codes})", file=sys.stderr)
+        return False
+    print(f"specc launch: --allow-unfit: going on despite {len(errors)} error-level plan finding(s) ({codes}); "
+          f"expect the job to run out of memory", file=sys.stderr)
+    return True
+
+
+def _print_differences(plan: dict, stages) -> None:
+    """Every setting a stage runs differently from the plan (stdout, before anything is written)."""
+    from specc.launch.planned import differences
+
+    found = differences(plan, stages)
+    if not found:
+        print("what runs: the stages' configs match the plan (layout, batch, lengths, precision, devices)")
+        return
+    print(f"what runs differs from the plan in {len(found)} setting(s); the plan's figures are for the planned ones:")
+    for difference in found:
+        print(f"  ~ {difference.text()}")
 
 
 def _launch(bundle_dir: Path, args: argparse.Namespace) -> int:

@@ -4,8 +4,9 @@ Pure Python (no torch). Per model, with mixed precision and AdamW (ZeRO paper, R
 et al. 2020, section 3.1: 2 + 2 + 12 = 16 bytes per trained parameter, fp32 training 4 + 4 + 8):
 - a trained model: compute weights + gradients + fp32 master weights and two Adam moments;
 - a frozen model (reference, reward model): compute weights only.
-Model states are sharded over the devices that hold the model (FSDP / ZeRO-3 style), the way
-alignment frameworks (OpenRLHF, TRL + DeepSpeed) place them. Activations follow Korthikanti
+Placement and precision are what specc's alignment runtime runs (`Capabilities.alignment_devices`,
+`alignment_precision`: today one process on one device in fp32), not what alignment frameworks
+(OpenRLHF, TRL + DeepSpeed) would shard; model states are divided over the devices that hold them. Activations follow Korthikanti
 et al. 2022, eq. 1 (s b h (34 + 5 a s / h) bytes per layer without recomputation), for the
 stage's batch spread over the data-parallel devices.
 
@@ -28,6 +29,7 @@ from specc.plan.memory import GIB
 from specc.plan.params import count_parameters
 from specc.plan.serving import kv_cache_bytes
 from specc.spec.alignment import stage_seq_len
+from specc.spec.capabilities import Capabilities, capabilities_for
 from specc.spec.derived import total_devices
 from specc.spec.root import Spec
 
@@ -59,8 +61,9 @@ def _activation_bytes(spec: Spec, sequences: float, seq_len: int, precision: str
     return per_layer * model.num_layers * scale
 
 
-def _precision(spec: Spec) -> str:
-    return "bf16" if spec.parallel == "auto" else spec.parallel.precision
+def _capabilities(spec: Spec) -> Capabilities | None:
+    accelerator = load_catalog().get(spec.cluster.accelerator)
+    return capabilities_for(accelerator) if accelerator is not None else None
 
 
 def held_models(spec: Spec, stage, devices: int) -> list[HeldModel]:
@@ -81,10 +84,18 @@ def held_models(spec: Spec, stage, devices: int) -> list[HeldModel]:
     return [HeldModel("generator", False, params, devices)]
 
 
-def stage_memory(spec: Spec, stage) -> dict:
-    """Per-device memory of one alignment stage, with the placement it assumes."""
-    devices = total_devices(spec.cluster)
-    precision = _precision(spec)
+def stage_memory(spec: Spec, stage, devices: int | None = None, precision: str | None = None) -> dict:
+    """Per-device memory of one alignment stage, with the placement it assumes.
+
+    By default charged as the alignment runtime runs on the spec's accelerator (today one process,
+    one device, fp32), not as the pretraining layout would shard it; `devices`/`precision` size
+    another placement.
+    """
+    capabilities = _capabilities(spec)
+    if devices is None:
+        devices = capabilities.alignment_devices if capabilities else total_devices(spec.cluster)
+    if precision is None:
+        precision = capabilities.alignment_precision if capabilities else "fp32"
     models = held_models(spec, stage, devices)
     seq_len = stage_seq_len(stage, spec.schedule.seq_len, spec.model.max_seq_len)
     kv = 0.0
@@ -111,7 +122,8 @@ def stage_memory(spec: Spec, stage) -> dict:
     capacity = accelerator.memory_gib if accelerator else 0.0
     placement = (f"all {len(models)} model(s) on the same {devices} device(s)" if colocated else
                  f"policy + value on {models[0].devices} device(s), reference + reward on {models[2].devices}")
-    return {"stage": stage.name, "type": stage.type, "placement": placement, "seq_len": seq_len,
+    return {"stage": stage.name, "type": stage.type, "placement": placement, "precision": precision,
+            "seq_len": seq_len,
             "models": [{"role": m.role, "trained": m.trained, "params": m.params, "devices": m.devices,
                         "gib_per_device": round(m.params * _bytes_per_param(m.trained, precision) / m.devices / GIB, 4)}
                        for m in models],

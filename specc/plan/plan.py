@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict
 from specc import __version__
 from specc.catalog import load_catalog
 from specc.plan.estimate import Estimate, Workload, evaluate
+from specc.plan.findings import classified
 from specc.plan.layout import Layout, layout_from_spec
 from specc.plan.scaling import scaling_check
 from specc.plan.search import SearchResult, search
@@ -110,6 +111,8 @@ class Candidate(_Open):
 
 
 class PlanWarning(_Open):
+    """A plan finding; `severity` and `path` (the spec key it is about) per `specc.plan.findings`."""
+
     code: str
     message: str
 
@@ -277,18 +280,18 @@ def build_plan(spec: Spec, *, force_search: bool = False, top: int = 5, override
     if scaling.warning():
         warnings.append({"code": "P203", "message": scaling.warning()})
     deploy = []
-    for target in spec.deploy.targets:
+    for index, target in enumerate(spec.deploy.targets):
         served = estimate_target(spec.model, target)
         deploy.append(served.contract())
         if not served.fits:
-            warnings.append({"code": "P301", "message": (
+            warnings.append({"code": "P301", "path": f"deploy.targets[{index}]", "message": (
                 f"deploy target `{served.name}` needs {served.per_device_gib:.1f} GiB per device on {served.count} x "
                 f"{served.accelerator} ({served.capacity_gib:.1f} GiB): raise count, quantize, or lower "
                 f"max_batch x max_context")})
     alignment = alignment_memory(spec)
-    for stage in alignment:
+    for index, stage in enumerate(alignment):
         if not stage["fits"]:
-            warnings.append({"code": "P302", "message": (
+            warnings.append({"code": "P302", "path": f"alignment[{index}]", "message": (
                 f"alignment stage `{stage['stage']}` ({stage['type']}) needs {stage['per_device_gib']:.1f} GiB per "
                 f"device ({stage['placement']}) but a device has {stage['capacity_gib']:.1f} GiB")})
     data = {
@@ -306,7 +309,7 @@ def build_plan(spec: Spec, *, force_search: bool = False, top: int = 5, override
         "memory": chosen.memory.contract(),
         "time": _time_contract(chosen, spec, work),
         "candidates": [_candidate(e, spec, work) for e in candidates],
-        "warnings": warnings,
+        "warnings": classified(warnings),
         "scaling": scaling.contract(),
         "deploy": deploy,
         "alignment": alignment,

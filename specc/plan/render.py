@@ -7,9 +7,11 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
+from specc.plan.findings import severity_of
 from specc.plan.plan import Plan
 
 BAR_WIDTH = 40
+SEVERITY_STYLE = {"error": "bold red", "warning": "yellow"}
 COMPONENT_STYLE = {"params": "cyan", "grads": "blue", "optimizer": "magenta", "activations": "yellow", "other": "white"}
 
 
@@ -121,6 +123,45 @@ def render(plan: Plan, console: Console | None = None) -> None:
         parts.append(Text(f"align {stage['stage']} ({stage['type']}): {stage['per_device_gib']:.1f} / "
                           f"{stage['capacity_gib']:.1f} GiB per device, {stage['placement']} "
                           f"{'fits' if stage['fits'] else 'DOES NOT FIT'}"))
-    for warning in data["warnings"]:
-        parts.append(Text.assemble((f"warning[{warning['code']}] ", "yellow"), warning["message"]))
+    for finding in data["warnings"]:
+        severity = severity_of(finding)
+        parts.append(Text.assemble((f"{severity}[{finding['code']}] ", SEVERITY_STYLE[severity]), finding["message"]))
     console.print(Group(*parts))
+
+
+def _params_text(count: float) -> str:
+    for scale, suffix in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if count >= scale:
+            return f"{count / scale:.3g}{suffix}"
+    return f"{count:.0f}"
+
+
+def _amount(value: float) -> str:
+    return f"{value:,.0f}" if value >= 100 else f"{value:.3g}"
+
+
+def render_summary(plan: dict) -> str:
+    """The plan in a few lines, as `specc launch` shows it before acting (Terraform shows the plan
+    before apply): layout, memory per device against capacity, step time, MFU, days, cost, and
+    every finding with its severity. Takes the plan contract as a dict, so saved plans render too."""
+    model, hardware, layout = plan["model"], plan["hardware"], plan["layout"]
+    memory, time = plan["memory"], plan["time"]
+    capacity = hardware["memory_gib"]
+    active = "" if model["active_params"] == model["params"] else f" ({_params_text(model['active_params'])} active)"
+    share = f" ({memory['per_device_gib'] / capacity:.0%})" if capacity else ""
+    cost = f", ${time['cost_usd']:,.0f}" if time.get("cost_usd") is not None else ""
+    lines = [
+        f"plan: {plan['spec']['name']}  {_params_text(model['params'])} params{active} on {hardware['count']} x "
+        f"{hardware['accelerator']} ({hardware.get('precision', '?')}, {capacity:.1f} GiB per device)",
+        f"  layout  {_layout_text(layout)}  {'(searched)' if plan.get('searched') else '(from the spec)'}",
+        f"  memory  {memory['per_device_gib']:.2f} of {capacity:.1f} GiB per device{share}: "
+        f"{'fits' if memory['fits'] else 'DOES NOT FIT'}",
+        f"  time    step {time['step_s']:.3g} s, MFU {time['mfu']:.1%}, {time.get('steps', 0):,} steps, "
+        f"{time['train_days']:.3g} days, {_amount(time['device_hours'])} device-hours{cost}",
+    ]
+    for stage in plan.get("alignment") or []:
+        lines.append(f"  align   {stage['stage']} ({stage['type']}): {stage['per_device_gib']:.2f} of "
+                     f"{stage['capacity_gib']:.1f} GiB per device: {'fits' if stage['fits'] else 'DOES NOT FIT'}")
+    for finding in plan.get("warnings", []):
+        lines.append(f"  {severity_of(finding)}[{finding['code']}] {finding['message']}")
+    return "\n".join(lines)

@@ -36,6 +36,12 @@ class Capabilities:
     """Compute precisions the runtime trains in on this accelerator."""
     sequence_parallel: bool
     """Whether `parallel.sp` shards norm/dropout activations over tp (Korthikanti et al. 2022)."""
+    alignment_devices: int = 1
+    """Devices an alignment stage (sft, reward model, dpo, ppo, constitutional) runs on: one
+    process on one device holding every model of the stage (specc/runtime/align/trainer.py)."""
+    alignment_precision: str = "fp32"
+    """Precision of the alignment stages: models are built in fp32 (`build_model`) and trained
+    without autocast, whatever `parallel.precision` says."""
 
     def supports_axis(self, axis: str) -> bool:
         return axis == "dp" or axis in self.parallel_axes

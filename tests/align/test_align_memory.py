@@ -17,8 +17,10 @@ def spec_8b():
 
 def test_ppo_holds_four_models_and_split_placement_halves_devices():
     spec = spec_8b()
-    colocated = stage_memory(spec, PPOStage(type="ppo", name="ppo", prompts="p.jsonl", reward_model="rm"))
-    split = stage_memory(spec, PPOStage(type="ppo", name="ppo", prompts="p.jsonl", reward_model="rm", colocate=False))
+    colocated = stage_memory(spec, PPOStage(type="ppo", name="ppo", prompts="p.jsonl", reward_model="rm"),
+                             devices=8, precision="bf16")
+    split = stage_memory(spec, PPOStage(type="ppo", name="ppo", prompts="p.jsonl", reward_model="rm", colocate=False),
+                         devices=8, precision="bf16")
     assert [m["role"] for m in colocated["models"]] == ["policy", "value", "reference", "reward"]
     assert {m["devices"] for m in colocated["models"]} == {8}
     assert [m["devices"] for m in split["models"]] == [4, 4, 4, 4]
@@ -32,6 +34,14 @@ def test_ppo_holds_four_models_and_split_placement_halves_devices():
     assert split["per_device_gib"] == pytest.approx(trained + split["activations_gib"] + split["kv_cache_gib"] + 1.0,
                                                     abs=1e-3)
     assert split["per_device_gib"] > colocated["per_device_gib"]
+
+
+def test_alignment_is_charged_as_the_runtime_runs_it():
+    """The alignment runtime holds every model on one device in fp32: the plan charges that (was: sharded
+    over all 8 GPUs in bf16, a program that does not run)."""
+    entry = stage_memory(spec_8b(), DPOStage(type="dpo", name="dpo", data="d.jsonl"))
+    assert entry["precision"] == "fp32" and {m["devices"] for m in entry["models"]} == {1}
+    assert not entry["fits"]  # 8B x 16 B/param on one 80 GB H100
 
 
 def test_dpo_reference_is_held_only_when_not_precomputed():
