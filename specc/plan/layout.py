@@ -38,6 +38,8 @@ class Layout:
     torchtitan's alternate matmuls."""
     pp_schedule: str = "1f1b"
     precision: str = "bf16"
+    fp8_recipe: str = "tensorwise"
+    """torchao's float8 scaling recipe under `precision: fp8` (`parallel.fp8_recipe`)."""
     compile: bool = False
     grad_sync: str = "every"
     """When FSDP reduces gradients under accumulation (`parallel.grad_sync`): after `every`
@@ -67,6 +69,8 @@ class Layout:
         """The plan contract's `layout` object (extra fields welcome)."""
         data = asdict(self)
         data["zero_stage"] = self.sharded_states
+        if self.precision != "fp8":
+            del data["fp8_recipe"]  # read only under fp8
         return data
 
     def to_parallel_spec(self) -> ParallelSpec:
@@ -75,7 +79,7 @@ class Layout:
                             zero_stage=0 if self.fsdp else self.zero_stage, fsdp=self.fsdp,
                             hsdp_replicas=self.hsdp_replicas, sp=self.sp, micro_batch=self.micro_batch,
                             recompute=self.recompute, selective_policy=self.selective_policy,
-                            pp_schedule=self.pp_schedule, precision=self.precision,
+                            pp_schedule=self.pp_schedule, precision=self.precision, fp8_recipe=self.fp8_recipe,
                             compile=self.compile, grad_sync=self.grad_sync)
 
 
@@ -90,7 +94,7 @@ def layout_from_spec(parallel: ParallelSpec, dp: int, batch_sequences: int | Non
                   zero_stage=0 if stage == 3 else stage, fsdp=stage == 3, hsdp_replicas=replicas,
                   sp=parallel.sp, micro_batch=parallel.micro_batch, grad_accum=grad_accum,
                   recompute=parallel.recompute, selective_policy=parallel.selective_policy,
-                  pp_schedule=parallel.pp_schedule, precision=parallel.precision,
+                  pp_schedule=parallel.pp_schedule, precision=parallel.precision, fp8_recipe=parallel.fp8_recipe,
                   compile=parallel.compile, grad_sync=parallel.grad_sync)
 
 

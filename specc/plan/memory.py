@@ -12,7 +12,7 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
-from specc.plan import tpu
+from specc.plan import fp8, tpu
 from specc.plan.layout import Hardware, Layout
 from specc.plan.params import ParameterCount
 from specc.spec import parallel_dims as dims
@@ -390,7 +390,23 @@ def compute_element_bytes(layout: Layout) -> float:
     return 4.0 if layout.precision == "fp32" else 2.0
 
 
-def persistent_fsdp_memory(params: StageParams, layout: Layout) -> float:
+def fp8_gathered_saving(model: ModelSpec, layout: Layout, layers: int, moe_layers: int) -> float:
+    """Bytes saved on gathered weights when tensorwise fp8 gathers converted weights as 1-byte fp8
+    instead of 2-byte bf16 (FSDP2 with torchao's fp8 all-gather), for `layers` layers."""
+    if layout.precision != "fp8" or layout.fp8_recipe != "tensorwise" or layout.dp * layout.cp == 1:
+        return 0.0
+    return fp8.converted_params(model, layout.tp, layers, moe_layers) * (compute_element_bytes(layout) - 1.0)
+
+
+def fp8_cast_memory(model: ModelSpec, layout: Layout, seq_len: int) -> float:
+    """fp8 copies alive while the largest converted Linear runs backward (`fp8.cast_memory`)."""
+    if layout.precision != "fp8":
+        return 0.0
+    gathered_fp8 = layout.fp8_recipe == "tensorwise" and layout.dp * layout.cp > 1
+    return fp8.cast_memory(model, layout.tp, layout.micro_batch * seq_len / layout.cp, gathered_fp8)
+
+
+def persistent_fsdp_memory(params: StageParams, layout: Layout, model: ModelSpec | None = None) -> float:
     """Unsharded ZeRO-3/FSDP buffers alive for the whole step.
 
     With pipelining, torchtitan keeps the stage's parameters gathered between micro-batches
@@ -403,13 +419,14 @@ def persistent_fsdp_memory(params: StageParams, layout: Layout) -> float:
         return 0.0
     stage = params.dense + params.experts
     if layout.pp > 1:
-        return stage * (compute_element_bytes(layout) + 4.0)
+        saving = fp8_gathered_saving(model, layout, *stage_layers(model, layout)) if model is not None else 0.0
+        return stage * (compute_element_bytes(layout) + 4.0) - saving
     if layout.grad_accum > 1 and layout.grad_sync == "last":
         return stage * 4.0
     return 0.0
 
 
-def backward_fsdp_memory(params: StageParams, layout: Layout) -> float:
+def backward_fsdp_memory(params: StageParams, layout: Layout, model: ModelSpec | None = None) -> float:
     """Unsharded ZeRO-3/FSDP buffers during backward without pipelining (FSDP2 defaults, formulas.md
     section 3 'FSDP transient'): the layer being back-propagated and the prefetched one, gathered in
     the compute dtype (2 x 2 B/param); one layer's fp32 gradient awaiting reduce-scatter (4 B/param);
@@ -418,7 +435,11 @@ def backward_fsdp_memory(params: StageParams, layout: Layout) -> float:
     if layout.sharded_states < 3 or layout.shard_degree == 1 or layout.pp > 1:
         return 0.0
     compute_bytes = compute_element_bytes(layout)
-    return params.layer * (2 * compute_bytes + 4.0) + (params.root + params.head) * compute_bytes
+    saving = 0.0
+    if model is not None:  # tensorwise fp8: the two gathered layers' converted weights in 1 byte (an MoE
+        # layer's, the fewer, when the model has any: `params.layer` is the larger layer)
+        saving = 2 * fp8_gathered_saving(model, layout, 1, 1 if model.moe else 0)
+    return params.layer * (2 * compute_bytes + 4.0) + (params.root + params.head) * compute_bytes - saving
 
 
 def root_regather_memory(params: StageParams, layout: Layout) -> float:
@@ -445,15 +466,16 @@ def stage_memory(model: ModelSpec, counts: ParameterCount, layout: Layout, hardw
     params = stage_params(model, counts, layout, stage)
     weights, grads, optimizer = model_state_memory(params, layout)
     stored = activation_memory(model, layout, seq_len, stage)
-    persistent = persistent_fsdp_memory(params, layout)
+    persistent = persistent_fsdp_memory(params, layout, model)
     live_grads = grads if _grads_alive_at_loss(layout) else 0.0
     phases = {
         "loss": dict(grads=live_grads, activations=stored,
                      logits=(logits_memory(model, layout, seq_len, hardware.is_tpu)
                              if stage in ("last", "only") else 0.0),
                      fsdp_buffers=persistent + root_regather_memory(params, layout)),
-        "backward": dict(grads=live_grads, activations=stored + layer_backward_memory(model, layout, seq_len),
-                         logits=0.0, fsdp_buffers=persistent + backward_fsdp_memory(params, layout)),
+        "backward": dict(grads=live_grads, activations=stored + layer_backward_memory(model, layout, seq_len)
+                         + fp8_cast_memory(model, layout, seq_len),
+                         logits=0.0, fsdp_buffers=persistent + backward_fsdp_memory(params, layout, model)),
         "optimizer": dict(grads=grads, activations=0.0, logits=0.0, fsdp_buffers=persistent),
     }
     phase = max(phases, key=lambda name: sum(phases[name].values()))

@@ -254,7 +254,8 @@ def build_plan(spec: Spec, *, force_search: bool = False, top: int = 5, override
         fixed = evaluate(work, layout, hardware)
     if searching:
         fast = work.devices_per_node if not hardware.is_tpu else min(16, hardware.fast_domain)
-        result = search(work, precision, fast, top)
+        recipe = spec.parallel.fp8_recipe if not isinstance(spec.parallel, str) else "tensorwise"
+        result = search(work, precision, fast, top, recipe)
         ranked = [e for e in result.ranked if _passes_rules(spec, e.layout)][:max(1, top)]
         if ranked:
             chosen = ranked[0]

@@ -96,9 +96,9 @@ RECOMPUTE_ORDER = (("none", "matmuls"), ("selective", "matmuls"), ("selective", 
 output costs no matmul FLOPs, torchtitan's alternate policy recomputes half of them, full all."""
 
 
-def search(work: Workload, precision: str, fast_domain: int, top: int) -> SearchResult:
+def search(work: Workload, precision: str, fast_domain: int, top: int, fp8_recipe: str = "tensorwise") -> SearchResult:
     """Every valid layout for the workload, best (shortest step) first, at most `top` kept per
-    distinct (tp, pp, vpp, cp, ep, sharding) structure."""
+    distinct (tp, pp, vpp, cp, ep, sharding) structure; `fp8_recipe` is the spec's (fp8 only)."""
     result = SearchResult(ranked=[])
     hardware = work.hardware(precision)
     caps = capabilities_for(work.accelerator)
@@ -115,7 +115,7 @@ def search(work: Workload, precision: str, fast_domain: int, top: int) -> Search
                     for sharding in _shardings(dp * cp, caps):
                         found = _best_micro_batch(work, hardware, result, tp=tp, pp=pp, vpp=vpp, cp=cp, dp=dp,
                                                   ep=ep, sharding=sharding, sp=tp > 1 and caps.sequence_parallel,
-                                                  precision=precision)
+                                                  precision=precision, fp8_recipe=fp8_recipe)
                         if found is not None:
                             best_by_structure[(tp, pp, vpp, cp, ep, sharding)] = found
     result.ranked = sorted(best_by_structure.values(), key=_rank_key)
@@ -138,7 +138,7 @@ def _rank_key(estimate: Estimate) -> tuple:
 
 
 def _best_micro_batch(work: Workload, hardware, result: SearchResult, *, tp: int, pp: int, vpp: int, cp: int,
-                      dp: int, ep: int, sharding: int, sp: bool, precision: str) -> Estimate | None:
+                      dp: int, ep: int, sharding: int, sp: bool, precision: str, fp8_recipe: str) -> Estimate | None:
     """The fastest fitting (micro_batch, recompute) for one structure."""
     per_replica = work.batch_sequences // dp
     best = None
@@ -153,7 +153,7 @@ def _best_micro_batch(work: Workload, hardware, result: SearchResult, *, tp: int
                             fsdp=sharding == 3, sp=sp, micro_batch=micro, grad_accum=per_replica // micro,
                             recompute=recompute, selective_policy=policy,
                             pp_schedule="interleaved" if vpp > 1 else "1f1b",
-                            precision=precision)
+                            precision=precision, fp8_recipe=fp8_recipe)
             estimate = evaluate(work, layout, hardware)
             result.evaluated += 1
             if result.closest is None or estimate.memory.total < result.closest.memory.total:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from specc.plan import fp8
 from specc.plan.layout import Hardware, Layout, peak_tflops
 from specc.plan.params import FlopsPerToken, ParameterCount
 from specc.plan.memory import stage_layers, stage_params
@@ -77,9 +78,6 @@ COMPILED_ELEMENTWISE_FRACTION = 0.5
 """Share of that memory traffic left when a compiler fuses pointwise chains into their neighbours
 (XLA on TPU always; torch.compile with `parallel.compile`): a prior, not fitted (torchtitan's
 Llama 3 8B gains 16% tokens/s from compile, consistent with halving the eager traffic)."""
-FP8_SPEEDUP_EFFICIENCY = 0.6
-"""fp8 GEMMs (Transformer Engine / torchao float8) realise ~60% of the 2x peak ratio over bf16
-(scaling, casts and amax bookkeeping); torchtitan reports +20-50% throughput."""
 LINK_EFFICIENCY = 0.8
 """Achieved bus bandwidth of NCCL/ICI collectives relative to the link figure (nccl-tests on
 NVLink4 reach ~360 of 450 GB/s)."""
@@ -191,10 +189,7 @@ def compute_time(model: ModelSpec, flops: FlopsPerToken, hardware_flops: float, 
     """Seconds of arithmetic per step on one device: GEMMs, attention and memory-bound elementwise work."""
     devices = layout.devices
     recompute_factor = hardware_flops / flops.model
-    matmul_peak = hardware.peak_tflops * 1e12
     bf16_peak = peak_tflops(hardware.accelerator, "bf16" if layout.precision == "fp8" else layout.precision) * 1e12
-    if layout.precision == "fp8":  # peak doubles, but only part of it is realised
-        matmul_peak = bf16_peak * (1 + (hardware.peak_tflops * 1e12 / bf16_peak - 1) * FP8_SPEEDUP_EFFICIENCY)
     matmul = flops.matmul * recompute_factor * tokens_per_step / devices
     attention = (hardware_flops - flops.matmul * recompute_factor) * tokens_per_step / devices
     # specc's runtime replicates MoE FFNs over tp: every tp rank computes the experts' FLOPs whole
@@ -204,10 +199,32 @@ def compute_time(model: ModelSpec, flops: FlopsPerToken, hardware_flops: float, 
     # Each device runs L/pp layers on B/dp sequences of s/cp tokens, 1/tp of each tensor.
     elementwise = _elementwise_bytes_per_token_layer(model) * model.num_layers * tokens_per_step / devices
     elementwise *= ELEMENTWISE_PASSES * (4 / 3 if layout.recompute == "full" else 1)
+    matmul_s = matmul / (hardware.peak_tflops * 1e12 * eff)
+    if layout.precision == "fp8":
+        converted = min(matmul, fp8.converted_flops_per_token(model, layout.tp) * recompute_factor
+                        * tokens_per_step / devices)
+        matmul_s = _fp8_matmul_time(layout, hardware, matmul, converted, bf16_peak * eff)
+        # casts of every converted Linear: local shapes, on each device's tokens (B/dp x s/cp) over L/pp layers
+        tokens_mb = layout.micro_batch * seq_len / layout.cp
+        elementwise += (fp8.cast_bytes_per_token(model, layout.tp, tokens_mb, _fp8_all_gather(layout))
+                        * tokens_per_step * layout.tp / devices)
     if layout.compile or hardware.is_tpu:
         elementwise *= COMPILED_ELEMENTWISE_FRACTION
-    return (matmul / (matmul_peak * eff) + attention / (bf16_peak * attn_eff)
-            + elementwise / (hardware.memory_bw_tbps * 1e12))
+    return matmul_s + attention / (bf16_peak * attn_eff) + elementwise / (hardware.memory_bw_tbps * 1e12)
+
+
+def _fp8_matmul_time(layout: Layout, hardware: Hardware, matmul: float, converted: float, bf16_rate: float) -> float:
+    """Seconds of GEMMs under `precision: fp8` (`specc.plan.fp8`): the `converted` FLOPs (block
+    Linears) at the recipe's fp8 rate, the rest (output head, routers, experts) at `bf16_rate`."""
+    bf16_peak = peak_tflops(hardware.accelerator, "bf16")
+    speedup = fp8.gemm_speedup(hardware.peak_tflops, bf16_peak, layout.fp8_recipe)
+    return (matmul - converted) / bf16_rate + converted / (bf16_rate * speedup)
+
+
+def _fp8_all_gather(layout: Layout) -> bool:
+    """Tensorwise fp8 gathers weights in fp8 wherever FSDP2 gathers them (more than one data- or
+    context-parallel rank; `precision.uses_float8_all_gather` in the runtime)."""
+    return layout.precision == "fp8" and layout.fp8_recipe == "tensorwise" and layout.dp * layout.cp > 1
 
 
 def _expert_flops_per_token(model: ModelSpec) -> float:
@@ -315,6 +332,15 @@ def _data_parallel_time(model: ModelSpec, counts: ParameterCount, layout: Layout
         return 0.0
     grad_bytes = 4.0  # fp32 gradient reduction (Megatron main grads; FSDP2 reduce_dtype fp32 in torchtitan)
     param_bytes = 4.0 if layout.precision == "fp32" else 2.0
+    scales = 0.0
+    if _fp8_all_gather(layout):
+        # converted weights are gathered as 1-byte fp8; their scales come from one all-reduce of every
+        # weight's amax after the optimizer step (torchao precompute_float8_dynamic_scale_for_fsdp), exposed
+        stage_layers_, stage_moe = stage_layers(model, layout)
+        converted = fp8.converted_params(model, layout.tp, stage_layers_, stage_moe)
+        param_bytes -= min(1.0, converted / local) if local else 0.0
+        linears = stage_layers_ * len(fp8.converted_linears(model, False, layout.tp))
+        scales = _collective("all_reduce", 4.0 * linears, ranks, hardware, layout.tp)
     m = layout.grad_accum
     exposed_floor = 1 / max(1, layers)
     if layout.sharded_states >= 3:
@@ -325,13 +351,13 @@ def _data_parallel_time(model: ModelSpec, counts: ParameterCount, layout: Layout
         if layout.hsdp_replicas > 1:
             per_micro += _collective("all_reduce", local * grad_bytes / ranks, layout.hsdp_replicas, hardware,
                                      layout.tp * ranks, layers) / m
-        return m * _exposed(per_micro, compute / m, exposed_floor)
+        return m * _exposed(per_micro, compute / m, exposed_floor) + scales
     if layout.sharded_states >= 1:
         comm = (_collective("reduce_scatter", local * grad_bytes, ranks, hardware, layout.tp, layers)
                 + _collective("all_gather", local * param_bytes, ranks, hardware, layout.tp, layers))
     else:
         comm = _collective("all_reduce", local * grad_bytes, ranks, hardware, layout.tp, layers)
-    return _exposed(comm, compute / m * 2 / 3, exposed_floor)  # window: backward of the last micro-batch
+    return _exposed(comm, compute / m * 2 / 3, exposed_floor) + scales  # window: backward of the last micro-batch
 
 
 def _exposed(comm: float, window: float, floor: float) -> float:

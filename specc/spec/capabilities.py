@@ -33,7 +33,10 @@ class Capabilities:
     """ZeRO stages the runtime executes as written when data-parallel ranks exist. Others run
     as the next stage up (see `effective_zero_stage`)."""
     precisions: frozenset[str]
-    """Compute precisions the runtime trains in on this accelerator."""
+    """Compute precisions the runtime trains in on this accelerator, each as the spec names it:
+    `fp32` (no autocast), `bf16` (bf16 compute, fp32 master weights), `fp16` (fp16 compute with
+    dynamic loss scaling), `fp8` (the blocks' Linear layers as torchao float8 matmuls, the rest
+    in bf16). Anything else is refused by validate (R118) and by the runtime itself."""
     sequence_parallel: bool
     """Whether `parallel.sp` shards norm/dropout activations over tp (Korthikanti et al. 2022)."""
     alignment_devices: int = 1
@@ -66,18 +69,28 @@ class Capabilities:
 
 TORCH_AXES = frozenset({"dp", "tp", "pp", "cp", "ep"})
 
+TPU_PRECISIONS = frozenset({"fp32", "bf16"})
+"""The TPU runtime autocasts to bf16 or runs fp32; it has no fp16 loss scaling and no fp8 path."""
+
 TPU = Capabilities(target="tpu", runtime="pretrain_tpu", parallel_axes=frozenset({"dp", "tp"}),
-                   sharded_stages=(0, 3), precisions=frozenset({"fp32", "bf16"}), sequence_parallel=False)
+                   sharded_stages=(0, 3), precisions=TPU_PRECISIONS, sequence_parallel=False)
 """The torch-xla SPMD runtime (`specc.runtime.tpu`), the same on every TPU generation."""
 
 
 def capabilities_for(accelerator: Accelerator) -> Capabilities:
-    """The capabilities of specc's runtime on `accelerator` (a catalog entry)."""
+    """The capabilities of specc's runtime on `accelerator` (a catalog entry).
+
+    Precisions: the TPU runtime autocasts to bf16 or runs fp32 (XLA has no fp16 loss scaling or
+    fp8 path here). The torch runtime runs fp16 (autocast or FSDP2's fp16 policy, with dynamic
+    loss scaling) everywhere, bf16 where the device has it, and fp8 only where torchao's float8
+    matmuls run on fp8 tensor cores (the catalog's `fp8`: compute capability 8.9+ or MI300); a
+    CPU can execute `torch._scaled_mm` but has no fp8 units, so fp8 there would only be slower.
+    """
     if accelerator.kind == "tpu":
         return TPU
     if accelerator.kind == "cpu":
         return Capabilities(target="cpu", runtime="pretrain", parallel_axes=TORCH_AXES, sharded_stages=(2, 3),
-                            precisions=frozenset({"fp32", "bf16"}), sequence_parallel=True)
+                            precisions=frozenset({"fp32", "bf16", "fp16"}), sequence_parallel=True)
     precisions = {"fp32", "fp16"}
     if accelerator.bf16:
         precisions.add("bf16")
@@ -113,3 +126,18 @@ def hf_export_incompatibilities(model: ModelSpec) -> list[str]:
               (model.sliding_window is not None, "a sliding attention window"),
               (model.init.mup_base_width is not None, "muP attention and output scaling")]
     return [reason for failed, reason in checks if failed]
+
+
+FP8_DIM_MULTIPLE = 16
+"""fp8 GEMMs (`torch._scaled_mm`) need both matrix dimensions to be multiples of 16."""
+
+
+def fp8_linear_converts(in_features: int, out_features: int, tp: int = 1) -> bool:
+    """Whether the torch runtime runs a transformer block's Linear of this shape as an fp8 matmul
+    under `precision: fp8`: both dimensions, split over `tp` ranks, must stay multiples of 16
+    (torchtitan's `module_filter_fn` rule). The output head and MoE routers always stay bf16 (the
+    loss and the routing decision are the most precision-sensitive matmuls; torchtitan filters
+    `output` and `router.gate` too), and so do the routed experts' grouped GEMMs.
+    The planner charges exactly the matmuls this accepts at the fp8 rate.
+    """
+    return all(dim % (FP8_DIM_MULTIPLE * tp) == 0 for dim in (in_features, out_features))

@@ -132,3 +132,14 @@ def test_tpu_sigkill_then_restart_resumes_the_curve(tmp_path, shards, tpu_run):
 
     again = run_stage(tpu_command(config), tpu_env())
     assert "already complete" in again.stdout
+
+
+@pytest.mark.parametrize("precision", ["fp16", "fp8"])
+def test_tpu_runtime_refuses_precisions_it_does_not_run(tmp_path, shards, precision):
+    """fp16 and fp8 used to run as bf16 on the TPU path; now the stage fails before tracing."""
+    config = write_stage_config(tmp_path / "run", "pretrain_tpu", {**SPMD_PARALLEL, "precision": precision}, shards,
+                                "tpu-v5p", 4)
+    result = subprocess.run(tpu_command(config), env=tpu_env(), cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode != 0
+    assert f"precision {precision} does not run on the TPU runtime, which trains in bf16 or fp32 only" in result.stderr
+    assert not (config.parent / "pretrain" / "metrics.jsonl").exists()

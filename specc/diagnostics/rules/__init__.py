@@ -4,7 +4,7 @@ shown by `specc rules`."""
 
 from __future__ import annotations
 
-from specc.diagnostics.rules import data_rules, model_rules, parallel_rules, run_rules, stage_rules
+from specc.diagnostics.rules import data_rules, model_rules, parallel_rules, precision_rules, run_rules, stage_rules
 from specc.diagnostics.rules.base import Finding, Rule
 
 RULES: tuple[Rule, ...] = (
@@ -53,6 +53,7 @@ RULES: tuple[Rule, ...] = (
     Rule("R172", ("model", "deploy"), stage_rules.deploy_target_is_implemented),
     Rule("R173", ("model", "deploy"), stage_rules.serving_context_fits_model),
     Rule("R174", ("model", "deploy"), stage_rules.draft_architecture_is_valid),
+    Rule("R190", ("parallel",), precision_rules.fp8_recipe_needs_fp8),
 )
 
 __all__ = ["RULES", "Rule", "Finding"]

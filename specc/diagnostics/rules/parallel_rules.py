@@ -192,17 +192,34 @@ def tp_within_node(spec: Spec) -> Iterator[Finding]:
 
 
 def precision_supported(spec: Spec) -> Iterator[Finding]:
-    """The accelerator must support the compute precision (V100 has no bf16; fp8 needs Hopper or newer).
+    """specc's runtime must train in the compute precision on the cluster's accelerator
+    (`specc.spec.capabilities`): V100s have no bf16; fp8 needs fp8 tensor cores (H100, H200,
+    B200, MI300X; not A100, V100 or a CPU); the TPU runtime trains in bf16 or fp32 only.
 
-    passes: `precision: bf16` on h100-sxm      fails: `precision: bf16` on v100-32gb
+    passes: `precision: fp8` on h100-sxm      fails: `precision: fp8` on a100-80gb
     """
+    from specc.spec.capabilities import capabilities_for
+
     parallel = _explicit(spec)
-    accelerator = load_catalog().get(spec.cluster.accelerator)
+    catalog = load_catalog()
+    accelerator = catalog.get(spec.cluster.accelerator)
     if parallel is None or accelerator is None:
         return
-    if parallel.precision == "bf16" and not accelerator.bf16:
-        yield Finding(("parallel", "precision"), f"{accelerator.name} has no bf16 support",
-                      "use precision: fp16 (with loss scaling) or fp32")
-    if parallel.precision == "fp8" and not accelerator.fp8:
-        yield Finding(("parallel", "precision"), f"{accelerator.name} has no fp8 tensor cores",
-                      "use precision: bf16, or an fp8-capable accelerator (h100-sxm, h200, b200, mi300x)")
+    capabilities = capabilities_for(accelerator)
+    precision = parallel.precision
+    if precision in capabilities.precisions:
+        return
+    if precision == "bf16" and not accelerator.bf16:
+        reason = f"{accelerator.name} has no bf16 support"
+    elif precision == "fp8" and not accelerator.fp8:
+        reason = f"{accelerator.name} has no fp8 matmul hardware"
+    else:
+        reason = f"specc's {capabilities.runtime} runtime does not train in {precision} on {accelerator.name}"
+    supported = [p for p in ("bf16", "fp16", "fp8", "fp32") if p in capabilities.precisions]
+    hint = "use precision: " + (f"{', '.join(supported[:-1])} or {supported[-1]}" if len(supported) > 1 else supported[0])
+    if precision == "fp16" and "fp16" not in supported:
+        hint += " (bf16 needs no loss scaling)"
+    if precision == "fp8":
+        fp8_targets = [a.id for a in catalog.values() if "fp8" in capabilities_for(a).precisions]
+        hint += f"; fp8 training runs on {', '.join(fp8_targets)}"
+    yield Finding(("parallel", "precision"), reason, hint)

@@ -36,6 +36,7 @@ from specc.runtime.train.data import BatchLayout, SequenceStream, open_streams
 from specc.runtime.train.loop import EXIT_REQUEUE, StopSignal, TrainSettings, cross_entropy
 from specc.runtime.train.model import Transformer, build_model, num_parameters
 from specc.runtime.train.optim import build_lr_scheduler, build_optimizer
+from specc.spec.capabilities import TPU_PRECISIONS
 from specc.spec.parallel import ParallelSpec
 
 
@@ -63,9 +64,18 @@ def apply_recompute(model: Transformer, mode: str) -> None:
         layer.forward = functools.partial(checkpoint, layer.forward)
 
 
+def check_precision(parallel: ParallelSpec) -> None:
+    """This runtime trains in bf16 (autocast) or fp32 only (`capabilities.TPU_PRECISIONS`);
+    anything else is refused before a graph is traced, never run as something else."""
+    if parallel.precision not in TPU_PRECISIONS:
+        raise ValueError(f"precision {parallel.precision} does not run on the TPU runtime, which trains in "
+                         f"{' or '.join(sorted(TPU_PRECISIONS))} only (`specc validate` reports this as R118)")
+
+
 def autocast_context(parallel: ParallelSpec):
-    """bf16 autocast on the XLA device unless the spec asks for fp32 (TPUs compute in bf16;
-    fp16/fp8 requests run in bf16 too). Master weights and optimizer state stay fp32."""
+    """bf16 autocast on the XLA device, or none for fp32. Master weights and optimizer state
+    stay fp32."""
+    check_precision(parallel)
     if parallel.precision == "fp32":
         return nullcontext()
     return torch.autocast("xla", dtype=torch.bfloat16)
@@ -179,6 +189,7 @@ def write_sharding(path: Path, model: nn.Module, shape: MeshShape) -> None:
 def train(settings: TrainSettings) -> dict:
     """Run (or resume) pretraining; returns a summary. Exits with EXIT_REQUEUE after a signal checkpoint."""
     schedule, parallel = settings.schedule, settings.parallel
+    check_precision(parallel)
     spmd.enable_spmd()
     init_hosts()
     torch.manual_seed(schedule.seed)

@@ -25,6 +25,7 @@ from torch.distributed.tensor import DTensor
 
 from specc.runtime.io import MetricsWriter
 from specc.runtime.train import parallelize as par
+from specc.runtime.train import precision as prec
 from specc.runtime.train.checkpoint import complete_checkpoints, load_checkpoint, save_checkpoint
 from specc.runtime.train.data import BatchLayout, SequenceStream, local_batch, open_streams
 from specc.runtime.train.model import build_model, num_parameters
@@ -105,13 +106,17 @@ def build_parts(settings: TrainSettings, rt: Runtime) -> tuple[list[nn.Module], 
     """The model parts this rank runs, parallelized: [(stage index, chunk)] under pp, else [(0, model)]."""
     parallel, dims = settings.parallel, rt.dims
     par.check_model_fits_layout(settings.model, parallel, dims, settings.schedule.seq_len, settings.accelerator)
-    if parallel.precision in ("fp16", "fp8") and rt.rank == 0:
-        print(f"pretrain: warning: precision {parallel.precision} runs as bf16 in this runtime "
-              "(fp8 needs torchao's float8 kernels, fp16 a loss scaler)", flush=True)
     model = build_model(settings.model, settings.schedule.seed)
     chunks = par.split_pipeline(model, parallel, rt.pp_rank) if dims.pp > 1 else [(0, model)]
     for _, part in chunks:
         part.to(rt.device)
+        if parallel.precision == "fp8":
+            converted = prec.apply_float8(part, parallel.fp8_recipe, dims.tp,
+                                          prec.uses_float8_all_gather("fp8", parallel.fp8_recipe, dims.dp_cp))
+            if rt.rank == 0:
+                bf16 = "attention, the output head" + (", routers and routed experts" if settings.model.moe else "")
+                print(f"pretrain: fp8 ({parallel.fp8_recipe} scaling) matmuls in {len(converted)} Linear layers; "
+                      f"{bf16} in bf16", flush=True)
         if dims.tp > 1:
             par.apply_tp(part, rt.meshes["tp"], parallel.sp)
         if dims.ep > 1:
@@ -129,10 +134,12 @@ def build_parts(settings: TrainSettings, rt: Runtime) -> tuple[list[nn.Module], 
 
 
 def autocast_context(parallel: ParallelSpec, rt: Runtime):
-    """bf16 autocast when FSDP's mixed-precision policy is not doing the casting."""
-    if parallel.precision == "fp32" or rt.dims.dp_cp > 1:
+    """Autocast to the compute dtype (bf16, fp16; bf16 around fp8's Linears) when FSDP's
+    mixed-precision policy is not doing the casting."""
+    dtype = prec.compute_dtype(parallel.precision)
+    if dtype is None or rt.dims.dp_cp > 1:
         return nullcontext()
-    return torch.autocast(rt.device.type, dtype=torch.bfloat16)
+    return torch.autocast(rt.device.type, dtype=dtype)
 
 
 def cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -146,11 +153,14 @@ def plain(loss: torch.Tensor) -> torch.Tensor:
     return loss.full_tensor() if isinstance(loss, DTensor) else loss
 
 
-def grad_norm_and_clip(parts: list[nn.Module], max_norm: float, rt: Runtime) -> float:
+def grad_norm_and_clip(parts: list[nn.Module], max_norm: float, rt: Runtime, loss_scale: float = 1.0) -> float:
     """Global L2 gradient norm over every layout, then clip (0 = no clipping).
 
     DTensor gradients are grouped by mesh (FSDP, TP and EP shards live on different meshes),
-    each group's norm reduced over its mesh; pipeline stages add their squares.
+    each group's norm reduced over its mesh; pipeline stages add their squares. Under fp16 the
+    gradients carry the loss scale: the norm is reported unscaled and the one multiplication
+    both unscales and clips; a non-finite norm (an overflow, the same on every rank) is returned
+    untouched for the `LossScaler` to skip the step.
     """
     groups: dict[object, list[torch.Tensor]] = {}
     params = [p for part in parts for p in part.parameters() if p.grad is not None]
@@ -170,11 +180,15 @@ def grad_norm_and_clip(parts: list[nn.Module], max_norm: float, rt: Runtime) -> 
         # last bit; one max makes every rank clip by the same factor (replicas stay identical)
         dist.all_reduce(squares, op=dist.ReduceOp.MAX)
     total = squares.sqrt()
-    if max_norm > 0:
-        coefficient = float(torch.clamp(max_norm / (total + 1e-6), max=1.0))
-        if coefficient < 1.0:
-            for param in params:
-                param.grad.mul_(coefficient)
+    if loss_scale != 1.0:
+        total = total / loss_scale
+        if not torch.isfinite(total):
+            return float(total)  # an overflow: the LossScaler skips this step
+    coefficient = float(torch.clamp(max_norm / (total + 1e-6), max=1.0)) if max_norm > 0 else 1.0
+    coefficient /= loss_scale
+    if coefficient < 1.0 or loss_scale != 1.0:
+        for param in params:
+            param.grad.mul_(coefficient)
     return float(total)
 
 
@@ -188,11 +202,15 @@ class StepFunctions:
     chunks: list[tuple[int, nn.Module]]
     layout: BatchLayout
     schedule: object | None = None
+    scaler: prec.LossScaler | None = None
+    """fp16's dynamic loss scaler; gradients come out multiplied by its scale."""
+    loss_multiplier: float = 1.0
+    """What the pipeline's loss function multiplies by (the loss scale during a training step)."""
 
     def __post_init__(self) -> None:
         if self.rt.dims.pp > 1:
             self.schedule = par.build_pipeline_schedule(self.chunks, self.settings.parallel, self.rt.group("pp"),
-                                                        self.layout.grad_accum, cross_entropy, self.rt.device)
+                                                        self.layout.grad_accum, self._pipeline_loss, self.rt.device)
             self.num_stages = self.settings.parallel.pp * self.settings.parallel.vpp
             self.stage_ids = [index for index, _ in self.chunks]
             # the pipeline schedule divides gradients by the micro-batch count itself
@@ -224,9 +242,13 @@ class StepFunctions:
                 logits = model(inputs[j * micro:(j + 1) * micro])
             with self.loss_context():
                 loss = cross_entropy(logits, targets[j * micro:(j + 1) * micro])
-                (loss / accum).backward()
+                (loss / accum if self.scaler is None else loss * (self.scaler.scale / accum)).backward()
             total += plain(loss)
         return total / accum
+
+    def _pipeline_loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        loss = cross_entropy(logits, targets)
+        return loss if self.loss_multiplier == 1.0 else loss * self.loss_multiplier
 
     def loss_context(self):
         return par.vocab_parallel_loss(self.settings.model, self.rt.dims.tp)
@@ -250,10 +272,13 @@ class StepFunctions:
         losses: list[torch.Tensor] = []
         args = (inputs,) if has_first else ()
         kwargs = {"target": targets, "losses": losses} if has_last else {}
-        with self.loss_context():  # the schedule computes the loss and runs backward inside
+        self.loss_multiplier = self.scaler.scale if train and self.scaler is not None else 1.0
+        # the schedule computes the loss and runs backward inside; autocast as without pipelining
+        with self.loss_context(), autocast_context(self.settings.parallel, self.rt):
             (self.schedule.step if train else self.schedule.eval)(*args, **kwargs)
+        multiplier, self.loss_multiplier = self.loss_multiplier, 1.0
         if has_last:
-            return torch.stack([plain(loss) for loss in losses]).mean()
+            return torch.stack([plain(loss) for loss in losses]).mean() / multiplier
         return torch.zeros((), device=self.rt.device)
 
 
@@ -366,6 +391,7 @@ def train(settings: TrainSettings) -> dict:
     """Run (or resume) pretraining; returns a summary. Exits with EXIT_REQUEUE after a signal checkpoint."""
     schedule, parallel = settings.schedule, settings.parallel
     rt = init_runtime(parallel)
+    prec.check_precision_runs(parallel.precision, settings.accelerator, rt.device)
     torch.manual_seed(schedule.seed)
     total_steps = schedule.total_steps()
     global_batch = schedule.batch_sequences()
@@ -377,7 +403,9 @@ def train(settings: TrainSettings) -> dict:
     parts, chunks = build_parts(settings, rt)
     optimizers = [build_optimizer([part], schedule, settings.model, rt.device.type) for part in parts]
     schedulers = [build_lr_scheduler(opt, schedule, total_steps) for opt in optimizers]
-    steps = StepFunctions(settings, rt, parts, chunks, layout)
+    scaler = prec.LossScaler() if parallel.precision == "fp16" else None
+    steps = StepFunctions(settings, rt, parts, chunks, layout, scaler=scaler)
+    float8_all_gather = prec.uses_float8_all_gather(parallel.precision, parallel.fp8_recipe, rt.dims.dp_cp)
 
     checkpoint_dir = settings.out_dir / "checkpoints"
     start_step = 0
@@ -385,6 +413,8 @@ def train(settings: TrainSettings) -> dict:
     if existing:
         meta = load_checkpoint(existing[-1], parts, optimizers, schedulers)
         start_step = meta["step"]
+        if scaler is not None and "loss_scaler" in meta:
+            scaler.load_state_dict(meta["loss_scaler"])
     last_step = min(total_steps, settings.max_steps or total_steps)
     tokens_per_step = global_batch * schedule.seq_len
     predicted = settings.predicted or {}
@@ -409,12 +439,20 @@ def train(settings: TrainSettings) -> dict:
         loss = steps.train_step(batch)
         if rt.dims.ep > 1:
             par.sync_expert_grads(parts, rt.meshes["edp"], rt.dims.dp_cp)
-        grad_norm = grad_norm_and_clip(parts, schedule.grad_clip, rt)
+        grad_norm = grad_norm_and_clip(parts, schedule.grad_clip, rt, scaler.scale if scaler else 1.0)
         lr = schedulers[0].get_last_lr()[0]
+        # fp16: an overflowed step (same verdict on every rank) updates nothing, not even the lr
+        # schedule (Megatron's skipped iteration); the scale is halved for the next one
+        update = scaler.update(grad_norm) if scaler is not None else True
         for opt, sched in zip(optimizers, schedulers):
-            opt.step()
-            sched.step()
+            if update:
+                opt.step()
+                sched.step()
             opt.zero_grad(set_to_none=True)
+        if float8_all_gather and update:
+            # the next all-gather's fp8 weight scales in one all-reduce (before the first step
+            # each weight all-reduces its own amax)
+            prec.precompute_float8_scales(parts)
         loss_value = reduce_loss(loss, rt)
         if rt.device.type == "cuda":
             torch.cuda.synchronize(rt.device)
@@ -424,6 +462,8 @@ def train(settings: TrainSettings) -> dict:
         record = None
         if step % schedule.log_interval == 0 or step == last_step or step == start_step + 1:
             record = step_record(step, loss_value, lr, grad_norm, step_s, tokens_per_step, predicted, rt)
+            if scaler is not None:
+                record.update(loss_scale=scaler.scale, skipped_steps=scaler.skipped_steps)
             if step == start_step + 1:
                 # what rank 0 holds and computes: evidence of the layout in the log
                 record["layout"] = {"dp": rt.dims.dp, "tp": rt.dims.tp, "pp": rt.dims.pp, "cp": rt.dims.cp,
@@ -440,8 +480,10 @@ def train(settings: TrainSettings) -> dict:
         due = schedule.checkpoint_every is not None and time.monotonic() - last_save >= schedule.checkpoint_every * 60
         signalled, due = agree([stopper.received, int(due)], rt)
         if step % schedule.checkpoint_interval == 0 or signalled or due or step == last_step:
-            save_checkpoint(checkpoint_dir, step, parts, optimizers, schedulers, schedule.keep_checkpoints,
-                            {"sequences_consumed": step * global_batch})
+            extra = {"sequences_consumed": step * global_batch}
+            if scaler is not None:
+                extra["loss_scaler"] = scaler.state_dict()
+            save_checkpoint(checkpoint_dir, step, parts, optimizers, schedulers, schedule.keep_checkpoints, extra)
             last_save = time.monotonic()
         if signalled and step < last_step:
             progress.close()

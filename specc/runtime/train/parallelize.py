@@ -334,8 +334,11 @@ def fsdp_mesh(meshes: dict[str, DeviceMesh], dims: ParallelDims) -> DeviceMesh:
 
 
 def param_dtype_for(precision: str) -> torch.dtype | None:
-    """Compute dtype; fp8 and fp16 run as bf16 here (fp8 needs torchao kernels, fp16 a loss scaler)."""
-    return None if precision == "fp32" else torch.bfloat16
+    """FSDP2's parameter dtype for the compute precision (`precision.compute_dtype`): float16 for
+    fp16, bf16 for bf16 and fp8 (fp8 casts inside its Linear layers), None (no cast) for fp32."""
+    from specc.runtime.train.precision import compute_dtype
+
+    return compute_dtype(precision)
 
 
 def check_model_fits_layout(model: ModelSpec, parallel: ParallelSpec, dims: ParallelDims, seq_len: int,
