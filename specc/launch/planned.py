@@ -31,9 +31,10 @@ from specc.spec.schedule import ScheduleSpec
 TRAINING_STAGES = ("pretrain", "pretrain_tpu")
 
 LAYOUT_SETTINGS = ("dp", "tp", "pp", "cp", "ep", "vpp", "hsdp_replicas", "fsdp", "sp", "micro_batch", "recompute",
-                   "selective_policy", "pp_schedule", "precision", "compile", "grad_sync")
+                   "selective_policy", "pp_schedule", "precision", "fp8_recipe", "compile", "grad_sync")
 """Keys of the plan's `layout` that the training stage reads under the same name in
-`params.parallel` (zero_stage and grad_accum are compared as the runtime executes them)."""
+`params.parallel` (zero_stage and grad_accum are compared as the runtime executes them;
+fp8_recipe is in the layout of fp8 plans only)."""
 
 ALLOW_HINT = "or pass --allow-unfit to launch anyway"
 

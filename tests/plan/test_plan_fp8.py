@@ -71,3 +71,24 @@ def test_casts_add_memory_in_backward_and_the_contract_names_the_recipe():
     assert tensorwise.memory.contract()["per_device_gib"] >= bf16.memory.contract()["per_device_gib"] - 0.5
     assert tensorwise.layout.contract()["fp8_recipe"] == "tensorwise"
     assert "fp8_recipe" not in bf16.layout.contract()
+
+
+def test_launch_compares_the_planned_fp8_recipe_with_the_stage():
+    """An fp8 plan names its recipe; a pretrain stage that would run another one is reported."""
+    import json
+
+    from conftest import SPECS
+    from specc.diagnostics.check import check_file
+    from specc.emit.stages import build_stages
+    from specc.launch.planned import differences, emitted_stage_runs
+    from specc.plan import build_plan, plan_json
+
+    overrides = ["parallel.precision=fp8"]
+    result = check_file(SPECS / "llama3-8b-h100x8.yaml", overrides)
+    plan = json.loads(plan_json(build_plan(result.spec, overrides=overrides)))
+    assert plan["layout"]["fp8_recipe"] == "tensorwise"
+    stages = emitted_stage_runs(build_stages(result.spec, plan, str(SPECS)))
+    assert not [d for d in differences(plan, stages) if d.setting == "parallel.fp8_recipe"]
+    plan["layout"]["fp8_recipe"] = "rowwise"
+    found = [d for d in differences(plan, stages) if d.setting == "parallel.fp8_recipe"]
+    assert [(d.planned, d.runs) for d in found] == [("rowwise", "tensorwise")]
