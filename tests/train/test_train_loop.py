@@ -77,5 +77,5 @@ def test_metrics_record_predictions_and_mfu(tmp_path, shards):
 
 
 def test_layout_errors_spell_out_the_arithmetic(tmp_path, shards):
-    with pytest.raises(ValueError, match=r"dp\(2\) \* tp\(1\) \* pp\(1\) \* cp\(1\) = 2 != WORLD_SIZE\(1\)"):
+    with pytest.raises(ValueError, match=r"dp x tp x pp x cp = 2 x 1 x 1 x 1 = 2, but the cluster has 1 devices"):
         run(tmp_path / "bad", shards, tiny_model(), tiny_schedule(steps=1), {"dp": 2, "precision": "fp32"})
