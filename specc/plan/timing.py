@@ -189,7 +189,7 @@ def attention_efficiency(model: ModelSpec, layout: Layout, hardware: Hardware, s
 def compute_time(model: ModelSpec, flops: FlopsPerToken, hardware_flops: float, layout: Layout, hardware: Hardware, seq_len: int, tokens_per_step: int) -> float:
     """Seconds of arithmetic per step on one device: GEMMs, attention and memory-bound elementwise work."""
     devices = layout.devices
-    recompute_factor = hardware_flops / flops.model
+    recompute_factor = hardware_flops / flops.executed
     matmul_peak = hardware.peak_tflops * 1e12
     bf16_peak = peak_tflops(hardware.accelerator, "bf16" if layout.precision == "fp8" else layout.precision) * 1e12
     if layout.precision == "fp8":  # peak doubles, but only part of it is realised
