@@ -5,7 +5,7 @@ dense masked call it replaced and against plain causal attention, on one long se
     .venv/bin/python benchmarks/attention_window.py --seq 16384 --window 4096 --blocks 128,256,512
     .venv/bin/python benchmarks/attention_window.py --flex                 # + compiled FlexAttention
 
-Rows (the same q, k, v; medians over --repeats timed runs after one warm-up):
+Rows (the same q, k, v; medians over --repeats rounds of every row, after one warm-up):
 - `dense window mask`: one masked scaled_dot_product_attention call over every key, what the
   runtime ran for `sliding_window` before the window kernel (`Attention.window_block` = seq);
 - `window kernel (block B)`: `Attention.window_attention`, the runtime's kernel, at its default
@@ -45,34 +45,49 @@ def attention_module(args: argparse.Namespace) -> Attention:
     return Attention(spec)
 
 
-def timed(step, device: torch.device, repeats: int) -> float:
-    """Median seconds of `step()` (forward + backward) over `repeats` runs after one warm-up."""
+def time_rows(rows: list, device: torch.device, repeats: int) -> dict[str, float]:
+    """Median seconds of each row's step (forward + backward) over `repeats` rounds after one
+    warm-up; each round runs every row once, so load from other processes falls on all rows alike.
+    A row that fails is reported and dropped."""
     def sync():
         if device.type == "cuda":
             torch.cuda.synchronize()
-    step()
-    times = []
+    live = []
+    for name, _, step in rows:
+        try:
+            step()
+            live.append((name, step))
+        except Exception as error:  # report why, keep the other rows
+            print(f"{name}: failed: {type(error).__name__}: {error}")
+    times: dict[str, list[float]] = {name: [] for name, _ in live}
     for _ in range(repeats):
-        sync()
-        start = time.perf_counter()
-        step()
-        sync()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for name, step in live:
+            sync()
+            start = time.perf_counter()
+            step()
+            sync()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def flex_step(q, k, v, window: int, scale: float):
-    """Compiled FlexAttention with a causal sliding-window block mask (torchtitan's pattern)."""
+    """Compiled FlexAttention with a causal sliding-window block mask (torchtitan's pattern); the
+    mask and the kernel are built on the first (warm-up) call."""
     from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 
     def mask_mod(b, h, q_idx, kv_idx):
         return (kv_idx <= q_idx) & (q_idx - kv_idx < window)
 
-    seq = q.shape[2]
-    block_mask = create_block_mask(mask_mod, None, None, seq, seq, device=q.device.type)
-    compiled = torch.compile(flex_attention)
-    return lambda: compiled(q, k, v, block_mask=block_mask, scale=scale,
-                            enable_gqa=q.shape[1] != k.shape[1]).float().sum().backward()
+    built = {}
+
+    def step():
+        if not built:
+            seq = q.shape[2]
+            built["mask"] = create_block_mask(mask_mod, None, None, seq, seq, device=q.device.type)
+            built["kernel"] = torch.compile(flex_attention)
+        out = built["kernel"](q, k, v, block_mask=built["mask"], scale=scale, enable_gqa=q.shape[1] != k.shape[1])
+        out.float().sum().backward()
+    return step
 
 
 def main() -> None:
@@ -86,7 +101,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--blocks", default="", help="extra block sizes to time, comma-separated")
     parser.add_argument("--flex", action="store_true", help="also time compiled FlexAttention on the CPU")
+    parser.add_argument("--threads", type=int, default=0, help="CPU intra-op threads (default: torch's)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
@@ -118,22 +136,15 @@ def main() -> None:
              for b in blocks]
     rows.append(("causal, no window", (args.seq + 1) / 2, causal_step))
     if device.type == "cuda" or args.flex:
-        try:
-            rows.append(("flex_attention (compiled)", float(args.window), flex_step(q, k, v, args.window, attention.scale)))
-        except Exception as error:  # report why, keep the other rows
-            print(f"flex_attention unavailable: {type(error).__name__}: {error}")
+        rows.append(("flex_attention (compiled)", float(args.window), flex_step(q, k, v, args.window, attention.scale)))
 
-    dense_s = None
+    medians = time_rows(rows, device, args.repeats)
+    dense_s = medians.get("dense window mask")
     print(f"{'kernel':<28}{'keys/query':>12}{'median s':>12}{'vs dense mask':>15}")
-    for name, keys, step in rows:
-        try:
-            seconds = timed(step, device, args.repeats)
-        except Exception as error:
-            print(f"{name:<28}{keys:>12.0f}  failed: {type(error).__name__}: {error}")
-            continue
-        dense_s = dense_s or seconds
-        print(f"{name:<28}{keys:>12.0f}{seconds:>12.4f}{dense_s / seconds:>14.2f}x")
-
+    for name, keys, _ in rows:
+        if name in medians:
+            ratio = f"{dense_s / medians[name]:>14.2f}x" if dense_s else ""
+            print(f"{name:<28}{keys:>12.0f}{medians[name]:>12.4f}{ratio}")
 
 if __name__ == "__main__":
     main()
