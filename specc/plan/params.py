@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from specc.spec import parallel_dims as dims
+from specc.spec.attention_window import executed_keys_per_query
 from specc.spec.model import ModelSpec
 
 
@@ -125,11 +126,26 @@ class FlopsPerToken:
     alternate_recompute: float = 0.0
     """Forward matmul FLOPs that torchtitan's alternate-matmul selective policy recomputes: wk, wo and
     w3 (SwiGLU) or w2 (ungated), 2 FLOPs per weight per token, every layer (MoE: active experts)."""
+    attention_executed: float | None = None
+    """Core attention FLOPs the runtime's kernel computes, where they differ from `attention`: a
+    sliding window runs in query blocks that compute every key of their span, masked ones included
+    (`specc.spec.attention_window`). None: the kernel computes `attention`."""
 
     @property
     def model(self) -> float:
         """Model FLOPs per token (no recompute): matmuls + attention."""
         return self.matmul + self.attention
+
+    @property
+    def kernel_attention(self) -> float:
+        """Core attention FLOPs as executed (see `attention_executed`)."""
+        return self.attention if self.attention_executed is None else self.attention_executed
+
+    @property
+    def executed(self) -> float:
+        """FLOPs per token the kernels compute without recompute: model FLOPs, with the attention as
+        executed. Step time is built on these; MFU stays on `model`."""
+        return self.matmul + self.kernel_attention
 
 
 def attention_context(model: ModelSpec, seq_len: int, causal: bool) -> float:
@@ -159,12 +175,15 @@ def flops_per_token(model: ModelSpec, seq_len: int, causal: bool = True,
         linear -= model.num_layers * (model.num_heads + 2 * model.kv_heads) * model.head_size
     if model.tie_embeddings:
         linear += counts.token_embedding  # the tied head is still a matmul
-    ctx = attention_context(model, seq_len, causal)
-    attention = 12.0 * model.num_layers * model.num_heads * model.head_size * ctx
+    per_key = 12.0 * model.num_layers * model.num_heads * model.head_size
+    attention = per_key * attention_context(model, seq_len, causal)
+    executed = None
+    if model.sliding_window and model.sliding_window < seq_len:
+        executed = per_key * executed_keys_per_query(seq_len, model.sliding_window)
     embedding = 6.0 * (counts.token_embedding + counts.positions)
     head = 6.0 * model.vocab_size * model.hidden_size
     return FlopsPerToken(matmul=6.0 * linear, attention=attention, embedding=embedding, head=head,
-                         alternate_recompute=_alternate_recompute_flops(model))
+                         alternate_recompute=_alternate_recompute_flops(model), attention_executed=executed)
 
 
 def _alternate_recompute_flops(model: ModelSpec) -> float:
@@ -180,7 +199,8 @@ def _alternate_recompute_flops(model: ModelSpec) -> float:
 
 def hardware_flops_per_token(flops: FlopsPerToken, recompute: str, selective_policy: str = "matmuls",
                              eager_attention: bool = True) -> float:
-    """FLOPs the device really executes: model FLOPs + recomputation.
+    """FLOPs the device really executes: model FLOPs, with the attention its kernel computes
+    (`FlopsPerToken.executed`: a sliding window's blocks), + recomputation.
 
     full: one extra forward of every block = +1/3 of the blocks' matmuls and attention (HFU ~ 4/3
     MFU; SC21's 96·B·s·L·h²(1 + s/6h + V/16Lh) = 4/3 of 72·B·s·L·h²(1 + s/6h) + the head's 6·V·h,
@@ -191,12 +211,12 @@ def hardware_flops_per_token(flops: FlopsPerToken, recompute: str, selective_pol
     recomputed.
     """
     if recompute == "full":
-        return flops.model + (flops.matmul - flops.head + flops.attention) / 3.0
+        return flops.executed + (flops.matmul - flops.head + flops.kernel_attention) / 3.0
     if recompute == "selective" and selective_policy == "alternate_matmuls":
         # torchtitan's policy keeps the attention output but recomputes wk, wo and w3 (or w2).
-        return flops.model + flops.alternate_recompute
+        return flops.executed + flops.alternate_recompute
     if recompute == "selective" and eager_attention:
-        return flops.model + flops.attention / 3.0
+        return flops.executed + flops.kernel_attention / 3.0
     if recompute == "selective":  # flash/sdpa output kept: only pointwise ops are recomputed
-        return flops.model
-    return flops.model
+        return flops.executed
+    return flops.executed

@@ -188,7 +188,7 @@ def attention_efficiency(model: ModelSpec, layout: Layout, hardware: Hardware, s
 def compute_time(model: ModelSpec, flops: FlopsPerToken, hardware_flops: float, layout: Layout, hardware: Hardware, seq_len: int, tokens_per_step: int) -> float:
     """Seconds of arithmetic per step on one device: GEMMs, attention and memory-bound elementwise work."""
     devices = layout.devices
-    recompute_factor = hardware_flops / flops.model
+    recompute_factor = hardware_flops / flops.executed
     bf16_peak = peak_tflops(hardware.accelerator, "bf16" if layout.precision == "fp8" else layout.precision) * 1e12
     matmul = flops.matmul * recompute_factor * tokens_per_step / devices
     attention = (hardware_flops - flops.matmul * recompute_factor) * tokens_per_step / devices
@@ -205,7 +205,7 @@ def compute_time(model: ModelSpec, flops: FlopsPerToken, hardware_flops: float, 
                         * tokens_per_step / devices)
         matmul_s = _fp8_matmul_time(layout, hardware, matmul, converted, bf16_peak * eff)
         # casts of every converted Linear: local shapes, on each device's tokens (B/dp x s/cp) over L/pp layers
-        tokens_mb = layout.micro_batch * seq_len / layout.cp
+        tokens_mb = layout.micro_batch * dims.local_seq_len(seq_len, layout.cp)
         elementwise += (fp8.cast_bytes_per_token(model, layout.tp, tokens_mb, _fp8_all_gather(layout))
                         * tokens_per_step * layout.tp / devices)
     if layout.compile or hardware.is_tpu:

@@ -75,3 +75,24 @@ def test_sampling_filters():
     assert (nucleus[2:] == 0).all() and nucleus[1] > 0
     greedy = next_token_distribution(logits, SamplingSettings())
     assert greedy.tolist() == [1.0, 0.0, 0.0, 0.0, 0.0]
+
+
+def test_windowed_decoding_and_speculation_follow_the_training_kernel():
+    """With a sliding window, token-by-token decoding (keys older than the window left out) and
+    speculative decoding (rollbacks across the window's edge) pick what the training kernel's
+    full forward, cut into several query blocks, predicts."""
+    from specc.runtime.infer.speculative import speculative_generate
+
+    target = build_model(tiny_model_spec(sliding_window=5), seed=4).eval()
+    draft = build_model(tiny_model_spec(sliding_window=3, num_layers=1), seed=6).eval()
+    for model in (target, draft):
+        for block in model.layers.values():
+            block.attention.window_block = 4
+    prompt = [5, 17, 42, 99, 7, 3]
+    out = generate(target, prompt, max_new_tokens=20).tokens
+    sequence = list(prompt)
+    with torch.no_grad():
+        for _ in range(20):
+            sequence.append(int(target(torch.tensor([sequence]))[0, -1].argmax()))
+    assert out == sequence[len(prompt):]
+    assert speculative_generate(target, draft, prompt, 20, num_tokens=3).tokens == out

@@ -105,3 +105,23 @@ def test_selective_recompute_adds_attention_core_only():
     flops = flops_per_token(llama(32, 4096, 14336, 32, 8), 8192)
     assert hardware_flops_per_token(flops, "selective") - flops.model == pytest.approx(flops.attention / 3)
     assert hardware_flops_per_token(flops, "none") == flops.model
+
+
+def test_sliding_window_model_flops_count_the_window_and_executed_flops_the_kernel_blocks():
+    """Model FLOPs (MFU) count each query's window exactly; the kernel's query blocks of 256 compute
+    every key from the block's first query's window to its last query: 256 + w - 1 keys in steady
+    state (here s = 8192 = 32 blocks, w = 1024: block 0 sees 256 keys, blocks 1-3 256(j+1), the
+    remaining 28 blocks 1279), and recompute repeats what the kernel runs."""
+    L, heads, head_dim, s, w, block = 32, 32, 128, 8192, 1024, 256
+    model = llama(L, 4096, 14336, heads, 8).model_copy(update={"sliding_window": w})
+    flops = flops_per_token(model, s)
+    per_key = 12 * L * heads * head_dim
+    assert flops.attention == pytest.approx(per_key * (w * (w + 1) / 2 + (s - w) * w) / s, rel=1e-12)
+    pairs = sum(block * block * (j + 1) for j in range(4)) + 28 * block * (block + w - 1)
+    assert flops.kernel_attention == pytest.approx(per_key * pairs / s, rel=1e-12)
+    assert flops.attention < flops.kernel_attention < per_key * (s + 1) / 2  # dearer than exact, far below causal
+    assert hardware_flops_per_token(flops, "none") == pytest.approx(flops.matmul + flops.kernel_attention)
+    assert hardware_flops_per_token(flops, "selective") - hardware_flops_per_token(flops, "none") == \
+        pytest.approx(flops.kernel_attention / 3)
+    plain = flops_per_token(llama(L, 4096, 14336, heads, 8), s)
+    assert plain.attention_executed is None and plain.kernel_attention == plain.attention

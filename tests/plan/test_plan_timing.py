@@ -94,3 +94,15 @@ def test_moe_experts_are_replicated_over_tp_in_compute():
     tp1 = evaluate(work, Layout(dp=16, fsdp=True, micro_batch=1, grad_accum=4)).time.compute
     tp2 = evaluate(work, Layout(dp=8, tp=2, fsdp=True, micro_batch=1, grad_accum=8)).time.compute
     assert 1.4 < tp2 / tp1 < 2.0
+
+
+def test_sliding_window_step_time_charges_the_kernel_and_mfu_the_model():
+    """A 1024-token window at seq 8192 saves most of the attention time; the step is charged the
+    keys the block kernel computes (HFU above MFU without recompute), MFU only the window's."""
+    layout = Layout(dp=64, micro_batch=1, grad_accum=8, fsdp=True)
+    causal = evaluate(_work(), layout).time
+    windowed = evaluate(_work(model=LLAMA_8B.model_copy(update={"sliding_window": 1024})), layout).time
+    assert windowed.step_s < causal.step_s
+    assert windowed.hfu > windowed.mfu
+    assert windowed.hardware_flops_per_token > windowed.model_flops_per_token
+    assert windowed.model_flops_per_token < causal.model_flops_per_token

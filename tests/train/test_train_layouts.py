@@ -38,6 +38,8 @@ CASES = [
     ("moe_ep", MOE, fp32(dp=4, ep=4, fsdp=True)),
     ("cp_fsdp", tiny_model(), fp32(dp=2, cp=2, fsdp=True)),
     ("cp_tp_alibi_window", tiny_model(position="alibi", sliding_window=8), fp32(cp=2, tp=2, sp=True)),
+    # the window kernel on load-balanced chunks (keys put back in order), GQA, selective recompute
+    ("cp_window_recompute", tiny_model(sliding_window=6), fp32(dp=2, cp=2, fsdp=True, recompute="selective")),
     ("cp4_learned_contiguous", tiny_model(position="learned"), fp32(cp=4, cp_load_balance=False)),
     ("moe_ep2", MOE, fp32(dp=4, ep=2, fsdp=True)),  # experts replicated over 2 edp groups
     # 3 experts do not divide 4 FSDP ranks: expert weights shard on dim 1 instead of padding dim 0

@@ -61,11 +61,16 @@ def _cached_attention(attention: Attention, x: torch.Tensor, rope, cache: KVCach
         cos, sin = rope[0][start:start + n], rope[1][start:start + n]
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
     k, v = cache.append(layer, k, v)
+    # A sliding window: keys older than the first new position's window are masked for every new
+    # position, so they are left out of the product (a decoding step costs the window, not the
+    # whole cache). The mask below is the training kernel's: j <= i and i - j < window.
+    first = 0 if attention.sliding_window is None else max(0, start - attention.sliding_window + 1)
+    k, v = k[:, :, first:], v[:, :, first:]
     if k.shape[1] != q.shape[1]:
         repeat = q.shape[1] // k.shape[1]
         k, v = k.repeat_interleave(repeat, dim=1), v.repeat_interleave(repeat, dim=1)
     i = torch.arange(start, start + n, device=x.device)[:, None]
-    j = torch.arange(k.shape[2], device=x.device)[None, :]
+    j = torch.arange(first, first + k.shape[2], device=x.device)[None, :]
     allowed = j <= i
     if attention.sliding_window is not None:
         allowed = allowed & (i - j < attention.sliding_window)

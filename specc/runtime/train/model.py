@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from specc.runtime.train.moe import MoE
+from specc.spec.attention_window import WINDOW_BLOCK, window_blocks
 from specc.spec.parallel_dims import is_moe_layer
 from specc.spec.model import ModelSpec
 
@@ -81,15 +82,19 @@ class ContextParallel:
     size: int
     load_balance: bool = True
 
-    def positions(self, local_len: int, rank: int | None = None, device=None) -> torch.Tensor:
-        """Global positions of the tokens rank `rank` holds (default: this rank)."""
+    def chunks(self, local_len: int, rank: int | None = None) -> list[tuple[int, int]]:
+        """(first global position, length) of each run of consecutive positions rank `rank`
+        holds (default: this rank), in the order of its local tokens."""
         rank = self.rank if rank is None else rank
         if not self.load_balance:
-            return torch.arange(rank * local_len, (rank + 1) * local_len, device=device)
+            return [(rank * local_len, local_len)]
         chunk = local_len // 2
-        first = torch.arange(rank * chunk, (rank + 1) * chunk, device=device)
-        mirror = 2 * self.size - 1 - rank
-        return torch.cat([first, torch.arange(mirror * chunk, (mirror + 1) * chunk, device=device)])
+        return [(rank * chunk, chunk), ((2 * self.size - 1 - rank) * chunk, chunk)]
+
+    def positions(self, local_len: int, rank: int | None = None, device=None) -> torch.Tensor:
+        """Global positions of the tokens rank `rank` holds (default: this rank)."""
+        return torch.cat([torch.arange(first, first + length, device=device)
+                          for first, length in self.chunks(local_len, rank)])
 
     def all_positions(self, local_len: int, device=None) -> torch.Tensor:
         """Positions of the all-gathered keys, in rank order."""
@@ -142,6 +147,8 @@ class Attention(nn.Module):
         self.position = model.position
         self.implementation = model.attention
         self.sliding_window = model.sliding_window
+        self.window_block = WINDOW_BLOCK
+        """Queries per block of the sliding-window kernel (tests shrink it to cut short sequences)."""
         self.dropout = model.dropout
         # muP (Yang et al. 2022, section 4): attention logits scaled by 1/d instead of 1/sqrt(d).
         self.scale = (1.0 / self.head_dim) if model.init.mup_base_width else (1.0 / math.sqrt(self.head_dim))
@@ -164,16 +171,59 @@ class Attention(nn.Module):
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if self.cp is not None:
             k, v = self.cp.gather(k, dim=2), self.cp.gather(v, dim=2)
-        mask = self._mask(q.shape[1], q_pos, k_pos, seq, x.device, q.dtype)
         dropout = self.dropout if self.training else 0.0
-        if self.implementation == "eager":
-            out = self._eager(q, k, v, mask, dropout)
+        if self.uses_window_kernel(k.shape[2]):
+            out = self.window_attention(q, k, v, dropout)
         else:
-            with self._kernel_choice(mask):
-                out = F.scaled_dot_product_attention(
-                    q, k, v, attn_mask=mask, is_causal=mask is None, dropout_p=dropout,
-                    scale=self.scale, enable_gqa=q.shape[1] != k.shape[1])
+            # a window at least as long as the keys masks nothing that causal attention keeps
+            out = self._attend(q, k, v, self._mask(q.shape[1], q_pos, k_pos, seq, x.device, q.dtype, None), dropout)
         return self.wo(out.transpose(1, 2).reshape(batch, seq, -1))
+
+    def uses_window_kernel(self, num_keys: int) -> bool:
+        """A window shorter than the keys runs the block kernel; a longer one is plain causal."""
+        return self.sliding_window is not None and self.sliding_window < num_keys
+
+    def _attend(self, q, k, v, mask, dropout: float) -> torch.Tensor:
+        """One attention call: eager, or SDPA (the causal flash kernel when there is no mask)."""
+        if self.implementation == "eager":
+            return self._eager(q, k, v, mask, dropout)
+        with self._kernel_choice(mask):
+            return F.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask, is_causal=mask is None, dropout_p=dropout,
+                scale=self.scale, enable_gqa=q.shape[1] != k.shape[1])
+
+    def window_attention(self, q, k, v, dropout: float) -> torch.Tensor:
+        """Sliding-window attention that computes only the keys a block of queries can see.
+
+        A dense call with a window mask computes every query against every key and throws most
+        away. Here the queries are cut into blocks (`specc.spec.attention_window`); each block
+        attends, in one masked call, only the span from its first query's oldest visible key to
+        its last query, so a query costs at most `window_block + window - 1` keys whatever the
+        sequence length. Rows of a block see exactly the keys the dense mask allows them (same
+        `_mask`, over true positions), so the result is the dense masked attention's.
+
+        Context parallel: the all-gathered keys are put back in position order, and each of this
+        rank's runs of consecutive positions is cut into blocks of its own.
+        """
+        seq = q.shape[2]
+        runs = [(0, seq)] if self.cp is None else self.cp.chunks(seq)
+        if self.cp is not None and self.cp.load_balance:
+            order = torch.argsort(self.cp.all_positions(seq, device=q.device))
+            k, v = k.index_select(2, order), v.index_select(2, order)
+        masks: dict[tuple[int, int], torch.Tensor] = {}
+        outputs, offset = [], 0
+        for start, length in runs:
+            for first, stop, key in window_blocks(start, length, self.sliding_window, self.window_block):
+                # The mask depends only on the block's shape: the steady-state blocks share one.
+                shape = (stop - first, first - key)
+                if shape not in masks:
+                    q_pos = torch.arange(first, stop, device=q.device)
+                    k_pos = torch.arange(key, stop, device=q.device)
+                    masks[shape] = self._mask(q.shape[1], q_pos, k_pos, seq, q.device, q.dtype, self.sliding_window)
+                rows = slice(offset + first - start, offset + stop - start)
+                outputs.append(self._attend(q[:, :, rows], k[:, :, key:stop], v[:, :, key:stop], masks[shape], dropout))
+            offset += length
+        return torch.cat(outputs, dim=2)
 
     def _kernel_choice(self, mask):
         """`attention: flash` pins SDPA to the flash kernel; masks (ALiBi, windows, context
@@ -184,16 +234,16 @@ class Attention(nn.Module):
 
         return sdpa_kernel([SDPBackend.FLASH_ATTENTION])
 
-    def _mask(self, local_heads: int, q_pos, k_pos, seq: int, device, dtype) -> torch.Tensor | None:
+    def _mask(self, local_heads: int, q_pos, k_pos, seq: int, device, dtype, window: int | None) -> torch.Tensor | None:
         """None for plain causal attention (lets SDPA pick flash kernels); else a bool mask or an
         ALiBi bias over true positions (which differ from row/column indices under context parallel)."""
-        if self.position != "alibi" and self.sliding_window is None and q_pos is None:
+        if self.position != "alibi" and window is None and q_pos is None:
             return None
         i = (torch.arange(seq, device=device) if q_pos is None else q_pos)[:, None]
         j = (torch.arange(seq, device=device) if k_pos is None else k_pos)[None, :]
         allowed = j <= i
-        if self.sliding_window is not None:
-            allowed = allowed & (i - j < self.sliding_window)
+        if window is not None:
+            allowed = allowed & (i - j < window)
         if self.position != "alibi":
             return allowed
         slopes = self.slopes[self.head_offset:self.head_offset + local_heads].to(dtype)
