@@ -101,7 +101,8 @@ def stage_memory(spec: Spec, stage, devices: int | None = None, precision: str |
     kv = 0.0
     if stage.type in ("ppo", "constitutional"):
         batch = stage.rollout_batch if stage.type == "ppo" else 1
-        kv = kv_cache_bytes(spec.model, batch, seq_len, "fp16" if precision != "fp32" else "bf16")
+        kv = kv_cache_bytes(spec.model, batch, seq_len, "fp16" if precision != "fp32" else "bf16",
+                            rolling_window=False)
         kv *= 2.0 if precision == "fp32" else 1.0
     trained_devices = min((m.devices for m in models if m.trained), default=devices)
     batch = getattr(stage, "batch_size", None) or getattr(stage, "rollout_batch", 1)

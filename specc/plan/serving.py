@@ -45,10 +45,12 @@ def model_weight_bytes(counts: ParameterCount, model: ModelSpec, quantization: s
     return linear * weight_bytes_per_param(quantization, group_size) + kept * 2.0
 
 
-def kv_cache_bytes(model: ModelSpec, batch: int, context: int, dtype: str) -> float:
+def kv_cache_bytes(model: ModelSpec, batch: int, context: int, dtype: str, rolling_window: bool = True) -> float:
     """K and V per layer: 2 x kv_heads x head_dim per token (Pope et al. 2022, sec. 3.1), capped by a
-    sliding window."""
-    tokens = min(context, model.sliding_window) if model.sliding_window else context
+    sliding window when the cache rolls (serving engines such as vLLM keep only the window;
+    specc's own `KVCache`, used by PPO rollouts, keeps every position: `rolling_window=False`)."""
+    capped = rolling_window and model.sliding_window
+    tokens = min(context, model.sliding_window) if capped else context
     return 2.0 * model.num_layers * model.kv_heads * model.head_size * tokens * batch * KV_BYTES[dtype]
 
 
