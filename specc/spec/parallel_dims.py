@@ -16,6 +16,7 @@ same message.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Literal
 
 from specc.spec.capabilities import Capabilities
@@ -312,10 +313,21 @@ def layers_of_rank(num_layers: int, pp: int, vpp: int, pp_rank: int) -> list[int
 def most_loaded_stage(model: ModelSpec, pp: int, vpp: int) -> tuple[int, int]:
     """(layers, MoE layers) on the pipeline rank holding the most layers (ties: most MoE layers),
     as specc's runtime splits them."""
+    frequency = model.moe.layer_frequency if model.moe is not None else 0
+    return _most_loaded_stage(model.num_layers, frequency, pp, vpp)
+
+
+@lru_cache(maxsize=4096)
+def _most_loaded_stage(num_layers: int, moe_frequency: int, pp: int, vpp: int) -> tuple[int, int]:
+    """Cached on plain numbers: the layout search asks the same (layers, pp, vpp) thousands of
+    times (the 405B search: 9,209 calls, 15 s uncached), and the split is a pure function of them.
+    `moe_frequency` 0 means a dense model (no MoE layers)."""
+    ranges = pipeline_layer_ranges(num_layers, pp * vpp)
     best = (0, 0)
     for rank in range(pp):
-        ids = layers_of_rank(model.num_layers, pp, vpp, rank)
-        best = max(best, (len(ids), sum(is_moe_layer(model, i) for i in ids)))
+        ids = [i for s in stage_ids_for_rank(rank, pp, vpp) for i in ranges[s]]
+        moe = sum(1 for i in ids if moe_frequency and i % moe_frequency == moe_frequency - 1)
+        best = max(best, (len(ids), moe))
     return best
 
 
