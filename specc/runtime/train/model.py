@@ -20,6 +20,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from specc.runtime.train.feed_forward import FeedForward
 from specc.runtime.train.moe import MoE
 from specc.spec.attention_window import WINDOW_BLOCK, window_blocks
 from specc.spec.parallel_dims import is_moe_layer
@@ -261,23 +262,6 @@ class Attention(nn.Module):
         scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else scores + mask
         probs = F.dropout(scores.float().softmax(dim=-1).to(q.dtype), p=dropout, training=dropout > 0)
         return probs @ v
-
-
-class FeedForward(nn.Module):
-    """SwiGLU (Shazeer 2020): w2(silu(w1 x) * w3 x); relu/gelu: w2(act(w1 x))."""
-
-    def __init__(self, hidden: int, width: int, activation: str):
-        super().__init__()
-        self.activation = activation
-        self.w1 = nn.Linear(hidden, width, bias=False)
-        self.w2 = nn.Linear(width, hidden, bias=False)
-        self.w3 = nn.Linear(hidden, width, bias=False) if activation == "swiglu" else None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.w3 is not None:
-            return self.w2(F.silu(self.w1(x)) * self.w3(x))
-        act = F.relu if self.activation == "relu" else F.gelu
-        return self.w2(act(self.w1(x)))
 
 
 class TransformerBlock(nn.Module):

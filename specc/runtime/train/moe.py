@@ -24,6 +24,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from specc.runtime.train.feed_forward import FeedForward
 from specc.spec.model import ModelSpec
 
 
@@ -95,8 +96,6 @@ class MoE(nn.Module):
 
     def __init__(self, model: ModelSpec):
         super().__init__()
-        from specc.runtime.train.model import FeedForward  # model.py imports this module
-
         moe = model.moe
         assert moe is not None
         width = moe.expert_ffn_hidden_size or model.ffn_hidden_size
