@@ -54,7 +54,7 @@ def eager_score_bytes(layout: Layout, dropout: bool) -> float:
 
 GPU_FRAGMENTATION = 0.05
 """Caching-allocator fragmentation on top of live tensors: Megatron's theoretical estimator adds 5%
-(`compute_activation_memory` overhead factor, formulas.md section 4); applied to the whole allocation."""
+(`compute_activation_memory` overhead factor, docs/formulas.md section 4); applied to the whole allocation."""
 
 
 @dataclass(frozen=True)
@@ -292,7 +292,7 @@ def in_flight_micro_batches(layout: Layout, stage: str) -> float:
     """Micro-batches whose activations a stage holds at once.
 
     1F1B: the first stage holds pp (min(pp, m)); interleaved multiplies by 1 + (p-1)/(p v)
-    (Narayanan et al. 2021; Megatron `theoretical_memory_usage`, formulas.md section 4). The last
+    (Narayanan et al. 2021; Megatron `theoretical_memory_usage`, docs/formulas.md section 4). The last
     stage of 1F1B holds one. GPipe holds all m.
     """
     m, p, v = layout.grad_accum, layout.pp, layout.vpp
@@ -373,7 +373,7 @@ def logits_memory(model: ModelSpec, layout: Layout, seq_len: int, xla: bool = Fa
     peaks on specc's model within 2%, benchmarks/plan_vs_tracker.py); in fp32 training the tracker
     sees 8 B per logit (the log-softmax and one gradient: the logits themselves are not kept).
     Under `loss_parallel`: LOSS_PARALLEL_LOGIT_BYTES per local logit; under XLA:
-    XLA_LOGIT_BYTES. Megatron's estimate 4sbh(1 + V/h) keeps one fp32 copy (formulas.md section 4)."""
+    XLA_LOGIT_BYTES. Megatron's estimate 4sbh(1 + V/h) keeps one fp32 copy (docs/formulas.md section 4)."""
     s = dims.local_seq_len(seq_len, layout.cp)
     vocab_shards = 1 if model.tie_embeddings else layout.tp
     if xla:
@@ -427,7 +427,7 @@ def persistent_fsdp_memory(params: StageParams, layout: Layout, model: ModelSpec
 
 
 def backward_fsdp_memory(params: StageParams, layout: Layout, model: ModelSpec | None = None) -> float:
-    """Unsharded ZeRO-3/FSDP buffers during backward without pipelining (FSDP2 defaults, formulas.md
+    """Unsharded ZeRO-3/FSDP buffers during backward without pipelining (FSDP2 defaults, docs/formulas.md
     section 3 'FSDP transient'): the layer being back-propagated and the prefetched one, gathered in
     the compute dtype (2 x 2 B/param); one layer's fp32 gradient awaiting reduce-scatter (4 B/param);
     the root unit (embedding, final norm, head) gathered for the whole backward, with the head's

@@ -3,7 +3,7 @@
 The parameter count follows the project-wide architecture conventions (module docstring of
 `specc.plan`), so it equals the torch model's `sum(p.numel())` exactly. The component split
 mirrors Megatron-LM `theoretical_memory_usage.compute_weight_and_optimizer_memory`
-(formulas.md section 1). Pure Python: no torch.
+(docs/formulas.md section 1). Pure Python: no torch.
 """
 
 from __future__ import annotations
@@ -165,7 +165,7 @@ def flops_per_token(model: ModelSpec, seq_len: int, causal: bool = True,
     QK^T and AV cost 2·2·ctx·heads·head_dim per token per layer; training is 3x forward,
     i.e. 12·L·H·Q·ctx (PaLM App. B; torchtitan `get_num_flop_per_token` with ctx = T).
     `causal=False` is the Megatron / llm-foundry / older MaxText convention (ctx = s);
-    `causal=True` halves it (Megatron-LM >= 2025, formulas.md section 2).
+    `causal=True` halves it (Megatron-LM >= 2025, docs/formulas.md section 2).
     """
     counts = counts or count_parameters(model)
     linear = counts.active - counts.token_embedding - counts.positions
@@ -204,7 +204,7 @@ def hardware_flops_per_token(flops: FlopsPerToken, recompute: str, selective_pol
 
     full: one extra forward of every block = +1/3 of the blocks' matmuls and attention (HFU ~ 4/3
     MFU; SC21's 96·B·s·L·h²(1 + s/6h + V/16Lh) = 4/3 of 72·B·s·L·h²(1 + s/6h) + the head's 6·V·h,
-    formulas.md section 2); selective: only the attention core's forward is recomputed (Korthikanti
+    docs/formulas.md section 2); selective: only the attention core's forward is recomputed (Korthikanti
     et al. 2022, section 5: 1T model MFU 56.3% vs HFU 57.0%) with eager attention, nothing but
     pointwise ops with flash/sdpa (specc's policy keeps their output), or with `alternate_matmuls`
     half the block's matmuls (see `FlopsPerToken.alternate_recompute`). The output head is never

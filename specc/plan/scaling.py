@@ -29,7 +29,7 @@ class LossFit:
 
     def optimal_params(self, compute: float) -> float:
         """N* = G (C/6)^(beta/(alpha+beta)), G = (alpha A / (beta B))^(1/(alpha+beta)), with C = 6ND
-        (Hoffmann et al. 2022, eq. 4; formulas.md section 6)."""
+        (Hoffmann et al. 2022, eq. 4; docs/formulas.md section 6)."""
         g = (self.alpha * self.A / (self.beta * self.B)) ** (1 / (self.alpha + self.beta))
         return g * (compute / 6) ** (self.beta / (self.alpha + self.beta))
 

@@ -14,7 +14,7 @@ Overlap rules (stated once, applied everywhere):
   plus point-to-point sends on the critical path.
 - The optimizer step is memory-bound and runs after everything else.
 
-Collective costs are the ring formulas (formulas.md section 5): all-reduce 2(n-1)/n S/BW,
+Collective costs are the ring formulas (docs/formulas.md section 5): all-reduce 2(n-1)/n S/BW,
 reduce-scatter / all-gather (n-1)/n S/BW, all-to-all (n-1)/n S/BW, plus a latency per ring step
 (alpha-beta model; NCCL's tuning model charges a per-hop latency for each of the n-1 ring steps), so
 that collectives over hundreds of ranks cost more than their bytes. Overlapped communication is not
@@ -253,7 +253,7 @@ def _elementwise_bytes_per_token_layer(model: ModelSpec) -> float:
 
 
 def _collective(kind: str, size_bytes: float, ranks: int, hardware: Hardware, stride: int, count: int = 1) -> float:
-    """Ring collective over `ranks` placed `stride` apart (formulas.md section 5), `size_bytes` split over
+    """Ring collective over `ranks` placed `stride` apart (docs/formulas.md section 5), `size_bytes` split over
     `count` collectives: bytes at the bus bandwidth, plus RING_STEP_LATENCY_S per ring step of each
     collective when the ring leaves the fast domain (a ring steps at the pace of its slowest hop; NVLink
     and ICI hops cost well under a microsecond and are left out)."""
@@ -306,7 +306,7 @@ def step_time(model: ModelSpec, counts: ParameterCount, flops: FlopsPerToken, ha
 
     dp_comm = _data_parallel_time(model, counts, layout, hardware, compute, layers)
 
-    # EP: dispatch + combine all-to-all forward and backward per MoE layer (formulas.md section 5).
+    # EP: dispatch + combine all-to-all forward and backward per MoE layer (docs/formulas.md section 5).
     ep_comm = 0.0
     if layout.ep > 1 and moe_layers:
         routed = tokens_mb * model.moe.top_k * model.hidden_size * act_dtype

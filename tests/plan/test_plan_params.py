@@ -1,4 +1,4 @@
-"""Parameter counts of published models and the FLOP conventions of formulas.md."""
+"""Parameter counts of published models and the FLOP conventions of docs/formulas.md section 2."""
 
 from __future__ import annotations
 
