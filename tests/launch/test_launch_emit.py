@@ -7,11 +7,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-from launch_helpers import ROOT, SPECS, TINY, emit, specc
+from launch_helpers import ROOT, SPECS, TINY, emit, specc, wait_until
 
 from specc.emit import bundle as bundle_module
 from specc.emit.bundle import EmitError, all_files, build_bundle, write_bundle
@@ -125,20 +124,79 @@ def test_launch_emit_failure_midway_leaves_no_bundle(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("delay", [0.2, 0.6, 1.0, 1.4])
-def test_launch_emit_killed_at_any_moment_leaves_nothing_half_made(tmp_path, delay):
-    """SIGKILL a real `specc launch --dry-run` at several moments: the out directory then holds
-    either no bundle or a complete one (a leftover is only ever a hidden `.tmp` directory)."""
-    process = subprocess.Popen([sys.executable, "-m", "specc.cli", "launch", str(TINY), "--dry-run",
-                                "--out", str(tmp_path)], cwd=ROOT, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
-    time.sleep(delay)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    visible = [p for p in tmp_path.iterdir() if not p.name.startswith(".")] if tmp_path.exists() else []
-    assert all(p.name.endswith(".tmp") for p in tmp_path.iterdir() if p.name.startswith("."))
-    for bundle in visible:
+PAUSE_AT = """
+import signal, sys
+from pathlib import Path
+
+from specc.emit import bundle
+
+marker, moment, out, spec = Path(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+real_all_files, real_write_file, real_replace = bundle.all_files, bundle._write_file, bundle._replace
+written, total = 0, None
+
+
+def pause():  # say where the write has got to, then wait for the test's SIGKILL
+    marker.write_text(str(written))
+    signal.pause()
+
+
+def all_files(b):
+    global total
+    files = real_all_files(b)
+    total = len(files)
+    return files
+
+
+def write_file(path, text):
+    global written
+    if written == {"first": 0, "one": 1, "half": total // 2}.get(moment):
+        pause()
+    real_write_file(path, text)
+    written += 1
+
+
+def replace(temporary, final):
+    if moment == "last":
+        pause()
+    real_replace(temporary, final)
+    if moment == "renamed":
+        pause()
+
+
+bundle.all_files, bundle._write_file, bundle._replace = all_files, write_file, replace
+from specc.cli import main
+
+sys.exit(main(["launch", spec, "--dry-run", "--out", out]))
+"""
+"""Runs a real `specc launch --dry-run` that stops at a given moment of the bundle write (before
+its first file, after one, halfway, after the last, after the rename into place), says so in a
+marker file and waits there to be killed: the test kills at that moment, not after a guessed delay."""
+
+
+@pytest.mark.parametrize("moment", ["first", "one", "half", "last", "renamed"])
+def test_launch_emit_killed_at_any_moment_leaves_nothing_half_made(tmp_path, moment):
+    """SIGKILL a real `specc launch --dry-run` at each moment of its bundle write: the out directory
+    then holds either no bundle (a leftover is only ever a hidden `.tmp` directory) or, once
+    renamed into place, a complete one."""
+    out, marker = tmp_path / "out", tmp_path / "paused"
+    process = subprocess.Popen([sys.executable, "-c", PAUSE_AT, str(marker), moment, str(out), str(TINY)],
+                               cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until(lambda: marker.exists() or process.poll() is not None, 120, "the write to reach " + moment,
+                   interval=0.01)
+        assert marker.exists(), f"specc exited ({process.returncode}) before {moment}: {process.stderr.read()}"
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    assert process.returncode == -signal.SIGKILL
+    assert int(marker.read_text()) > 0 or moment == "first"
+    visible = [p for p in out.iterdir() if not p.name.startswith(".")]
+    assert all(p.name.endswith(".tmp") for p in out.iterdir() if p.name.startswith("."))
+    if moment == "renamed":
+        [bundle] = visible
         verify_manifest(bundle)  # complete: every listed file present with its sha256
+    else:
+        assert visible == []
 
 
 def test_launch_every_script_parses_and_starts_strict(tmp_path):

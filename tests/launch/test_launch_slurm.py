@@ -46,22 +46,37 @@ def _accounted_state(job_id: str) -> str:
 
 @pytest.fixture(scope="module")
 def tiny_on_slurm(slurm_cluster, tmp_path_factory):
-    """The tiny pipeline run once on Slurm; later tests reuse its finished data and tokenizer."""
+    """The tiny pipeline run once on Slurm, with what its launch recorded and `specc status` said
+    taken at once: later tests relaunch the bundle (rewriting its launch record) or reuse its
+    finished stages, in whatever order they run, and no test but the relaunch writes to its run."""
     out = tmp_path_factory.mktemp("slurm")
     result = _launch(TINY, out, overrides=SLURM_TRAINING)
     bundle = _bundle_of(result)
-    return {"result": result, "bundle": bundle, "out": out, "final": success(bundle, "pretrain")}
+    return {"result": result, "bundle": bundle, "out": out, "final": success(bundle, "pretrain"),
+            "record": launch_record(bundle), "status": specc("status", str(bundle))}
+
+
+def _out_reusing(tiny_on_slurm, out: Path, stages=("data", "tokenize")) -> Path:
+    """An out directory for another launch of the tiny pipeline whose run reuses the module run's
+    finished `stages` (symlinked: the launcher skips them as complete for this config). Tests that
+    retrain, interrupt or break the later stages do it there, not in the run the others read."""
+    shared = run_dir(tiny_on_slurm["bundle"])
+    own = out / shared.relative_to(tiny_on_slurm["out"].resolve())
+    own.mkdir(parents=True)
+    for stage in stages:
+        (own / stage).symlink_to(shared / stage, target_is_directory=True)
+    return out
 
 
 def test_launch_slurm_tiny_pipeline_end_to_end(tiny_on_slurm):
-    result, bundle = tiny_on_slurm["result"], tiny_on_slurm["bundle"]
+    result, bundle, record = tiny_on_slurm["result"], tiny_on_slurm["bundle"], tiny_on_slurm["record"]
     assert result.returncode == 0, f"{result.stdout}\n{result.stderr[-4000:]}"
-    assert states(bundle) == {"data": "completed", "tokenize": "completed", "pretrain": "completed",
-                              "eval": "completed"}
-    ids = _job_ids(bundle)
+    assert {e["stage"]: e["state"] for e in record["stages"]} == {
+        "data": "completed", "tokenize": "completed", "pretrain": "completed", "eval": "completed"}
+    ids = {entry["stage"]: entry["job_id"] for entry in record["stages"] if entry["job_id"]}
     for stage, job_id in ids.items():
         assert wait_until(lambda: _accounted_state(job_id) == "COMPLETED", 60, f"{stage} COMPLETED in sacct")
-    folder = Path(launch_record(bundle)["folder"])
+    folder = Path(record["folder"])
     # Each stage was submitted with an afterok dependency on the one before it.
     for stage, previous in (("02-tokenize", ids["data"]), ("03-pretrain", ids["tokenize"]),
                             ("04-eval", ids["pretrain"])):
@@ -72,15 +87,14 @@ def test_launch_slurm_tiny_pipeline_end_to_end(tiny_on_slurm):
     log = "".join(p.read_text() for p in (folder / "03-pretrain").glob("*_log.out"))
     assert "dp 2 " in log
     assert tiny_on_slurm["final"]["steps"] == 40
-    status = specc("status", str(bundle))
+    status = tiny_on_slurm["status"]
     assert status.returncode == 0 and status.stdout.count("completed") == 4
     assert re.search(r"step time: measured [0-9.e-]+ s, predicted [0-9.e-]+ s", status.stdout)
 
 
 def test_launch_slurm_relaunch_skips_completed_stages(tiny_on_slurm):
     bundle = tiny_on_slurm["bundle"]
-    if success(bundle, "pretrain") is None:
-        pytest.skip("another test of this module replaced the finished training run")
+    assert success(bundle, "pretrain") == tiny_on_slurm["final"], "the finished training run was replaced"
     result = _launch(bundle, None)
     assert result.returncode == 0, result.stderr
     assert set(states(bundle).values()) == {"skipped"} and not _job_ids(bundle)
@@ -91,13 +105,12 @@ def test_launch_slurm_interrupted_training_resumes_with_the_same_loss(tiny_on_sl
     """Stop training twice: `scontrol requeue` (what Slurm does to a --requeue job on node failure:
     SIGTERM, requeue) and a preemption as submitit sees it (SIGTERM, then USR2). Each time the
     trainer checkpoints, the job is requeued and resumes; it ends with the uninterrupted run's loss."""
-    bundle, reference = tiny_on_slurm["bundle"], tiny_on_slurm["final"]
+    reference = tiny_on_slurm["final"]
     assert reference, "the uninterrupted run did not finish"
-    training = run_dir(bundle) / "pretrain"
-    if training.exists():
-        training.rename(tmp_path / "uninterrupted-pretrain")
-    result = _launch(bundle, None, "--no-wait")
+    result = _launch(TINY, _out_reusing(tiny_on_slurm, tmp_path / "out"), "--no-wait", overrides=SLURM_TRAINING)
     assert result.returncode == 0, result.stderr
+    bundle = _bundle_of(result)
+    training = run_dir(bundle) / "pretrain"
     job_id = _job_ids(bundle)["pretrain"]
     logs = Path(launch_record(bundle)["folder"]) / "03-pretrain"
 
@@ -124,9 +137,11 @@ def test_launch_slurm_interrupted_training_resumes_with_the_same_loss(tiny_on_sl
     assert "StageFailed" not in "".join(p.read_text() for p in logs.glob("*_log.err"))
 
 
-def test_launch_slurm_out_of_memory_fails_fast_without_requeue(tiny_on_slurm):
-    """A model too large for the machine's memory: the failure is classified and not retried."""
-    result = _launch(TINY, tiny_on_slurm["out"], overrides=[*SLURM_TRAINING, "model.hidden_size=131072"])
+def test_launch_slurm_out_of_memory_fails_fast_without_requeue(tiny_on_slurm, tmp_path):
+    """A model too large for the machine's memory (launched despite the plan's P201 with
+    --allow-unfit): the failure is classified and not retried."""
+    result = _launch(TINY, _out_reusing(tiny_on_slurm, tmp_path / "out"), "--allow-unfit",
+                     overrides=[*SLURM_TRAINING, "model.hidden_size=131072"])
     bundle = _bundle_of(result)
     assert result.returncode == 1
     assert "Traceback" not in result.stdout
