@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import random
 
+import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -82,6 +83,7 @@ def _validate(tmp_path, content: bytes, capsys) -> None:
     assert "Traceback" not in output.out + output.err
 
 
+@pytest.mark.slow  # hypothesis, ~4.6 s
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(name=st.sampled_from(sorted(SOURCES)), seed=st.integers(0, 2**32 - 1))
 def test_structural_mutations_never_crash(tmp_path, capsys, name, seed):
@@ -94,6 +96,7 @@ def test_byte_mutations_never_crash(tmp_path, capsys, name, seed):
     _validate(tmp_path, mutate_bytes(SOURCES[name], random.Random(seed)), capsys)
 
 
+@pytest.mark.slow  # hypothesis, ~3.1 s
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(override=st.text(min_size=0, max_size=40))
 def test_arbitrary_overrides_never_crash(capsys, override):

@@ -73,6 +73,7 @@ def _runtime_accepts_torch(spec, parallel: ParallelSpec, devices: int) -> None:
             assert all(len(chunk.layers) > 0 for _, chunk in chunks)
 
 
+@pytest.mark.slow  # builds torch models for 30 examples, ~6.6 s
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 @given(overrides=spec_overrides())
 def test_plan_and_runtime_agree(overrides):

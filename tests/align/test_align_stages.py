@@ -61,6 +61,7 @@ def test_packing_fills_rows_and_keeps_masks_aligned(codec):
         assert codec.decode(trained).count("<|im_end|>") >= 1
 
 
+@pytest.mark.slow  # the pretrained fixture and an alignment stage end to end
 def test_sft_loss_falls_and_records_its_start(run_dir):
     data = write_tiny_alignment_data(run_dir / "data", seed=0)
     stage = {"type": "sft", "name": "sft", "data": str(data["sft"]), "lr": 3e-3, "epochs": 2, "batch_size": 8}
@@ -73,6 +74,7 @@ def test_sft_loss_falls_and_records_its_start(run_dir):
     assert len(provenance["inputs"]["init_checkpoint"]["sha256"]) == 64
 
 
+@pytest.mark.slow  # the pretrained fixture and an alignment stage end to end
 def test_dpo_accuracy_rises_above_half(run_dir):
     data = write_tiny_alignment_data(run_dir / "data", seed=0)
     stage = {"type": "dpo", "name": "dpo", "data": str(data["preferences"]), "lr": 3e-3, "epochs": 4,
@@ -85,6 +87,7 @@ def test_dpo_accuracy_rises_above_half(run_dir):
     assert (run_dir / "dpo" / "reference_logps.pt").exists()
 
 
+@pytest.mark.slow  # the pretrained fixture and an alignment stage end to end
 def test_dpo_with_held_reference_matches_precomputed(run_dir):
     data = write_tiny_alignment_data(run_dir / "data", seed=0)
     base = {"type": "dpo", "data": str(data["preferences"]), "lr": 3e-3, "epochs": 1, "batch_size": 8}
@@ -95,6 +98,7 @@ def test_dpo_with_held_reference_matches_precomputed(run_dir):
         assert a["loss"] == pytest.approx(b["loss"], abs=1e-5)
 
 
+@pytest.mark.slow  # the pretrained fixture and an alignment stage end to end
 def test_reward_model_then_ppo_raises_reward(run_dir, codec):
     data = write_tiny_alignment_data(run_dir / "data", seed=0)
     rm = {"type": "reward_model", "name": "rm", "data": str(data["preferences"]), "lr": 5e-3, "epochs": 4,
@@ -120,6 +124,7 @@ def test_reward_model_then_ppo_raises_reward(run_dir, codec):
     assert (run_dir / "ppo" / "final" / "model.safetensors").exists()
 
 
+@pytest.mark.slow  # the pretrained fixture and an alignment stage end to end
 def test_killed_stage_resumes_to_the_same_weights(run_dir, tmp_path_factory):
     """SIGKILL a subprocess running SFT after its first checkpoint, rerun it, and compare the
     final weights with an uninterrupted run: resuming must not change the result."""
@@ -155,6 +160,7 @@ def test_killed_stage_resumes_to_the_same_weights(run_dir, tmp_path_factory):
         torch.testing.assert_close(resumed[name], fresh[name], rtol=0, atol=0)
 
 
+@pytest.mark.slow  # the pretrained fixture and an alignment stage end to end
 def test_constitutional_data_is_deterministic_resumable_and_feeds_dpo(run_dir):
     data = write_tiny_alignment_data(run_dir / "data", seed=0, num_examples=6)
     stage = {"type": "constitutional", "name": "cai", "prompts": str(data["prompts"]), "rounds": 1,

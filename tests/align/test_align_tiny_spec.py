@@ -7,6 +7,7 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
 from align_helpers import pretrain_tiny, write_tiny_shards
 from align_helpers import codec, one_cpu_thread, tokenizer_path  # noqa: F401 (fixtures)
 from specc.diagnostics.check import check_file
@@ -32,6 +33,7 @@ def test_bundled_tiny_files_are_current(tmp_path):
         assert committed.read_text() == path.read_text(), f"{committed} is stale; regenerate: {regenerate}"
 
 
+@pytest.mark.slow  # every post-training stage of the tiny spec
 def test_tiny_spec_post_training_stages_run(tmp_path, codec, tokenizer_path):
     spec = check_file(ROOT / "specs" / "tiny.yaml").spec
     spec_dir = str(ROOT / "specs")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import math
 
+import pytest
 import torch
 
 from align_helpers import tiny_model_spec
@@ -80,6 +81,7 @@ def test_rejection_rule_reproduces_target_distribution():
     assert wrong > chi_square_critical(df) * 10  # the same check rejects the draft's distribution
 
 
+@pytest.mark.slow  # ~10 s
 def test_sampled_speculative_matches_target_joint_distribution():
     vocab, prompt, draws = 6, [1, 2, 3], 1500
     target, draft = peaked_pair(vocab)

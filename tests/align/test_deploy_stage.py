@@ -30,6 +30,7 @@ def deploy_config(run_dir, targets):
     return {"stage": "deploy", "run_dir": str(run_dir), "params": params}
 
 
+@pytest.mark.slow  # the pretrained fixture (~70 s) and the deploy stage
 def test_deploy_targets_export_quantize_and_speculate(run_dir):
     draft = tiny_model_spec(num_layers=1, hidden_size=32, ffn_hidden_size=64).model_dump(mode="json")
     targets = [{"name": "full", "format": "hf"},
@@ -63,6 +64,7 @@ def test_deploy_targets_export_quantize_and_speculate(run_dir):
     assert again["perplexity_quantized"] == reports["int8"]["perplexity_quantized"]
 
 
+@pytest.mark.slow  # the pretrained fixture and transformers
 def test_hf_export_loads_in_transformers_with_equal_logits(run_dir):
     transformers = pytest.importorskip("transformers")
     run_deploy(deploy_config(run_dir, [{"name": "full", "format": "hf"}]))
@@ -79,6 +81,7 @@ def test_hf_export_loads_in_transformers_with_equal_logits(run_dir):
         torch.testing.assert_close(hf_model(tokens).logits, ours(tokens), atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.slow  # transformers, ~4.6 s
 def test_hf_export_with_qkv_bias_and_untied_head_loads(tmp_path, tokenizer_path):
     transformers = pytest.importorskip("transformers")
     from specc.runtime.deploy.export import export_hf

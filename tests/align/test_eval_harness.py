@@ -17,6 +17,7 @@ from specc.runtime.evaluate.tiny import GENERATIVE_PATTERN, write_tiny_tasks
 from specc.runtime.infer.scoring import continuation_scores, pad_pairs
 
 
+@pytest.mark.slow  # the pretrained fixture (~70 s)
 def test_padded_batch_scores_equal_unpadded_forward(pretrained, codec):
     pairs = [(codec.encode("Question: What is 2 plus 3?\nAnswer:"), codec.encode(" 5")),
              (codec.encode("Hi"), codec.encode(" there, the cat walks to the river."))]
@@ -80,6 +81,7 @@ def eval_config(run_dir, tasks_dir, files):
                        "tokenizer": "tokenize/tokenizer.json"}}
 
 
+@pytest.mark.slow  # the pretrained fixture and the eval stage
 def test_eval_stage_runs_resumes_and_beats_chance(run_dir):
     files = write_tiny_tasks(run_dir / "tasks", seed=1)
     config = eval_config(run_dir, run_dir / "tasks", files)

@@ -80,6 +80,7 @@ def pipeline(tmp_path_factory):
     return base, run_dir, data_config, tokenize_config
 
 
+@pytest.mark.slow  # the data and tokenize stages end to end
 def test_data_stage_outputs_and_report(pipeline):
     _, run_dir, _, _ = pipeline
     stats = json.loads((run_dir / "data" / "stats.json").read_text())
@@ -97,6 +98,7 @@ def test_data_stage_outputs_and_report(pipeline):
     assert set(stats["mixture"]["sources"]) == {"prose", "stdlib", "web"}
 
 
+@pytest.mark.slow  # the data and tokenize stages end to end
 def test_worker_count_does_not_change_the_result(pipeline, tmp_path):
     base, run_dir, _, _ = pipeline
     serial = tmp_path / "serial"
@@ -104,6 +106,7 @@ def test_worker_count_does_not_change_the_result(pipeline, tmp_path):
     assert output_bytes(serial) == output_bytes(run_dir)
 
 
+@pytest.mark.slow  # the data and tokenize stages end to end
 def test_shards_decode_back_to_the_kept_documents(pipeline):
     _, run_dir, _, _ = pipeline
     tokenizer = load_tokenizer(run_dir / "tokenize" / "tokenizer.json", ["<|endoftext|>"])
@@ -128,6 +131,7 @@ def test_shards_decode_back_to_the_kept_documents(pipeline):
         assert open_split(shards, split).num_tokens == sum(s["num_tokens"] for s in meta["splits"][split])
 
 
+@pytest.mark.slow  # the data and tokenize stages end to end
 def test_tokenizer_round_trips_and_reports_compression(pipeline):
     _, run_dir, _, _ = pipeline
     tokenizer = load_tokenizer(run_dir / "tokenize" / "tokenizer.json", ["<|endoftext|>", "<|pad|>"])
@@ -140,6 +144,7 @@ def test_tokenizer_round_trips_and_reports_compression(pipeline):
     assert prose["512"]["bytes_per_token"] > prose["300"]["bytes_per_token"] > 1.0
 
 
+@pytest.mark.slow  # the data and tokenize stages end to end
 def test_completed_stages_are_skipped(pipeline):
     _, run_dir, data_config, tokenize_config = pipeline
     before = (run_dir / "data" / "stats.json").stat().st_mtime_ns
@@ -163,6 +168,7 @@ def _kill_when(process: subprocess.Popen, ready, timeout: float = 120) -> None:
     process.wait()
 
 
+@pytest.mark.slow  # the data and tokenize stages end to end
 def test_killed_stages_resume_to_the_same_result(pipeline, tmp_path):
     base, run_dir, _, _ = pipeline
     killed = tmp_path / "killed"
@@ -234,6 +240,7 @@ def test_tokenize_without_data_stage_and_oversized_vocab(tmp_path):
         tokenize_stage.run(stage_config("tokenize", tmp_path / "b", params))
 
 
+@pytest.mark.slow  # the data and tokenize stages end to end
 def test_tiny_spec_runs_through_both_stages(tmp_path):
     """specs/tiny.yaml's own sections, through the params builders the bundle uses, on a reduced corpus."""
     from specc.diagnostics.check import check_file
@@ -254,6 +261,7 @@ def test_tiny_spec_runs_through_both_stages(tmp_path):
     assert (tmp_path / "data" / "_SUCCESS.json").exists() and (tmp_path / "tokenize" / "_SUCCESS.json").exists()
 
 
+@pytest.mark.slow  # the data and tokenize stages end to end
 def test_tokenizer_training_is_deterministic_and_a_given_tokenizer_is_used(pipeline, tmp_path):
     from specc.runtime.tokenizer.bpe import train_bpe
 
@@ -272,6 +280,7 @@ def test_tokenizer_training_is_deterministic_and_a_given_tokenizer_is_used(pipel
         (run_dir / "tokenize" / "shards" / "meta.json").read_text()
 
 
+@pytest.mark.slow  # the data and tokenize stages end to end
 def test_slurm_array_tasks_then_merge_give_the_single_job_result(pipeline, tmp_path, monkeypatch):
     """`cluster.slurm.data_array_tasks`: each array task filters and signs every n-th part; the
     job after the array finds all parts done, deduplicates and mixes: same output as one job."""

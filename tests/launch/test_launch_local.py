@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from launch_helpers import FAST_TRAINING, TINY, launch_record, run_dir, specc, states, success
+
+pytestmark = pytest.mark.slow  # runs the whole tiny pipeline
 
 
 def _launch(out, *overrides: str):

@@ -19,6 +19,8 @@ from launch_helpers import (FAST_TRAINING, SHORT_RUN, TINY, launch_record, run_d
                             success, wait_until)
 from launch_helpers import slurm_cluster  # noqa: F401  (the session fixture, requested by name below)
 
+pytestmark = pytest.mark.slow  # a real Slurm cluster
+
 SLURM_TRAINING = [*(o for o in FAST_TRAINING if not o.startswith("schedule.steps=")), "schedule.steps=40",
                   "cluster.devices=2", "parallel.dp=2"]
 """Two training processes (dp=2 on gloo), 40 steps: long enough to be interrupted mid-run."""

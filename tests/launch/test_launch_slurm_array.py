@@ -7,8 +7,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from launch_helpers import FAST_TRAINING, TINY, launch_record, run_dir, specc, states
 from launch_helpers import slurm_cluster  # noqa: F401  (the session fixture, requested by name below)
+
+pytestmark = pytest.mark.slow  # a real Slurm cluster
 
 
 def test_launch_slurm_data_stage_runs_as_a_job_array(slurm_cluster, tmp_path):

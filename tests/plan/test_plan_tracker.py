@@ -19,6 +19,8 @@ import torch
 
 from conftest import ROOT
 
+pytestmark = pytest.mark.slow  # traces the runtime under FSDPMemTracker in a subprocess (~30 s)
+
 FAKE_CONFIGS = ["base", "base-selective", "layernorm-learned", "fp32", "fp32-eager-gelu"]
 REAL_CONFIGS = ["tp2-sp-selective", "moe"]
 BF16_GFLOPS_NEEDED = 20.0

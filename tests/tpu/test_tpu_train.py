@@ -24,6 +24,8 @@ from safetensors.torch import load_file
 from tpu_helpers import (CPU_PARALLEL, ROOT, SPMD_PARALLEL, cpu_command, cpu_env, make_shards, read_metrics,
                          require_tpu_env, run_stage, schedule, tpu_command, tpu_env, write_stage_config)
 
+pytestmark = pytest.mark.slow  # torch-xla in .venv-tpu, training processes
+
 STEPS = schedule()["steps"]
 LOSS_RTOL = 1e-5
 """fp32 on both sides; XLA fuses and reorders reductions, so the curves differ by at most 2e-7

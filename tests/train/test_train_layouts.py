@@ -14,6 +14,8 @@ import pytest
 
 from train_helpers import make_shards, read_metrics, stage_config, tiny_model, tiny_schedule
 
+pytestmark = pytest.mark.slow  # torchrun, multi-process layouts
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 TORCHRUN = Path(sys.executable).with_name("torchrun")

@@ -31,6 +31,7 @@ def shards(tmp_path_factory) -> Path:
     return make_shards(tmp_path_factory.mktemp("loop") / "shards")
 
 
+@pytest.mark.slow  # trains, ~35 s
 def test_tiny_spec_loss_falls(tmp_path):
     shard_dir = make_shards(tmp_path / "shards", vocab_size=TINY["model"]["vocab_size"], num_documents=200)
     schedule = {**TINY["schedule"], "steps": 30, "global_batch_size": 8, "seq_len": 64, "warmup_steps": 5,
@@ -44,6 +45,7 @@ def test_tiny_spec_loss_falls(tmp_path):
     assert len(val) == 2 and val[1] < val[0]
 
 
+@pytest.mark.slow  # trains three times, ~3-4 s each
 @pytest.mark.parametrize("recompute, policy", [("full", "matmuls"), ("selective", "matmuls"),
                                                ("selective", "alternate_matmuls")])
 def test_recompute_gives_the_same_losses(tmp_path, shards, recompute, policy):
@@ -57,6 +59,7 @@ def test_recompute_gives_the_same_losses(tmp_path, shards, recompute, policy):
         assert b["grad_norm"] == pytest.approx(a["grad_norm"], rel=1e-5)
 
 
+@pytest.mark.slow  # trains twice, ~3 s
 def test_bf16_tracks_fp32(tmp_path, shards):
     schedule = tiny_schedule(steps=3, checkpoint_interval=3)
     fp32 = run(tmp_path / "fp32", shards, tiny_model(), schedule)
@@ -66,6 +69,7 @@ def test_bf16_tracks_fp32(tmp_path, shards):
         assert b["loss"] != a["loss"]  # really computed in bf16
 
 
+@pytest.mark.slow  # trains, ~3.5 s
 def test_metrics_record_predictions_and_mfu(tmp_path, shards):
     predicted = {"step_s": 0.5, "peak_memory_gib": 1.5, "flops_per_token": 6 * 1e5, "peak_tflops": 1.0}
     metrics = run(tmp_path / "m", shards, tiny_model(), tiny_schedule(steps=2, checkpoint_interval=2), predicted=predicted)

@@ -14,6 +14,8 @@ import pytest
 
 from conftest import ROOT
 
+pytestmark = pytest.mark.slow  # a fake process group in a subprocess, ~5 s
+
 SCRIPT = textwrap.dedent("""
     import json, torch, torch.distributed as dist
     from torch.distributed.device_mesh import init_device_mesh

@@ -205,6 +205,7 @@ def fp32_reference(tmp_path_factory, shards) -> list[dict]:
     return run(tmp_path_factory.mktemp("fp32-reference") / "out", shards, precision="fp32", micro_batch=2)
 
 
+@pytest.mark.slow  # torchrun, two processes
 @pytest.mark.parametrize("name", [name for name, _ in LAYOUT_CASES])
 def test_precision_runs_under_every_layout(layout_runs, fp32_reference, name):
     records = [r for r in read_metrics(layout_runs / name / "metrics.jsonl") if "loss" in r]
@@ -215,6 +216,7 @@ def test_precision_runs_under_every_layout(layout_runs, fp32_reference, name):
         assert records[-1]["loss_scale"] == 2.0**16 and records[-1]["skipped_steps"] == 0
 
 
+@pytest.mark.slow  # torchrun, two processes
 def test_fp8_under_fsdp_gathers_weights_in_fp8(layout_runs):
     import json
 
@@ -223,6 +225,7 @@ def test_fp8_under_fsdp_gathers_weights_in_fp8(layout_runs):
     assert facts["fp8_tp_sp_rowwise"]["weight_class"] == "Tensor"  # rowwise: gathered in bf16
 
 
+@pytest.mark.slow  # torchrun, two processes
 def test_pipelined_bf16_really_autocasts(layout_runs):
     """Under pipelining without data parallelism nothing else casts: the schedule runs in autocast."""
     bf16, fp32 = (read_metrics(layout_runs / name / "metrics.jsonl") for name in ("bf16_pp", "fp32_pp"))

@@ -15,6 +15,8 @@ import pytest
 
 from train_helpers import losses_by_step, make_shards, read_metrics, stage_config, tiny_model, tiny_schedule, write_config
 
+pytestmark = pytest.mark.slow  # training processes killed and restarted
+
 ROOT = Path(__file__).resolve().parent.parent.parent
 STEPS = 40
 SCHEDULE = tiny_schedule(steps=STEPS, checkpoint_interval=4, keep_checkpoints=2, eval_interval=20, eval_batches=1)
