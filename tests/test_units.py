@@ -118,3 +118,20 @@ def test_alignment_seq_len_and_window_read_binary():
                                             "+alignment.0.seq_len=4k", "deploy.targets.0.format=safetensors"])
     assert result.valid, [d.to_text() for d in result.diagnostics]
     assert result.spec.model.sliding_window == 4096 and result.spec.alignment[0].seq_len == 4096
+
+
+def test_booleans_are_never_quantities():
+    import pytest
+    from specc.spec import units
+    for parse in (units.parse_count, units.parse_length, units.parse_bytes, units.parse_float):
+        with pytest.raises(ValueError, match="boolean"):
+            parse(True)
+
+
+def test_overflowing_magnitudes_are_value_errors():
+    import pytest
+    from specc.spec import units
+    with pytest.raises(ValueError, match="too large"):
+        units.parse_count("1e400")
+    with pytest.raises(ValueError, match="too large"):
+        units.parse_length("1e308M")

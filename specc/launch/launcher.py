@@ -32,6 +32,7 @@ import yaml
 
 from specc.emit.bundle import MANIFEST, STATE_DIR, sha256_text
 from specc.emit.stages import output_dirname
+from specc.launch.lock import LockHeld, launch_lock
 from specc.runtime.io import atomic_write_json, config_hash, is_complete
 
 EXECUTORS = ("local", "slurm")
@@ -149,6 +150,15 @@ def launch(bundle_dir: Path, executor: str, wait: bool = True, echo: Echo = prin
         raise LaunchError(f"unknown executor {executor!r}; use one of {', '.join(EXECUTORS)}")
     bundle_dir = bundle_dir.resolve()
     verify_manifest(bundle_dir)
+    try:
+        with launch_lock(bundle_dir / STATE_DIR):
+            return _launch_locked(bundle_dir, executor, wait, echo)
+    except LockHeld as held:
+        raise LaunchError(f"{bundle_dir}: {held}") from None
+
+
+def _launch_locked(bundle_dir: Path, executor: str, wait: bool, echo: Echo) -> LaunchRecord:
+    """The body of `launch`, run while this process holds the bundle's launch lock."""
     stages = read_stages(bundle_dir)
     first = stages_to_run(bundle_dir, stages)
     folder = _new_launch_folder(bundle_dir)

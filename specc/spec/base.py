@@ -5,10 +5,31 @@ from __future__ import annotations
 import ast
 import inspect
 import sys
+import types
+import typing
 from functools import cache
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
+
+
+def _admits(annotation: object, wanted: tuple[type, ...]) -> bool:
+    """Whether an annotation (through Annotated, unions, Optional, Literal) accepts one of `wanted`."""
+    if annotation in wanted or annotation is typing.Any:
+        return True
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _admits(typing.get_args(annotation)[0], wanted)
+    if origin in (typing.Union, types.UnionType):
+        return any(_admits(arg, wanted) for arg in typing.get_args(annotation))
+    if origin is typing.Literal:
+        return any(type(arg) in wanted for arg in typing.get_args(annotation))
+    return False
+
+
+def _parsed_by_units(metadata: list) -> bool:
+    """Count/Length/Bytes/Number fields refuse booleans themselves, located at the key."""
+    return any(getattr(getattr(item, "func", None), "__module__", "") == "specc.spec.units" for item in metadata)
 
 
 class SpecModel(BaseModel):
@@ -46,6 +67,21 @@ class SpecModel(BaseModel):
         """The JSON Schema, with each field's docstring as its description."""
         document_fields()
         return super().model_json_schema(*args, **kwargs)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_bool_as_number(cls, data: object) -> object:
+        """`num_layers: yes` is YAML 1.1's true, which pydantic's lax int/float takes as 1: a boolean
+        is never a number, so it is refused for every field whose type does not accept bool."""
+        if not isinstance(data, dict):
+            return data
+        for name, value in data.items():
+            field = cls.model_fields.get(name) if isinstance(name, str) else None
+            if isinstance(value, bool) and field is not None and not _parsed_by_units(field.metadata) \
+                    and _admits(field.annotation, (int, float)) and not _admits(field.annotation, (bool,)):
+                raise ValueError(f"`{name}` expects a number, got {str(value).lower()} "
+                                 "(YAML reads yes/no/on/off/true/false as booleans)")
+        return data
 
 
 _documented: set[type[SpecModel]] = set()

@@ -10,6 +10,8 @@ keeping positions (an overridden value points at `<override #N>`).
 from __future__ import annotations
 
 import copy
+import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +20,8 @@ import yaml
 from specc.diagnostics.diagnostic import Diagnostic, Position, format_path
 
 MAX_NODES = 200_000
+MAX_DEPTH = 64          # deepest real spec nests ~6 levels; PyYAML recurses per level
+MAX_BYTES = 4 * 1024 * 1024  # tiny.yaml is ~1 KB; 4 MB keeps parse time near a second
 """Alias expansion ("billion laughs") guard: a spec never needs more values than this."""
 
 
@@ -104,6 +108,8 @@ class _Builder:
             raise _TooBig(self.position(node))
         if id(node) in self.active:
             raise _Recursive(self.position(node))
+        if len(path) > MAX_DEPTH:
+            raise _TooDeep(self.position(node))
         self.source_map.values.setdefault(path, self.position(node))
         if isinstance(node, yaml.MappingNode):
             return self._build_mapping(node, path)
@@ -156,6 +162,11 @@ class _TooBig(Exception):
         self.position = position
 
 
+class _TooDeep(Exception):
+    def __init__(self, position: Position):
+        self.position = position
+
+
 class _Recursive(Exception):
     def __init__(self, position: Position):
         self.position = position
@@ -178,6 +189,9 @@ def numbered_context(text: str, line: int, column: int, around: int = 2) -> tupl
 def parse_yaml(text: str, filename: str) -> Loaded:
     """Parse one YAML document, keeping positions; syntax errors become Y001 diagnostics."""
     source_map = SourceMap(files=[filename])
+    too_deep = _deep_collection(text, filename)
+    if too_deep:
+        return Loaded(None, source_map, [too_deep], {filename: text})
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as error:
@@ -203,6 +217,8 @@ def parse_yaml(text: str, filename: str) -> Loaded:
         return Loaded(None, source_map, [Diagnostic(
             "error", "Y005", f"the spec expands to more than {MAX_NODES} values (alias bomb?)",
             too_big.position)], {filename: text})
+    except _TooDeep as deep:
+        return Loaded(None, source_map, [_depth_diagnostic(deep.position)], {filename: text})
     except _Recursive as recursive:
         return Loaded(None, source_map, [Diagnostic(
             "error", "Y006", "an alias refers to a node that contains it", recursive.position)],
@@ -217,10 +233,97 @@ def parse_yaml(text: str, filename: str) -> Loaded:
     return Loaded(data, source_map, builder.diagnostics, {filename: text})
 
 
+def _depth_diagnostic(position: Position) -> Diagnostic:
+    return Diagnostic("error", "Y011", f"collections nest more than {MAX_DEPTH} levels deep", position,
+                      hint="a spec nests a few levels; flatten the value or check for a runaway paste")
+
+
+def _deep_collection(text: str, filename: str) -> Diagnostic | None:
+    """Reject nesting beyond MAX_DEPTH before PyYAML's recursive composer sees it.
+
+    Scans events (a flat stream, no recursion), so 100k nested `[` costs one pass instead of a
+    RecursionError; flow and block collections both emit Start/End events.
+    """
+    depth = 0
+    try:
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+            if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+                depth += 1
+                if depth > MAX_DEPTH:
+                    mark = event.start_mark
+                    return _depth_diagnostic(Position(filename, mark.line + 1, mark.column + 1))
+            elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+                depth -= 1
+    except (yaml.YAMLError, RecursionError):
+        return None  # syntax errors are reported, located, by compose below
+    return None
+
+
+def parse_value(text: str, filename: str) -> tuple[object, Diagnostic | None]:
+    """One YAML value (a `--set` right-hand side) under the same depth/alias/size limits as a file.
+
+    Text that is not YAML stays a plain string, as before; an alias bomb, a self-referencing
+    alias or runaway nesting is an error instead of a RecursionError or MemoryError later.
+    """
+    where = Position(filename)
+    if len(text) > MAX_BYTES:
+        return None, Diagnostic("error", "Y012", f"the value is longer than {MAX_BYTES // 2**20} MB", where)
+    too_deep = _deep_collection(text, filename)
+    if too_deep:
+        return None, Diagnostic("error", "Y011", f"the value's {too_deep.message}", where, hint=too_deep.hint)
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except (yaml.YAMLError, RecursionError):
+        return text, None
+    if node is None:
+        return None, None
+    builder = _Builder(filename, SourceMap(files=[filename]))
+    try:
+        return builder.build(node, ()), None
+    except _TooBig:
+        return None, Diagnostic("error", "Y005", f"the value expands to more than {MAX_NODES} values (alias bomb?)",
+                                where)
+    except _Recursive:
+        return None, Diagnostic("error", "Y006", "an alias in the value refers to a node that contains it", where)
+    except _TooDeep:
+        return None, Diagnostic("error", "Y011", f"the value nests more than {MAX_DEPTH} levels deep", where)
+    except (yaml.YAMLError, ValueError, TypeError, OverflowError):
+        return text, None
+
+
+def _special_file(path: Path, shown_as: str) -> Diagnostic | None:
+    """Refuse FIFOs, devices, sockets and oversized files before reading a byte.
+
+    Reading /dev/zero never ends and a FIFO blocks forever, so the kind and size are checked
+    with stat first; a missing path falls through to the read, which reports it.
+    """
+    try:
+        info = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    if stat.S_ISDIR(info.st_mode):
+        return Diagnostic("error", "Y007", f"{shown_as} is a directory, not a spec file", Position(shown_as))
+    if not stat.S_ISREG(info.st_mode):
+        return Diagnostic("error", "Y012", f"{shown_as} is not a regular file (a FIFO, device or socket)",
+                          Position(shown_as), hint="pass a spec saved as an ordinary .yaml file")
+    if info.st_size > MAX_BYTES:
+        return Diagnostic("error", "Y012", f"{shown_as} is {info.st_size / 2**20:.1f} MB; specs are limited to "
+                          f"{MAX_BYTES // 2**20} MB", Position(shown_as),
+                          hint="a spec is a few KB; check that the right file was passed")
+    return None
+
+
 def read_text(path: Path, shown_as: str) -> tuple[str | None, Diagnostic | None]:
     """File contents, or a located diagnostic saying why it cannot be read."""
+    special = _special_file(path, shown_as)
+    if special:
+        return None, special
     try:
-        raw = path.read_bytes()
+        with open(path, "rb") as handle:
+            raw = handle.read(MAX_BYTES + 1)
+        if len(raw) > MAX_BYTES:  # grew between stat and read
+            return None, Diagnostic("error", "Y012", f"{shown_as} is larger than {MAX_BYTES // 2**20} MB",
+                                    Position(shown_as))
     except FileNotFoundError:
         return None, Diagnostic("error", "Y007", f"file not found: {shown_as}", Position(shown_as))
     except IsADirectoryError:
@@ -281,6 +384,11 @@ def _apply_extends(child: Loaded, path: Path, shown_as: str, stack: tuple[Path, 
         if loaded.data is None and loaded.diagnostics and loaded.diagnostics[0].code == "Y007":
             diagnostics.append(Diagnostic("error", "Y007", f"extended file not found: {base_shown}", where,
                                           "extends", hint="paths in `extends` are relative to this file"))
+            continue
+        if loaded.data is None and loaded.diagnostics and loaded.diagnostics[0].code == "Y012":
+            first = loaded.diagnostics[0]
+            diagnostics.append(Diagnostic("error", "Y012", f"`extends` target: {first.message}", where,
+                                          "extends", hint=first.hint))
             continue
         diagnostics.extend(loaded.diagnostics)
         texts.update(loaded.text_by_file)

@@ -12,16 +12,14 @@ import re
 import yaml
 
 from specc.diagnostics.diagnostic import Diagnostic, Position, format_path
-from specc.spec.loader import SourceMap
+from specc.spec.loader import SourceMap, parse_value
 
 _KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$|^[0-9]+$")
 
 
-def _parse_value(text: str):
-    try:
-        return yaml.safe_load(text) if text.strip() else ""
-    except yaml.YAMLError:
-        return text
+def _clip(text: str, limit: int = 60) -> str:
+    """Shorten a hostile override for the message; the full text is on the command line."""
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _split_path(dotted: str) -> tuple | None:
@@ -74,7 +72,10 @@ def _apply_one(data: dict, source_map: SourceMap, text: str, where: Position) ->
                           hint=f"to change it write `{dotted}=...` (or `++{dotted}=...`)")
     if isinstance(parent, list) and not exists:
         return Diagnostic("error", "O005", f"list index {last} is out of range in `{shown}`", where, shown)
-    value = _parse_value(match.group("value"))
+    value, problem = parse_value(match.group("value"), where.file) if match.group("value").strip() else ("", None)
+    if problem:
+        return Diagnostic(problem.severity, problem.code, f"{problem.message} in override {_clip(text)!r}", where, shown,
+                          hint=problem.hint)
     parent[last] = value
     source_map.replace_subtree(path, where, value)
     return None

@@ -16,6 +16,7 @@ Conventions (documented in the README):
 
 from __future__ import annotations
 
+import math
 import re
 
 _NUMBER = r"(?P<num>[0-9]+(?:\.[0-9]*)?(?:[eE][+-]?[0-9]+)?)"
@@ -35,7 +36,16 @@ def _split(text: str, suffixes: dict[str, int | float], what: str) -> tuple[floa
     if not match or match.group("unit") not in suffixes:
         units = ", ".join(repr(s) for s in suffixes if s)
         raise ValueError(f"cannot read {text!r} as {what}; write a number with an optional unit ({units})")
-    return float(match.group("num")), suffixes[match.group("unit")]
+    number = float(match.group("num"))
+    if not math.isfinite(number * suffixes[match.group("unit")]):
+        raise ValueError(f"{text!r} is too large to be {what}")
+    return number, suffixes[match.group("unit")]
+
+
+def _no_bool(value: object, what: str) -> None:
+    """YAML 1.1 reads yes/no/on/off/true as booleans and pydantic takes True as 1: refuse it."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected {what}, got {str(value).lower()} (YAML reads yes/no/on/off/true/false as booleans)")
 
 
 def _as_whole(value: float, text: str, what: str) -> int:
@@ -46,6 +56,7 @@ def _as_whole(value: float, text: str, what: str) -> int:
 
 def parse_count(value: object) -> object:
     """`7B` -> 7_000_000_000, `2T` -> 2e12, `32k` -> 32_000; other types pass through."""
+    _no_bool(value, "a count")
     if isinstance(value, str):
         number, scale = _split(value, _COUNT_SUFFIXES, "a count")
         return _as_whole(number * scale, value, "units")
@@ -56,6 +67,7 @@ def parse_count(value: object) -> object:
 
 def parse_length(value: object) -> object:
     """`4k` -> 4096, `128k` -> 131072 (sequence lengths count in binary thousands)."""
+    _no_bool(value, "a length")
     if isinstance(value, str):
         number, scale = _split(value, _LENGTH_SUFFIXES, "a length")
         return _as_whole(number * scale, value, "tokens")
@@ -64,6 +76,7 @@ def parse_length(value: object) -> object:
 
 def parse_bytes(value: object) -> object:
     """`80GiB` -> 85_899_345_920, `40GB` -> 40_000_000_000."""
+    _no_bool(value, "a size in bytes")
     if isinstance(value, str):
         number, scale = _split(value, _BYTE_SUFFIXES, "a size in bytes")
         return _as_whole(number * scale, value, "bytes")
@@ -72,6 +85,7 @@ def parse_bytes(value: object) -> object:
 
 def parse_float(value: object) -> object:
     """`1e-4` -> 0.0001 (PyYAML's YAML 1.1 resolver leaves it a string)."""
+    _no_bool(value, "a number")
     if isinstance(value, str):
         try:
             return float(value.strip())
