@@ -20,6 +20,7 @@ import torch
 import torch.distributed as dist
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
+from specc.runtime.infer.weights import write_safetensors
 from specc.runtime.io import atomic_write_json, is_complete, mark_success
 from specc.runtime.train.loop import TrainSettings, train
 from specc.spec.model import ModelSpec
@@ -48,8 +49,6 @@ def export_final(parts: list[torch.nn.Module], model: ModelSpec, directory: Path
 
     Each pipeline stage's weights come from its representative rank (dp and tp rank 0).
     """
-    from safetensors.torch import save_file
-
     # not cpu_offload=True: with it only global rank 0 receives tensors, and under pipeline
     # parallelism the other stages' weights live elsewhere
     options = StateDictOptions(full_state_dict=True)
@@ -70,9 +69,7 @@ def export_final(parts: list[torch.nn.Module], model: ModelSpec, directory: Path
         state.pop("output.weight", None)  # shared with embeddings.tok_embeddings.weight
     directory.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in sorted(state.items())}
-    temporary = directory / ".model.safetensors.tmp"
-    save_file(tensors, str(temporary), metadata={"format": "pt"})
-    os.replace(temporary, directory / "model.safetensors")
+    write_safetensors(tensors, directory / "model.safetensors", {"format": "pt"})
     atomic_write_json(directory / "config.json", model.model_dump(mode="json"))
 
 
@@ -88,7 +85,8 @@ def run(config: dict) -> None:
     representative = rt.meshes is None or (rt.meshes["dp"].get_local_rank() == 0 and rt.meshes["tp"].get_local_rank() == 0)
     export_final(summary["parts"], settings.model, settings.out_dir / "final", representative)
     if rank == 0:
-        mark_success(settings.out_dir, config, steps=summary["steps"], final_loss=summary["final_loss"])
+        mark_success(settings.out_dir, config, outputs=["final"], steps=summary["steps"],
+                     final_loss=summary["final_loss"])
     if dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
