@@ -246,7 +246,9 @@ def storage_cause(error: BaseException) -> OSError | None:
             # safetensors and tokenizers (Rust) report `IoError(Os { code: 28, ... })` as text
             return OSError(int(code.group(1)), os.strerror(int(code.group(1))))
         failures = getattr(current, "failures", None)
-        if isinstance(failures, dict):
-            pending.extend(f for f in failures.values() if isinstance(f, BaseException))
+        if isinstance(failures, dict):  # rank -> (exception, traceback summary)
+            for failure in failures.values():
+                parts = failure if isinstance(failure, tuple) else (failure,)
+                pending.extend(f for f in parts if isinstance(f, BaseException))
         pending.extend(e for e in (current.__cause__, current.__context__) if e is not None)
     return None

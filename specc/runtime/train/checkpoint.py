@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.api import CheckpointException
 from torch import nn
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict, set_state_dict
 
@@ -109,7 +110,7 @@ def save_checkpoint(directory: Path, step: int, parts: list[nn.Module], optimize
     try:
         with _quiet_single_process():
             dcp.save(state, checkpoint_id=str(temporary))
-    except Exception as error:
+    except (Exception, CheckpointException) as error:  # DCP's own exception is a BaseException
         raise _save_failed(temporary, error) from error
     outcome = write_and_hash(temporary, lambda: _save_torch(_rng_state(), temporary / f"rng-rank{_rank()}.pt"))
     files = gather_manifest(temporary, outcome)
