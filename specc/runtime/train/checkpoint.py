@@ -33,7 +33,7 @@ from torch.distributed.checkpoint.api import CheckpointException
 from torch import nn
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict, set_state_dict
 
-from specc.runtime.integrity import IntegrityError, StorageError, entry_problem, file_digest, storage_cause, storage_error
+from specc.runtime.integrity import IntegrityError, NonFiniteLossError, StorageError, entry_problem, file_digest, storage_cause, storage_error
 from specc.runtime.io import atomic_write_json
 
 STEP_DIR = re.compile(r"^step-(\d{8})$")
@@ -189,6 +189,16 @@ def commit_checkpoint(temporary: Path, final: Path, keep: int, meta: dict, files
     temporary.rename(final)
     for old in complete_checkpoints(final.parent)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def diverged(step: int, loss: float, directory: Path) -> NonFiniteLossError:
+    """The error that stops a run whose loss became NaN/inf, naming the step and the newest
+    checkpoint to go back to (checkpoints are never written from a diverged state)."""
+    saved = complete_checkpoints(directory)
+    last = f"the last good checkpoint is {saved[-1]}" if saved else "there is no checkpoint yet"
+    return NonFiniteLossError(f"the loss is {loss} at step {step}; training stopped there without saving the "
+                              f"diverged state; {last}. Lower schedule.lr, raise warmup_steps or set "
+                              "schedule.grad_clip, then relaunch (it resumes from that checkpoint)")
 
 
 # --- verification before resuming ----------------------------------------------------------

@@ -24,12 +24,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.distributed.tensor import DTensor
 
-from specc.runtime.integrity import NonFiniteLossError
 from specc.runtime.io import MetricsWriter
 from specc.runtime.train import parallelize as par
 from specc.runtime.train import precision as prec
-from specc.runtime.train.checkpoint import (all_gather, complete_checkpoints, load_checkpoint, newest_intact,
-                                            save_checkpoint)
+from specc.runtime.train.checkpoint import all_gather, diverged, load_checkpoint, newest_intact, save_checkpoint
 from specc.runtime.train.data import BatchLayout, SequenceStream, local_batch, open_streams, verify_shards_once
 from specc.runtime.train.model import build_model, num_parameters
 from specc.runtime.train.moe import AuxLossScaler
@@ -401,13 +399,10 @@ def stop_on_non_finite(stage: str, step: int, loss: float, checkpoint_dir: Path,
     if metrics is not None:
         metrics.write(step=step, loss=str(loss), event="non_finite_loss")
         metrics.close()
-    saved = complete_checkpoints(checkpoint_dir)
-    last = f"the last good checkpoint is {saved[-1]}" if saved else "there is no checkpoint yet"
+    error = diverged(step, loss, checkpoint_dir)
     if dist.is_initialized():
         dist.destroy_process_group()
-    raise NonFiniteLossError(f"the loss is {loss} at step {step}; training stopped before the update and "
-                             f"nothing after step {step - 1} was saved; {last}. Lower schedule.lr, raise "
-                             "warmup_steps or set schedule.grad_clip, then relaunch (it resumes from that checkpoint)")
+    raise error
 
 
 def train(settings: TrainSettings) -> dict:
