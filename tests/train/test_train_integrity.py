@@ -203,3 +203,59 @@ def test_full_disk_while_exporting_weights_leaves_no_file(tmp_path, monkeypatch)
     with pytest.raises(StorageError, match=r"cannot write weights .*model\.safetensors: No space left on device"):
         weights.write_safetensors({"w": torch.zeros(4)}, tmp_path / "final" / "model.safetensors", {"format": "pt"})
     assert not list((tmp_path / "final").iterdir())
+
+
+def test_two_ranks_record_their_own_files_and_fall_back_together(tmp_path, shards):
+    """Under torchrun (2 ranks, FSDP): each rank hashes the shard file it wrote, both verify a
+    share of the newest checkpoint, and a damaged file of rank 1 makes both fall back."""
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    torchrun = Path(sys.executable).with_name("torchrun")
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    env.update(PYTHONPATH=os.pathsep.join([str(root), env.get("PYTHONPATH", "")]), OMP_NUM_THREADS="1")
+    parallel = {"dp": 2, "fsdp": True, "micro_batch": 2, "precision": "fp32"}
+    schedule = tiny_schedule(steps=12, checkpoint_interval=2, keep_checkpoints=3)
+
+    def launch(max_steps: int) -> subprocess.CompletedProcess:
+        config = stage_config(tmp_path, tiny_model(), schedule, parallel, shard_dir=str(shards), max_steps=max_steps,
+                              devices=2)
+        path = write_config(tmp_path / f"config-{max_steps}.json", config)
+        return subprocess.run([str(torchrun), "--standalone", "--nproc_per_node=2", "-m", "specc.runtime", str(path)],
+                              env=env, capture_output=True, text=True, timeout=600)
+
+    first = launch(4)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-5000:]
+    newest = tmp_path / "pretrain" / "checkpoints" / "step-00000004"
+    files = json.loads((newest / "checkpoint.json").read_text())["files"]
+    assert {"__0_0.distcp", "__1_0.distcp", "rng-rank0.pt", "rng-rank1.pt", ".metadata"} <= set(files)
+    flip_bytes(newest / "__1_0.distcp")
+    second = launch(6)
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-5000:]
+    assert "step-00000004 is damaged" in second.stderr and "resuming from step-00000002 instead" in second.stderr
+    assert second.stderr.count("is damaged and will not be loaded") == 1  # rank 0 reports for both
+    assert (tmp_path / "pretrain" / "checkpoints" / "step-00000006").is_dir()
+
+
+def test_full_disk_during_export_keeps_the_previous_export_whole(tmp_path, monkeypatch):
+    """An export is built in a hidden sibling and renamed into place: a failure leaves the old one."""
+    from specc.runtime.deploy import export
+    from specc.runtime.infer import weights
+
+    tokenizer = tmp_path / "tokenizer.json"
+    tokenizer.write_text("{}")
+    target = tmp_path / "deploy" / "model"
+    spec = ModelSpec.model_validate(tiny_model())
+    export.export_safetensors({"w": torch.zeros(4)}, spec, target, tokenizer, {"method": "none", "group_size": 0})
+    before = {p.name: p.read_bytes() for p in target.iterdir()}
+
+    def save_file(tensors, filename, metadata=None):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(weights, "save_file", save_file)
+    with pytest.raises(StorageError, match=r"No space left on device \([\d.]+ [KMG]iB free"):
+        export.export_safetensors({"w": torch.ones(4)}, spec, target, tokenizer, {"method": "none", "group_size": 0})
+    assert {p.name: p.read_bytes() for p in target.iterdir()} == before
+    assert sorted(p.name for p in target.parent.iterdir()) == ["model"]  # no .model.tmp left
