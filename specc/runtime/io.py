@@ -60,7 +60,8 @@ class MetricsWriter:
 
     def write(self, **record: object) -> None:
         record.setdefault("time", round(time.time(), 3))
-        self._stream.write(json.dumps(record, sort_keys=True) + "\n")
+        with storage_errors(self.path, "metrics to"):
+            self._stream.write(json.dumps(record, sort_keys=True) + "\n")
 
     def close(self) -> None:
         self._stream.close()
