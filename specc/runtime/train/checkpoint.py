@@ -29,11 +29,12 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
-from torch.distributed.checkpoint.api import CheckpointException
 from torch import nn
+from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict, set_state_dict
 
-from specc.runtime.integrity import IntegrityError, NonFiniteLossError, StorageError, entry_problem, file_digest, storage_cause, storage_error
+from specc.runtime.integrity import (IntegrityError, NonFiniteLossError, StorageError, entry_problem, file_digest,
+                                     storage_cause, storage_error)
 from specc.runtime.io import atomic_write_json
 
 STEP_DIR = re.compile(r"^step-(\d{8})$")
@@ -213,7 +214,10 @@ def checkpoint_problems(path: Path, rank: int = 0, world: int = 1) -> list[str]:
         return [f"{path / 'checkpoint.json'} is unreadable ({error})"]
     files = meta.get("files") if isinstance(meta, dict) else None
     if not isinstance(files, dict):
-        return []  # written before checkpoints recorded checksums: nothing to compare with
+        if rank == 0:
+            print(f"warning: {path} was written before checkpoints recorded their checksums; loading it "
+                  "unverified", file=sys.stderr, flush=True)
+        return []
     problems = []
     for index, (name, entry) in enumerate(sorted(files.items())):
         problem = entry_problem(path / name, entry, checksum=index % world == rank)
