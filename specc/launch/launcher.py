@@ -34,6 +34,7 @@ import yaml
 
 from specc.emit.bundle import MANIFEST, STATE_DIR, sha256_text
 from specc.emit.stages import output_dirname
+from specc.runtime.integrity import listing
 from specc.runtime.io import atomic_write_json, config_hash, is_complete, output_problems, read_marker
 
 EXECUTORS = ("local", "slurm")
@@ -195,7 +196,7 @@ def _prepare_outputs(bundle_dir: Path, stage: BundleStage, upstream_reruns: bool
         aside.parent.mkdir(parents=True, exist_ok=True)
         os.rename(outputs, aside)
         why = ("its inputs are being regenerated" if upstream_reruns else
-               ("its outputs changed after it finished: " + "; ".join(damaged)) if damaged else
+               ("its outputs changed after it finished: " + listing(damaged)) if damaged else
                "they came from another config")
         echo(f"{stage.dirname}: previous outputs moved to {aside} ({why})")
     outputs.mkdir(parents=True, exist_ok=True)

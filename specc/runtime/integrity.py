@@ -131,11 +131,18 @@ def manifest_problems(directory: Path, manifest: dict[str, dict], checksum: bool
     return problems
 
 
+def listing(problems: list[str], limit: int = 3) -> str:
+    """The first `limit` problems joined with '; ', then how many more (a deleted directory of
+    shards would otherwise be one message per file)."""
+    shown = "; ".join(problems[:limit])
+    return shown + (f"; and {len(problems) - limit} more" if len(problems) > limit else "")
+
+
 def verify_manifest(directory: Path, manifest: dict[str, dict], what: str, checksum: bool = True) -> None:
     """Raise IntegrityError naming every damaged file of `manifest` (`what` says whose files)."""
     problems = manifest_problems(directory, manifest, checksum)
     if problems:
-        raise IntegrityError(f"{what}: " + "; ".join(problems))
+        raise IntegrityError(f"{what}: " + listing(problems))
 
 
 def read_json(path: Path, what: str) -> object:

@@ -19,7 +19,7 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from specc.runtime.integrity import StageError, entry_problem, manifest_of, storage_errors
+from specc.runtime.integrity import StageError, entry_problem, listing, manifest_of, storage_errors
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -128,7 +128,7 @@ def completion_problem(stage_dir: Path, config: dict) -> str | None:
         return "finished with another config"
     problems = output_problems(stage_dir, marker)
     if problems:
-        return "its outputs changed since it finished: " + "; ".join(problems)
+        return "its outputs changed since it finished: " + listing(problems)
     return None
 
 
@@ -148,4 +148,4 @@ def check_upstream(stage_dir: Path, stage: str) -> None:
     problems = output_problems(stage_dir, marker)
     if problems:
         raise StageError(f"the {stage} stage's outputs in {stage_dir} changed after it finished: "
-                         + "; ".join(problems) + f"; relaunch to re-run the {stage} stage")
+                         + listing(problems) + f"; relaunch to re-run the {stage} stage")

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from specc.runtime.integrity import IntegrityError, entry_problem, read_json, write_bytes
+from specc.runtime.integrity import IntegrityError, entry_problem, listing, read_json, write_bytes
 from specc.runtime.io import atomic_write_json
 
 FORMAT = "specc-tokens-v1"
@@ -155,7 +155,7 @@ def open_split(directory: Path, split: str) -> TokenSplit:
     problems = [problem for entry in shard_entries(directory, meta, (split,))
                 if (problem := entry_problem(directory / entry["file"], entry, checksum=False)) is not None]
     if problems:
-        raise IntegrityError(f"token shards of {directory}: " + "; ".join(problems)
+        raise IntegrityError(f"token shards of {directory}: " + listing(problems)
                              + "; re-run the tokenize stage (relaunch: damaged outputs make it run again)")
     dtype = np.dtype(meta["dtype"])
     arrays = [np.memmap(directory / shard["file"], dtype=dtype, mode="r") for shard in meta["splits"][split]]

@@ -68,3 +68,15 @@ def test_full_disk_while_emitting_is_exit_1_naming_the_path_and_free_space(tmp_p
     assert "specc launch: error: cannot write the bundle" in err and "No space left on device" in err
     assert " free on its filesystem" in err and "Traceback" not in err
     assert list(out.iterdir()) == []  # no half-written bundle, no temporary directory
+
+
+def test_many_missing_outputs_are_summarised(tmp_path):
+    from specc.runtime.io import completion_problem
+
+    for index in range(5):
+        (tmp_path / f"part-{index}.bin").write_text("x" * index)
+    mark_success(tmp_path, {"a": 1}, outputs=[f"part-{index}.bin" for index in range(5)])
+    for index in range(5):
+        (tmp_path / f"part-{index}.bin").unlink()
+    problem = completion_problem(tmp_path, {"a": 1})
+    assert problem.count("is missing") == 3 and problem.endswith("; and 2 more")

@@ -34,7 +34,7 @@ from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict, set_state_dict
 
 from specc.runtime.integrity import (IntegrityError, NonFiniteLossError, StorageError, entry_problem, file_digest,
-                                     storage_cause, storage_error)
+                                     listing, storage_cause, storage_error)
 from specc.runtime.io import atomic_write_json
 
 STEP_DIR = re.compile(r"^step-(\d{8})$")
@@ -246,7 +246,7 @@ def newest_intact(directory: Path, stage: str = "pretrain") -> Path | None:
         damaged.append(path.name)
         if _rank() == 0:
             print(f"{stage}: warning: checkpoint {path} is damaged and will not be loaded: "
-                  f"{'; '.join(problems)}; moved to {aside.name}", file=sys.stderr, flush=True)
+                  f"{listing(problems)}; moved to {aside.name}", file=sys.stderr, flush=True)
             if aside.exists():
                 shutil.rmtree(aside)
             path.rename(aside)

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from specc.runtime.integrity import IntegrityError, file_digest
+from specc.runtime.integrity import IntegrityError, file_digest, listing
 from specc.runtime.io import atomic_write_json
 from specc.runtime.shards import TokenSplit, open_split, shard_problems
 
@@ -103,7 +103,7 @@ def verify_shards_once(shard_dir: Path, record: Path, rank: int, world: int, gat
         pass
     problems = sorted({p for share in gather(shard_problems(shard_dir, True, rank, world)) for p in share})
     if problems:
-        raise IntegrityError(f"token shards of {shard_dir}: " + "; ".join(problems)
+        raise IntegrityError(f"token shards of {shard_dir}: " + listing(problems)
                              + "; re-run the tokenize stage (relaunch: damaged outputs make it run again)")
     if rank == 0:
         atomic_write_json(record, expected)
