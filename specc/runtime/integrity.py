@@ -3,8 +3,9 @@
 Every artifact a later stage reads (checkpoints, token shards, tokenizer.json, data parts,
 final weights, exports) is recorded as `{"bytes": int, "sha256": hex}` when it is written,
 and checked when it is read. sha256 is the hash because it is the fastest one in the standard
-library on CPUs with SHA extensions (every AMD Zen, Intel since Ice Lake): 1.4 GiB/s here
-against 0.5 GiB/s for blake2b and 2.5 GiB/s for the 32-bit crc32 (`benchmarks/checksum_cost.py`).
+library on CPUs with SHA extensions (every AMD Zen, Intel since Ice Lake): 1.44 GiB/s here
+against 0.6 GiB/s for blake2b and 2-3 GiB/s for the 32-bit crc32 (`benchmarks/checksum_cost.py`:
++0.66-0.77 s per GiB written, +0.70 s per GiB read back; blake2b +1.8-2.1 and +1.4-1.75).
 Readers verify whichever hashlib algorithm an entry names, so the choice can change later
 without invalidating what was written. A checksum guards against damage (bit flips,
 truncation, a half-copied file); it is not a signature.
