@@ -33,6 +33,7 @@ from specc.catalog import load_catalog
 from specc.emit.render import Raw, Renderer
 from specc.emit.stages import EmitError, Stage, build_stages, run_dir_for
 from specc.plan.findings import severity_of
+from specc.runtime.integrity import STORAGE_ERRNOS, free_space
 from specc.spec.root import Spec
 
 MANIFEST = "manifest.json"
@@ -200,13 +201,16 @@ def write_bundle(bundle: Bundle, out: Path, force: bool = False) -> tuple[Path, 
         out.mkdir(parents=True, exist_ok=True)
         temporary = Path(tempfile.mkdtemp(dir=out, prefix=f".{bundle.name}.", suffix=".tmp"))
     except OSError as error:
-        raise EmitError(f"cannot write a bundle under {out}: {error.strerror}") from None
+        raise EmitError(f"cannot write a bundle under {out}: {error.strerror} ({free_space(out)})") from None
     try:
         for relative, text in files.items():
             _write_file(temporary / relative, text)
         _replace(temporary, final)
-    except BaseException:
-        shutil.rmtree(temporary, ignore_errors=True)
+    except BaseException as error:
+        shutil.rmtree(temporary, ignore_errors=True)  # no half-written bundle is left behind
+        if isinstance(error, OSError) and error.errno in STORAGE_ERRNOS:
+            raise EmitError(f"cannot write the bundle {final}: {error.strerror} ({free_space(out)} on its "
+                            "filesystem); nothing was written: free space or pick another --out") from None
         raise
     return final, True
 

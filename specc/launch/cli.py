@@ -62,6 +62,7 @@ def cmd_launch(args: argparse.Namespace) -> int:
     """Exit 0 when every stage succeeded (or was emitted, with --dry-run), 1 otherwise."""
     from specc.emit.bundle import EmitError
     from specc.launch.launcher import LaunchError
+    from specc.runtime.integrity import StorageError
 
     try:
         bundle_dir = _bundle_for(args)
@@ -70,7 +71,7 @@ def cmd_launch(args: argparse.Namespace) -> int:
         if args.dry_run:
             return 0
         return _launch(bundle_dir, args)
-    except (LaunchUsageError, EmitError, LaunchError) as error:
+    except (LaunchUsageError, EmitError, LaunchError, StorageError) as error:
         print(f"specc launch: error: {error}", file=sys.stderr)
         return 1
 

@@ -7,7 +7,9 @@ are cancelled explicitly too (clusters without `kill_invalid_depend` would leave
 pending forever). Locally each stage is submitted when the previous one succeeded.
 
 Skipping: a stage is skipped when it and every stage before it have a `_SUCCESS.json`
-recording their current config (`specc.runtime.io.is_complete`). From the first stage
+recording their current config, and the outputs it records are still there with their
+sizes (and checksums, for files modified since: `specc.runtime.io.is_complete`); a stage
+whose outputs were deleted or changed runs again, from scratch. From the first stage
 that must run, every later stage runs too (its inputs may have changed); outputs that
 belong to another config or to inputs being regenerated are moved aside first, so that
 no stage skips itself or resumes from a checkpoint of different work.
@@ -33,7 +35,8 @@ import yaml
 from specc.emit.bundle import MANIFEST, STATE_DIR, sha256_text
 from specc.emit.stages import output_dirname
 from specc.launch.lock import LockHeld, launch_lock
-from specc.runtime.io import atomic_write_json, config_hash, is_complete
+from specc.runtime.integrity import listing
+from specc.runtime.io import atomic_write_json, config_hash, is_complete, output_problems, read_marker
 
 EXECUTORS = ("local", "slurm")
 LAUNCH_RECORD = "launch.json"
@@ -193,12 +196,18 @@ def _prepare_outputs(bundle_dir: Path, stage: BundleStage, upstream_reruns: bool
     launched = outputs / LAUNCH_MARKER
     previous = _recorded_hash(launched) or _recorded_hash(outputs / "_SUCCESS.json")
     current = config_hash(stage.config)
-    stale = upstream_reruns or (previous is not None and previous != current)
+    marker = read_marker(outputs)
+    # finished for this config, but a recorded output was deleted, truncated or changed since:
+    # start over rather than resume on top of it
+    damaged = output_problems(outputs, marker) if marker and marker.get("config_sha256") == current else []
+    stale = upstream_reruns or (previous is not None and previous != current) or bool(damaged)
     if outputs.exists() and stale:
         aside = outputs.parent / ".replaced" / f"{outputs.name}-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
         aside.parent.mkdir(parents=True, exist_ok=True)
         os.rename(outputs, aside)
-        why = "its inputs are being regenerated" if upstream_reruns else "they came from another config"
+        why = ("its inputs are being regenerated" if upstream_reruns else
+               ("its outputs changed after it finished: " + listing(damaged)) if damaged else
+               "they came from another config")
         echo(f"{stage.dirname}: previous outputs moved to {aside} ({why})")
     outputs.mkdir(parents=True, exist_ok=True)
     atomic_write_json(launched, {"config_sha256": current})

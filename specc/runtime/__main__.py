@@ -6,6 +6,7 @@ import json
 import sys
 from pathlib import Path
 
+from specc.runtime.integrity import StageError
 from specc.runtime.stages import module_for_config
 
 
@@ -25,7 +26,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyError as error:
         print(f"specc.runtime: {error.args[0]}", file=sys.stderr)
         return 1
-    module.run(config)
+    try:
+        module.run(config)
+    except StageError as error:
+        # damaged inputs, a full disk, a diverged loss: the user's to act on, one line, no traceback
+        print(f"specc {config.get('stage', 'stage')}: error: {error}", file=sys.stderr, flush=True)
+        return 1
     return 0
 
 

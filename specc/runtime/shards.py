@@ -8,16 +8,22 @@ Layout of a shard directory:
     train-00000.bin           flat token ids (numpy memmap), documents separated by EOS
     train-00000.idx.npy       int64 start offset of each document in the .bin
 uint16 when the vocabulary fits (< 65536 ids), else uint32 (nanoGPT's layout, plus an index).
+
+Integrity: each shard entry also records `bytes` and `sha256` of the .bin, and `index` (the
+.idx.npy's `file`, `bytes`, `sha256`), hashed from memory while writing. Opening a split checks
+every shard's size (a stat: a truncated or missing shard is an IntegrityError naming it);
+`shard_problems` re-hashes them, which training does once per input (`train.data`).
 """
 
 from __future__ import annotations
 
-import json
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from specc.runtime.integrity import IntegrityError, entry_problem, listing, read_json, write_bytes
 from specc.runtime.io import atomic_write_json
 
 FORMAT = "specc-tokens-v1"
@@ -55,13 +61,14 @@ class ShardWriter:
         if not self._buffer:
             return
         name = f"{self.split}-{len(self.shards):05d}"
-        tokens = np.concatenate(self._buffer)
-        temporary = self.directory / f".{name}.bin.tmp"
-        tokens.tofile(temporary)
-        temporary.rename(self.directory / f"{name}.bin")
-        np.save(self.directory / f"{name}.idx.npy", np.asarray(self._starts, dtype=np.int64))
+        tokens = np.ascontiguousarray(np.concatenate(self._buffer))
+        shard = write_bytes(self.directory / f"{name}.bin", memoryview(tokens).cast("B"), "token shard")
+        starts = io.BytesIO()
+        np.save(starts, np.asarray(self._starts, dtype=np.int64))
+        index = write_bytes(self.directory / f"{name}.idx.npy", starts.getbuffer(), "token index")
         self.shards.append({"file": f"{name}.bin", "num_tokens": int(len(tokens)),
-                            "num_documents": len(self._starts)})
+                            "num_documents": len(self._starts), **shard,
+                            "index": {"file": f"{name}.idx.npy", **index}})
         self._buffer, self._starts, self._count = [], [], 0
 
     def close(self) -> list[dict]:
@@ -106,11 +113,50 @@ class TokenSplit:
         return out
 
 
+def read_meta(directory: Path) -> dict:
+    """meta.json of a shard directory; IntegrityError naming it when missing or damaged."""
+    meta = read_json(directory / "meta.json", "token-shard index")
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise IntegrityError(f"{directory / 'meta.json'} is not a specc token-shard index (format {FORMAT})")
+    return meta
+
+
+def shard_entries(directory: Path, meta: dict, splits: tuple[str, ...] = ("train", "validation")) -> list[dict]:
+    """The manifest entries (`file`, `bytes`, optional `sha256`) of every shard and index file.
+
+    An entry written before shards recorded their bytes is sized from its token count."""
+    shards = [shard for split in splits for shard in meta["splits"].get(split, [])]
+    return entries_of(shards, np.dtype(meta["dtype"]).itemsize)
+
+
+def entries_of(shards: list[dict], itemsize: int) -> list[dict]:
+    """Manifest entries of shard records: each .bin, then its index (named relative to the .bin's folder)."""
+    entries = []
+    for shard in shards:
+        entries.append({"bytes": shard["num_tokens"] * itemsize, **shard})
+        index = shard.get("index")
+        if isinstance(index, dict):
+            entries.append({**index, "file": (Path(shard["file"]).parent / index["file"]).as_posix()})
+    return entries
+
+
+def shard_problems(directory: Path, checksum: bool = True, rank: int = 0, world: int = 1) -> list[str]:
+    """Every shard or index file of `directory` that is missing, resized or (with `checksum`)
+    damaged; rank `rank` of `world` re-hashes every world-th file, so ranks share the reading."""
+    meta = read_meta(directory)
+    return [problem for index, entry in enumerate(shard_entries(directory, meta))
+            if (problem := entry_problem(directory / entry["file"], entry,
+                                         checksum=checksum and index % world == rank)) is not None]
+
+
 def open_split(directory: Path, split: str) -> TokenSplit:
-    """Memory-map every shard of `split` (train or validation)."""
-    meta = json.loads((directory / "meta.json").read_text())
-    if meta.get("format") != FORMAT:
-        raise ValueError(f"{directory} is not a specc token-shard directory")
+    """Memory-map every shard of `split` (train or validation), after checking each one's size."""
+    meta = read_meta(directory)
+    problems = [problem for entry in shard_entries(directory, meta, (split,))
+                if (problem := entry_problem(directory / entry["file"], entry, checksum=False)) is not None]
+    if problems:
+        raise IntegrityError(f"token shards of {directory}: " + listing(problems)
+                             + "; re-run the tokenize stage (relaunch: damaged outputs make it run again)")
     dtype = np.dtype(meta["dtype"])
     arrays = [np.memmap(directory / shard["file"], dtype=dtype, mode="r") for shard in meta["splits"][split]]
     return TokenSplit(arrays, meta["eos_id"], meta["vocab_size"])

@@ -85,4 +85,4 @@ def inputs_record(context: StageContext, keys: tuple[str, ...]) -> dict:
 
 def finish(context: StageContext, inputs: dict, summary: dict) -> None:
     atomic_write_json(context.out_dir / "final" / "provenance.json", {"stage": context.stage.name, "inputs": inputs})
-    mark_success(context.out_dir, context.config, inputs=inputs, **summary)
+    mark_success(context.out_dir, context.config, outputs=["final"], inputs=inputs, **summary)

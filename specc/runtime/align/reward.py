@@ -9,18 +9,17 @@ output head is dropped, so the file is not a language model.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
 from specc.runtime.align.common import StageContext, finish, inputs_record
 from specc.runtime.align.data import PreferencePair, load_preferences, step_indices, total_steps
 from specc.runtime.align.trainer import device, train_loop
-from specc.runtime.infer.weights import WEIGHTS, load_model, model_spec_from_dir
+from specc.runtime.infer.weights import WEIGHTS, load_model, model_spec_from_dir, write_safetensors
 from specc.runtime.io import atomic_write_json
 from specc.runtime.train.model import Transformer, build_model
 
@@ -50,9 +49,7 @@ class ScalarModel(nn.Module):
 def save_scalar_model(model: ScalarModel, directory: Path) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
-    temporary = directory / f".{WEIGHTS}.tmp"
-    save_file(dict(sorted(state.items())), str(temporary), metadata={"format": "pt", "kind": "scalar"})
-    os.replace(temporary, directory / WEIGHTS)
+    write_safetensors(dict(sorted(state.items())), directory / WEIGHTS, {"format": "pt", "kind": "scalar"})
     atomic_write_json(directory / "config.json", model.spec.model_dump(mode="json"))
 
 

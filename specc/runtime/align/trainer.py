@@ -14,6 +14,7 @@ holds is on that device.
 
 from __future__ import annotations
 
+import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +24,7 @@ import torch
 from torch import nn
 
 from specc.runtime.io import MetricsWriter
-from specc.runtime.train.checkpoint import complete_checkpoints, load_checkpoint, save_checkpoint
+from specc.runtime.train.checkpoint import diverged, load_checkpoint, newest_intact, save_checkpoint
 from specc.runtime.train.loop import EXIT_REQUEUE, StopSignal
 
 
@@ -68,11 +69,11 @@ def train_loop(trainable: nn.Module, settings: LoopSettings, step_fn: Callable[[
     optimizer, scheduler = build_optimizer(trainable, settings)
     checkpoints = settings.out_dir / "checkpoints"
     start = 0
-    existing = complete_checkpoints(checkpoints)
-    if existing:
-        meta = load_checkpoint(existing[-1], [trainable], [optimizer], [scheduler])
+    resume = newest_intact(checkpoints, settings.stage_name)
+    if resume is not None:
+        meta = load_checkpoint(resume, [trainable], [optimizer], [scheduler])
         start = int(meta["step"])
-        print(f"{settings.stage_name}: resumed from {existing[-1]} at step {start}")
+        print(f"{settings.stage_name}: resumed from {resume} at step {start}")
     stopper = StopSignal()
     last: dict = {}
     parameters = [p for p in trainable.parameters() if p.requires_grad]
@@ -94,6 +95,8 @@ def train_loop(trainable: nn.Module, settings: LoopSettings, step_fn: Callable[[
             last = {**last, "lr": lr}
             metrics.write(step=step + 1, **last)
             done = step + 1
+            if isinstance(last.get("loss"), float) and not math.isfinite(last["loss"]):
+                raise diverged(done, last["loss"], checkpoints)  # before the diverged state is saved
             if done % settings.checkpoint_interval == 0 or done == settings.total_steps or stopper.received:
                 save_checkpoint(checkpoints, done, [trainable], [optimizer], [scheduler], settings.keep)
                 if on_checkpoint is not None:

@@ -45,11 +45,15 @@ def write_documents(path: Path, documents: Iterable[Document]) -> int:
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # unique: two writers never share one
     count = 0
-    with open(temporary, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, compresslevel=6) as stream:
-        for document in documents:
-            stream.write(document.to_json().encode() + b"\n")
-            count += 1
-    os.replace(temporary, path)
+    try:
+        with open(temporary, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, compresslevel=6) as stream:
+            for document in documents:
+                stream.write(document.to_json().encode() + b"\n")
+                count += 1
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)  # a full disk leaves no partial file behind
+        raise
     return count
 
 

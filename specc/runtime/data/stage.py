@@ -42,6 +42,7 @@ from specc.runtime.data.params import DEFAULT_PART_DOCUMENTS
 from specc.runtime.data.progress import Progress, log
 from specc.runtime.data.report import merge_part_stats, summary_text
 from specc.runtime.data.sources import iter_source
+from specc.runtime.integrity import StageError, storage_errors
 from specc.runtime.io import MetricsWriter, atomic_write_json, atomic_write_text, config_hash, is_complete, mark_success
 from specc.spec.data import CorpusSpec, DedupSpec, Filter
 
@@ -362,14 +363,17 @@ def run(config: dict) -> None:
         return
     try:
         settings = parse_params(config.get("params", {}))
-        prepare_stage_dir(stage_dir, config)
-        shard = array_shard(settings)
-        if shard is not None:
-            run_array_task(settings, stage_dir, shard)
-            return
-        with MetricsWriter(stage_dir / "metrics.jsonl") as metrics:
-            stats = run_stage(settings, stage_dir, metrics)
-    except DataError as error:
+        with storage_errors(stage_dir, "data outputs under"):
+            prepare_stage_dir(stage_dir, config)
+            shard = array_shard(settings)
+            if shard is not None:
+                run_array_task(settings, stage_dir, shard)
+                return
+            with MetricsWriter(stage_dir / "metrics.jsonl") as metrics:
+                stats = run_stage(settings, stage_dir, metrics)
+    except (DataError, StageError) as error:
         raise SystemExit(f"specc data: error: {error}") from None
     print(summary_text(stats))
-    mark_success(stage_dir, config, documents_out=stats["output"]["documents"], bytes_out=stats["output"]["bytes"])
+    # what the tokenize stage reads: the manifest and the mixed output files it lists
+    mark_success(stage_dir, config, outputs=["manifest.json", "output"], documents_out=stats["output"]["documents"],
+                 bytes_out=stats["output"]["bytes"])

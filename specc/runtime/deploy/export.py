@@ -13,14 +13,13 @@ and the tokenizer as `tokenizer.json` + `tokenizer_config.json` + `special_token
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 
+from specc.runtime.infer.weights import write_safetensors
+from specc.runtime.integrity import read_json, staged_directory
 from specc.runtime.io import atomic_write_json
 from specc.runtime.train.model import Transformer
 from specc.spec.capabilities import hf_export_incompatibilities
@@ -98,9 +97,7 @@ def write_tokenizer(tokenizer_json: Path, directory: Path, eos_token: str, pad_t
 
 
 def _save(state: dict[str, torch.Tensor], path: Path, metadata: dict) -> None:
-    temporary = path.parent / f".{path.name}.tmp"
-    save_file(dict(sorted(state.items())), str(temporary), metadata=metadata)
-    os.replace(temporary, path)
+    write_safetensors(dict(sorted(state.items())), path, metadata)
 
 
 def export_hf(transformer: Transformer, directory: Path, tokenizer_json: Path, eos_token: str,
@@ -110,21 +107,21 @@ def export_hf(transformer: Transformer, directory: Path, tokenizer_json: Path, e
     if reasons:
         raise ValueError("format 'hf' exports the Llama-like subset only; this model has "
                          + ", ".join(reasons) + ". Use format: safetensors (validate rejects this spec: R172)")
-    directory.mkdir(parents=True, exist_ok=True)
-    tokenizer = json.loads(tokenizer_json.read_text())
+    tokenizer = read_json(tokenizer_json, "tokenizer")
     ids = {token["content"]: token["id"] for token in tokenizer.get("added_tokens", [])}
-    _save(hf_state_dict(transformer), directory / "model.safetensors", {"format": "pt"})
-    atomic_write_json(directory / "config.json", hf_config(transformer.spec, ids[eos_token], None))
-    atomic_write_json(directory / "generation_config.json", {"eos_token_id": ids[eos_token]})
-    write_tokenizer(tokenizer_json, directory, eos_token, pad_token if pad_token in ids else None)
+    with staged_directory(directory, "export") as staging:
+        _save(hf_state_dict(transformer), staging / "model.safetensors", {"format": "pt"})
+        atomic_write_json(staging / "config.json", hf_config(transformer.spec, ids[eos_token], None))
+        atomic_write_json(staging / "generation_config.json", {"eos_token_id": ids[eos_token]})
+        write_tokenizer(tokenizer_json, staging, eos_token, pad_token if pad_token in ids else None)
 
 
 def export_safetensors(state: dict[str, torch.Tensor], model: ModelSpec, directory: Path, tokenizer_json: Path,
                        quantization: dict) -> None:
     """specc's own layout: weights (possibly quantized: packed tensors and scales), the ModelSpec
     and a `quantization.json` saying how to rebuild the quantized modules."""
-    directory.mkdir(parents=True, exist_ok=True)
-    _save(state, directory / "model.safetensors", {"format": "pt", "quantization": quantization["method"]})
-    atomic_write_json(directory / "config.json", model.model_dump(mode="json"))
-    atomic_write_json(directory / "quantization.json", quantization)
-    shutil.copyfile(tokenizer_json, directory / "tokenizer.json")
+    with staged_directory(directory, "export") as staging:
+        _save(state, staging / "model.safetensors", {"format": "pt", "quantization": quantization["method"]})
+        atomic_write_json(staging / "config.json", model.model_dump(mode="json"))
+        atomic_write_json(staging / "quantization.json", quantization)
+        shutil.copyfile(tokenizer_json, staging / "tokenizer.json")

@@ -99,4 +99,7 @@ def run(config: dict) -> None:
             atomic_write_json(report_path, report)
             reports.append(report)
             print(f"deploy {target.name}: {json.dumps({k: v for k, v in report.items() if k != 'fingerprint'})}")
-    mark_success(stage_dir, config, targets=[r["target"] for r in reports])
+    # what users serve and later stages read; draft-training/ is scratch
+    outputs = [f"{r['target']}/{name}" for r in reports for name in ("hf", "model", "draft", "report.json")
+               if (stage_dir / r["target"] / name).exists()]
+    mark_success(stage_dir, config, outputs=outputs, targets=[r["target"] for r in reports])

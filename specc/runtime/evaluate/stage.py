@@ -111,4 +111,4 @@ def run(config: dict) -> None:
     table = results_markdown(rows)
     atomic_write_text(out / "results.md", table)
     print(table, end="")
-    mark_success(out, config, results=len(rows))
+    mark_success(out, config, outputs=["results.json"], results=len(rows))

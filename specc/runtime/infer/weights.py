@@ -10,7 +10,6 @@ the stages that start from it.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +18,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from tokenizers import Tokenizer
 
-from specc.runtime.io import atomic_write_json
+from specc.runtime.integrity import StageError, file_digest, read_json, storage_cause, storage_error
+from specc.runtime.io import atomic_write_json, check_upstream
 from specc.runtime.train.model import Transformer, build_model
 from specc.spec.model import ModelSpec
 
@@ -27,14 +27,22 @@ WEIGHTS = "model.safetensors"
 
 
 def model_spec_from_dir(directory: Path) -> ModelSpec:
-    return ModelSpec.model_validate(json.loads((directory / "config.json").read_text()))
+    return ModelSpec.model_validate(read_json(directory / "config.json", "model config"))
 
 
 def load_model(directory: Path, device: str | torch.device = "cpu") -> Transformer:
-    """The model saved in `directory`, in eval mode."""
+    """The model saved in `directory`, in eval mode.
+
+    When `directory` is a stage's `final/` (the stage's `_SUCCESS.json` records its files),
+    the files are first checked against that record; an unreadable weights file is a
+    StageError naming it either way."""
+    check_upstream(directory.parent, directory.parent.name)
     spec = model_spec_from_dir(directory)
     model = build_model(spec, seed=0)
-    state = load_file(str(directory / WEIGHTS))
+    try:
+        state = load_file(str(directory / WEIGHTS))
+    except Exception as error:  # noqa: BLE001 - safetensors raises its own (Rust) error types
+        raise StageError(f"{directory / WEIGHTS} is not readable safetensors ({error})") from None
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [name for name in missing if not (name == "output.weight" and spec.tie_embeddings)]
     if missing or unexpected:
@@ -50,10 +58,27 @@ def save_model(model: Transformer, directory: Path, extra_tensors: dict[str, tor
     if model.spec.tie_embeddings:
         state.pop("output.weight", None)
     state.update(extra_tensors or {})
-    temporary = directory / f".{WEIGHTS}.tmp"
-    save_file(dict(sorted(state.items())), str(temporary), metadata={"format": "pt"})
-    os.replace(temporary, directory / WEIGHTS)
+    write_safetensors(dict(sorted(state.items())), directory / WEIGHTS, {"format": "pt"})
     atomic_write_json(directory / "config.json", model.spec.model_dump(mode="json"))
+
+
+def write_safetensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> dict:
+    """Write a safetensors file atomically (temporary + rename) and return its size and sha256.
+
+    A full disk or I/O error is a StorageError naming `path` and the free space (safetensors'
+    own error only prints the OS error inside a Rust debug string); the temporary is removed."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp")
+    try:
+        save_file(tensors, str(temporary), metadata=metadata)
+        os.replace(temporary, path)
+    except Exception as error:
+        temporary.unlink(missing_ok=True)
+        cause = storage_cause(error)
+        if cause is None:
+            raise
+        raise storage_error(path, cause, "weights") from error
+    return file_digest(path)
 
 
 def file_sha256(path: Path) -> str:
@@ -80,10 +105,17 @@ class TextCodec:
 
 
 def load_codec(path: Path, eos_token: str = "<|endoftext|>", pad_token: str = "<|pad|>") -> TextCodec:
-    """Tokenizer from `tokenizer.json`; the pad id falls back to EOS when there is no pad token."""
-    tokenizer = Tokenizer.from_file(str(path))
+    """Tokenizer from `tokenizer.json`; the pad id falls back to EOS when there is no pad token.
+
+    A missing, truncated or hand-damaged file is a StageError naming it (the tokenizers
+    library's own message is a bare JSON parse error without the path)."""
+    try:
+        tokenizer = Tokenizer.from_file(str(path))
+    except Exception as error:  # noqa: BLE001 - the Rust side raises a plain Exception
+        raise StageError(f"{path} is not a readable tokenizer ({error}); re-run the tokenize stage "
+                         "(relaunch: a damaged output makes it run again) or fix tokenizer.path") from None
     eos_id = tokenizer.token_to_id(eos_token)
     if eos_id is None:
-        raise ValueError(f"{path}: no end-of-document token {eos_token!r}")
+        raise StageError(f"{path}: no end-of-document token {eos_token!r}")
     pad_id = tokenizer.token_to_id(pad_token)
     return TextCodec(tokenizer, eos_id, eos_id if pad_id is None else pad_id)

@@ -27,8 +27,10 @@ from pydantic import ValidationError
 from specc.runtime.data.documents import DataError, read_documents
 from specc.runtime.data.progress import Progress, log
 from specc.runtime.data.stage import prepare_stage_dir
-from specc.runtime.io import MetricsWriter, atomic_write_json, atomic_write_text, is_complete, mark_success
-from specc.runtime.shards import ShardWriter, write_meta
+from specc.runtime.io import (MetricsWriter, atomic_write_json, atomic_write_text, check_upstream, is_complete,
+                              mark_success)
+from specc.runtime.integrity import StageError, entry_problem, storage_errors
+from specc.runtime.shards import ShardWriter, dtype_for_vocab, entries_of, write_meta
 from specc.runtime.tokenizer.bpe import compression, encode, load_tokenizer, save_tokenizer, train_bpe
 from specc.spec.data import CorpusSpec, TokenizerSpec
 
@@ -115,11 +117,16 @@ def write_part(shards_dir: Path, data_dir: Path, entry: dict, tokenizer, eos_id:
     stem = Path(entry["file"]).name.removesuffix(".jsonl.gz")
     part_dir = shards_dir / "parts" / stem
     marker = part_dir / "part.json"
-    if marker.exists():
-        return json.loads(marker.read_text()) | {"skipped": True}
-    if part_dir.exists():
-        shutil.rmtree(part_dir)  # an unfinished part from a killed run
     vocab_size = tokenizer.get_vocab_size()
+    if marker.exists():
+        record = json.loads(marker.read_text())
+        shards = [dict(s, file=Path(s["file"]).name) for split in record["shards"].values() for s in split]
+        entries = entries_of(shards, dtype_for_vocab(vocab_size).itemsize)
+        if not any(entry_problem(part_dir / e["file"], e, checksum=False) for e in entries):
+            return record | {"skipped": True}
+        log("tokenize", f"{part_dir}: finished earlier but its shards changed since; encoding it again")
+    if part_dir.exists():
+        shutil.rmtree(part_dir)  # an unfinished (or since damaged) part from an earlier run
     writers = {split: ShardWriter(part_dir, split, vocab_size, eos_id) for split in ("train", "validation")}
     tokens = {"train": 0, "validation": 0}
     documents = {"train": 0, "validation": 0}
@@ -237,10 +244,21 @@ def run(config: dict) -> None:
         log("tokenize", f"already complete: {stage_dir}")
         return
     try:
-        prepare_stage_dir(stage_dir, config)
-        with MetricsWriter(stage_dir / "metrics.jsonl") as metrics:
-            stats = run_stage(config, stage_dir, metrics)
-    except DataError as error:
+        check_upstream(Path(config["run_dir"]) / "data", "data")
+        with storage_errors(stage_dir, "tokenize outputs under"):
+            prepare_stage_dir(stage_dir, config)
+            with MetricsWriter(stage_dir / "metrics.jsonl") as metrics:
+                stats = run_stage(config, stage_dir, metrics)
+    except (DataError, StageError) as error:
         raise SystemExit(f"specc tokenize: error: {error}") from None
     print(_summary(stats))
-    mark_success(stage_dir, config, train_tokens=stats["train_tokens"], validation_tokens=stats["validation_tokens"])
+    mark_success(stage_dir, config, outputs=["tokenizer.json", "shards"], known=shard_digests(stage_dir / "shards"),
+                 train_tokens=stats["train_tokens"], validation_tokens=stats["validation_tokens"])
+
+
+def shard_digests(shards_dir: Path) -> dict[str, dict]:
+    """The digests the shard writer streamed (relative to the stage dir), so the success
+    marker does not read the shards back."""
+    meta = json.loads((shards_dir / "meta.json").read_text())
+    shards = [s for split in meta["splits"].values() for s in split]
+    return {f"shards/{e['file']}": e for e in entries_of(shards, dtype_for_vocab(meta["vocab_size"]).itemsize)}

@@ -7,7 +7,9 @@ offsets, so the checkpoint loads under another mesh), plus `checkpoint.json` (st
 position, lr scheduler, XLA RNG seed). Every host writes into `.step-NNNNNNNN.tmp/`; after
 a barrier process 0 writes `checkpoint.json` and renames the directory: the rename is the
 commit, so a killed save leaves only a `.tmp` directory that is never loaded and is deleted
-by the next save. The newest `keep` checkpoints are kept.
+by the next save. The newest `keep` checkpoints are kept. Integrity (files recorded with size
+and sha256 in `checkpoint.json`, verified before resuming, a damaged newest checkpoint set
+aside for the previous one, a full disk a StorageError) is the GPU path's, from the same helpers.
 """
 
 from __future__ import annotations
@@ -25,9 +27,12 @@ import torch_xla.runtime as xr
 from torch import nn
 from torch_xla.experimental.distributed_checkpoint import SPMDLoadPlanner, SPMDSavePlanner, prime_optimizer
 
-from specc.runtime.train.checkpoint import commit_checkpoint, complete_checkpoints
+from torch.distributed.checkpoint.api import CheckpointException
 
-__all__ = ["complete_checkpoints", "load_checkpoint", "save_checkpoint"]
+from specc.runtime.train.checkpoint import (_save_failed, commit_checkpoint, complete_checkpoints, gather_manifest,
+                                            newest_intact, write_and_hash)
+
+__all__ = ["complete_checkpoints", "load_checkpoint", "newest_intact", "save_checkpoint"]
 
 
 def _barrier() -> None:
@@ -61,13 +66,16 @@ def save_checkpoint(directory: Path, step: int, model: nn.Module, optimizer: tor
             shutil.rmtree(stale, ignore_errors=True)
     _barrier()
     torch_xla.sync()  # the state must be materialised device data before DCP reads its shards
-    dcp.save(_state(model, optimizer), storage_writer=dcp.FileSystemWriter(str(temporary)),
-             planner=SPMDSavePlanner())
-    _barrier()
+    try:
+        dcp.save(_state(model, optimizer), storage_writer=dcp.FileSystemWriter(str(temporary)),
+                 planner=SPMDSavePlanner())
+    except (Exception, CheckpointException) as error:  # DCP's own exception is a BaseException
+        raise _save_failed(temporary, error) from error
+    files = gather_manifest(temporary, write_and_hash(temporary, lambda: None))
     if is_main:
         commit_checkpoint(temporary, final, keep, {
             "step": step, "lr_scheduler": scheduler.state_dict(), "xla_rng_seed": xm.get_rng_state(),
-            **(extra or {})})
+            **(extra or {})}, files)
     _barrier()
     return final
 

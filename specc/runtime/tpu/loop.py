@@ -12,6 +12,7 @@ three programs in all: the first step (no optimizer state yet), later steps, eva
 from __future__ import annotations
 
 import functools
+import math
 import resource
 import sys
 import time
@@ -30,7 +31,8 @@ from torch import nn
 
 from specc.runtime.io import MetricsWriter, atomic_write_json
 from specc.runtime.tpu import spmd
-from specc.runtime.tpu.checkpoint import complete_checkpoints, load_checkpoint, save_checkpoint
+from specc.runtime.tpu.checkpoint import load_checkpoint, newest_intact, save_checkpoint
+from specc.runtime.train.checkpoint import diverged
 from specc.runtime.tpu.layout import AXES, MeshShape
 from specc.runtime.train.data import BatchLayout, SequenceStream, open_streams
 from specc.runtime.train.loop import EXIT_REQUEUE, StopSignal, TrainSettings, cross_entropy
@@ -207,9 +209,9 @@ def train(settings: TrainSettings) -> dict:
 
     checkpoint_dir = settings.out_dir / "checkpoints"
     start_step, loss_value = 0, float("nan")
-    existing = complete_checkpoints(checkpoint_dir)
-    if existing:
-        meta = load_checkpoint(existing[-1], model, optimizer, scheduler)
+    resume = newest_intact(checkpoint_dir, "pretrain_tpu")
+    if resume is not None:
+        meta = load_checkpoint(resume, model, optimizer, scheduler)
         start_step, loss_value = meta["step"], meta.get("last_logged_loss", float("nan"))
     last_step = min(total_steps, settings.max_steps or total_steps)
     tokens_per_step = global_batch * schedule.seq_len
@@ -268,7 +270,17 @@ def train(settings: TrainSettings) -> dict:
 
         due = schedule.checkpoint_every is not None and time.monotonic() - last_save >= schedule.checkpoint_every * 60
         signalled, due = agree([stopper.received, int(due)])
-        if step % schedule.checkpoint_interval == 0 or signalled or due or step == last_step:
+        save_now = step % schedule.checkpoint_interval == 0 or signalled or due or step == last_step
+        if save_now or "loss" in (record or {}):
+            # reading the loss waits for the step, so it is checked at logged steps and before every
+            # save (not every step): a diverged state is never checkpointed; the loss is replicated,
+            # so every host stops together
+            loss_value = float(loss)
+            if not math.isfinite(loss_value):
+                if metrics is not None:
+                    metrics.close()
+                raise diverged(step, loss_value, checkpoint_dir)
+        if save_now:
             save_checkpoint(checkpoint_dir, step, model, optimizer, scheduler, schedule.keep_checkpoints,
                             {"sequences_consumed": step * global_batch, "last_logged_loss": loss_value})
             last_save = time.monotonic()

@@ -13,11 +13,11 @@ complete checkpoint.
 
 from __future__ import annotations
 
-import os
 
 import torch_xla
 import torch_xla.runtime as xr
 
+from specc.runtime.infer.weights import write_safetensors
 from specc.runtime.io import atomic_write_json, is_complete, mark_success
 from specc.runtime.tpu import spmd
 from specc.runtime.tpu.checkpoint import model_state
@@ -30,8 +30,6 @@ def export_final(model, mesh, directory) -> None:
 
     Every host takes part in gathering each tensor (a replicated copy); process 0 writes.
     """
-    from safetensors.torch import save_file
-
     state = model_state(model)
     replicated = {name: spmd.replicated_copy(tensor, mesh) for name, tensor in state.items()}
     torch_xla.sync()
@@ -39,9 +37,7 @@ def export_final(model, mesh, directory) -> None:
         return
     tensors = {name: tensor.cpu().contiguous() for name, tensor in sorted(replicated.items())}
     directory.mkdir(parents=True, exist_ok=True)
-    temporary = directory / ".model.safetensors.tmp"
-    save_file(tensors, str(temporary), metadata={"format": "pt"})
-    os.replace(temporary, directory / "model.safetensors")
+    write_safetensors(tensors, directory / "model.safetensors", {"format": "pt"})
     atomic_write_json(directory / "config.json", model.spec.model_dump(mode="json"))
 
 
@@ -55,4 +51,5 @@ def run(config: dict) -> None:
     summary = train(settings)
     export_final(summary["model"], summary["mesh"], settings.out_dir / "final")
     if xr.process_index() == 0:
-        mark_success(settings.out_dir, config, steps=summary["steps"], final_loss=summary["final_loss"])
+        mark_success(settings.out_dir, config, outputs=["final"], steps=summary["steps"],
+                     final_loss=summary["final_loss"])

@@ -12,13 +12,16 @@ r x grad_accum + j when both use the same micro-batch size.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from specc.runtime.shards import TokenSplit, open_split
+from specc.runtime.integrity import IntegrityError, file_digest, listing
+from specc.runtime.io import atomic_write_json
+from specc.runtime.shards import TokenSplit, open_split, shard_problems
 
 
 @dataclass
@@ -82,6 +85,28 @@ def local_batch(stream: SequenceStream, layout: BatchLayout, step: int, dp_rank:
     """This dp rank's (local_batch, seq_len + 1) slice of step `step`'s global batch."""
     start = step * layout.global_batch + dp_rank * layout.local_batch
     return stream.sequences(start, layout.local_batch)
+
+
+def verify_shards_once(shard_dir: Path, record: Path, rank: int, world: int, gather) -> None:
+    """Re-hash every token shard the first time a run trains on them (collective: the ranks
+    share the files, `gather` is an all-gather of Python objects); `record` remembers which
+    meta.json was verified so that resuming costs only the stats of `open_split`.
+
+    Why once: re-hashing costs 0.7 s per GiB per reader (`benchmarks/checksum_cost.py`), minutes
+    per launch for a trillion-token corpus, while a size change (truncation, a missing shard) is
+    still caught on every open."""
+    expected = {"shard_dir": str(shard_dir.resolve()), "meta": file_digest(shard_dir / "meta.json")}
+    try:
+        if json.loads(record.read_text()) == expected:
+            return
+    except (OSError, ValueError):
+        pass
+    problems = sorted({p for share in gather(shard_problems(shard_dir, True, rank, world)) for p in share})
+    if problems:
+        raise IntegrityError(f"token shards of {shard_dir}: " + listing(problems)
+                             + "; re-run the tokenize stage (relaunch: damaged outputs make it run again)")
+    if rank == 0:
+        atomic_write_json(record, expected)
 
 
 def open_streams(shard_dir: Path, seq_len: int, seed: int) -> tuple[SequenceStream, SequenceStream]:

@@ -8,6 +8,7 @@ a stop signal (SIGTERM/SIGUSR2) arrives.
 
 from __future__ import annotations
 
+import math
 import os
 import resource
 import signal
@@ -26,8 +27,8 @@ from torch.distributed.tensor import DTensor
 from specc.runtime.io import MetricsWriter
 from specc.runtime.train import parallelize as par
 from specc.runtime.train import precision as prec
-from specc.runtime.train.checkpoint import complete_checkpoints, load_checkpoint, save_checkpoint
-from specc.runtime.train.data import BatchLayout, SequenceStream, local_batch, open_streams
+from specc.runtime.train.checkpoint import all_gather, diverged, load_checkpoint, newest_intact, save_checkpoint
+from specc.runtime.train.data import BatchLayout, SequenceStream, local_batch, open_streams, verify_shards_once
 from specc.runtime.train.model import build_model, num_parameters
 from specc.runtime.train.moe import AuxLossScaler
 from specc.runtime.train.optim import build_lr_scheduler, build_optimizer
@@ -387,6 +388,23 @@ def evaluate(steps: StepFunctions, validation: SequenceStream, settings: TrainSe
     return sum(losses) / len(losses)
 
 
+def stop_on_non_finite(stage: str, step: int, loss: float, checkpoint_dir: Path, metrics: MetricsWriter | None,
+                       progress: ProgressLog, rt: Runtime) -> None:
+    """Stop the run on a NaN/inf loss, naming the step and the newest checkpoint to go back to.
+
+    Raised on every rank (the loss is reduced, so they agree) before the optimizer step: nothing
+    diverged is saved, and the stage exits 1, which the launcher reports as a failure (never
+    EXIT_REQUEUE: a requeue would diverge again)."""
+    progress.close()
+    if metrics is not None:
+        metrics.write(step=step, loss=str(loss), event="non_finite_loss")
+        metrics.close()
+    error = diverged(step, loss, checkpoint_dir)
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    raise error
+
+
 def train(settings: TrainSettings) -> dict:
     """Run (or resume) pretraining; returns a summary. Exits with EXIT_REQUEUE after a signal checkpoint."""
     schedule, parallel = settings.schedule, settings.parallel
@@ -398,6 +416,8 @@ def train(settings: TrainSettings) -> dict:
     if total_steps is None or global_batch is None:
         raise ValueError("schedule needs steps (or token_budget) and global_batch_size (or global_batch_tokens)")
     layout = BatchLayout(global_batch, rt.dims.dp, parallel.micro_batch)
+    verify_shards_once(settings.shard_dir, settings.out_dir / "inputs-verified.json", rt.rank, rt.world_size,
+                       all_gather)
     train_stream, validation = open_streams(settings.shard_dir, schedule.seq_len, schedule.seed)
 
     parts, chunks = build_parts(settings, rt)
@@ -409,9 +429,9 @@ def train(settings: TrainSettings) -> dict:
 
     checkpoint_dir = settings.out_dir / "checkpoints"
     start_step = 0
-    existing = complete_checkpoints(checkpoint_dir)
-    if existing:
-        meta = load_checkpoint(existing[-1], parts, optimizers, schedulers)
+    resume = newest_intact(checkpoint_dir)
+    if resume is not None:
+        meta = load_checkpoint(resume, parts, optimizers, schedulers)
         start_step = meta["step"]
         if scaler is not None and "loss_scaler" in meta:
             scaler.load_state_dict(meta["loss_scaler"])
@@ -441,6 +461,11 @@ def train(settings: TrainSettings) -> dict:
             par.sync_expert_grads(parts, rt.meshes["edp"], rt.dims.dp_cp)
         grad_norm = grad_norm_and_clip(parts, schedule.grad_clip, rt, scaler.scale if scaler else 1.0)
         lr = schedulers[0].get_last_lr()[0]
+        # the loss is checked before the update (the verdict is the same on every rank: it is
+        # reduced), so a diverged step never reaches the weights or a checkpoint
+        loss_value = reduce_loss(loss, rt)
+        if not math.isfinite(loss_value):
+            stop_on_non_finite("pretrain", step + 1, loss_value, checkpoint_dir, metrics, progress, rt)
         # fp16: an overflowed step (same verdict on every rank) updates nothing, not even the lr
         # schedule (Megatron's skipped iteration); the scale is halved for the next one
         update = scaler.update(grad_norm) if scaler is not None else True
@@ -453,7 +478,6 @@ def train(settings: TrainSettings) -> dict:
             # the next all-gather's fp8 weight scales in one all-reduce (before the first step
             # each weight all-reduces its own amax)
             prec.precompute_float8_scales(parts)
-        loss_value = reduce_loss(loss, rt)
         if rt.device.type == "cuda":
             torch.cuda.synchronize(rt.device)
         step_s = time.perf_counter() - begin

@@ -20,6 +20,7 @@ import torch
 import torch.distributed as dist
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
+from specc.runtime.infer.weights import write_safetensors
 from specc.runtime.io import atomic_write_json, is_complete, mark_success
 from specc.runtime.train.loop import TrainSettings, train
 from specc.spec.model import ModelSpec
@@ -43,13 +44,12 @@ def settings_from_config(config: dict) -> TrainSettings:
     )
 
 
-def export_final(parts: list[torch.nn.Module], model: ModelSpec, directory: Path, representative: bool) -> None:
+def export_final(parts: list[torch.nn.Module], model: ModelSpec, directory: Path, representative: bool) -> dict:
     """Full (unsharded) weights as safetensors plus the ModelSpec (collective over all ranks).
 
-    Each pipeline stage's weights come from its representative rank (dp and tp rank 0).
+    Each pipeline stage's weights come from its representative rank (dp and tp rank 0). Returns
+    the weights file's size and sha256 on rank 0 (hashed while written), {} elsewhere.
     """
-    from safetensors.torch import save_file
-
     # not cpu_offload=True: with it only global rank 0 receives tensors, and under pipeline
     # parallelism the other stages' weights live elsewhere
     options = StateDictOptions(full_state_dict=True)
@@ -65,15 +65,14 @@ def export_final(parts: list[torch.nn.Module], model: ModelSpec, directory: Path
             state.update(piece)
     rank = dist.get_rank() if dist.is_initialized() else 0
     if rank != 0:
-        return
+        return {}
     if model.tie_embeddings:
         state.pop("output.weight", None)  # shared with embeddings.tok_embeddings.weight
     directory.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in sorted(state.items())}
-    temporary = directory / ".model.safetensors.tmp"
-    save_file(tensors, str(temporary), metadata={"format": "pt"})
-    os.replace(temporary, directory / "model.safetensors")
+    digest = write_safetensors(tensors, directory / "model.safetensors", {"format": "pt"})
     atomic_write_json(directory / "config.json", model.model_dump(mode="json"))
+    return {f"{directory.name}/model.safetensors": digest}
 
 
 def run(config: dict) -> None:
@@ -86,9 +85,10 @@ def run(config: dict) -> None:
     summary = train(settings)
     rt = summary["rt"]
     representative = rt.meshes is None or (rt.meshes["dp"].get_local_rank() == 0 and rt.meshes["tp"].get_local_rank() == 0)
-    export_final(summary["parts"], settings.model, settings.out_dir / "final", representative)
+    written = export_final(summary["parts"], settings.model, settings.out_dir / "final", representative)
     if rank == 0:
-        mark_success(settings.out_dir, config, steps=summary["steps"], final_loss=summary["final_loss"])
+        mark_success(settings.out_dir, config, outputs=["final"], known=written, steps=summary["steps"],
+                     final_loss=summary["final_loss"])
     if dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
