@@ -33,6 +33,14 @@ class Capabilities:
     as the next stage up (see `effective_zero_stage`)."""
     precisions: frozenset[str]
     """Compute precisions the runtime trains in on this accelerator."""
+    losses: tuple[str, ...] = ("full",)
+    """Loss implementations (`parallel.loss`) the runtime executes, preferred first: `auto` runs the
+    first. The torch runtime has the chunked head + cross-entropy (`specc.runtime.train.loss`); the
+    torch-xla runtime computes the full logits and lets XLA fuse the loss."""
+
+    def resolve_loss(self, requested: str) -> str:
+        """The loss implementation that runs for `parallel.loss` = `requested` (`auto`: the preferred one)."""
+        return resolve_loss(requested, self.losses)
 
     def supports_axis(self, axis: str) -> bool:
         return axis == "dp" or axis in self.parallel_axes
@@ -57,6 +65,12 @@ class Capabilities:
 
 TORCH_AXES = frozenset({"dp", "tp", "pp", "cp", "ep"})
 TPU_AXES = frozenset({"dp", "tp"})
+TORCH_LOSSES = ("chunked", "full")
+
+
+def resolve_loss(requested: str, losses: tuple[str, ...]) -> str:
+    """`parallel.loss` on a runtime that executes `losses` (preferred first): `auto` is the first."""
+    return losses[0] if requested == "auto" else requested
 
 
 def capabilities_for(accelerator: Accelerator) -> Capabilities:
@@ -66,11 +80,11 @@ def capabilities_for(accelerator: Accelerator) -> Capabilities:
                             precisions=frozenset({"fp32", "bf16"}))
     if accelerator.kind == "cpu":
         return Capabilities(target="cpu", runtime="pretrain", parallel_axes=TORCH_AXES, sharded_stages=(2, 3),
-                            precisions=frozenset({"fp32", "bf16"}))
+                            precisions=frozenset({"fp32", "bf16"}), losses=TORCH_LOSSES)
     precisions = {"fp32", "fp16"}
     if accelerator.bf16:
         precisions.add("bf16")
     if accelerator.fp8:
         precisions.add("fp8")
     return Capabilities(target="gpu", runtime="pretrain", parallel_axes=TORCH_AXES, sharded_stages=(2, 3),
-                        precisions=frozenset(precisions))
+                        precisions=frozenset(precisions), losses=TORCH_LOSSES)

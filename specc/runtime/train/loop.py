@@ -27,6 +27,7 @@ from specc.runtime.io import MetricsWriter
 from specc.runtime.train import parallelize as par
 from specc.runtime.train.checkpoint import complete_checkpoints, load_checkpoint, save_checkpoint
 from specc.runtime.train.data import BatchLayout, SequenceStream, local_batch, open_streams
+from specc.runtime.train.loss import runtime_loss
 from specc.runtime.train.model import build_model, num_parameters
 from specc.runtime.train.moe import AuxLossScaler
 from specc.runtime.train.optim import build_lr_scheduler, build_optimizer
@@ -108,6 +109,7 @@ def build_parts(settings: TrainSettings, rt: Runtime) -> tuple[list[nn.Module], 
         print(f"pretrain: warning: precision {parallel.precision} runs as bf16 in this runtime "
               "(fp8 needs torchao's float8 kernels, fp16 a loss scaler)", flush=True)
     model = build_model(settings.model, settings.schedule.seed)
+    model.set_loss(parallel.loss, parallel.loss_chunk_tokens)
     chunks = par.split_pipeline(model, parallel, rt.pp_rank) if dims.pp > 1 else [(0, model)]
     for _, part in chunks:
         part.to(rt.device)
@@ -138,6 +140,22 @@ def autocast_context(parallel: ParallelSpec, rt: Runtime):
 def cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Mean next-token loss in fp32; vocab-sharded DTensor logits need `vocab_parallel_loss`."""
     return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
+
+
+def mean_negative_logprob(logprobs: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
+    """The mean next-token loss from per-token log-probabilities (the chunked head's output); `targets`
+    is unused, for the pipeline schedule's `loss_fn(output, target)` signature."""
+    return -logprobs.mean()
+
+
+def next_token_loss(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, chunked: bool,
+                    autocast=nullcontext) -> torch.Tensor:
+    """Mean next-token loss of one micro-batch as `parallel.loss` runs it: `chunked` passes the targets to
+    the model, whose head returns log-probabilities chunk by chunk (no full logits); `full` computes the
+    logits, then `cross_entropy` (under `vocab_parallel_loss`, which the caller enters, when tp shards them)."""
+    with autocast():
+        output = model(inputs, targets=targets) if chunked else model(inputs)
+    return mean_negative_logprob(output) if chunked else cross_entropy(output, targets)
 
 
 def plain(loss: torch.Tensor) -> torch.Tensor:
@@ -190,9 +208,11 @@ class StepFunctions:
     schedule: object | None = None
 
     def __post_init__(self) -> None:
+        self.chunked = runtime_loss(self.settings.parallel.loss) == "chunked"
         if self.rt.dims.pp > 1:
+            loss_fn = mean_negative_logprob if self.chunked else cross_entropy
             self.schedule = par.build_pipeline_schedule(self.chunks, self.settings.parallel, self.rt.group("pp"),
-                                                        self.layout.grad_accum, cross_entropy, self.rt.device)
+                                                        self.layout.grad_accum, loss_fn, self.rt.device)
             self.num_stages = self.settings.parallel.pp * self.settings.parallel.vpp
             self.stage_ids = [index for index, _ in self.chunks]
             # the pipeline schedule divides gradients by the micro-batch count itself
@@ -220,16 +240,20 @@ class StepFunctions:
                 # `every`: reduce-scatter after each micro-batch (sharded gradients, least memory);
                 # `last`: once per step, holding unsharded gradients until then (least traffic)
                 model.set_requires_gradient_sync(self.settings.parallel.grad_sync == "every" or j == accum - 1)
-            with autocast_context(self.settings.parallel, self.rt):
-                logits = model(inputs[j * micro:(j + 1) * micro])
             with self.loss_context():
-                loss = cross_entropy(logits, targets[j * micro:(j + 1) * micro])
+                loss = next_token_loss(model, inputs[j * micro:(j + 1) * micro], targets[j * micro:(j + 1) * micro],
+                                       self.chunked, self.autocast)
                 (loss / accum).backward()
             total += plain(loss)
         return total / accum
 
+    def autocast(self):
+        return autocast_context(self.settings.parallel, self.rt)
+
     def loss_context(self):
-        return par.vocab_parallel_loss(self.settings.model, self.rt.dims.tp)
+        """`loss_parallel` for the full loss over vocab-sharded logits; the chunked head reduces over
+        the tp group itself (`specc.runtime.train.loss`)."""
+        return nullcontext() if self.chunked else par.vocab_parallel_loss(self.settings.model, self.rt.dims.tp)
 
     @torch.no_grad()
     def eval_loss(self, batch: torch.Tensor) -> torch.Tensor:
@@ -239,10 +263,9 @@ class StepFunctions:
         model, micro = self.parts[0], self.layout.micro_batch
         losses = []
         for j in range(0, inputs.shape[0], micro):
-            with autocast_context(self.settings.parallel, self.rt):
-                logits = model(inputs[j:j + micro])
             with self.loss_context():
-                losses.append(plain(cross_entropy(logits, targets[j:j + micro])))
+                losses.append(plain(next_token_loss(model, inputs[j:j + micro], targets[j:j + micro], self.chunked,
+                                                    self.autocast)))
         return torch.stack(losses).mean()
 
     def _pipeline(self, inputs: torch.Tensor, targets: torch.Tensor, train: bool) -> torch.Tensor:
@@ -250,6 +273,8 @@ class StepFunctions:
         losses: list[torch.Tensor] = []
         args = (inputs,) if has_first else ()
         kwargs = {"target": targets, "losses": losses} if has_last else {}
+        if self.chunked:  # every stage gets the targets; only the last one's head uses them
+            kwargs["targets"] = targets
         with self.loss_context():  # the schedule computes the loss and runs backward inside
             (self.schedule.step if train else self.schedule.eval)(*args, **kwargs)
         if has_last:
