@@ -40,6 +40,8 @@ RULES: tuple[Rule, ...] = (
     Rule("R160", ("eval",), run_rules.eval_names_unique),
     Rule("R170", ("model", "deploy"), run_rules.quantization_fits_accelerator),
     Rule("R171", ("model", "deploy"), run_rules.draft_model_matches_target),
+    Rule("R185", ("parallel", "cluster"), parallel_rules.loss_runs_on_target),
+    Rule("R186", ("parallel",), parallel_rules.loss_chunk_tokens_needs_chunked),
 )
 
 __all__ = ["RULES", "Rule", "Finding"]
