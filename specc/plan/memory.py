@@ -74,6 +74,8 @@ class MemoryBreakdown:
     phase: str = "loss"
     """The moment of the step whose memory these figures are: `loss`, `regather` (fp32 FSDP re-gathering
     the root unit as backward starts), `backward` or `optimizer`."""
+    loss: str = "full"
+    """The loss implementation these figures assume: `parallel.loss` as the runtime runs it (`auto` resolved)."""
 
     @property
     def other(self) -> float:
@@ -99,6 +101,7 @@ class MemoryBreakdown:
             "fits": self.fits,
             "stage": self.stage,
             "peak_phase": self.phase,
+            "loss": self.loss,
             "breakdown_gib": {
                 "params": _round(self.params / GIB), "grads": _round(self.grads / GIB),
                 "optimizer": _round(self.optimizer / GIB), "activations": _round(self.activations / GIB),
@@ -547,7 +550,7 @@ def stage_memory(model: ModelSpec, counts: ParameterCount, layout: Layout, hardw
     else:
         reserve = GPU_CONTEXT_GIB * GIB + GPU_FRAGMENTATION * allocated
     return MemoryBreakdown(params=weights, optimizer=optimizer, reserve=reserve, capacity_gib=hardware.memory_gib,
-                           stage=stage, phase=phase, **parts)
+                           stage=stage, phase=phase, loss=loss_implementation(layout, hardware.is_tpu), **parts)
 
 
 def device_memory(model: ModelSpec, counts: ParameterCount, layout: Layout, hardware: Hardware,
