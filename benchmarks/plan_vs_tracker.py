@@ -7,7 +7,9 @@ fake process group, and trained for two steps (on fake tensors; TP configs on re
 `trace`) inside FSDPMemTracker (AdamW with foreach=False, as ../shared/notes/torch-on-cpu.md
 advises). The tracker's peak of the
 second step is compared with the planner's allocated memory (its total without the CUDA-context
-reserve and fragmentation allowance), component by component:
+reserve and fragmentation allowance), component by component. The loss runs as the runtime's
+`next_token_loss` runs `parallel.loss`: the configs' own (`full`, or `chunked` for the `chunked-*`
+configs), or `--loss chunked` for every config that names none:
 
   states       sharded params + optimizer state (at the peak)      vs planner params + optimizer
   activations  activation memory per layer (two depths differenced) vs planner per-layer activations
