@@ -7,7 +7,9 @@ fake process group, and trained for two steps (on fake tensors; TP configs on re
 `trace`) inside FSDPMemTracker (AdamW with foreach=False, as ../shared/notes/torch-on-cpu.md
 advises). The tracker's peak of the
 second step is compared with the planner's allocated memory (its total without the CUDA-context
-reserve and fragmentation allowance), component by component:
+reserve and fragmentation allowance), component by component. The loss runs as the runtime's
+`next_token_loss` runs `parallel.loss`: the configs' own (`full`, or `chunked` for the `chunked-*`
+configs), or `--loss chunked` for every config that names none:
 
   states       sharded params + optimizer state (at the peak)      vs planner params + optimizer
   activations  activation memory per layer (two depths differenced) vs planner per-layer activations
@@ -43,7 +45,7 @@ from specc.plan.layout import Layout, hardware_for  # noqa: E402
 from specc.plan.memory import activation_bytes_per_layer, compute_element_bytes, stage_memory  # noqa: E402
 from specc.plan.params import count_parameters  # noqa: E402
 from specc.runtime.train.model import Transformer  # noqa: E402
-from specc.runtime.train.loop import cross_entropy  # noqa: E402
+from specc.runtime.train.loop import next_token_loss  # noqa: E402
 from specc.runtime.train.parallelize import (apply_ac, apply_ep, apply_fsdp, apply_tp,  # noqa: E402
                                              build_mesh, fsdp_mesh, param_dtype_for, vocab_parallel_loss)
 from specc.spec.model import ModelSpec  # noqa: E402
@@ -102,12 +104,25 @@ CONFIGS = [
     ("tp2-sp-selective", {}, 2, 1024, "selective", {"dp": 4, "tp": 2, "sp": True}),
     ("tp2-sp-full", {}, 2, 1024, "full", {"dp": 4, "tp": 2, "sp": True}),
     ("tp2-sp-tied", {"tie_embeddings": True}, 2, 1024, "none", {"dp": 4, "tp": 2, "sp": True}),
+    # `parallel.loss: chunked` (specc/runtime/train/loss.py): the head + cross-entropy chunk by chunk
+    ("chunked-base", {}, 2, 1024, "none", {"loss": "chunked"}),
+    ("chunked-big-vocab", {"vocab_size": 128256}, 1, 1024, "none", {"loss": "chunked"}),
+    ("chunked-big-vocab-mb2", {"vocab_size": 128256}, 2, 1024, "none", {"loss": "chunked", "chunk": 512}),
+    ("chunked-full", {"vocab_size": 128256}, 2, 1024, "full", {"loss": "chunked"}),
+    ("chunked-selective", {}, 2, 1024, "selective", {"loss": "chunked"}),
+    ("chunked-zero2", {}, 2, 1024, "none", {"dp": 8, "zero": 2, "loss": "chunked"}),
+    ("chunked-fp32", {}, 2, 1024, "none", {"precision": "fp32", "loss": "chunked"}),
+    ("chunked-tied", {"tie_embeddings": True}, 2, 1024, "none", {"loss": "chunked"}),
+    ("chunked-fsdp2", {}, 2, 1024, "none", {"dp": 2, "loss": "chunked"}),
+    ("chunked-tp2-sp", {}, 2, 1024, "none", {"dp": 4, "tp": 2, "sp": True, "loss": "chunked"}),
 ]
 
 
 def trace(spec: ModelSpec, micro_batch: int, seq_len: int, recompute: str, meshes: dict, sp: bool,
-          reshard: bool = True, param_dtype: torch.dtype | None = torch.bfloat16) -> dict:
-    """Snapshots of the second step: the peak, and the moment before backward starts."""
+          reshard: bool = True, param_dtype: torch.dtype | None = torch.bfloat16, loss: str = "full",
+          chunk_tokens: int = 1024) -> dict:
+    """Snapshots of the second step: the peak, and the moment before backward starts. The loss runs as
+    the runtime runs `parallel.loss` (`next_token_loss`: the chunked head, or logits + cross-entropy)."""
     tp = meshes["tp"].size() if "tp" in meshes else 1
     # Fake tensors cannot trace TP (FSDP indexes the real 2-D mesh; torch's loss_parallel backward then
     # reports 8 B per *full-vocabulary* logit whatever tp is, real tensors 12 B per local one) nor MoE
@@ -118,6 +133,7 @@ def trace(spec: ModelSpec, micro_batch: int, seq_len: int, recompute: str, meshe
     if real:
         with torch.device("meta"):
             model = Transformer(spec)
+        model.set_loss(loss, chunk_tokens)
         if tp > 1:
             apply_tp(model, meshes["tp"], sp)
         if "ep" in meshes:
@@ -129,6 +145,7 @@ def trace(spec: ModelSpec, micro_batch: int, seq_len: int, recompute: str, meshe
             materialise(model, spec)
         else:
             model = Transformer(spec)
+            model.set_loss(loss, chunk_tokens)
             apply_ac(model, *recompute_and_policy(recompute))
             apply_fsdp(model, meshes["dp"], reshard, param_dtype)
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, foreach=False, fused=False)
@@ -136,9 +153,10 @@ def trace(spec: ModelSpec, micro_batch: int, seq_len: int, recompute: str, meshe
         with tracker:
             for step in range(2):
                 tokens = torch.randint(0, spec.vocab_size, (micro_batch, seq_len))
-                logits = model(tokens)
-                with vocab_parallel_loss(spec, tp):  # the runtime's loss, vocab-parallel under TP
-                    cross_entropy(logits, tokens).backward()
+                chunked = model.loss_chunk_tokens is not None
+                # the runtime's loss; the full logits' vocab-parallel under TP
+                with nullcontext() if chunked else vocab_parallel_loss(spec, tp):
+                    next_token_loss(model, tokens, tokens, chunked).backward()
                 optimizer.step()
                 optimizer.zero_grad()
                 if step == 0:
@@ -184,23 +202,25 @@ def build_meshes(dp: int, tp: int, ep: int) -> dict:
     return {"dp": init_device_mesh("cpu", (dp,))}
 
 
-def compare(config, meshes) -> dict:
+def compare(config, meshes, default_loss: str = "full") -> dict:
     label, overrides, micro_batch, seq_len, recompute = config[:5]
     dp, tp, sp, ep = mesh_of(config)
+    options = config[5] if len(config) > 5 else {}
     # ZeRO-1/2 run as FSDP that keeps parameters gathered from forward to backward (the runtime's rule)
-    zero = (config[5] if len(config) > 5 else {}).get("zero", 3)
-    precision = (config[5] if len(config) > 5 else {}).get("precision", "bf16")
+    zero = options.get("zero", 3)
+    precision = options.get("precision", "bf16")
+    loss, chunk_tokens = options.get("loss", default_loss), options.get("chunk", 1024)
     param_dtype = param_dtype_for(precision)
     results = {}
     for layers in (2, 4):
         spec = ModelSpec(num_layers=layers, **{**BASE, **overrides})
         results[layers] = (spec, trace(spec, micro_batch, seq_len, recompute, meshes, sp, reshard=zero == 3,
-                                       param_dtype=param_dtype))
+                                       param_dtype=param_dtype, loss=loss, chunk_tokens=chunk_tokens))
     spec, traced = results[4]
     recompute, policy = recompute_and_policy(recompute)
     layout = Layout(dp=dp, tp=tp, sp=sp, ep=ep, fsdp=zero == 3, zero_stage=0 if zero == 3 else zero,
                     micro_batch=micro_batch, grad_accum=1, recompute=recompute, selective_policy=policy,
-                    precision=precision)
+                    precision=precision, loss=loss, loss_chunk_tokens=chunk_tokens)
     hardware = hardware_for(load_catalog()["h100-sxm"], dp * tp, 8, precision)
     planned = stage_memory(spec, count_parameters(spec), layout, hardware, seq_len, "only")
     peak = traced["peak"]
@@ -217,6 +237,8 @@ def compare(config, meshes) -> dict:
     else:
         per_layer_planner = activation_bytes_per_layer(spec, layout, seq_len, spec.moe is not None)
     allocated = planned.total - planned.reserve
+    if loss != "full" and "loss" not in options:
+        label += f" ({loss})"
     return {"config": label, "states": (planner_states, tracker_states), "activations": (per_layer_planner, per_layer_tracker),
             "peak": (allocated, peak["Total"])}
 
@@ -225,6 +247,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", action="append", help="run only these configs (by name)")
     parser.add_argument("--json", action="store_true", help="print the rows as JSON (bytes)")
+    parser.add_argument("--loss", choices=("full", "chunked"), default="full",
+                        help="`parallel.loss` of the configs that name none (default: full, the configs' "
+                             "historical loss; the `chunked-*` configs always run chunked)")
     args = parser.parse_args()
     start = time.perf_counter()
     chosen = [c for c in CONFIGS if not args.only or c[0] in args.only]
@@ -233,10 +258,10 @@ def main() -> None:
     for dp, tp, ep in groups:
         dist.init_process_group("fake", rank=0, world_size=dp * tp, store=FakeStore())
         meshes = build_meshes(dp, tp, ep)
-        rows += [compare(config, meshes) for config in chosen
+        rows += [compare(config, meshes, args.loss) for config in chosen
                  if (mesh_of(config)[0], mesh_of(config)[1], mesh_of(config)[3]) == (dp, tp, ep)]
         dist.destroy_process_group()
-    rows.sort(key=lambda row: [c[0] for c in chosen].index(row["config"]))
+    rows.sort(key=lambda row: [c[0] for c in chosen].index(row["config"].split(" (")[0]))
     if args.json:
         print(json.dumps(rows))
         return

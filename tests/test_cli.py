@@ -28,6 +28,13 @@ def test_selective_policy_without_selective_recompute_warns(capsys):
     assert main(["validate", "--strict", "specs/tiny.yaml", "--set", policy, "--set", "+parallel.recompute=selective"]) == 0
 
 
+def test_loss_chunk_tokens_with_full_loss_warns(capsys):
+    chunk = "+parallel.loss_chunk_tokens=2k"
+    assert main(["validate", "--strict", "specs/tiny.yaml", "--set", chunk, "--set", "+parallel.loss=full"]) == 1
+    assert "warning[R186] parallel.loss_chunk_tokens: loss_chunk_tokens: 2048 has no effect" in capsys.readouterr().out
+    assert main(["validate", "--strict", "specs/tiny.yaml", "--set", chunk]) == 0
+
+
 def test_json_format(capsys):
     assert main(["validate", "--format", "json", "specs/tiny.yaml", "--set", "model.num_heads=3"]) == 1
     report = json.loads(capsys.readouterr().out)

@@ -8,7 +8,10 @@ Placement and precision are what specc's alignment runtime runs (`Capabilities.a
 `alignment_precision`: today one process on one device in fp32), not what alignment frameworks
 (OpenRLHF, TRL + DeepSpeed) would shard; model states are divided over the devices that hold them. Activations follow Korthikanti
 et al. 2022, eq. 1 (s b h (34 + 5 a s / h) bytes per layer without recomputation), for the
-stage's batch spread over the data-parallel devices.
+stage's batch spread over the data-parallel devices. SFT, DPO and PPO also back-propagate the
+policy's log-probabilities over the vocabulary: the loss's working set as `parallel.loss` runs it
+(`specc.plan.memory.logits_memory`: a chunk of logits with the chunked head, 12 B per logit of the
+batch with the full logits), for the stage's sequences per trained device.
 
 Stages:
 - sft, reward_model: one trained model;
@@ -25,12 +28,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from specc.catalog import load_catalog
-from specc.plan.memory import GIB
+from specc.plan.layout import Layout
+from specc.plan.memory import GIB, logits_memory
 from specc.plan.params import count_parameters
 from specc.plan.serving import kv_cache_bytes
 from specc.spec.alignment import stage_seq_len
 from specc.spec.capabilities import Capabilities, capabilities_for
 from specc.spec.derived import total_devices
+from specc.spec.parallel import ParallelSpec
 from specc.spec.root import Spec
 
 RESERVE_GIB = 1.0
@@ -64,6 +69,20 @@ def _activation_bytes(spec: Spec, sequences: float, seq_len: int, precision: str
 def _capabilities(spec: Spec) -> Capabilities | None:
     accelerator = load_catalog().get(spec.cluster.accelerator)
     return capabilities_for(accelerator) if accelerator is not None else None
+
+
+def _parallel(spec: Spec) -> ParallelSpec:
+    return spec.parallel if isinstance(spec.parallel, ParallelSpec) else ParallelSpec()
+
+
+def _logits_bytes(spec: Spec, stage, sequences: float, seq_len: int, precision: str, tpu: bool) -> float:
+    """The policy's loss working set (module docstring); stages without a vocabulary loss hold none."""
+    if stage.type not in ("sft", "dpo", "ppo"):
+        return 0.0
+    parallel = _parallel(spec)
+    layout = Layout(dp=1, micro_batch=sequences, precision=precision, loss=parallel.loss,
+                    loss_chunk_tokens=parallel.loss_chunk_tokens)
+    return logits_memory(spec.model, layout, seq_len, xla=tpu)
 
 
 def held_models(spec: Spec, stage, devices: int) -> list[HeldModel]:
@@ -109,17 +128,19 @@ def stage_memory(spec: Spec, stage, devices: int | None = None, precision: str |
     sequences = batch * (2 if stage.type in ("dpo", "reward_model") else 1)  # chosen + rejected
     activations = _activation_bytes(spec, sequences / trained_devices, seq_len, precision) \
         if stage.type != "constitutional" else 0.0
+    accelerator = load_catalog().get(spec.cluster.accelerator)
+    tpu = accelerator is not None and accelerator.kind == "tpu"
+    logits = _logits_bytes(spec, stage, sequences / trained_devices, seq_len, precision, tpu)
     colocated = stage.type != "ppo" or stage.colocate
     per_model = [m.params * _bytes_per_param(m.trained, precision) / m.devices for m in models]
     trained_states = sum(b for m, b in zip(models, per_model) if m.trained)
     frozen_states = sum(b for m, b in zip(models, per_model) if not m.trained)
     # Split placement: the trained half also carries activations and the rollout KV cache, so
     # the fuller device is the larger of the two halves.
-    busy = activations + kv / trained_devices
+    busy = activations + logits + kv / trained_devices
     states_and_work = (trained_states + frozen_states + busy if colocated
                        else max(trained_states + busy, frozen_states))
     per_device = states_and_work + RESERVE_GIB * GIB
-    accelerator = load_catalog().get(spec.cluster.accelerator)
     capacity = accelerator.memory_gib if accelerator else 0.0
     placement = (f"all {len(models)} model(s) on the same {devices} device(s)" if colocated else
                  f"policy + value on {models[0].devices} device(s), reference + reward on {models[2].devices}")
@@ -128,7 +149,8 @@ def stage_memory(spec: Spec, stage, devices: int | None = None, precision: str |
             "models": [{"role": m.role, "trained": m.trained, "params": m.params, "devices": m.devices,
                         "gib_per_device": round(m.params * _bytes_per_param(m.trained, precision) / m.devices / GIB, 4)}
                        for m in models],
-            "activations_gib": round(activations / GIB, 4), "kv_cache_gib": round(kv / trained_devices / GIB, 4),
+            "activations_gib": round(activations / GIB, 4), "logits_gib": round(logits / GIB, 4),
+            "kv_cache_gib": round(kv / trained_devices / GIB, 4),
             "per_device_gib": round(per_device / GIB, 4), "capacity_gib": round(capacity, 4),
             "fits": per_device / GIB <= capacity}
 

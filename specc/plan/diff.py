@@ -11,7 +11,7 @@ COMPARED = {
     "model": ("params", "active_params", "flops_per_token"),
     "hardware": ("accelerator", "count", "precision"),
     "layout": ("dp", "tp", "pp", "cp", "ep", "vpp", "zero_stage", "fsdp", "micro_batch", "grad_accum", "recompute"),
-    "memory": ("per_device_gib", "fits"),
+    "memory": ("per_device_gib", "fits", "loss"),
     "memory.breakdown_gib": ("params", "grads", "optimizer", "activations", "other"),
     "time": ("step_s", "tokens_per_s", "mfu", "train_days", "device_hours", "cost_usd"),
     "scaling": ("tokens_per_param", "predicted_loss"),

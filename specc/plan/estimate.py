@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from specc.plan.layout import Hardware, Layout, hardware_for
-from specc.plan.memory import MemoryBreakdown, device_memory
+from specc.plan.memory import MemoryBreakdown, device_memory, loss_implementation
 from specc.plan.params import FlopsPerToken, ParameterCount, count_parameters, flops_per_token, hardware_flops_per_token
 from specc.plan.timing import StepTime, step_time
 from specc.catalog import Accelerator
@@ -59,7 +59,8 @@ def evaluate(work: Workload, layout: Layout, hardware: Hardware | None = None) -
     hardware = hardware or work.hardware(layout.precision)
     memory = device_memory(work.model, work.counts, layout, hardware, work.seq_len)
     hw_flops = hardware_flops_per_token(work.flops, layout.recompute, layout.selective_policy,
-                                        work.model.attention == "eager")
+                                        work.model.attention == "eager",
+                                        loss_implementation(layout, hardware.is_tpu) == "chunked")
     time = step_time(work.model, work.counts, work.flops, hw_flops, layout, hardware, work.seq_len,
                      work.tokens_per_step)
     return Estimate(layout=layout, memory=memory, time=time)

@@ -45,6 +45,11 @@ class Layout:
     """When FSDP reduces gradients under accumulation (`parallel.grad_sync`): after `every`
     micro-batch, or on the `last` one only, keeping unsharded fp32 gradients in between
     (`set_requires_gradient_sync` in specc/runtime/train/loop.py)."""
+    loss: str = "auto"
+    """How the head and cross-entropy run (`parallel.loss`): `chunked`, `full`, or `auto` (the runtime's
+    preferred, `specc.spec.capabilities`)."""
+    loss_chunk_tokens: int = 1024
+    """Tokens per chunk of the chunked loss (`parallel.loss_chunk_tokens`)."""
 
     @property
     def devices(self) -> int:
@@ -80,7 +85,8 @@ class Layout:
                             hsdp_replicas=self.hsdp_replicas, sp=self.sp, micro_batch=self.micro_batch,
                             recompute=self.recompute, selective_policy=self.selective_policy,
                             pp_schedule=self.pp_schedule, precision=self.precision, fp8_recipe=self.fp8_recipe,
-                            compile=self.compile, grad_sync=self.grad_sync)
+                            compile=self.compile, grad_sync=self.grad_sync, loss=self.loss,
+                            loss_chunk_tokens=self.loss_chunk_tokens)
 
 
 def layout_from_spec(parallel: ParallelSpec, dp: int, batch_sequences: int | None,
@@ -95,7 +101,8 @@ def layout_from_spec(parallel: ParallelSpec, dp: int, batch_sequences: int | Non
                   sp=parallel.sp, micro_batch=parallel.micro_batch, grad_accum=grad_accum,
                   recompute=parallel.recompute, selective_policy=parallel.selective_policy,
                   pp_schedule=parallel.pp_schedule, precision=parallel.precision, fp8_recipe=parallel.fp8_recipe,
-                  compile=parallel.compile, grad_sync=parallel.grad_sync)
+                  compile=parallel.compile, grad_sync=parallel.grad_sync, loss=parallel.loss,
+                  loss_chunk_tokens=parallel.loss_chunk_tokens)
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from specc.plan import fp8, tpu
 from specc.plan.layout import Hardware, Layout
 from specc.plan.params import ParameterCount
 from specc.spec import parallel_dims as dims
+from specc.spec.capabilities import TORCH_LOSSES, resolve_loss
 from specc.spec.model import ModelSpec
 
 GIB = 2**30
@@ -72,7 +73,10 @@ class MemoryBreakdown:
     stage: str
     """`first`, `last` or `only` (pp = 1): which pipeline stage these figures are for."""
     phase: str = "loss"
-    """The moment of the step whose memory these figures are: `loss`, `backward` or `optimizer`."""
+    """The moment of the step whose memory these figures are: `loss`, `regather` (fp32 FSDP re-gathering
+    the root unit as backward starts), `backward` or `optimizer`."""
+    loss: str = "full"
+    """The loss implementation these figures assume: `parallel.loss` as the runtime runs it (`auto` resolved)."""
 
     @property
     def other(self) -> float:
@@ -98,6 +102,7 @@ class MemoryBreakdown:
             "fits": self.fits,
             "stage": self.stage,
             "peak_phase": self.phase,
+            "loss": self.loss,
             "breakdown_gib": {
                 "params": _round(self.params / GIB), "grads": _round(self.grads / GIB),
                 "optimizer": _round(self.optimizer / GIB), "activations": _round(self.activations / GIB),
@@ -357,32 +362,92 @@ gradient; the fp32 copy and fp32 gradient of the eager path fuse away. Reasoned 
 checked against libtpu's compiled peaks (benchmarks/tpu_memory_truth.py --stored)."""
 
 
-LOSS_PARALLEL_LOGIT_BYTES = 18.0
-"""Bytes per local logit under torch's `loss_parallel` (tensor parallelism, untied head): the 16-bit
-logits and their fp32 copy kept (6), and in backward its three fp32 temporaries (zeros, exp, their
-sum: 12), measured with MemTracker on real tensors at tp 1, 2 and 4 (fake tensors over-count them)."""
+FULL_LOGIT_BYTES = 12.0
+"""Bytes per logit of the full loss as specc's loop runs it, `cross_entropy(logits.float())` with no
+reference left to the logits (`next_token_loss`): during its backward the fp32 log-softmax kept for
+backward, the NLL's fp32 gradient and log-softmax's fp32 gradient (4 + 4 + 4), in mixed precision and
+fp32 training alike (FSDPMemTracker on specc's runtime, benchmarks/plan_vs_tracker.py: bf16 configs
+within 1.5%; 14 B while the loop still held the 16-bit logits through backward)."""
+
+PIPELINE_HELD_LOGITS = True
+"""torch's pipeline schedules keep the last stage's outputs (`PipelineStage.output_chunks`) until the
+step ends, so under pp > 1 the logits themselves (2 or 4 B each) stay beside FULL_LOGIT_BYTES
+(reasoned from torch.distributed.pipelining, not traced)."""
+
+LOSS_PARALLEL_LOGIT_BYTES = 16.0
+"""Bytes per local logit under torch's `loss_parallel` (tensor parallelism, untied head): the fp32 copy
+of the logits kept (4), and in backward its three fp32 temporaries (zeros, exp, their sum: 12),
+measured with FSDPMemTracker on real tensors (tp 2 on a fake group, vocab 8k vs 16k differenced; fake
+tensors over-count them). It was 18 while the loop also held the 16-bit logits."""
+
+
+def loss_implementation(layout: Layout, xla: bool = False) -> str:
+    """`parallel.loss` as the runtime runs it (`specc.spec.capabilities`): under XLA the full logits,
+    which its compiler fuses; on specc's torch runtime `auto` is `chunked`."""
+    return resolve_loss(layout.loss, ("full",) if xla else TORCH_LOSSES)
 
 
 def logits_memory(model: ModelSpec, layout: Layout, seq_len: int, xla: bool = False) -> float:
-    """The loss's working set on the last stage, vocab-parallel /tp (Megatron; torchtitan's and specc's
-    `loss_parallel`); a tied head is replicated over tp in specc's runtime, so its logits are whole.
+    """The loss's working set on the last stage, as `parallel.loss` runs it: `chunked_loss_memory`, else
+    the full logits below.
 
-    Without tensor parallelism specc's loop computes `cross_entropy(logits.float())`: during the
-    loss's backward the 16-bit logits 2sbV, their fp32 copy 4sbV, the fp32 log-softmax kept for
-    backward 4sbV and one fp32 gradient 4sbV are alive at once, 14 B per logit (FSDPMemTracker's
-    peaks on specc's model within 2%, benchmarks/plan_vs_tracker.py); in fp32 training the tracker
-    sees 8 B per logit (the log-softmax and one gradient: the logits themselves are not kept).
-    Under `loss_parallel`: LOSS_PARALLEL_LOGIT_BYTES per local logit; under XLA:
-    XLA_LOGIT_BYTES. Megatron's estimate 4sbh(1 + V/h) keeps one fp32 copy (docs/formulas.md section 4)."""
-    s = dims.local_seq_len(seq_len, layout.cp)
-    vocab_shards = 1 if model.tie_embeddings else layout.tp
+    Full logits, vocab-parallel /tp (Megatron; torchtitan's and specc's `loss_parallel`); a tied head is
+    replicated over tp in specc's runtime, so its logits are whole. FULL_LOGIT_BYTES per logit without
+    tensor parallelism, LOSS_PARALLEL_LOGIT_BYTES per local logit under `loss_parallel`, plus the logits
+    themselves under pp (PIPELINE_HELD_LOGITS); under XLA, XLA_LOGIT_BYTES. Megatron's estimate
+    4sbh(1 + V/h) keeps one fp32 copy (docs/formulas.md section 4)."""
+    if loss_implementation(layout, xla) == "chunked":
+        return chunked_loss_memory(model, layout, seq_len)
     if xla:
         per_element = XLA_LOGIT_BYTES
-    elif vocab_shards > 1:
-        per_element = LOSS_PARALLEL_LOGIT_BYTES
     else:
-        per_element = 8.0 if layout.precision == "fp32" else 14.0
-    return per_element * s * layout.micro_batch * model.vocab_size / vocab_shards
+        per_element = LOSS_PARALLEL_LOGIT_BYTES if _vocab_shards(model, layout) > 1 else FULL_LOGIT_BYTES
+        if layout.pp > 1 and PIPELINE_HELD_LOGITS:
+            per_element += compute_element_bytes(layout)
+    return per_element * _local_logits(model, layout, seq_len)
+
+
+def _vocab_shards(model: ModelSpec, layout: Layout) -> int:
+    return 1 if model.tie_embeddings else layout.tp
+
+
+def _local_logits(model: ModelSpec, layout: Layout, seq_len: int) -> float:
+    """Logits of one micro-batch on one device: s/cp x b x V/tp (a tied head's vocabulary is whole)."""
+    return dims.local_seq_len(seq_len, layout.cp) * layout.micro_batch * model.vocab_size / _vocab_shards(model, layout)
+
+
+def logit_gradient_memory(model: ModelSpec, layout: Layout, seq_len: int) -> float:
+    """The fp32 gradient of the full loss's logits, alive when FSDP's pre-backward hook re-gathers the
+    root unit (the hook fires on the gradient of the module's output): 4 B per logit in fp32 training
+    (the 16-bit copy under mixed precision is not traced: no re-gather moment there, see
+    `root_regather_memory`). The chunked loss's output is one log-prob per token: nothing."""
+    return 4.0 * _local_logits(model, layout, seq_len)
+
+
+CHUNKED_LOGIT_BYTES = 4.0
+"""fp32 bytes per logit of the chunked loss's live chunk (specc/runtime/train/loss.py): the upcast
+logits, exponentiated and turned into the gradient in place. Under mixed precision the 16-bit matmul
+output (forward, as it is upcast) or the 16-bit gradient (backward, before its two matmuls) is
+alive beside it: +2."""
+
+
+def chunked_loss_memory(model: ModelSpec, layout: Layout, seq_len: int) -> float:
+    """The chunked loss's working set at its peak, in its backward (specc/runtime/train/loss.py):
+    one block of logits holding as many elements as a forward chunk, min(loss_chunk_tokens, sb) x V
+    (V/tp for a vocab-sharded head), at CHUNKED_LOGIT_BYTES + 2 (16-bit) per logit; the hidden states'
+    gradient accumulated in fp32 over the blocks plus one block's 16-bit product, sbh (4 + 2); under
+    sequence parallelism the gathered hidden states, sbh x 2; per-token vectors (log-sum-exp, log-probs
+    and their gradient: 12 B per token). The head's weight gradient, written block by block while the
+    logits are alive, is FSDP's business (`chunked_loss_fsdp_memory`). FSDPMemTracker on specc's runtime
+    (benchmarks/plan_vs_tracker.py `chunked-*`): the temporaries at the peak are this plus the head's
+    gradient to within 1%."""
+    tokens = dims.local_seq_len(seq_len, layout.cp) * layout.micro_batch
+    vocab = model.vocab_size / (1 if model.tie_embeddings else layout.tp)
+    e = compute_element_bytes(layout)
+    per_logit = CHUNKED_LOGIT_BYTES + (e if e < 4 else 0.0)
+    working = min(layout.loss_chunk_tokens, tokens) * vocab * per_logit
+    hidden = tokens * model.hidden_size * (4.0 + e + (e if layout.sequence_parallel else 0.0))
+    return working + hidden + 12.0 * tokens
 
 
 def compute_element_bytes(layout: Layout) -> float:
@@ -443,14 +508,26 @@ def backward_fsdp_memory(params: StageParams, layout: Layout, model: ModelSpec |
 
 
 def root_regather_memory(params: StageParams, layout: Layout) -> float:
-    """fp32 FSDP (no mixed precision): as backward starts, the root unit (embedding, final norm,
-    head) is all-gathered again while the loss's working set is alive; FSDP2 copies the all-gather
-    output into the unsharded fp32 parameters, so both are alive: 2 x 4 B/param (FSDPMemTracker,
-    benchmarks/plan_vs_tracker.py `fp32*` configs). Under mixed precision the tracker shows no such
-    moment above the loss's."""
+    """fp32 FSDP (no mixed precision): once the loss's backward has produced the gradient of the root
+    module's output, the root unit (embedding, final norm, head) is all-gathered again; FSDP2 copies
+    the all-gather output into the unsharded fp32 parameters, so both are alive: 2 x 4 B/param, beside
+    that gradient (`logit_gradient_memory`; FSDPMemTracker, benchmarks/plan_vs_tracker.py `fp32*`
+    configs). Under mixed precision the tracker shows no such moment above the loss's."""
     if layout.precision != "fp32" or layout.sharded_states < 3 or layout.shard_degree == 1 or layout.pp > 1:
         return 0.0
     return params.root * 8.0
+
+
+def chunked_loss_fsdp_memory(params: StageParams, layout: Layout) -> float:
+    """Unsharded ZeRO-3/FSDP buffers while the chunked loss back-propagates (pp = 1): the loss runs inside
+    the root module's forward, so FSDP's pre-backward hook has gathered the root unit again (embedding,
+    final norm, head; in fp32 too, where the full loss's moment also holds the all-gather output,
+    `root_regather_memory`) and prefetched the last layer before the loss's backward starts; the head's
+    unsharded gradient is written during it (all in the compute dtype; FSDPMemTracker, `chunked-*`
+    configs). With pp > 1 `persistent_fsdp_memory` already holds the whole stage and its gradients."""
+    if layout.sharded_states < 3 or layout.shard_degree == 1 or layout.pp > 1:
+        return 0.0
+    return (params.root + params.head + params.layer) * compute_element_bytes(layout)
 
 
 def _grads_alive_at_loss(layout: Layout) -> bool:
@@ -468,11 +545,15 @@ def stage_memory(model: ModelSpec, counts: ParameterCount, layout: Layout, hardw
     stored = activation_memory(model, layout, seq_len, stage)
     persistent = persistent_fsdp_memory(params, layout, model)
     live_grads = grads if _grads_alive_at_loss(layout) else 0.0
+    head = stage in ("last", "only")
+    chunked = head and loss_implementation(layout, hardware.is_tpu) == "chunked"
     phases = {
         "loss": dict(grads=live_grads, activations=stored,
-                     logits=(logits_memory(model, layout, seq_len, hardware.is_tpu)
-                             if stage in ("last", "only") else 0.0),
-                     fsdp_buffers=persistent + root_regather_memory(params, layout)),
+                     logits=logits_memory(model, layout, seq_len, hardware.is_tpu) if head else 0.0,
+                     fsdp_buffers=persistent + (chunked_loss_fsdp_memory(params, layout) if chunked else 0.0)),
+        "regather": dict(grads=live_grads, activations=stored,
+                         logits=logit_gradient_memory(model, layout, seq_len) if head and not chunked else 0.0,
+                         fsdp_buffers=persistent + root_regather_memory(params, layout)),
         "backward": dict(grads=live_grads, activations=stored + layer_backward_memory(model, layout, seq_len)
                          + fp8_cast_memory(model, layout, seq_len),
                          logits=0.0, fsdp_buffers=persistent + backward_fsdp_memory(params, layout, model)),
@@ -486,7 +567,7 @@ def stage_memory(model: ModelSpec, counts: ParameterCount, layout: Layout, hardw
     else:
         reserve = GPU_CONTEXT_GIB * GIB + GPU_FRAGMENTATION * allocated
     return MemoryBreakdown(params=weights, optimizer=optimizer, reserve=reserve, capacity_gib=hardware.memory_gib,
-                           stage=stage, phase=phase, **parts)
+                           stage=stage, phase=phase, loss=loss_implementation(layout, hardware.is_tpu), **parts)
 
 
 def device_memory(model: ModelSpec, counts: ParameterCount, layout: Layout, hardware: Hardware,

@@ -198,18 +198,25 @@ def _alternate_recompute_flops(model: ModelSpec) -> float:
 
 
 def hardware_flops_per_token(flops: FlopsPerToken, recompute: str, selective_policy: str = "matmuls",
-                             eager_attention: bool = True) -> float:
+                             eager_attention: bool = True, chunked_loss: bool = False) -> float:
     """FLOPs the device really executes: model FLOPs, with the attention its kernel computes
-    (`FlopsPerToken.executed`: a sliding window's blocks), + recomputation.
+    (`FlopsPerToken.executed`: a sliding window's blocks), + recomputation, plus, with the chunked
+    loss (`parallel.loss: chunked`, specc/runtime/train/loss.py), the head's forward again in its
+    backward (2·V·h per token, a third of `head`).
 
     full: one extra forward of every block = +1/3 of the blocks' matmuls and attention (HFU ~ 4/3
     MFU; SC21's 96·B·s·L·h²(1 + s/6h + V/16Lh) = 4/3 of 72·B·s·L·h²(1 + s/6h) + the head's 6·V·h,
     docs/formulas.md section 2); selective: only the attention core's forward is recomputed (Korthikanti
     et al. 2022, section 5: 1T model MFU 56.3% vs HFU 57.0%) with eager attention, nothing but
     pointwise ops with flash/sdpa (specc's policy keeps their output), or with `alternate_matmuls`
-    half the block's matmuls (see `FlopsPerToken.alternate_recompute`). The output head is never
-    recomputed.
+    half the block's matmuls (see `FlopsPerToken.alternate_recompute`). Block recompute never covers
+    the output head; only the chunked loss recomputes its forward.
     """
+    return _block_flops(flops, recompute, selective_policy, eager_attention) + (flops.head / 3.0 if chunked_loss else 0.0)
+
+
+def _block_flops(flops: FlopsPerToken, recompute: str, selective_policy: str, eager_attention: bool) -> float:
+    """Model FLOPs plus the blocks' recomputation (`hardware_flops_per_token`)."""
     if recompute == "full":
         return flops.executed + (flops.matmul - flops.head + flops.kernel_attention) / 3.0
     if recompute == "selective" and selective_policy == "alternate_matmuls":

@@ -45,6 +45,14 @@ class Capabilities:
     alignment_precision: str = "fp32"
     """Precision of the alignment stages: models are built in fp32 (`build_model`) and trained
     without autocast, whatever `parallel.precision` says."""
+    losses: tuple[str, ...] = ("full",)
+    """Loss implementations (`parallel.loss`) the runtime executes, preferred first: `auto` runs the
+    first. The torch runtime has the chunked head + cross-entropy (`specc.runtime.train.loss`); the
+    torch-xla runtime computes the full logits and lets XLA fuse the loss."""
+
+    def resolve_loss(self, requested: str) -> str:
+        """The loss implementation that runs for `parallel.loss` = `requested` (`auto`: the preferred one)."""
+        return resolve_loss(requested, self.losses)
 
     def supports_axis(self, axis: str) -> bool:
         return axis == "dp" or axis in self.parallel_axes
@@ -76,6 +84,13 @@ TPU = Capabilities(target="tpu", runtime="pretrain_tpu", parallel_axes=frozenset
                    sharded_stages=(0, 3), precisions=TPU_PRECISIONS, sequence_parallel=False)
 """The torch-xla SPMD runtime (`specc.runtime.tpu`), the same on every TPU generation."""
 
+TORCH_LOSSES = ("chunked", "full")
+
+
+def resolve_loss(requested: str, losses: tuple[str, ...]) -> str:
+    """`parallel.loss` on a runtime that executes `losses` (preferred first): `auto` is the first."""
+    return losses[0] if requested == "auto" else requested
+
 
 def capabilities_for(accelerator: Accelerator) -> Capabilities:
     """The capabilities of specc's runtime on `accelerator` (a catalog entry).
@@ -90,14 +105,16 @@ def capabilities_for(accelerator: Accelerator) -> Capabilities:
         return TPU
     if accelerator.kind == "cpu":
         return Capabilities(target="cpu", runtime="pretrain", parallel_axes=TORCH_AXES, sharded_stages=(2, 3),
-                            precisions=frozenset({"fp32", "bf16", "fp16"}), sequence_parallel=True)
+                            precisions=frozenset({"fp32", "bf16", "fp16"}), sequence_parallel=True,
+                            losses=TORCH_LOSSES)
     precisions = {"fp32", "fp16"}
     if accelerator.bf16:
         precisions.add("bf16")
     if accelerator.fp8:
         precisions.add("fp8")
     return Capabilities(target="gpu", runtime="pretrain", parallel_axes=TORCH_AXES, sharded_stages=(2, 3),
-                        precisions=frozenset(precisions), sequence_parallel=True)
+                        precisions=frozenset(precisions), sequence_parallel=True,
+                        losses=TORCH_LOSSES)
 
 
 # --- what the deploy stage produces (`specc.runtime.deploy`) -------------------------------

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from specc.spec.base import SpecModel
-from specc.spec.types import PositiveCount
+from specc.spec.types import PositiveCount, PositiveLength
 
 Degree = Annotated[int, Field(ge=1)]
 
@@ -68,3 +68,19 @@ class ParallelSpec(SpecModel):
     better with outliers, CUTLASS GEMMs and bf16 all-gathers (+10% there)."""
     compile: bool = False
     """Wrap the model with torch.compile."""
+    loss: Literal["auto", "chunked", "full"] = "auto"
+    """How the output head and the next-token cross-entropy run (pretraining and the SFT/DPO/PPO
+    log-probabilities). `chunked`: head and loss computed `loss_chunk_tokens` tokens at a time, the
+    backward recomputing each chunk's logits, so the (tokens x vocab) logits never exist at once (as
+    Liger's fused linear cross-entropy and torchtune's chunked output loss avoid them): the loss holds
+    one chunk's logits instead of 12 B per logit of the micro-batch, for one more forward matmul of
+    the head (2 x hidden x vocab FLOPs per token). Same loss and gradients as `full` up to rounding.
+    `full`: the whole micro-batch's logits, then `F.cross_entropy` in fp32 (torch's `loss_parallel`
+    under tensor parallelism). `auto` (default): `chunked` where the runtime has it (the torch runtime
+    on CPU/GPU), `full` under XLA (TPU), whose compiler fuses the loss itself. Chunked is the default
+    because at today's vocabularies (32k-256k) the logits are the largest tensor of the step (Llama 3
+    8B at 8k tokens: 12 GiB full, under 1 GiB chunked) and the extra head matmul costs ~2% of its FLOPs."""
+    loss_chunk_tokens: PositiveLength = 1024
+    """Tokens per chunk of the `chunked` loss: its working set is this many tokens' logits (x vocab / tp).
+    1024 keeps the head's matmuls large enough to run at full speed (M = 1024) while a 128k vocabulary's
+    chunk stays under 1 GiB."""

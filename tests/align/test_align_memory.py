@@ -8,7 +8,7 @@ import pytest
 
 from specc.diagnostics.check import check_file
 from specc.plan.alignment_memory import alignment_memory, stage_memory
-from specc.spec.alignment import DPOStage, PPOStage
+from specc.spec.alignment import DPOStage, PPOStage, RewardModelStage, SFTStage
 
 
 def spec_8b():
@@ -31,8 +31,8 @@ def test_ppo_holds_four_models_and_split_placement_halves_devices():
     assert colocated["models"][2]["gib_per_device"] * 8 == pytest.approx(policy["gib_per_device"], rel=1e-3)
     # Split: a device holds only policy + value shards (over 4 devices instead of 8), not the frozen pair.
     trained = sum(m["gib_per_device"] for m in split["models"][:2])
-    assert split["per_device_gib"] == pytest.approx(trained + split["activations_gib"] + split["kv_cache_gib"] + 1.0,
-                                                    abs=1e-3)
+    assert split["per_device_gib"] == pytest.approx(trained + split["activations_gib"] + split["logits_gib"]
+                                                    + split["kv_cache_gib"] + 1.0, abs=1e-3)
     assert split["per_device_gib"] > colocated["per_device_gib"]
 
 
@@ -51,6 +51,22 @@ def test_dpo_reference_is_held_only_when_not_precomputed():
     assert [m["role"] for m in pre["models"]] == ["policy"]
     assert [m["role"] for m in held["models"]] == ["policy", "reference"]
     assert held["per_device_gib"] > pre["per_device_gib"]
+
+
+def test_policy_logits_follow_the_loss_knob():
+    """SFT back-propagates the policy's log-probabilities: 12 B per logit of its sequences with the full
+    logits; one chunk's working set with the chunked head (the default); no vocabulary loss in a reward model."""
+    spec = spec_8b()
+    sft = SFTStage(type="sft", name="sft", data="d.jsonl", batch_size=64)
+    full = stage_memory(spec.model_copy(update={"parallel": spec.parallel.model_copy(update={"loss": "full"})}), sft)
+    chunked = stage_memory(spec, sft)
+    sequences = 64 / 8  # per device
+    assert full["logits_gib"] == pytest.approx(12 * sequences * 8192 * 128256 / 2**30, rel=1e-3)
+    assert chunked["logits_gib"] < full["logits_gib"] / 40
+    assert full["per_device_gib"] - chunked["per_device_gib"] == pytest.approx(
+        full["logits_gib"] - chunked["logits_gib"], abs=1e-3)
+    reward = stage_memory(spec, RewardModelStage(type="reward_model", name="rm", data="d.jsonl"))
+    assert reward["logits_gib"] == 0
 
 
 def test_tiny_spec_alignment_memory_is_torch_free():

@@ -126,17 +126,18 @@ def _llama8b():
 
 
 def test_peak_is_the_largest_moment_not_the_sum():
-    """FSDP without accumulation: gradients are freed by zero_grad, so at the loss (the usual peak)
-    they are absent; the loss's working set and backward's gathered buffers never coexist."""
+    """FSDP without accumulation: gradients are freed by zero_grad, so at the loss (the usual peak with
+    the full logits) they are absent; the loss's working set and backward's gathered buffers never coexist."""
     model, hardware = _llama8b(), hardware_for(load_catalog()["h100-sxm"], 8, 8, "bf16")
     counts = count_parameters(model)
-    memory = device_memory(model, counts, Layout(dp=8, fsdp=True, micro_batch=1), hardware, 8192)
+    memory = device_memory(model, counts, Layout(dp=8, fsdp=True, micro_batch=1, loss="full"), hardware, 8192)
     assert memory.phase == "loss" and memory.grads == 0 and memory.fsdp_buffers == 0
-    assert memory.logits == pytest.approx(14 * 8192 * 128256)
+    assert memory.logits == pytest.approx(12 * 8192 * 128256)
     # with accumulation the sharded gradients live across micro-batches
-    accumulating = device_memory(model, counts, Layout(dp=8, fsdp=True, micro_batch=1, grad_accum=4), hardware, 8192)
+    accumulating = device_memory(model, counts, Layout(dp=8, fsdp=True, micro_batch=1, grad_accum=4, loss="full"),
+                                 hardware, 8192)
     assert accumulating.grads == pytest.approx(4 * counts.total / 8)
-    # a huge vocabulary's loss dominates; a tiny one leaves backward (gathered layers) as the peak
+    # a huge vocabulary's full loss dominates; a tiny one leaves backward (gathered layers) as the peak
     small_vocab = ModelSpec(num_layers=32, hidden_size=4096, num_heads=32, num_kv_heads=8, ffn_hidden_size=14336,
                             vocab_size=256, max_seq_len=8192)
     backward = device_memory(small_vocab, count_parameters(small_vocab), Layout(dp=8, fsdp=True, micro_batch=1),
@@ -149,9 +150,38 @@ def test_peak_is_the_largest_moment_not_the_sum():
 def test_vocab_parallel_logits_unless_tied():
     model = _llama8b()
     tied = ModelSpec(**{**model.model_dump(), "tie_embeddings": True})
-    layout = Layout(dp=1, tp=8, sp=True)
-    assert logits_memory(model, layout, 8192) == pytest.approx(18 * 8192 * 128256 / 8)  # torch's loss_parallel
-    assert logits_memory(tied, layout, 8192) == pytest.approx(14 * 8192 * 128256)  # specc replicates a tied head
+    layout = Layout(dp=1, tp=8, sp=True, loss="full")
+    assert logits_memory(model, layout, 8192) == pytest.approx(16 * 8192 * 128256 / 8)  # torch's loss_parallel
+    assert logits_memory(tied, layout, 8192) == pytest.approx(12 * 8192 * 128256)  # specc replicates a tied head
+
+
+def test_chunked_loss_holds_one_chunk_of_logits():
+    """`parallel.loss: chunked` (the torch runtime's `auto`): the loss holds one chunk's logits (6 B each in
+    bf16, 4 in fp32) and sbh-sized hidden-state gradients instead of 12 B per logit of the micro-batch;
+    under XLA `auto` stays the full (fused) logits."""
+    model = _llama8b()
+    tokens, vocab, h = 2 * 8192, 128256, 4096
+    full = logits_memory(model, Layout(dp=8, fsdp=True, micro_batch=2, loss="full"), 8192)
+    assert full == pytest.approx(12 * tokens * vocab)
+    for loss in ("auto", "chunked"):
+        chunked = logits_memory(model, Layout(dp=8, fsdp=True, micro_batch=2, loss=loss), 8192)
+        assert chunked == pytest.approx(1024 * vocab * 6 + tokens * h * 6 + 12 * tokens)
+    assert chunked < full / 20
+    fp32 = logits_memory(model, Layout(dp=8, micro_batch=2, precision="fp32", loss_chunk_tokens=512), 8192)
+    assert fp32 == pytest.approx(512 * vocab * 4 + tokens * h * 8 + 12 * tokens)
+    # vocab-sharded under tp: the chunk's logits /tp, the gathered sequence (sp) added
+    tp = logits_memory(model, Layout(dp=1, tp=8, sp=True, micro_batch=2), 8192)
+    assert tp == pytest.approx(1024 * vocab / 8 * 6 + tokens * h * 8 + 12 * tokens)
+    assert logits_memory(model, Layout(dp=8, micro_batch=2), 8192, xla=True) == pytest.approx(8 * tokens * vocab)
+    # the whole device: the step's peak drops by about the logits it no longer holds, and moves off the loss
+    counts, hardware = count_parameters(model), hardware_for(load_catalog()["h100-sxm"], 8, 8, "bf16")
+    before = device_memory(model, counts, Layout(dp=8, fsdp=True, micro_batch=2, loss="full"), hardware, 8192)
+    after = device_memory(model, counts, Layout(dp=8, fsdp=True, micro_batch=2), hardware, 8192)
+    assert before.phase == "loss" and after.total_gib < before.total_gib - 15
+    # the price: the head's forward again in the loss's backward, 2·V·h FLOPs per token
+    flops = flops_per_token(model, 8192)
+    assert hardware_flops_per_token(flops, "none", chunked_loss=True) - hardware_flops_per_token(flops, "none") == (
+        pytest.approx(2 * vocab * h))
 
 
 def test_alternate_matmuls_policy_keeps_less_and_recomputes_half_the_matmuls():

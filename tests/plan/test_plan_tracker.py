@@ -1,6 +1,6 @@
 """A few planner-vs-FSDPMemTracker comparisons on specc's own runtime model (fake tensors, fake
 process group, in a subprocess so the fake group stays out of this test process). The full set
-of 41 configs is benchmarks/plan_vs_tracker.py.
+of 51 configs (10 with the chunked loss) is benchmarks/plan_vs_tracker.py.
 
 The TP + SP and MoE configs trace on real bf16 tensors (see the benchmark's `trace`). CPUs
 without bf16 matrix instructions (AVX2-only) run those ~75x slower than fp32 — over ten minutes
@@ -21,7 +21,7 @@ from conftest import ROOT
 
 pytestmark = pytest.mark.slow  # traces the runtime under FSDPMemTracker in a subprocess (~30 s)
 
-FAKE_CONFIGS = ["base", "base-selective", "layernorm-learned", "fp32", "fp32-eager-gelu"]
+FAKE_CONFIGS = ["base", "base-selective", "layernorm-learned", "fp32", "fp32-eager-gelu", "chunked-base", "chunked-big-vocab"]
 REAL_CONFIGS = ["tp2-sp-selective", "moe"]
 BF16_GFLOPS_NEEDED = 20.0
 

@@ -1,6 +1,7 @@
 """Every parallel layout, run by torchrun on 4 gloo processes, reproduces the single-process
 loss curve for the same data and seed (FSDP, HSDP, FSDP+TP(+SP), PP 1F1B/interleaved/GPipe,
-context parallel, MoE with expert parallelism)."""
+context parallel, MoE with expert parallelism), with the chunked loss (the default) and, for
+tensor and pipeline parallelism, the full logits too."""
 
 from __future__ import annotations
 
@@ -25,7 +26,9 @@ SCHEDULE = tiny_schedule(steps=4, checkpoint_interval=4, eval_interval=4, eval_b
 
 
 def fp32(**parallel) -> dict:
-    return {"precision": "fp32", "micro_batch": 2, **parallel}
+    """fp32, micro-batches of 2; the chunked loss (the default) in chunks of 24 tokens, so that every
+    layout runs several chunks (64 tokens per micro-batch, 32 per rank under cp 2)."""
+    return {"precision": "fp32", "micro_batch": 2, "loss_chunk_tokens": 24, **parallel}
 
 
 CASES = [
@@ -35,7 +38,8 @@ CASES = [
     ("fsdp_tp", tiny_model(), fp32(dp=2, tp=2, fsdp=True)),
     ("fsdp_tp_sp_tied", tiny_model(tie_embeddings=True), fp32(dp=2, tp=2, sp=True, fsdp=True)),
     ("pp_1f1b", tiny_model(), fp32(dp=2, pp=2, pp_schedule="1f1b")),
-    ("pp_gpipe_tp", tiny_model(), fp32(tp=2, pp=2, pp_schedule="gpipe")),
+    # the full logits: the pipeline's loss_fn on logits, torch's loss_parallel over tp-sharded logits
+    ("pp_gpipe_tp_full_loss", tiny_model(), fp32(tp=2, pp=2, pp_schedule="gpipe", loss="full")),
     ("pp_interleaved", tiny_model(num_layers=4), fp32(dp=2, pp=2, vpp=2, pp_schedule="interleaved", micro_batch=1)),
     ("moe_ep", MOE, fp32(dp=4, ep=4, fsdp=True)),
     ("cp_fsdp", tiny_model(), fp32(dp=2, cp=2, fsdp=True)),
@@ -48,6 +52,7 @@ CASES = [
     ("moe_fsdp_uneven_experts", tiny_model(moe={"num_experts": 3, "top_k": 1}), fp32(dp=4, fsdp=True)),
     ("moe_ep2_tp2_sp", MOE, fp32(dp=2, ep=2, tp=2, sp=True, fsdp=True)),
     ("fsdp_bf16", tiny_model(), fp32(dp=4, fsdp=True, precision="bf16")),
+    ("fsdp_tp_full_loss", tiny_model(), fp32(dp=2, tp=2, fsdp=True, loss="full")),
 ]
 
 

@@ -59,6 +59,23 @@ def test_recompute_gives_the_same_losses(tmp_path, shards, recompute, policy):
         assert b["grad_norm"] == pytest.approx(a["grad_norm"], rel=1e-5)
 
 
+@pytest.mark.slow  # trains four times, ~6 s
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_chunked_loss_trains_like_the_full_logits(tmp_path, shards, precision):
+    """`parallel.loss: chunked` in chunks of 24 tokens (5 chunks of a 4 x 32 micro-batch, the last one
+    short) follows the full-logits loss curve; bf16 within bf16 rounding of the head's gradients."""
+    schedule = tiny_schedule(steps=3, checkpoint_interval=3, eval_interval=3, eval_batches=1)
+    parallel = {"dp": 1, "micro_batch": 4, "precision": precision}
+    full = run(tmp_path / "full", shards, tiny_model(), schedule, {**parallel, "loss": "full"})
+    chunked = run(tmp_path / "chunked", shards, tiny_model(), schedule,
+                  {**parallel, "loss": "chunked", "loss_chunk_tokens": 24})
+    rel = 1e-5 if precision == "fp32" else 2e-2
+    for a, b in zip(full, chunked):
+        assert b["loss"] == pytest.approx(a["loss"], rel=rel)
+        assert b["grad_norm"] == pytest.approx(a["grad_norm"], rel=rel)
+    assert chunked[-1]["val_loss"] == pytest.approx(full[-1]["val_loss"], rel=rel)
+
+
 @pytest.mark.slow  # trains twice, ~3 s
 def test_bf16_tracks_fp32(tmp_path, shards):
     schedule = tiny_schedule(steps=3, checkpoint_interval=3)

@@ -223,3 +223,34 @@ def precision_supported(spec: Spec) -> Iterator[Finding]:
         fp8_targets = [a.id for a in catalog.values() if "fp8" in capabilities_for(a).precisions]
         hint += f"; fp8 training runs on {', '.join(fp8_targets)}"
     yield Finding(("parallel", "precision"), reason, hint)
+
+
+def loss_runs_on_target(spec: Spec) -> Iterator[Finding]:
+    """`parallel.loss` must be one the target's runtime executes (`specc.spec.capabilities`): the chunked
+    head + cross-entropy is torch's (CPU/GPU); the TPU runtime computes the full logits, which XLA fuses.
+
+    passes: `loss: chunked` on h100-sxm, `loss: auto` on tpu-v5e      fails: `loss: chunked` on tpu-v5e
+    """
+    parallel = _explicit(spec)
+    accelerator = load_catalog().get(spec.cluster.accelerator)
+    if parallel is None or accelerator is None or parallel.loss == "auto":
+        return
+    capabilities = capabilities_for(accelerator)
+    if parallel.loss not in capabilities.losses:
+        runs = " or ".join(f"loss: {name}" for name in capabilities.losses)
+        yield Finding(("parallel", "loss"),
+                      f"loss: {parallel.loss} is not executed by specc's {capabilities.runtime} runtime on "
+                      f"{accelerator.name}, which runs {runs}",
+                      f"use loss: auto (runs loss: {capabilities.resolve_loss('auto')} here) or {runs}")
+
+
+def loss_chunk_tokens_needs_chunked(spec: Spec) -> Iterator[Finding]:
+    """`loss_chunk_tokens` sizes the chunks of the chunked loss; with the full logits it does nothing.
+
+    passes: `loss: chunked, loss_chunk_tokens: 2048`      fails (warning): `loss: full, loss_chunk_tokens: 2048`
+    """
+    parallel = _explicit(spec)
+    if parallel is not None and parallel.loss == "full" and "loss_chunk_tokens" in parallel.model_fields_set:
+        yield Finding(("parallel", "loss_chunk_tokens"),
+                      f"loss_chunk_tokens: {parallel.loss_chunk_tokens} has no effect with loss: full",
+                      "set loss: chunked (or auto), or remove loss_chunk_tokens", "warning")

@@ -8,6 +8,8 @@ params (built by `specc.runtime.align.params.alignment_params`):
   seq_len          the stage's sequence length (`specc.spec.alignment.stage_seq_len`: what the plan
                    charged; the stage trains and generates within it)
   seed, checkpoint_interval
+  loss, loss_chunk_tokens  the spec's `parallel.loss` and `parallel.loss_chunk_tokens`: how policies
+                   compute their log-probabilities (chunked head, or the full logits)
   reference_checkpoint  (dpo) frozen reference model directory
   reward_checkpoint     (ppo) the reward model's directory
 Data paths inside `stage` are absolute (resolved against the spec's directory), or relative to
@@ -23,7 +25,7 @@ from pydantic import TypeAdapter
 
 from specc.runtime.align.chat import ChatTemplate, load_template
 from specc.runtime.align.trainer import LoopSettings
-from specc.runtime.infer.weights import TextCodec, file_sha256, load_codec
+from specc.runtime.infer.weights import TextCodec, file_sha256, load_codec, load_model
 from specc.runtime.io import atomic_write_json, mark_success
 from specc.spec.alignment import AlignmentStage
 
@@ -46,9 +48,18 @@ class StageContext:
     seq_len: int
     seed: int
     checkpoint_interval: int
+    loss: str = "auto"
+    loss_chunk_tokens: int = 1024
 
     def path(self, key: str) -> Path:
         return resolve(self.run_dir, self.config["params"][key])
+
+    def language_model(self, key: str, device):
+        """The model saved under params[key], its head computing log-probabilities as the spec's
+        `parallel.loss` says (`Transformer.set_loss`)."""
+        model = load_model(self.path(key), device)
+        model.set_loss(self.loss, self.loss_chunk_tokens)
+        return model
 
     def data_path(self, path: str) -> Path:
         """A data file: absolute, or relative to run_dir (data written by an earlier
@@ -70,7 +81,8 @@ def stage_context(config: dict) -> StageContext:
                         codec=load_codec(resolve(run_dir, params["tokenizer"])), template=template,
                         seq_len=int(params["seq_len"]),
                         seed=int(params.get("seed", 0)),
-                        checkpoint_interval=int(params.get("checkpoint_interval", 50)))
+                        checkpoint_interval=int(params.get("checkpoint_interval", 50)),
+                        loss=params.get("loss", "auto"), loss_chunk_tokens=int(params.get("loss_chunk_tokens", 1024)))
 
 
 def inputs_record(context: StageContext, keys: tuple[str, ...]) -> dict:

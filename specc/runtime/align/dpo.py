@@ -15,15 +15,15 @@ import torch.nn.functional as F
 from specc.runtime.align.common import StageContext, finish, inputs_record
 from specc.runtime.align.data import PreferencePair, load_preferences, step_indices, total_steps
 from specc.runtime.align.trainer import device, train_loop
-from specc.runtime.infer.scoring import continuation_scores, pad_pairs
-from specc.runtime.infer.weights import load_model, save_model
+from specc.runtime.infer.scoring import continuation_logprobs, pad_pairs
+from specc.runtime.infer.weights import save_model
 
 
 def pair_logps(model: torch.nn.Module, pairs: list[PreferencePair], pad_id: int, max_len: int
                ) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed response log-probs (chosen, rejected), differentiable in the model."""
     batch = pad_pairs([(p.prompt, p.chosen) for p in pairs] + [(p.prompt, p.rejected) for p in pairs], pad_id, max_len)
-    logps, _, _ = continuation_scores(model, batch)
+    logps = continuation_logprobs(model, batch)
     return logps[:len(pairs)], logps[len(pairs):]
 
 
@@ -49,7 +49,7 @@ def reference_logps(context: StageContext, pairs: list[PreferencePair]) -> torch
         stored = torch.load(path, weights_only=True)
         if stored.shape == (len(pairs), 2):
             return stored
-    reference = load_model(context.path("reference_checkpoint"), device())
+    reference = context.language_model("reference_checkpoint", device())
     rows = []
     for start in range(0, len(pairs), 16):
         chosen, rejected = pair_logps(reference, pairs[start:start + 16], context.codec.pad_id, context.seq_len)
@@ -69,8 +69,8 @@ def run_dpo(context: StageContext) -> None:
     if stage.precompute_reference:
         stored = reference_logps(context, pairs)
     else:
-        held_reference = load_model(context.path("reference_checkpoint"), device())
-    policy = load_model(context.path("init_checkpoint"), device())
+        held_reference = context.language_model("reference_checkpoint", device())
+    policy = context.language_model("init_checkpoint", device())
     steps = total_steps(len(pairs), stage.batch_size, stage.epochs)
     print(f"{stage.name}: {len(pairs)} preference pairs, beta {stage.beta}, {steps} steps of {stage.batch_size}, "
           f"reference {'precomputed' if stage.precompute_reference else 'held in memory'}")

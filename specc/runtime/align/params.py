@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from specc.runtime.evaluate.params import absolute, tokenizer_location
 from specc.spec.alignment import stage_seq_len
+from specc.spec.parallel import ParallelSpec
 from specc.spec.root import Spec
 
 POLICY_TYPES = ("sft", "dpo", "ppo")
@@ -40,6 +41,8 @@ def alignment_params(spec: Spec, spec_dir: str) -> list[tuple[str, dict]]:
     constitutional: set[str] = set()
     template = DEFAULT_CHAT_TEMPLATE
     out = []
+    # the loss implementation the policies' log-probabilities use (`parallel.loss`; defaults under `auto`)
+    parallel = spec.parallel if isinstance(spec.parallel, ParallelSpec) else ParallelSpec()
     for stage in spec.alignment:
         body = stage.model_dump(mode="json")
         if stage.type == "sft":
@@ -52,7 +55,8 @@ def alignment_params(spec: Spec, spec_dir: str) -> list[tuple[str, dict]]:
                   "init_checkpoint": _model_dir(stage.init_from, earlier, spec_dir),
                   "tokenizer": tokenizer_location(spec, spec_dir), "chat_template": template,
                   "seq_len": stage_seq_len(stage, spec.schedule.seq_len, spec.model.max_seq_len),
-                  "seed": spec.schedule.seed, "checkpoint_interval": spec.schedule.checkpoint_interval}
+                  "seed": spec.schedule.seed, "checkpoint_interval": spec.schedule.checkpoint_interval,
+                  "loss": parallel.loss, "loss_chunk_tokens": parallel.loss_chunk_tokens}
         if stage.type == "dpo":
             reference = stage.init_from if stage.reference == "init" else stage.reference
             params["reference_checkpoint"] = _model_dir(reference, earlier, spec_dir)

@@ -27,8 +27,7 @@ from specc.runtime.align.data import load_prompts, step_indices
 from specc.runtime.align.reward import ScalarModel, load_scalar_model, pad_rows, save_scalar_model
 from specc.runtime.align.trainer import device, train_loop
 from specc.runtime.infer.decode import SamplingSettings, generate
-from specc.runtime.infer.scoring import token_logprobs
-from specc.runtime.infer.weights import load_model, save_model
+from specc.runtime.infer.weights import save_model
 from specc.runtime.train.model import Transformer
 
 VALUE_COEF = 0.5
@@ -114,7 +113,8 @@ def roll_out(policy: Transformer, prompts: list[list[int]], context: StageContex
 
 
 def policy_logprobs(policy: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
-    return token_logprobs(policy(tokens[:, :-1]), tokens[:, 1:])
+    """log p of each next token from the model's head (chunked unless `parallel.loss: full`)."""
+    return policy(tokens[:, :-1], targets=tokens[:, 1:])
 
 
 @torch.no_grad()
@@ -149,8 +149,8 @@ def ppo_step(rollouts: Rollouts, policy: Transformer, value: ScalarModel, stage,
 def run_ppo(context: StageContext) -> None:
     stage = context.stage
     dev = device()
-    policy = load_model(context.path("init_checkpoint"), dev)
-    reference = load_model(context.path("init_checkpoint"), dev).requires_grad_(False)
+    policy = context.language_model("init_checkpoint", dev)
+    reference = context.language_model("init_checkpoint", dev).requires_grad_(False)
     reward = load_scalar_model(context.path("reward_checkpoint"), dev).requires_grad_(False)
     value = load_scalar_model(context.path("reward_checkpoint"), dev)
     trainable = nn.ModuleDict({"policy": policy, "value": value})

@@ -11,19 +11,19 @@ import torch
 from specc.runtime.align.common import StageContext, finish, inputs_record
 from specc.runtime.align.data import load_sft, pack, step_indices, total_steps
 from specc.runtime.align.trainer import device, train_loop
-from specc.runtime.infer.scoring import token_logprobs
-from specc.runtime.infer.weights import load_model, save_model
+from specc.runtime.infer.weights import save_model
 
 
 def masked_nll(model: torch.nn.Module, rows: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean negative log-likelihood of the masked targets; rows are (batch, seq_len + 1)."""
-    logprobs = token_logprobs(model(rows[:, :-1]), rows[:, 1:])
+    """Mean negative log-likelihood of the masked targets; rows are (batch, seq_len + 1). The model's
+    head computes the log-probabilities (chunked unless `parallel.loss: full`)."""
+    logprobs = model(rows[:, :-1], targets=rows[:, 1:])
     return -(logprobs * mask).sum() / mask.sum().clamp(min=1.0)
 
 
 def run_sft(context: StageContext) -> None:
     stage = context.stage
-    policy = load_model(context.path("init_checkpoint"), device())
+    policy = context.language_model("init_checkpoint", device())
     examples = load_sft(context.data_path(stage.data), context.template, context.codec)
     rows, masks = pack(examples, context.seq_len, context.codec.pad_id, stage.packing)
     steps = total_steps(len(rows), stage.batch_size, stage.epochs)

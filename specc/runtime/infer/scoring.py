@@ -52,6 +52,14 @@ def token_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return -F.cross_entropy(logits.float().transpose(1, 2), targets, reduction="none")
 
 
+def continuation_logprobs(model: torch.nn.Module, batch: PaddedBatch) -> torch.Tensor:
+    """Sum of continuation log-probs, (batch,), differentiable, from the model's own head
+    (`Transformer.forward(tokens, targets)`: chunked, without the full logits, unless `parallel.loss: full`)."""
+    device = next(model.parameters()).device
+    logprobs = model(batch.inputs.to(device), targets=batch.targets.to(device))
+    return (logprobs * batch.mask.to(device)).sum(dim=-1)
+
+
 def continuation_scores(model: torch.nn.Module, batch: PaddedBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(sum of continuation log-probs, continuation token counts, whether greedy decoding
     would produce the continuation), each of shape (batch,). Differentiable in the model."""

@@ -172,6 +172,9 @@ def evaluate(steps: SpmdSteps, validation: SequenceStream, num_batches: int) -> 
 
 def build(settings: TrainSettings) -> tuple[Transformer, xs.Mesh, MeshShape]:
     """The shared model on the XLA device, sharded over the mesh the layout asks for."""
+    if settings.parallel.loss == "chunked":  # validate rejects it first (R185); a hand-edited config stops here
+        raise ValueError("parallel.loss: chunked does not run under XLA: use loss: auto or full "
+                         "(the full logits, which XLA fuses)")
     mesh, shape = spmd.build_mesh(settings.parallel)
     model = spmd.to_device(build_model(settings.model, settings.schedule.seed))
     spmd.shard_parameters(model, mesh)

@@ -29,6 +29,7 @@ from specc.runtime.train import parallelize as par
 from specc.runtime.train import precision as prec
 from specc.runtime.train.checkpoint import all_gather, diverged, load_checkpoint, newest_intact, save_checkpoint
 from specc.runtime.train.data import BatchLayout, SequenceStream, local_batch, open_streams, verify_shards_once
+from specc.runtime.train.loss import runtime_loss
 from specc.runtime.train.model import build_model, num_parameters
 from specc.runtime.train.moe import AuxLossScaler
 from specc.runtime.train.optim import build_lr_scheduler, build_optimizer
@@ -108,6 +109,7 @@ def build_parts(settings: TrainSettings, rt: Runtime) -> tuple[list[nn.Module], 
     parallel, dims = settings.parallel, rt.dims
     par.check_model_fits_layout(settings.model, parallel, dims, settings.schedule.seq_len, settings.accelerator)
     model = build_model(settings.model, settings.schedule.seed)
+    model.set_loss(parallel.loss, parallel.loss_chunk_tokens)
     chunks = par.split_pipeline(model, parallel, rt.pp_rank) if dims.pp > 1 else [(0, model)]
     for _, part in chunks:
         part.to(rt.device)
@@ -146,6 +148,22 @@ def autocast_context(parallel: ParallelSpec, rt: Runtime):
 def cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Mean next-token loss in fp32; vocab-sharded DTensor logits need `vocab_parallel_loss`."""
     return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
+
+
+def mean_negative_logprob(logprobs: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
+    """The mean next-token loss from per-token log-probabilities (the chunked head's output); `targets`
+    is unused, for the pipeline schedule's `loss_fn(output, target)` signature."""
+    return -logprobs.mean()
+
+
+def next_token_loss(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, chunked: bool,
+                    autocast=nullcontext) -> torch.Tensor:
+    """Mean next-token loss of one micro-batch as `parallel.loss` runs it: `chunked` passes the targets to
+    the model, whose head returns log-probabilities chunk by chunk (no full logits); `full` computes the
+    logits, then `cross_entropy` (under `vocab_parallel_loss`, which the caller enters, when tp shards them)."""
+    with autocast():
+        output = model(inputs, targets=targets) if chunked else model(inputs)
+    return mean_negative_logprob(output) if chunked else cross_entropy(output, targets)
 
 
 def plain(loss: torch.Tensor) -> torch.Tensor:
@@ -209,6 +227,7 @@ class StepFunctions:
     """What the pipeline's loss function multiplies by (the loss scale during a training step)."""
 
     def __post_init__(self) -> None:
+        self.chunked = runtime_loss(self.settings.parallel.loss) == "chunked"
         if self.rt.dims.pp > 1:
             self.schedule = par.build_pipeline_schedule(self.chunks, self.settings.parallel, self.rt.group("pp"),
                                                         self.layout.grad_accum, self._pipeline_loss, self.rt.device)
@@ -239,20 +258,26 @@ class StepFunctions:
                 # `every`: reduce-scatter after each micro-batch (sharded gradients, least memory);
                 # `last`: once per step, holding unsharded gradients until then (least traffic)
                 model.set_requires_gradient_sync(self.settings.parallel.grad_sync == "every" or j == accum - 1)
-            with autocast_context(self.settings.parallel, self.rt):
-                logits = model(inputs[j * micro:(j + 1) * micro])
             with self.loss_context():
-                loss = cross_entropy(logits, targets[j * micro:(j + 1) * micro])
+                loss = next_token_loss(model, inputs[j * micro:(j + 1) * micro], targets[j * micro:(j + 1) * micro],
+                                       self.chunked, self.autocast)
                 (loss / accum if self.scaler is None else loss * (self.scaler.scale / accum)).backward()
             total += plain(loss)
         return total / accum
 
-    def _pipeline_loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        loss = cross_entropy(logits, targets)
+    def autocast(self):
+        return autocast_context(self.settings.parallel, self.rt)
+
+    def _pipeline_loss(self, output: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The last stage's loss inside the pipeline schedule: from the chunked head's log-probabilities
+        or the full logits, times fp16's loss scale during a training step."""
+        loss = mean_negative_logprob(output) if self.chunked else cross_entropy(output, targets)
         return loss if self.loss_multiplier == 1.0 else loss * self.loss_multiplier
 
     def loss_context(self):
-        return par.vocab_parallel_loss(self.settings.model, self.rt.dims.tp)
+        """`loss_parallel` for the full loss over vocab-sharded logits; the chunked head reduces over
+        the tp group itself (`specc.runtime.train.loss`)."""
+        return nullcontext() if self.chunked else par.vocab_parallel_loss(self.settings.model, self.rt.dims.tp)
 
     @torch.no_grad()
     def eval_loss(self, batch: torch.Tensor) -> torch.Tensor:
@@ -262,10 +287,9 @@ class StepFunctions:
         model, micro = self.parts[0], self.layout.micro_batch
         losses = []
         for j in range(0, inputs.shape[0], micro):
-            with autocast_context(self.settings.parallel, self.rt):
-                logits = model(inputs[j:j + micro])
             with self.loss_context():
-                losses.append(plain(cross_entropy(logits, targets[j:j + micro])))
+                losses.append(plain(next_token_loss(model, inputs[j:j + micro], targets[j:j + micro], self.chunked,
+                                                    self.autocast)))
         return torch.stack(losses).mean()
 
     def _pipeline(self, inputs: torch.Tensor, targets: torch.Tensor, train: bool) -> torch.Tensor:
@@ -274,6 +298,8 @@ class StepFunctions:
         args = (inputs,) if has_first else ()
         kwargs = {"target": targets, "losses": losses} if has_last else {}
         self.loss_multiplier = self.scaler.scale if train and self.scaler is not None else 1.0
+        if self.chunked:  # every stage gets the targets; only the last one's head uses them
+            kwargs["targets"] = targets
         # the schedule computes the loss and runs backward inside; autocast as without pipelining
         with self.loss_context(), autocast_context(self.settings.parallel, self.rt):
             (self.schedule.step if train else self.schedule.eval)(*args, **kwargs)

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from specc.runtime.train.feed_forward import FeedForward
+from specc.runtime.train.loss import chunk_tokens_for, head_logprobs
 from specc.runtime.train.moe import MoE
 from specc.spec.attention_window import WINDOW_BLOCK, window_blocks
 from specc.spec.parallel_dims import is_moe_layer
@@ -328,6 +329,9 @@ class Transformer(nn.Module):
         # muP output multiplier 1/width_mult (Yang et al. 2022, Table 3).
         base = model.init.mup_base_width
         self.output_multiplier = (base / model.hidden_size) if base else 1.0
+        self.loss_chunk_tokens: int | None = None
+        """Tokens per chunk of the fused head + log-probabilities (`parallel.loss: chunked`), set by
+        `set_loss`; None computes the full logits."""
         if model.position == "rope":
             cos, sin = rope_tables(model.head_size, model.max_seq_len, model.rope_theta)
             self.register_buffer("rope_cos", cos, persistent=False)
@@ -335,8 +339,11 @@ class Transformer(nn.Module):
         else:
             self.rope_cos = self.rope_sin = None
 
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
-        """Tokens (batch, seq) -> logits on the last stage; hidden states in between."""
+    def forward(self, h: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
+        """Tokens (batch, seq) -> logits on the last stage; hidden states in between. With `targets`
+        (batch, seq), the last stage returns log p(target) per position in fp32 instead of logits:
+        chunked (`loss_chunk_tokens` set, see `specc.runtime.train.loss`) or from the full logits.
+        The head's weight is read inside forward so that FSDP has gathered it."""
         if self.embeddings is not None:
             h = self.embeddings(h)
         rope = (self.rope_cos, self.rope_sin) if self.rope_cos is not None else None
@@ -344,11 +351,20 @@ class Transformer(nn.Module):
             h = layer(h, rope)
         if self.norm is not None:
             h = self.norm(h)
-        if self.output is not None:
-            h = self.output(h)
-            if self.output_multiplier != 1.0:
-                h = h * self.output_multiplier
+        if self.output is None:
+            return h
+        if targets is not None and self.loss_chunk_tokens is not None:
+            return head_logprobs(h, self.output.weight, targets, self.loss_chunk_tokens, self.output_multiplier)
+        h = self.output(h)
+        if self.output_multiplier != 1.0:
+            h = h * self.output_multiplier
+        if targets is not None:
+            return -F.cross_entropy(h.float().transpose(1, 2), targets, reduction="none")
         return h
+
+    def set_loss(self, loss: str, chunk_tokens: int) -> None:
+        """How `forward(tokens, targets)` computes log-probabilities: `parallel.loss` and `loss_chunk_tokens`."""
+        self.loss_chunk_tokens = chunk_tokens_for(loss, chunk_tokens)
 
     @torch.no_grad()
     def init_weights(self, seed: int) -> None:
