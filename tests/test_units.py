@@ -60,6 +60,7 @@ TOKEN_LENGTH_FIELDS = {
     ("SFTStage", "seq_len"), ("RewardModelStage", "seq_len"), ("PPOStage", "seq_len"), ("DPOStage", "seq_len"),
     ("PPOStage", "max_new_tokens"), ("ConstitutionalStage", "max_new_tokens"),
     ("EvalTask", "max_new_tokens"), ("DeployTarget", "max_context"), ("SpeculativeSpec", "num_tokens"),
+    ("ParallelSpec", "loss_chunk_tokens"),
 }
 """Every field that is a number of tokens in one sequence (lengths, windows, contexts, generated
 tokens) or a batch of them. Totals (`token_budget`, `corpus.target_tokens`) are counts, decimal

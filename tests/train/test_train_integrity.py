@@ -121,19 +121,21 @@ def test_flipped_token_shard_is_caught_before_the_first_step(tmp_path, shards):
 
 def nan_from_step(monkeypatch, step: int) -> None:
     """The training loss becomes NaN from optimizer step `step` on (one micro-batch per step here:
-    micro_batch 4 of a local batch of 8 is two calls per step)."""
+    micro_batch 4 of a local batch of 8 is two calls per step), whichever loss (`parallel.loss`) runs."""
     calls = {"n": 0}
-    original = train_loop.cross_entropy
 
-    def poisoned(logits, targets):
-        loss = original(logits, targets)
-        if torch.is_grad_enabled():
-            calls["n"] += 1
-            if calls["n"] > 2 * (step - 1):
-                return loss * float("nan")
-        return loss
+    def poison(original):
+        def poisoned(*args, **kwargs):
+            loss = original(*args, **kwargs)
+            if torch.is_grad_enabled():
+                calls["n"] += 1
+                if calls["n"] > 2 * (step - 1):
+                    return loss * float("nan")
+            return loss
+        return poisoned
 
-    monkeypatch.setattr(train_loop, "cross_entropy", poisoned)
+    monkeypatch.setattr(train_loop, "cross_entropy", poison(train_loop.cross_entropy))
+    monkeypatch.setattr(train_loop, "mean_negative_logprob", poison(train_loop.mean_negative_logprob))
 
 
 def test_nan_loss_stops_the_run_naming_the_step_and_last_good_checkpoint(tmp_path, shards, monkeypatch):
