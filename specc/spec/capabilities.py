@@ -45,6 +45,10 @@ class Capabilities:
     alignment_precision: str = "fp32"
     """Precision of the alignment stages: models are built in fp32 (`build_model`) and trained
     without autocast, whatever `parallel.precision` says."""
+    recompute_modes: frozenset[str] = frozenset({"none", "selective", "full"})
+    """Activation recomputation modes (`parallel.recompute`) the runtime executes as named. The
+    torch runtime has op-level selective recompute (`apply_ac`); torch-xla's checkpoint wraps whole
+    blocks, so the TPU runtime has `none` and `full` only."""
     losses: tuple[str, ...] = ("full",)
     """Loss implementations (`parallel.loss`) the runtime executes, preferred first: `auto` runs the
     first. The torch runtime has the chunked head + cross-entropy (`specc.runtime.train.loss`); the
@@ -81,7 +85,8 @@ TPU_PRECISIONS = frozenset({"fp32", "bf16"})
 """The TPU runtime autocasts to bf16 or runs fp32; it has no fp16 loss scaling and no fp8 path."""
 
 TPU = Capabilities(target="tpu", runtime="pretrain_tpu", parallel_axes=frozenset({"dp", "tp"}),
-                   sharded_stages=(0, 3), precisions=TPU_PRECISIONS, sequence_parallel=False)
+                   sharded_stages=(0, 3), precisions=TPU_PRECISIONS, sequence_parallel=False,
+                   recompute_modes=frozenset({"none", "full"}))
 """The torch-xla SPMD runtime (`specc.runtime.tpu`), the same on every TPU generation."""
 
 TORCH_LOSSES = ("chunked", "full")
