@@ -184,15 +184,16 @@ def _emit_from_spec(path: Path, args: argparse.Namespace, saved_plan: dict | Non
         raise LaunchUsageError(f"--spec names the spec of a saved plan.json; {path} is itself a spec")
     overrides = _overrides(args)
     result = check_file(path, overrides)
-    if result.valid and args.path_checks:
+    valid = result.valid
+    if valid and args.path_checks:
         from specc.diagnostics.preflight import preflight
 
         result.diagnostics.extend(preflight(result.spec, result.source_map, path, check_absolute=True))
     if result.diagnostics:
         print(render_text(result.diagnostics), file=sys.stderr)
-    if not result.valid or any(d.is_error for d in result.diagnostics):
+    if not result.valid:
         print(f"{path}: invalid; nothing emitted", file=sys.stderr)
-        if result.valid:
+        if valid:
             print("  (pre-flight: input files the stages would read are missing here; pass --no-path-checks "
                   "if they exist only on the cluster)", file=sys.stderr)
         return None

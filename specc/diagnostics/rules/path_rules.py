@@ -206,20 +206,17 @@ def _template_syntax_problem(path: Path) -> str | None:
 
 
 def init_checkpoints_exist(spec: Spec, inputs: InputFiles) -> Iterator[Finding]:
-    """An alignment stage's `init_from` (and a DPO stage's `reference`) is `pretrain`, an earlier
-    stage, or an existing model directory.
+    """An alignment stage's `init_from` is `pretrain`, an earlier stage, or an existing model
+    directory (a DPO `reference` names a stage only: R150).
 
     passes: `init_from: sft` after a stage named sft; `init_from: /ckpt/base` with that directory present
     fails:  `init_from: /ckpt/base` with no such directory
     """
     earlier = {"pretrain"}
     for index, stage in enumerate(spec.alignment):
-        references = [("init_from", stage.init_from)]
-        if stage.type == "dpo" and stage.reference != "init":
-            references.append(("reference", stage.reference))
-        for field, raw in references:
-            if raw not in earlier and inputs.in_scope(raw):
-                yield from _finding(("alignment", index, field), _directory_problem(raw, inputs, field))
+        raw = stage.init_from
+        if raw not in earlier and inputs.in_scope(raw):
+            yield from _finding(("alignment", index, "init_from"), _directory_problem(raw, inputs, "init_from"))
         earlier.add(stage.name)
 
 
