@@ -117,7 +117,10 @@ def read_stages(bundle_dir: Path) -> list[BundleStage]:
     for name in stage_dirnames(load_manifest(bundle_dir / MANIFEST)):
         directory = bundle_dir / "stages" / name
         config = load_stage_config(directory / "config.json")
-        directives = parse_sbatch_directives(read_text(directory / "job.sbatch"))
+        try:
+            directives = parse_sbatch_directives(read_text(directory / "job.sbatch"))
+        except ValueError as error:  # an unbalanced quote in an edited #SBATCH line
+            raise LaunchError(f"{directory / 'job.sbatch'}: {error}; re-emit the bundle") from None
         stages.append(BundleStage(directory.name, config, directives))
     return stages
 
