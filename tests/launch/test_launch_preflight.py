@@ -90,3 +90,13 @@ def test_each_input_kind_is_resolved_as_its_stage_resolves_it(tmp_path, override
         return
     code, _, text = needle.format(dir=tmp_path).partition(":")
     assert [d.code for d in found] == [code] and text in found[0].message, [d.to_text() for d in found]
+
+
+def test_pre_flight_rules_are_documented_with_examples(capsys):
+    from specc.diagnostics.rules import PATH_RULES
+
+    assert [rule.code for rule in PATH_RULES] == [f"R20{n}" for n in range(8)]
+    for rule in PATH_RULES:
+        assert main(["rules", rule.code]) == 0
+        shown = capsys.readouterr().out
+        assert "passes:" in shown and "fails:" in shown, shown
