@@ -42,6 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     validate = commands.add_parser("validate", help="check specs and report every problem at file:line:col")
     validate.add_argument("specs", nargs="+", type=Path, help="spec files")
     validate.add_argument("--strict", action="store_true", help="treat warnings as errors")
+    validate.add_argument("--no-path-checks", dest="path_checks", action="store_false",
+                          help="skip the pre-flight checks that input files relative to the spec exist (R200-R207)")
     _add_spec_arguments(validate)
 
     schema = commands.add_parser("schema", help="write the spec's JSON Schema (for editor completion)")
@@ -109,6 +111,10 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     reports: list[dict] = []
     for path in args.specs:
         result = check_file(path, args.overrides)
+        if result.valid and args.path_checks:
+            from specc.diagnostics.preflight import preflight
+
+            result.diagnostics.extend(preflight(result.spec, result.source_map, path, check_absolute=False))
         failed = not result.valid or (args.strict and result.diagnostics)
         status = max(status, EXIT_INVALID if failed else EXIT_OK)
         if args.format == "json":
@@ -139,9 +145,9 @@ def _cmd_schema(args: argparse.Namespace) -> int:
 def _cmd_rules(args: argparse.Namespace) -> int:
     import inspect
 
-    from specc.diagnostics.rules import RULES
+    from specc.diagnostics.rules import PATH_RULES, RULES
 
-    chosen = [r for r in RULES if args.code in (None, r.code)]
+    chosen = [r for r in (*RULES, *PATH_RULES) if args.code in (None, r.code)]
     if not chosen:
         raise UsageError(f"no rule {args.code!r}; run `specc rules` for the list")
     for rule in chosen:

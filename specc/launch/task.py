@@ -37,6 +37,7 @@ from submitit import JobEnvironment
 from submitit.helpers import Checkpointable, DelayedSubmission
 
 from specc.emit.stages import output_dirname
+from specc.launch.readback import load_stage_config
 
 EXIT_REQUEUE = 75
 """A stage's exit status after it saved a checkpoint on SIGTERM/SIGUSR2 (sysexits EX_TEMPFAIL,
@@ -142,7 +143,7 @@ class StageTask(Checkpointable):
 
     def __call__(self) -> dict:
         bundle = Path(self.bundle_dir)
-        config = json.loads((bundle / self.stage_dir / "config.json").read_text())
+        config = load_stage_config(bundle / self.stage_dir / "config.json")
         if restart_count() > self.max_requeues:
             raise StageFailed(f"{config['stage']}: restarted {restart_count()} times, "
                               f"more than max_requeues={self.max_requeues}")

@@ -42,6 +42,16 @@ def emit(spec_path: Path, out: Path, overrides: list[str] = (), spec_dir: str | 
     return write_bundle(bundle, out, force=force)[0]
 
 
+def tiny_copy(directory: Path, text: str | None = None) -> Path:
+    """tiny.yaml (or `text`) written into `directory`, beside a link to the data files its stages
+    read (so that launch's pre-flight finds them, as it would next to the original)."""
+    spec = directory / "tiny.yaml"
+    spec.write_text(TINY.read_text() if text is None else text)
+    if not (directory / "data").exists():
+        (directory / "data").symlink_to(SPECS / "data")
+    return spec
+
+
 def specc(*args: str, cwd: Path | None = None, timeout: float = 600, env: dict | None = None) \
         -> subprocess.CompletedProcess:
     """Run the `specc` command line in a subprocess (as a user would)."""

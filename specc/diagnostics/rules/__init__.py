@@ -4,7 +4,8 @@ shown by `specc rules`."""
 
 from __future__ import annotations
 
-from specc.diagnostics.rules import data_rules, model_rules, parallel_rules, precision_rules, run_rules, stage_rules
+from specc.diagnostics.rules import (data_rules, model_rules, parallel_rules, path_rules, precision_rules, run_rules,
+                                     stage_rules)
 from specc.diagnostics.rules.base import Finding, Rule
 
 RULES: tuple[Rule, ...] = (
@@ -56,6 +57,20 @@ RULES: tuple[Rule, ...] = (
     Rule("R190", ("parallel",), precision_rules.fp8_recipe_needs_fp8),
     Rule("R185", ("parallel", "cluster"), parallel_rules.loss_runs_on_target),
     Rule("R186", ("parallel",), parallel_rules.loss_chunk_tokens_needs_chunked),
+    Rule("R208", ("corpus", "filters", "tokenizer", "alignment", "eval", "deploy"), path_rules.inputs_are_local_paths),
 )
 
-__all__ = ["RULES", "Rule", "Finding"]
+PATH_RULES: tuple[Rule, ...] = (
+    Rule("R200", ("corpus",), path_rules.corpus_files_exist),
+    Rule("R201", ("corpus", "filters"), path_rules.filter_files_exist),
+    Rule("R202", ("tokenizer",), path_rules.tokenizer_file_exists),
+    Rule("R203", ("alignment",), path_rules.alignment_data_exists),
+    Rule("R204", ("alignment",), path_rules.chat_template_exists),
+    Rule("R205", ("alignment",), path_rules.init_checkpoints_exist),
+    Rule("R206", ("eval",), path_rules.eval_files_exist),
+    Rule("R207", ("deploy",), path_rules.draft_checkpoint_exists),
+)
+"""Pre-flight rules: they read the filesystem (`check(spec, InputFiles)`), so they run apart from
+RULES, on a valid spec (`specc.diagnostics.preflight`)."""
+
+__all__ = ["RULES", "PATH_RULES", "Rule", "Finding"]
