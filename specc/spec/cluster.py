@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, Field
 
 from specc.spec.base import SpecModel
+from specc.spec.reliability import ReliabilitySpec
 from specc.spec.types import Email, Number, PositiveCount, PositiveMinutes, SlurmConstraint, SlurmWord
 
 
@@ -71,5 +72,7 @@ class ClusterSpec(SpecModel):
     """A container image run by pyxis/enroot (`#SBATCH --container-image`), e.g. `nvcr.io#nvidia/pytorch:24.12-py3`."""
     container_mounts: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9_./-]+(:[A-Za-z0-9_./-]+)?(:(ro|rw))?$")]] = []
     """Host paths mounted into the container (`src[:dst[:ro]]`); mount the bundle and data directories."""
+    reliability: ReliabilitySpec = ReliabilitySpec()
+    """Interruption rate, checkpoint storage bandwidth and requeue delay: the plan's failure budget."""
     cost_per_device_hour: Annotated[Number, Field(ge=0)] | None = None
     """USD per device-hour for cost estimates; default from the catalog."""
