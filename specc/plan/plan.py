@@ -230,12 +230,12 @@ def _checkpoint_warning(spec: Spec, step_s: float) -> list[dict]:
     if spec.cluster.executor != "slurm":
         return []
     slurm = spec.cluster.slurm
-    usable_s = slurm.time * 60 - slurm.signal_seconds
+    usable_s = slurm.training_time() * 60 - slurm.signal_seconds
     interval_s = spec.schedule.checkpoint_interval * step_s
     if spec.schedule.checkpoint_every is None and interval_s >= usable_s:
         return [{"code": "P202", "message": (
             f"checkpoint_interval ({spec.schedule.checkpoint_interval} steps x {step_s:.3g} s = "
-            f"{interval_s / 3600:.1f} h) is longer than the Slurm time limit ({slurm.time / 60:.1f} h): only the "
+            f"{interval_s / 3600:.1f} h) is longer than the Slurm time limit ({slurm.training_time() / 60:.1f} h): only the "
             f"pre-emption signal would save progress; set checkpoint_interval <= {max(1, int(usable_s / 2 / step_s))} "
             f"or checkpoint_every")}]
     return []

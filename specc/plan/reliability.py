@@ -193,7 +193,7 @@ def failure_budget(reliability: ReliabilitySpec, slurm: SlurmSpec | None, schedu
     interval = schedule.checkpoint_interval * step_s
     if schedule.checkpoint_every is not None:
         interval = min(interval, schedule.checkpoint_every * 60)
-    limit = None if slurm is None else max(1.0, slurm.time * 60 - slurm.signal_seconds)
+    limit = None if slurm is None else max(1.0, slurm.training_time() * 60 - slurm.signal_seconds)
     return FailureBudget(devices=devices, interruptions_per_device_day=rate, mtbf_s=mtbf_s, checkpoint_bytes=size,
                          storage_bytes_per_s=bandwidth * 1e9, write_s=seconds, restore_s=seconds,
                          requeue_s=reliability.requeue_delay * 60, solve_s=steps * step_s, step_s=step_s,
