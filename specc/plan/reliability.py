@@ -26,6 +26,8 @@ from specc.spec.schedule import ScheduleSpec
 
 GOODPUT_LOSS_WARNING = 0.01
 """P210 when the spec's interval loses at least this much goodput against the optimum..."""
+LOST_HOURS_WARNING = 1.0
+"""...and at least this many hours of wall time (a short run is not worth retuning)..."""
 INTERVAL_RATIO_WARNING = 2.0
 """...and is more than this factor away from it (the curve is flat near the optimum)."""
 GOODPUT_WARNING = 0.8
@@ -151,12 +153,15 @@ class FailureBudget:
         if math.isfinite(optimal) and optimal > 0 and self.interval_s > 0:
             ratio = self.interval_s / optimal
             loss = data["goodput_at_optimum"] - data["goodput"]
-            if loss >= GOODPUT_LOSS_WARNING and not 1 / INTERVAL_RATIO_WARNING <= ratio <= INTERVAL_RATIO_WARNING:
+            lost_h = (self.wall_s(self.interval_s) - self.wall_s(optimal)) / 3600
+            if (loss >= GOODPUT_LOSS_WARNING and lost_h >= LOST_HOURS_WARNING
+                    and not 1 / INTERVAL_RATIO_WARNING <= ratio <= INTERVAL_RATIO_WARNING):
                 found.append({"code": "P210", "message": (
                     f"checkpoints every {_duration(self.interval_s)} ({data['interval_steps']} steps) are {ratio:.3g}x "
                     f"the optimal interval {_duration(optimal)} (Daly 2006: a {_duration(self.write_s)} write, one "
                     f"interruption every {_duration(self.mtbf_s)}): expected goodput {data['goodput']:.1%} vs "
-                    f"{data['goodput_at_optimum']:.1%}; set checkpoint_interval: {data['optimal_interval_steps']}")})
+                    f"{data['goodput_at_optimum']:.1%} ({lost_h:,.0f} h of wall time); set checkpoint_interval: "
+                    f"{data['optimal_interval_steps']}")})
         if self.max_requeues is not None and data["expected_restarts"] > self.max_requeues:
             interruptions = data["expected_interruptions"]
             wanted = math.ceil(data["time_limit_restarts"] + interruptions + 3 * math.sqrt(interruptions))
