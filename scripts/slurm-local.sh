@@ -23,8 +23,9 @@
 #
 # SLURM_LOCAL_DIR=DIR runs a second, private cluster beside the system one (a shared
 # development machine): its config, state, logs and pidfiles under DIR, its ports from
-# SLURM_LOCAL_PORT_BASE (default 7817), no accounting, munge shared. Point the Slurm commands at it
-# with SLURM_CONF=DIR/etc/slurm.conf (`status` prints it).
+# SLURM_LOCAL_PORT_BASE (default 7817), its own slurmdbd; munge and MariaDB shared (slurmdbd reads
+# the slurmdbd.conf beside $SLURM_CONF). Point the Slurm commands at it with
+# SLURM_CONF=DIR/etc/slurm.conf (`status` prints it).
 set -euo pipefail
 
 ACCOUNTING="${SLURM_ACCOUNTING:-1}"
@@ -35,7 +36,7 @@ if [ -n "$LOCAL_DIR" ]; then
   LOCAL_DIR="$(realpath -m "$LOCAL_DIR")"
   CONF_DIR="$LOCAL_DIR/etc" LOG_DIR="$LOCAL_DIR/log" STATE_DIR="$LOCAL_DIR/state"
   SPOOL_DIR="$LOCAL_DIR/spool" RUN_DIR="$LOCAL_DIR/run"
-  PORT_BASE="${SLURM_LOCAL_PORT_BASE:-7817}" CLUSTER="specc$PORT_BASE" ACCOUNTING=0
+  PORT_BASE="${SLURM_LOCAL_PORT_BASE:-7817}" CLUSTER="specc$PORT_BASE"
 else
   CONF_DIR=/etc/slurm LOG_DIR=/var/log/slurm STATE_DIR=/var/spool/slurmctld
   SPOOL_DIR=/var/spool/slurmd RUN_DIR=/run PORT_BASE=6817 CLUSTER=localcluster
@@ -165,7 +166,7 @@ slurm_conf() {
   local host accounting
   host="$(hostname -s)"
   if [ "$ACCOUNTING" = 1 ]; then
-    accounting=$'AccountingStorageType=accounting_storage/slurmdbd\nAccountingStorageHost=localhost'
+    accounting=$'AccountingStorageType=accounting_storage/slurmdbd\nAccountingStorageHost=localhost\nAccountingStoragePort='"$((PORT_BASE + 2))"
   else
     accounting='AccountingStorageType=accounting_storage/none'
   fi
