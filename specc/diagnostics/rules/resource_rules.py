@@ -8,11 +8,10 @@ from collections.abc import Iterator
 from specc.catalog import load_catalog
 from specc.diagnostics.rules.base import Finding
 from specc.diagnostics.schema_index import suggest
+from specc.emit.resources import CPU_STAGES
 from specc.spec.capabilities import capabilities_for
 from specc.spec.derived import total_devices
 from specc.spec.root import Spec
-
-CPU_STAGES = ("data", "tokenize")
 
 
 def _training_name(spec: Spec) -> str:
