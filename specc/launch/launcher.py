@@ -285,7 +285,7 @@ def _collect(job, stage: BundleStage, entry: StageRecord, echo: Echo) -> bool:
     import submitit
 
     try:
-        result = job.result()
+        result = job.results()[0]  # a multi-node stage has one task per node; node 0's result speaks for it
     except (submitit.core.utils.FailedJobError, submitit.core.utils.UncompletedJobError) as error:
         entry.state, entry.reason = "failed", failure_reason(str(error))
         echo(f"{stage.dirname}: FAILED: {entry.reason}")

@@ -18,6 +18,7 @@ from specc.catalog import load_catalog
 from specc.plan.estimate import Estimate, Workload, evaluate
 from specc.plan.findings import classified
 from specc.plan.layout import Layout, layout_from_spec
+from specc.plan.reliability import failure_budget
 from specc.plan.scaling import scaling_check
 from specc.plan.search import SearchResult, search
 from specc.plan.alignment_memory import alignment_memory
@@ -229,15 +230,24 @@ def _checkpoint_warning(spec: Spec, step_s: float) -> list[dict]:
     if spec.cluster.executor != "slurm":
         return []
     slurm = spec.cluster.slurm
-    usable_s = slurm.time * 60 - slurm.signal_seconds
+    usable_s = slurm.training_time() * 60 - slurm.signal_seconds
     interval_s = spec.schedule.checkpoint_interval * step_s
     if spec.schedule.checkpoint_every is None and interval_s >= usable_s:
         return [{"code": "P202", "message": (
             f"checkpoint_interval ({spec.schedule.checkpoint_interval} steps x {step_s:.3g} s = "
-            f"{interval_s / 3600:.1f} h) is longer than the Slurm time limit ({slurm.time / 60:.1f} h): only the "
+            f"{interval_s / 3600:.1f} h) is longer than the Slurm time limit ({slurm.training_time() / 60:.1f} h): only the "
             f"pre-emption signal would save progress; set checkpoint_interval <= {max(1, int(usable_s / 2 / step_s))} "
             f"or checkpoint_every")}]
     return []
+
+
+def _failure_budget(spec: Spec, work: Workload, chosen: Estimate):
+    """Goodput, the optimal checkpoint interval and the requeues the run needs (`specc.plan.reliability`)."""
+    time = _time_contract(chosen, spec, work)
+    slurm = spec.cluster.slurm if spec.cluster.executor == "slurm" else None
+    return failure_budget(spec.cluster.reliability, slurm, spec.schedule, devices=work.devices,
+                          nodes=spec.cluster.nodes, params=work.counts.total, layout=chosen.layout,
+                          step_s=chosen.time.step_s, steps=time["steps"])
 
 
 def build_plan(spec: Spec, *, force_search: bool = False, top: int = 5, overrides: list[str] | None = None) -> Plan:
@@ -277,6 +287,9 @@ def build_plan(spec: Spec, *, force_search: bool = False, top: int = 5, override
     warnings.extend(_layout_warnings(chosen))
     warnings.extend(_checkpoint_warning(spec, chosen.time.step_s))
     counts = work.counts
+    budget = _failure_budget(spec, work, chosen)
+    if budget is not None:
+        warnings.extend(budget.findings())
     tokens = spec.schedule.token_budget or (spec.schedule.total_steps() or 0) * work.tokens_per_step
     scaling = scaling_check(counts.active - counts.embedding, float(tokens))
     if scaling.warning():
@@ -319,6 +332,7 @@ def build_plan(spec: Spec, *, force_search: bool = False, top: int = 5, override
         "searched": searching,
         "batch": {"sequences": work.batch_sequences, "seq_len": work.seq_len, "tokens": work.tokens_per_step},
         "error_bars": ERROR_BARS,
+        "reliability": budget.contract() if budget is not None else None,
     }
     return Plan.model_validate(data)
 

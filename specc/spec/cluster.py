@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, Field
 
 from specc.spec.base import SpecModel
+from specc.spec.reliability import ReliabilitySpec
 from specc.spec.types import Email, Number, PositiveCount, PositiveMinutes, SlurmConstraint, SlurmWord
 
 
@@ -24,6 +25,26 @@ def _shell_words(line: str) -> str:
 
 
 SetupLine = Annotated[str, AfterValidator(_shell_words)]
+
+
+class StageResourcesSpec(SpecModel):
+    """What one stage asks Slurm for; each key left out comes from the plan and `cluster.slurm`
+    (`specc.emit.resources`). Nodes and devices are checked against what the stage's runtime runs."""
+
+    nodes: PositiveCount | None = None
+    """Nodes; training spans `cluster.nodes`, every other stage runs on one."""
+    devices_per_node: Annotated[int, Field(ge=0)] | None = None
+    """Accelerators per node; training uses `cluster.devices_per_node`, alignment/eval/deploy one, data and tokenize none."""
+    cpus_per_task: PositiveCount | None = None
+    """CPUs of the stage's one task per node; default `cluster.slurm.cpus_per_task`, for data at least `dedup.num_workers`."""
+    mem: str | None = Field(default=None, pattern=r"^[0-9]+[KMGT]?$")
+    """Memory per node in Slurm's form (`0` = all, `64G`); default `cluster.slurm.mem`."""
+    partition: SlurmWord | None = None
+    """Partition; default `cluster.slurm.cpu_partition` for data and tokenize, else `cluster.slurm.partition`."""
+    time: PositiveMinutes | None = None
+    """Time limit per job of this stage, e.g. `2h`; default `cluster.slurm.time`."""
+    exclusive: bool | None = None
+    """Whole nodes; default `cluster.slurm.exclusive` for training, off for the other stages."""
 
 
 class SlurmSpec(SpecModel):
@@ -49,6 +70,19 @@ class SlurmSpec(SpecModel):
     cpus_per_task: PositiveCount | None = None
     mem: str | None = Field(default=None, pattern=r"^[0-9]+[KMGT]?$")
     """Memory per node in Slurm's form (`0` = all, `500G`)."""
+    cpu_partition: SlurmWord | None = None
+    """Partition of the stages that use no accelerator (data, tokenize); default `partition`."""
+    stages: dict[SlurmWord, StageResourcesSpec] = {}
+    """Resources per stage, by stage name (`data`, `tokenize`, `pretrain`, an alignment stage's name,
+    `eval`, `deploy`), e.g. `{data: {cpus_per_task: 64, mem: 256G, time: 12h}}`."""
+
+    def training_time(self) -> float:
+        """The training job's time limit in minutes: `stages.pretrain.time` (`pretrain_tpu` on TPU), else `time`."""
+        for name in ("pretrain", "pretrain_tpu"):
+            own = self.stages.get(name)
+            if own is not None and own.time is not None:
+                return own.time
+        return self.time
 
 
 class ClusterSpec(SpecModel):
@@ -71,5 +105,7 @@ class ClusterSpec(SpecModel):
     """A container image run by pyxis/enroot (`#SBATCH --container-image`), e.g. `nvcr.io#nvidia/pytorch:24.12-py3`."""
     container_mounts: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9_./-]+(:[A-Za-z0-9_./-]+)?(:(ro|rw))?$")]] = []
     """Host paths mounted into the container (`src[:dst[:ro]]`); mount the bundle and data directories."""
+    reliability: ReliabilitySpec = ReliabilitySpec()
+    """Interruption rate, checkpoint storage bandwidth and requeue delay: the plan's failure budget."""
     cost_per_device_hour: Annotated[Number, Field(ge=0)] | None = None
     """USD per device-hour for cost estimates; default from the catalog."""

@@ -97,7 +97,9 @@ def _cluster_up() -> bool:
 
 @pytest.fixture(scope="session")
 def slurm_cluster():
-    """A real single-node Slurm with accounting, started (and installed) by scripts/slurm-local.sh.
+    """A real Slurm cluster with accounting, three nodes on this machine, started (and installed)
+    by scripts/slurm-local.sh. With SLURM_LOCAL_DIR set, a private cluster under that directory
+    instead (no accounting; for machines whose system cluster others are using).
 
     Left running if it was already up; otherwise stopped after the session.
     """
@@ -105,6 +107,9 @@ def slurm_cluster():
         pytest.skip("the real-Slurm tests need root: scripts/slurm-local.sh installs and runs the daemons")
     if shutil.which("slurmctld") is None and shutil.which("apt-get") is None:
         pytest.skip("Slurm is not installed and apt-get is unavailable to install it")
+    private = os.environ.get("SLURM_LOCAL_DIR")
+    if private:  # a private cluster beside the system one (scripts/slurm-local.sh): point the commands at it
+        os.environ["SLURM_CONF"] = str(Path(private).resolve() / "etc" / "slurm.conf")
     was_up = _cluster_up()
     started = subprocess.run(["bash", str(SLURM_SCRIPT), "start"], capture_output=True, text=True, timeout=600)
     assert started.returncode == 0, f"scripts/slurm-local.sh start failed:\n{started.stdout}\n{started.stderr}"

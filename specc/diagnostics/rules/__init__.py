@@ -4,7 +4,8 @@ shown by `specc rules`."""
 
 from __future__ import annotations
 
-from specc.diagnostics.rules import (data_rules, model_rules, parallel_rules, path_rules, precision_rules, run_rules,
+from specc.diagnostics.rules import (data_rules, model_rules, parallel_rules, path_rules, precision_rules,
+                                     resource_rules, run_rules,
                                      stage_rules)
 from specc.diagnostics.rules.base import Finding, Rule
 
@@ -44,6 +45,11 @@ RULES: tuple[Rule, ...] = (
     Rule("R141", ("cluster",), run_rules.devices_match_nodes),
     Rule("R142", ("cluster",), run_rules.local_runs_on_one_node),
     Rule("R143", ("schedule", "cluster"), run_rules.checkpoints_within_time_limit),
+    Rule("R240", ("cluster", "corpus", "alignment", "eval", "deploy"), resource_rules.stage_resources_name_stages),
+    Rule("R241", ("cluster", "corpus", "alignment", "eval", "deploy"), resource_rules.stage_nodes_are_used),
+    Rule("R242", ("cluster", "corpus", "alignment", "eval", "deploy"), resource_rules.stage_devices_are_used),
+    Rule("R243", ("cluster", "dedup"), resource_rules.data_cpus_cover_workers),
+    Rule("R244", ("cluster",), resource_rules.stage_time_exceeds_signal),
     Rule("R150", ("alignment",), run_rules.alignment_chain_is_valid),
     Rule("R151", ("model", "schedule", "alignment"), stage_rules.alignment_lengths_fit_model),
     Rule("R152", ("alignment",), stage_rules.alignment_values_are_plausible),
