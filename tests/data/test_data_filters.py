@@ -13,7 +13,7 @@ from pydantic import TypeAdapter
 from specc.runtime.data import heuristics, langid
 from specc.runtime.data.documents import DataError, Document
 from specc.runtime.data.filters import build_filters, first_drop
-from specc.runtime.data.ngram_lm import KneserNeyLM
+from specc.runtime.data.ngram_lm import KenLMScorer, KneserNeyLM
 from specc.runtime.data.scoring import score_filters
 from specc.runtime.data.synthetic import join_paragraphs, junk_text, prose_sentences
 from specc.spec.data import Filter, RepetitionFilter, SymbolFilter
@@ -127,6 +127,31 @@ def test_perplexity_filter_against_reference_prose(tmp_path):
     score = score_filters(CORPUS, kept)
     assert score["recall_by_type"]["foreign"] == 1.0 and score["recall_by_type"]["symbol_soup"] == 1.0
     assert score["clean_dropped"] == 0
+
+
+@settings(max_examples=25, deadline=None)
+@given(texts=st.lists(st.text(alphabet="abc d.", min_size=1, max_size=40), min_size=1, max_size=6),
+       order=st.integers(1, 6), probes=st.lists(st.text(alphabet="abcz d.", max_size=30), min_size=1, max_size=4))
+def test_kenlm_scores_the_written_arpa_as_the_python_model_does(tmp_path_factory, texts, order, probes):
+    model = KneserNeyLM(order).fit(texts)
+    scorer = KenLMScorer(model.save_arpa(tmp_path_factory.mktemp("lm") / "lm.arpa"))
+    for text in texts + probes:
+        assert scorer.perplexity(text) == pytest.approx(model.perplexity(text), rel=1e-5)
+
+
+def test_perplexity_filter_with_a_users_kenlm_model(tmp_path):
+    import pickle
+
+    KneserNeyLM(3).fit(clean_prose(200, seed=77)).save_arpa(tmp_path / "user.arpa")
+    kept = kept_after([{"type": "perplexity", "model_path": "user.arpa", "max_perplexity": 150}], tmp_path)
+    assert score_filters(CORPUS, kept)["recall_by_type"]["symbol_soup"] == 1.0
+    built = build_filters(FILTERS.validate_python([{"type": "perplexity", "model_path": "user.arpa",
+                                                     "max_perplexity": 1}]), tmp_path, tmp_path)
+    assert first_drop(pickle.loads(pickle.dumps(built)), Document("s", "a", "words")) == ("perplexity-1", "perplexity_high")
+    (tmp_path / "broken.arpa").write_text("not an arpa file")
+    with pytest.raises(DataError, match="cannot load a KenLM model"):
+        build_filters(FILTERS.validate_python([{"type": "perplexity", "model_path": "broken.arpa",
+                                                "max_perplexity": 10}]), tmp_path, tmp_path)
 
 
 @settings(max_examples=25, deadline=None)

@@ -113,3 +113,22 @@ def mixture_has_one_target(spec: Spec) -> Iterator[Finding]:
     if corpus is not None and corpus.target_tokens is not None and corpus.target_documents is not None:
         yield Finding(("corpus", "target_documents"), "give target_tokens or target_documents, not both",
                       "remove one of them")
+
+
+def perplexity_filter_has_one_model(spec: Spec) -> Iterator[Finding]:
+    """A perplexity filter scores with the user's KenLM model (`model_path`) or with one specc
+    trains on `reference` text: exactly one of the two (the data stage refuses anything else).
+
+    passes: `{type: perplexity, reference: wiki/*.txt, max_perplexity: 300}`
+    fails:  `{type: perplexity, max_perplexity: 300}`
+    """
+    for index, item in enumerate(spec.filters):
+        if item.type != "perplexity" or (item.model_path is None) != (item.reference is None):
+            continue
+        both = item.model_path is not None
+        yield Finding(("filters", index, "model_path") if both else ("filters", index),
+                      "the perplexity filter has both `model_path` and `reference`" if both else
+                      "the perplexity filter needs a model: `model_path` or `reference`",
+                      "keep `model_path: lm.arpa` (a KenLM ARPA or binary model) or `reference: wiki/*.txt` "
+                      "(specc trains a Kneser-Ney model on it), not both" if both else
+                      "give `model_path: lm.arpa` (a KenLM ARPA or binary model) or `reference: wiki/*.txt`")
