@@ -38,6 +38,7 @@ RULES: tuple[Rule, ...] = (
     Rule("R125", ("filters",), data_rules.filter_patterns_compile),
     Rule("R126", ("filters",), data_rules.languages_are_identifiable),
     Rule("R127", ("corpus",), data_rules.mixture_has_one_target),
+    Rule("R230", ("filters",), data_rules.perplexity_filter_has_one_model),
     Rule("R130", ("schedule",), run_rules.budget_is_defined),
     Rule("R131", ("schedule",), run_rules.warmup_and_lr_make_sense),
     Rule("R132", ("schedule",), run_rules.optimizer_values_are_plausible),
