@@ -130,6 +130,8 @@ def layout_of(row: dict) -> Layout | None:
                   sp=bool(lay.get("sequence_parallel")) or (row["group"] == "korthikanti_a100" and recompute == "selective"),
                   micro_batch=micro, grad_accum=max(1, lay["global_batch"] // (dp * micro)), recompute=recompute,
                   selective_policy=policy, pp_schedule="interleaved" if vpp > 1 else "1f1b", precision=precision_of(lay["precision"]),
+                  # torchtitan names its torchao recipe in the precision ("float8_rowwise"); unnamed is tensorwise
+                  fp8_recipe="rowwise" if "rowwise" in lay["precision"].lower() else "tensorwise",
                   compile=bool(lay.get("torch_compile")),
                   grad_sync="every",  # FSDP1/composer and torchtitan reduce every micro-batch
                   loss=loss_of(row))
