@@ -158,7 +158,9 @@ def hardware_for(accelerator: Accelerator, count: int, devices_per_node: int, pr
     if accelerator.kind == "tpu":
         fast, slow, domain = tpu.interconnect(accelerator, count)
     else:
-        fast, slow, domain = accelerator.intra_node_gbps, accelerator.inter_node_gbps, devices_per_node
+        # an NVLink domain may span nodes (GB200 NVL72, `cluster.network.fast_domain_devices`)
+        domain = max(devices_per_node, int(accelerator.extra.get("fast_domain_devices", devices_per_node)))
+        fast, slow = accelerator.intra_node_gbps, accelerator.inter_node_gbps
     return Hardware(accelerator=accelerator, count=count, devices_per_node=devices_per_node, precision=precision,
                     peak_tflops=peak_tflops(accelerator, precision), memory_gib=accelerator.memory_gib,
                     memory_bw_tbps=accelerator.memory_bw_tbps, fast_gbps=fast, slow_gbps=slow, fast_domain=domain)

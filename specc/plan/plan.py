@@ -14,7 +14,6 @@ import math
 from pydantic import BaseModel, ConfigDict
 
 from specc import __version__
-from specc.catalog import load_catalog
 from specc.plan.estimate import Estimate, Workload, evaluate
 from specc.plan.findings import classified
 from specc.plan.layout import Layout, layout_from_spec
@@ -23,7 +22,7 @@ from specc.plan.search import SearchResult, search
 from specc.plan.alignment_memory import alignment_memory
 from specc.plan.serving import estimate_target
 from specc.spec.capabilities import capabilities_for
-from specc.spec.derived import devices_per_node, total_devices
+from specc.spec.derived import cluster_accelerator, devices_per_node, total_devices
 from specc.spec.parallel_dims import data_parallel_size
 from specc.spec.root import Spec
 
@@ -152,7 +151,7 @@ def spec_sha256(spec: Spec) -> str:
 
 
 def _workload(spec: Spec) -> Workload:
-    accelerator = load_catalog()[spec.cluster.accelerator]
+    accelerator = cluster_accelerator(spec.cluster)  # catalog entry, cluster overrides and network applied
     devices = total_devices(spec.cluster)
     batch = spec.schedule.batch_sequences()
     if not batch:

@@ -51,6 +51,44 @@ class SlurmSpec(SpecModel):
     """Memory per node in Slurm's form (`0` = all, `500G`)."""
 
 
+class NetworkSpec(SpecModel):
+    """The cluster's interconnect where it differs from the catalog's figures for the accelerator
+    (read by `specc plan`; the runtime's NCCL/XLA discovers the real links itself)."""
+
+    inter_node_gbps: Annotated[Number, Field(gt=0)] | None = None
+    """Per-device bandwidth between nodes (or TPU slices: DCN), one direction, GB/s: a 400 Gb/s NIC per
+    GPU is 50; default from the catalog."""
+    intra_node_gbps: Annotated[Number, Field(gt=0)] | None = None
+    """Per-device bandwidth inside the fast domain (NVLink, TPU ICI), one direction, GB/s; default from the catalog."""
+    fast_domain_devices: PositiveCount | None = None
+    """Devices joined by the fast interconnect: an NVLink domain larger than a node (GB200 NVL72: 72,
+    18 nodes of 4) or the chips of one TPU slice in a multi-slice job. Default: one node (GPU), the
+    whole job up to the largest slice (TPU). A multiple of devices_per_node (R253)."""
+
+
+PRECISION_KEYS = Literal["bf16", "fp16", "fp8", "tf32", "fp32", "fp4"]
+
+
+class AcceleratorOverrides(SpecModel):
+    """Figures that replace the catalog's for `cluster.accelerator` (a custom part such as an H100 with
+    96 GB HBM2e capped at 500 W): everything not named keeps the catalog value (read by `specc plan`)."""
+
+    name: Annotated[str, Field(min_length=1, max_length=80)] | None = None
+    """A label for the plan and its messages."""
+    memory_gb: Annotated[Number, Field(gt=0)] | None = None
+    """HBM capacity, decimal GB as marketed."""
+    memory_bw_tbps: Annotated[Number, Field(gt=0)] | None = None
+    """HBM bandwidth, TB/s."""
+    peak_tflops: dict[PRECISION_KEYS, Annotated[Number, Field(gt=0)]] = {}
+    """Dense peak TFLOP/s per precision (`bf16: 912`); unnamed precisions keep the catalog's."""
+    achievable_matmul_fraction: Annotated[Number, Field(gt=0, le=1)] | None = None
+    """Best-case GEMM throughput over the bf16 peak (a measured MAMF); a power cap lowers it."""
+    achievable_attention_fraction: Annotated[Number, Field(gt=0, le=1)] | None = None
+    """Best-case FlashAttention-2 throughput over the bf16 peak."""
+    cost_per_device_hour: Annotated[Number, Field(ge=0)] | None = None
+    """USD per device-hour."""
+
+
 class ClusterSpec(SpecModel):
     """The hardware and scheduler."""
 
@@ -73,3 +111,7 @@ class ClusterSpec(SpecModel):
     """Host paths mounted into the container (`src[:dst[:ro]]`); mount the bundle and data directories."""
     cost_per_device_hour: Annotated[Number, Field(ge=0)] | None = None
     """USD per device-hour for cost estimates; default from the catalog."""
+    accelerator_overrides: AcceleratorOverrides | None = None
+    """Catalog figures replaced for this cluster's devices (custom memory, clocks, power caps)."""
+    network: NetworkSpec | None = None
+    """Interconnect figures replaced for this cluster (per-device inter-node bandwidth, NVLink/ICI domain)."""
