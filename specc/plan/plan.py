@@ -22,6 +22,7 @@ from specc.plan.search import SearchResult, search
 from specc.plan.alignment_memory import alignment_memory
 from specc.plan.serving import estimate_target
 from specc.spec.capabilities import capabilities_for
+from specc.plan.calibrate import error_bars
 from specc.spec.derived import cluster_accelerator, devices_per_node, total_devices
 from specc.spec.parallel_dims import data_parallel_size
 from specc.spec.root import Spec
@@ -317,7 +318,7 @@ def build_plan(spec: Spec, *, force_search: bool = False, top: int = 5, override
         "search": result.summary() if result else None,
         "searched": searching,
         "batch": {"sequences": work.batch_sequences, "seq_len": work.seq_len, "tokens": work.tokens_per_step},
-        "error_bars": ERROR_BARS,
+        "error_bars": error_bars(ERROR_BARS, work.accelerator),  # + the cluster.profile's, if any
     }
     return Plan.model_validate(data)
 

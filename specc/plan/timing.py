@@ -353,8 +353,9 @@ def _link(hardware: Hardware, group: int, stride: int) -> float:
 
 def step_time(model: ModelSpec, counts: ParameterCount, flops: FlopsPerToken, hardware_flops: float,
               layout: Layout, hardware: Hardware, seq_len: int, tokens_per_step: int) -> StepTime:
-    """Predicted time of one optimizer step for this layout."""
-    compute = compute_time(model, flops, hardware_flops, layout, hardware, seq_len, tokens_per_step)
+    """Predicted time of one optimizer step for this layout (a `cluster.profile` scales compute, bubble and
+    optimizer by its compute_scale, the exposed communication by its communication_scale)."""
+    compute = compute_time(model, flops, hardware_flops, layout, hardware, seq_len, tokens_per_step) * hardware.compute_scale
     m, p, v = layout.grad_accum, layout.pp, layout.vpp
     per_micro = compute / m
     bubble = (p - 1) / v * per_micro if p > 1 else 0.0  # (p-1)/(m v) of the m micro-batches' compute
@@ -402,9 +403,10 @@ def step_time(model: ModelSpec, counts: ParameterCount, flops: FlopsPerToken, ha
         routed = tokens_mb * model.moe.top_k * _capacity_factor(model) * model.hidden_size * act_dtype
         ep_comm = m * moe_layers * 4 * _collective("all_to_all", routed, layout.ep, hardware, layout.tp)
 
-    optimizer = _optimizer_time(model, counts, layout, hardware)
-    return StepTime(compute=compute, bubble=bubble, tp_comm=tp_comm, cp_comm=cp_comm, pp_comm=pp_comm,
-                    dp_comm=dp_comm, ep_comm=ep_comm, optimizer=optimizer, tokens_per_step=tokens_per_step,
+    optimizer = _optimizer_time(model, counts, layout, hardware) * hardware.compute_scale
+    c = hardware.comm_scale
+    return StepTime(compute=compute, bubble=bubble, tp_comm=tp_comm * c, cp_comm=cp_comm * c, pp_comm=pp_comm * c,
+                    dp_comm=dp_comm * c, ep_comm=ep_comm * c, optimizer=optimizer, tokens_per_step=tokens_per_step,
                     devices=layout.devices, model_flops_per_token=flops.model,
                     hardware_flops_per_token=hardware_flops, peak_tflops=hardware.peak_tflops)
 
@@ -442,12 +444,17 @@ def _data_parallel_time(model: ModelSpec, counts: ParameterCount, layout: Layout
             per_micro += _collective("all_reduce", local * grad_bytes / ranks, layout.hsdp_replicas, hardware,
                                      layout.tp * ranks, layers) / m
         return m * _exposed(per_micro, compute / m, exposed_floor) + scales
+    backward = compute / m * 2 / 3  # window of the gradient sync: the backward of the last micro-batch
     if layout.sharded_states >= 1:
-        comm = (_collective("reduce_scatter", local * grad_bytes, ranks, hardware, layout.tp, layers)
-                + _collective("all_gather", local * param_bytes, ranks, hardware, layout.tp, layers))
-    else:
-        comm = _collective("all_reduce", local * grad_bytes, ranks, hardware, layout.tp, layers)
-    return _exposed(comm, compute / m * 2 / 3, exposed_floor) + scales  # window: backward of the last micro-batch
+        # The updated weights' all-gather runs under the next step's first forward, layer by layer as it
+        # needs them (FSDP2's forward prefetch in specc's runtime; Megatron's overlap_param_gather): it
+        # has a window of its own, the forward of one micro-batch.
+        reduce = _collective("reduce_scatter", local * grad_bytes, ranks, hardware, layout.tp, layers)
+        gather = _collective("all_gather", local * param_bytes, ranks, hardware, layout.tp, layers)
+        return (_exposed(reduce, backward, exposed_floor) + _exposed(gather, compute / m / 3, exposed_floor)
+                + scales)
+    comm = _collective("all_reduce", local * grad_bytes, ranks, hardware, layout.tp, layers)
+    return _exposed(comm, backward, exposed_floor) + scales
 
 
 def _exposed(comm: float, window: float, floor: float) -> float:

@@ -89,6 +89,28 @@ class AcceleratorOverrides(SpecModel):
     """USD per device-hour."""
 
 
+class ProfileSpec(SpecModel):
+    """A per-cluster calibration of the planner's step time, written by `specc calibrate` (apply its
+    file with `extends:`): the planner's compute (GEMMs, attention, memory-bound work, bubble, optimizer)
+    and communication are multiplied by the fitted scales, and plans print the profile's error bars."""
+
+    name: Annotated[str, Field(min_length=1, max_length=120)]
+    """Which cluster and runs the profile was fitted on."""
+    compute_scale: Annotated[Number, Field(gt=0)]
+    """Measured / predicted time of the compute part."""
+    communication_scale: Annotated[Number, Field(gt=0)] = 1.0
+    """Measured / predicted time of the exposed communication (1 when the runs could not tell)."""
+    runs: PositiveCount
+    """Runs the scales were fitted on."""
+    error_median_pct: Annotated[Number, Field(ge=0)]
+    """Median |error| of the calibrated step time over the runs, %."""
+    error_p90_pct: Annotated[Number, Field(ge=0)]
+    """90th percentile of that |error|, %."""
+    method: Literal["leave-one-run-out", "in-sample"]
+    """How the errors were measured: each run predicted by scales fitted on the others, or (one run
+    only) on the run itself, which says nothing about new runs."""
+
+
 class ClusterSpec(SpecModel):
     """The hardware and scheduler."""
 
@@ -115,3 +137,5 @@ class ClusterSpec(SpecModel):
     """Catalog figures replaced for this cluster's devices (custom memory, clocks, power caps)."""
     network: NetworkSpec | None = None
     """Interconnect figures replaced for this cluster (per-device inter-node bandwidth, NVLink/ICI domain)."""
+    profile: ProfileSpec | None = None
+    """Step-time calibration of this cluster (`specc calibrate` writes it)."""

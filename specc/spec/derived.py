@@ -52,6 +52,8 @@ def cluster_accelerator(cluster: ClusterSpec) -> Accelerator | None:
                 changes[name] = float(getattr(network, name))
         if network.fast_domain_devices is not None:
             extra["max_slice_chips" if accelerator.kind == "tpu" else "fast_domain_devices"] = network.fast_domain_devices
+    if cluster.profile is not None:
+        extra["calibration"] = cluster.profile.model_dump(mode="json")
     if not changes and extra == accelerator.extra:
         return accelerator
     return dataclasses.replace(accelerator, **changes, extra=extra)
