@@ -167,7 +167,7 @@ class Calibration:
 
     def profile(self, name: str) -> dict:
         median, p90 = _abs_pct(self.errors("held_out" if len(self.runs) > 1 else "after"))
-        return {"name": name, "compute_scale": round(self.scales[0], 4), "communication_scale": round(self.scales[1], 4),
+        return {"name": name, "accelerator": self.runs[0].accelerator, "compute_scale": round(self.scales[0], 4), "communication_scale": round(self.scales[1], 4),
                 "runs": len(self.runs), "error_median_pct": round(median, 2), "error_p90_pct": round(p90, 2),
                 "method": self.method}
 
@@ -184,7 +184,7 @@ def profile_yaml(profile: dict) -> str:
     """The profile as a partial spec: `extends:` it from the cluster's specs."""
     lines = ["# A specc calibration profile (`specc calibrate`); apply it with `extends: <this file>`.",
              "cluster:", "  profile:"]
-    for key in ("name", "compute_scale", "communication_scale", "runs", "error_median_pct", "error_p90_pct", "method"):
+    for key in ("name", "accelerator", "compute_scale", "communication_scale", "runs", "error_median_pct", "error_p90_pct", "method"):
         value = profile[key]
         lines.append(f"    {key}: {json.dumps(value) if isinstance(value, str) else value}")
     return "\n".join(lines) + "\n"

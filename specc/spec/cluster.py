@@ -96,6 +96,8 @@ class ProfileSpec(SpecModel):
 
     name: Annotated[str, Field(min_length=1, max_length=120)]
     """Which cluster and runs the profile was fitted on."""
+    accelerator: str
+    """The catalog id the runs ran on; a profile applies to that accelerator only (R253)."""
     compute_scale: Annotated[Number, Field(gt=0)]
     """Measured / predicted time of the compute part."""
     communication_scale: Annotated[Number, Field(gt=0)] = 1.0

@@ -25,6 +25,7 @@ RULES: tuple[Rule, ...] = (
     Rule("R250", ("model", "cluster"), model_rules.attention_kernel_runs_on_target),
     Rule("R251", ("model",), model_rules.attention_kernel_needs_sdpa),
     Rule("R252", ("cluster",), parallel_rules.fast_domain_covers_whole_nodes),
+    Rule("R253", ("cluster",), parallel_rules.profile_matches_accelerator),
     Rule("R115", ("parallel",), parallel_rules.sequence_parallel_needs_tp),
     Rule("R116", ("parallel",), parallel_rules.zero_or_fsdp),
     Rule("R117", ("parallel", "cluster"), parallel_rules.tp_within_node),

@@ -275,3 +275,17 @@ def fast_domain_covers_whole_nodes(spec: Spec) -> Iterator[Finding]:
         yield Finding(("cluster", "network", "fast_domain_devices"),
                       f"fast_domain_devices ({domain}) is not a whole number of nodes ({per_node} devices per node)",
                       f"use a multiple of {per_node}, e.g. {' or '.join(str(f) for f in dict.fromkeys(fits))}")
+
+
+def profile_matches_accelerator(spec: Spec) -> Iterator[Finding]:
+    """A calibration profile scales the planner for the accelerator its runs ran on; on another
+    accelerator its scales and error bars mean nothing.
+
+    passes: `accelerator: h100-sxm` with a profile of h100-sxm runs      fails: the same profile on a100-80gb
+    """
+    profile = spec.cluster.profile
+    if profile is not None and profile.accelerator != spec.cluster.accelerator:
+        yield Finding(("cluster", "profile", "accelerator"),
+                      f"the profile `{profile.name}` was fitted on {profile.accelerator} runs, but this cluster is "
+                      f"{spec.cluster.accelerator}",
+                      f"calibrate on {spec.cluster.accelerator} runs (`specc calibrate`), or remove the profile")
