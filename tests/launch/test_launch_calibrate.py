@@ -140,7 +140,7 @@ def test_calibrates_on_the_tiny_runs_own_measurements(tmp_path, capsys):
     shards = _make_shards(tmp_path / "shards", vocab)
     bundles = []
     for micro in (2, 4):
-        bundle = emit(TINY, tmp_path / f"mb{micro}", [*SHORT_RUN, "schedule.steps=12", f"parallel.micro_batch={micro}"])
+        bundle = emit(TINY, tmp_path / f"mb{micro}", [*SHORT_RUN, "schedule.steps=6", f"parallel.micro_batch={micro}"])
         _train_pretrain_stage(bundle, shards)
         bundles.append(bundle)
     runs = [cal.run_from_bundle(b) for b in bundles]
