@@ -39,7 +39,7 @@ ERROR_BARS = {
     "throughput_basis": "leave-one-source-out over 181 published runs from 6 sources (llm-foundry A100/H100, "
                         "Megatron SC21, Korthikanti 2022, torchtitan, MaxText TPU): each source predicted with "
                         "constants fitted on the other five; 6.2% in-sample (benchmarks/plan_vs_published.py --cv); "
-                        "14.5% median on 23 never-fitted NeMo runs (H100/B200/GB200, fp8, MoE, 64k; --held-out)",
+                        "15.9% median on 23 never-fitted NeMo runs (H100/B200/GB200, fp8, MoE, 64k; --held-out)",
     "memory_median_abs_pct": 1.4,
     "memory_basis": "whole-step peak vs torch FSDPMemTracker on specc's runtime model, 27 of the 51 configs re-run "
                     "after parallel.loss (17 full-logits, 10 chunked: sizes, batch, recompute policies, eager/sdpa "

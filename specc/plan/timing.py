@@ -181,10 +181,13 @@ backends in the order `torch._C._get_sdp_priority_order()` gives, flash (FlashAt
 math, cuDNN last (torch 2.13, the pinned release; cuDNN was moved last after 2.5.0, pytorch PR 138587)."""
 
 
-def attention_kernel(model: ModelSpec) -> str:
-    """The attention kernel the step runs: `model.attention_kernel`, `auto` resolved to the runtime's."""
+def attention_kernel(model: ModelSpec, layout: Layout) -> str:
+    """The attention kernel the step runs: `model.attention_kernel`, `auto` resolved to the runtime's.
+    The runtime pins the named kernel only for unmasked attention (`Attention._kernel_choice`): ALiBi,
+    sliding windows and context parallelism (its mask over true positions) keep SDPA's own choice."""
     kernel = model.attention_kernel
-    return RUNTIME_ATTENTION_KERNEL if kernel == "auto" else kernel
+    masked = model.position == "alibi" or model.sliding_window is not None or layout.cp > 1
+    return RUNTIME_ATTENTION_KERNEL if kernel == "auto" or masked else kernel
 
 
 def attention_kernel_fraction(hardware: Hardware, kernel: str) -> float:
@@ -201,7 +204,7 @@ def attention_efficiency(model: ModelSpec, layout: Layout, hardware: Hardware, s
     """Achievable fraction of the bf16 peak for the attention core: the kernel's best case
     (`attention_kernel_fraction`) x ATTENTION_EFFICIENCY x a head-size factor x the sequence-length
     factor (ATTENTION_HALF_SEQ)."""
-    fraction = attention_kernel_fraction(hardware, attention_kernel(model))
+    fraction = attention_kernel_fraction(hardware, attention_kernel(model, layout))
     head = model.head_size
     row = dims.local_seq_len(seq_len, layout.cp)
     # The per-tile-row overheads are the GPU/TPU kernels'; a CPU has no tiles to under-fill.
