@@ -14,7 +14,6 @@ import math
 from pydantic import BaseModel, ConfigDict
 
 from specc import __version__
-from specc.catalog import load_catalog
 from specc.plan.estimate import Estimate, Workload, evaluate
 from specc.plan.findings import classified
 from specc.plan.layout import Layout, layout_from_spec
@@ -24,7 +23,8 @@ from specc.plan.search import SearchResult, search
 from specc.plan.alignment_memory import alignment_memory
 from specc.plan.serving import estimate_target
 from specc.spec.capabilities import capabilities_for
-from specc.spec.derived import devices_per_node, total_devices
+from specc.plan.calibrate import error_bars
+from specc.spec.derived import cluster_accelerator, devices_per_node, total_devices
 from specc.spec.parallel_dims import data_parallel_size
 from specc.spec.root import Spec
 
@@ -35,11 +35,12 @@ MFU_CONVENTION = ("model FLOPs = 6 x active matmul parameters (output head inclu
                   "over the dense peak of the compute precision")
 
 ERROR_BARS = {
-    "throughput_median_abs_pct": 6.9,
-    "throughput_p90_abs_pct": 15.8,
+    "throughput_median_abs_pct": 7.0,
+    "throughput_p90_abs_pct": 16.8,
     "throughput_basis": "leave-one-source-out over 181 published runs from 6 sources (llm-foundry A100/H100, "
                         "Megatron SC21, Korthikanti 2022, torchtitan, MaxText TPU): each source predicted with "
-                        "constants fitted on the other five; 6.0% in-sample (benchmarks/plan_vs_published.py --cv)",
+                        "constants fitted on the other five; 6.2% in-sample (benchmarks/plan_vs_published.py --cv); "
+                        "15.9% median on 23 never-fitted NeMo runs (H100/B200/GB200, fp8, MoE, 64k; --held-out)",
     "memory_median_abs_pct": 1.4,
     "memory_basis": "whole-step peak vs torch FSDPMemTracker on specc's runtime model, 27 of the 51 configs re-run "
                     "after parallel.loss (17 full-logits, 10 chunked: sizes, batch, recompute policies, eager/sdpa "
@@ -153,7 +154,7 @@ def spec_sha256(spec: Spec) -> str:
 
 
 def _workload(spec: Spec) -> Workload:
-    accelerator = load_catalog()[spec.cluster.accelerator]
+    accelerator = cluster_accelerator(spec.cluster)  # catalog entry, cluster overrides and network applied
     devices = total_devices(spec.cluster)
     batch = spec.schedule.batch_sequences()
     if not batch:
@@ -331,7 +332,7 @@ def build_plan(spec: Spec, *, force_search: bool = False, top: int = 5, override
         "search": result.summary() if result else None,
         "searched": searching,
         "batch": {"sequences": work.batch_sequences, "seq_len": work.seq_len, "tokens": work.tokens_per_step},
-        "error_bars": ERROR_BARS,
+        "error_bars": error_bars(ERROR_BARS, work.accelerator),  # + the cluster.profile's, if any
         "reliability": budget.contract() if budget is not None else None,
     }
     return Plan.model_validate(data)

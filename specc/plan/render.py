@@ -111,6 +111,10 @@ def render(plan: Plan, console: Console | None = None) -> None:
                  f"{bars['throughput_p90_abs_pct']}%) vs published runs, each source held out; memory ±{bars['memory_median_abs_pct']}% "
                  f"median vs torch's memory tracker, ±{bars['memory_published_median_abs_pct']}% vs published peaks",
                  style="dim")
+    if bars.get("profile"):
+        profile = bars["profile"]
+        error.append(f"\ncalibrated with profile `{profile['name']}`: step time ±{profile['error_median_pct']}% median "
+                     f"(p90 {profile['error_p90_pct']}%), {profile['method']} over {profile['runs']} run(s)")
     parts = [header, layout, _memory_table(plan), _time_table(plan), scale, error]
     if data.get("reliability"):
         parts.append(Text.assemble(("failures  ", "bold"), reliability_text(data["reliability"])))

@@ -54,6 +54,12 @@ class Capabilities:
     first. The torch runtime has the chunked head + cross-entropy (`specc.runtime.train.loss`); the
     torch-xla runtime computes the full logits and lets XLA fuse the loss."""
 
+    attention_kernels: tuple[str, ...] = ()
+    """Attention kernels (`model.attention_kernel`, besides `auto`) the runtime can pin SDPA to: on CUDA
+    the flash (FlashAttention-2) and cuDNN backends of torch's SDPA. A CPU has neither (SDPA runs its own
+    CPU flash kernel), XLA lowers attention itself; FlashAttention-3 runs nowhere, since torch's FA3 needs
+    the separate flash-attn-3 kernels, which specc does not install."""
+
     def resolve_loss(self, requested: str) -> str:
         """The loss implementation that runs for `parallel.loss` = `requested` (`auto`: the preferred one)."""
         return resolve_loss(requested, self.losses)
@@ -119,7 +125,7 @@ def capabilities_for(accelerator: Accelerator) -> Capabilities:
         precisions.add("fp8")
     return Capabilities(target="gpu", runtime="pretrain", parallel_axes=TORCH_AXES, sharded_stages=(2, 3),
                         precisions=frozenset(precisions), sequence_parallel=True,
-                        losses=TORCH_LOSSES)
+                        losses=TORCH_LOSSES, attention_kernels=("flash2", "cudnn"))
 
 
 # --- what the deploy stage produces (`specc.runtime.deploy`) -------------------------------
