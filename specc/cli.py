@@ -182,7 +182,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
             print(f"{args.spec}: invalid")
         return EXIT_INVALID
     from specc.plan import build_plan, plan_json
-    from specc.runtime.io import atomic_write_text
+    from specc.io import atomic_write_text
 
     plan = build_plan(result.spec, force_search=args.search, top=args.top, overrides=list(args.overrides))
     text = plan_json(plan)

@@ -33,7 +33,7 @@ from specc.catalog import load_catalog
 from specc.emit.render import Raw, Renderer
 from specc.emit.stages import EmitError, Stage, build_stages, run_dir_for
 from specc.plan.findings import severity_of
-from specc.runtime.integrity import STORAGE_ERRNOS, free_space
+from specc.integrity import STORAGE_ERRNOS, free_space
 from specc.spec.root import Spec
 
 MANIFEST = "manifest.json"

@@ -62,7 +62,7 @@ def cmd_launch(args: argparse.Namespace) -> int:
     """Exit 0 when every stage succeeded (or was emitted, with --dry-run), 1 otherwise."""
     from specc.emit.bundle import EmitError
     from specc.launch.launcher import LaunchError
-    from specc.runtime.integrity import StorageError
+    from specc.integrity import StorageError
 
     try:
         bundle_dir = _bundle_for(args)

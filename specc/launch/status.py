@@ -16,7 +16,7 @@ from pathlib import Path
 
 from specc.emit.bundle import STATE_DIR
 from specc.launch.launcher import LAUNCH_RECORD, LaunchError, read_stages
-from specc.runtime.io import is_complete
+from specc.io import is_complete
 
 
 def load_record(bundle_dir: Path) -> dict:

@@ -16,8 +16,8 @@ from specc.runtime import integrity
 from specc.runtime.data import documents as documents_module
 from specc.runtime.data import stage as data_stage
 from specc.runtime.infer.weights import load_codec
-from specc.runtime.integrity import StageError
-from specc.runtime.io import completion_problem, is_complete
+from specc.integrity import StageError
+from specc.io import completion_problem, is_complete
 from specc.runtime.tokenizer import stage as tokenize_stage
 
 

@@ -42,7 +42,7 @@ from specc.runtime.data.params import DEFAULT_PART_DOCUMENTS
 from specc.runtime.data.progress import Progress, log
 from specc.runtime.data.report import merge_part_stats, summary_text
 from specc.runtime.data.sources import iter_source
-from specc.runtime.integrity import StageError, storage_errors
+from specc.integrity import StageError, storage_errors
 from specc.runtime.io import MetricsWriter, atomic_write_json, atomic_write_text, config_hash, is_complete, mark_success
 from specc.spec.data import CorpusSpec, DedupSpec, Filter
 

@@ -29,7 +29,7 @@ from specc.runtime.data.progress import Progress, log
 from specc.runtime.data.stage import prepare_stage_dir
 from specc.runtime.io import (MetricsWriter, atomic_write_json, atomic_write_text, check_upstream, is_complete,
                               mark_success)
-from specc.runtime.integrity import StageError, entry_problem, storage_errors
+from specc.integrity import StageError, entry_problem, storage_errors
 from specc.runtime.shards import ShardWriter, dtype_for_vocab, entries_of, write_meta
 from specc.runtime.tokenizer.bpe import compression, encode, load_tokenizer, save_tokenizer, train_bpe
 from specc.spec.data import CorpusSpec, TokenizerSpec
