@@ -33,7 +33,7 @@ from typing import Callable
 import yaml
 
 from specc.emit.bundle import MANIFEST, STATE_DIR, sha256_text
-from specc.emit.stages import output_dirname
+from specc.pipeline import output_dirname
 from specc.launch.lock import LockHeld, launch_lock
 from specc.integrity import listing
 from specc.io import atomic_write_json, config_hash, is_complete, output_problems, read_marker

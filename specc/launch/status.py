@@ -15,8 +15,8 @@ import subprocess
 from pathlib import Path
 
 from specc.emit.bundle import STATE_DIR
-from specc.launch.launcher import LAUNCH_RECORD, LaunchError, read_stages
 from specc.io import is_complete
+from specc.launch.launcher import LAUNCH_RECORD, LaunchError, read_stages
 
 
 def load_record(bundle_dir: Path) -> dict:
