@@ -9,7 +9,8 @@ outputs with `output_dirname`; the runtime (`python -m specc.runtime`) imports `
 skips a stage that already finished (`specc.runtime.stages`). Adding a stage kind is one entry
 here (plus its config builder under `specc.emit.configs` and its runtime module).
 
-Torch-free; importing this imports the spec models and the config builders, never a runtime module.
+Torch-free and cheap: the config builders are imported when a bundle is built, not when this is
+imported (validate reads the stage names for rule R150), and no runtime module is imported.
 """
 
 from __future__ import annotations
@@ -19,10 +20,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from specc.catalog import load_catalog
-from specc.emit.configs.alignment import build_alignment_configs, build_deploy_config
-from specc.emit.configs.data import build_data_config, build_tokenize_config
-from specc.emit.configs.evaluate import build_eval_config, eval_wanted
-from specc.emit.configs.pretrain import build_pretrain_config
 from specc.spec.root import Spec
 
 ConfigBuilder = Callable[[Spec, dict, str], list[tuple[str, dict]]]
@@ -75,30 +72,44 @@ def _predicted(plan: dict) -> dict:
 
 
 def _data(spec: Spec, plan: dict, spec_dir: str) -> list[tuple[str, dict]]:
+    from specc.emit.configs.data import build_data_config
+
     return [("data", build_data_config(spec, spec_dir))] if spec.corpus is not None else []
 
 
 def _tokenize(spec: Spec, plan: dict, spec_dir: str) -> list[tuple[str, dict]]:
+    from specc.emit.configs.data import build_tokenize_config
+
     return [("tokenize", build_tokenize_config(spec, spec_dir))] if spec.corpus is not None else []
 
 
 def _pretrain(spec: Spec, plan: dict, spec_dir: str) -> list[tuple[str, dict]]:
+    from specc.emit.configs.pretrain import build_pretrain_config
+
     return [] if is_tpu(spec) else [("pretrain", build_pretrain_config(spec, plan["layout"], _predicted(plan)))]
 
 
 def _pretrain_tpu(spec: Spec, plan: dict, spec_dir: str) -> list[tuple[str, dict]]:
+    from specc.emit.configs.pretrain import build_pretrain_config
+
     return [("pretrain_tpu", build_pretrain_config(spec, plan["layout"], _predicted(plan)))] if is_tpu(spec) else []
 
 
 def _alignment(spec: Spec, plan: dict, spec_dir: str) -> list[tuple[str, dict]]:
+    from specc.emit.configs.alignment import build_alignment_configs
+
     return build_alignment_configs(spec, spec_dir) if spec.alignment else []
 
 
 def _eval(spec: Spec, plan: dict, spec_dir: str) -> list[tuple[str, dict]]:
+    from specc.emit.configs.evaluate import build_eval_config, eval_wanted
+
     return [("eval", build_eval_config(spec, spec_dir))] if eval_wanted(spec) else []
 
 
 def _deploy(spec: Spec, plan: dict, spec_dir: str) -> list[tuple[str, dict]]:
+    from specc.emit.configs.alignment import build_deploy_config
+
     return [("deploy", build_deploy_config(spec, spec_dir))] if spec.deploy.targets else []
 
 
