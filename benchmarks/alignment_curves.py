@@ -21,8 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from deploy_quality import TARGET, prepare_data, pretrain  # noqa: E402
 
 from specc.diagnostics.check import check_file  # noqa: E402
-from specc.runtime.align.params import alignment_params  # noqa: E402
-from specc.runtime.evaluate.params import eval_params  # noqa: E402
+from specc.emit.configs.alignment import build_alignment_configs  # noqa: E402
+from specc.emit.configs.evaluate import build_eval_config  # noqa: E402
 from specc.runtime.infer.weights import save_model  # noqa: E402
 from specc.runtime.stages import module_for_config  # noqa: E402
 
@@ -51,7 +51,7 @@ def main() -> None:
         (run_dir / "tokenize").mkdir()
         prepare_data(run_dir / "tokenize")
         save_model(pretrain(run_dir / "tokenize" / "shards", args.steps), run_dir / "pretrain" / "final")
-        for name, params in alignment_params(spec, str(ROOT / "specs")):
+        for name, params in build_alignment_configs(spec, str(ROOT / "specs")):
             run(name, run_dir, params)
             rows = [json.loads(line) for line in (run_dir / name / "metrics.jsonl").read_text().splitlines()]
             kind = params["stage"]["type"]
@@ -59,7 +59,7 @@ def main() -> None:
             print(f"\n{name} ({kind}): " + ", ".join(COLUMNS[kind]))
             for row in curves[name]:
                 print(f"  {row['step']:3d}  " + "  ".join(f"{row[c]:+.4f}" for c in COLUMNS[kind]))
-        run("eval", run_dir, eval_params(spec, str(ROOT / "specs")))
+        run("eval", run_dir, build_eval_config(spec, str(ROOT / "specs")))
         tables = json.loads((run_dir / "eval" / "results.json").read_text())["results"]
         print("\n" + (run_dir / "eval" / "results.md").read_text())
     if args.json:

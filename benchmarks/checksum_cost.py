@@ -7,7 +7,7 @@ each `--repeats` times, and prints the median seconds per GiB:
   write            plain write + fsync (the baseline every writer pays)
   write+H          the same, hashing each chunk with H as it is written (what specc's writers do)
   read             plain read of the file (page cache warm, as right after a write)
-  read+H           `specc.runtime.integrity.file_digest` with H (what verification on load costs)
+  read+H           `specc.integrity.file_digest` with H (what verification on load costs)
   H in memory      the hash of the buffer alone (the CPU cost)
 for H in sha256 (specc's choice, `integrity.HASH`) and blake2b; zlib.crc32 in memory for scale.
 xxhash is not measured: it is not a dependency, and sha256 with SHA extensions was fast enough.
@@ -24,7 +24,7 @@ import time
 import zlib
 from pathlib import Path
 
-from specc.runtime.integrity import CHUNK, HASH, file_digest, new_hash
+from specc.integrity import CHUNK, HASH, file_digest, new_hash
 
 ALGORITHMS = (HASH, "blake2b")
 

@@ -70,7 +70,7 @@ def measure(recipe: str | None, args, device) -> float:
 def predicted(recipe: str | None, args, accelerator_id: str) -> float:
     """`specc plan`'s tokens/s for the same model and step on one device."""
     from specc.catalog import load_catalog
-    from specc.plan.estimate import Workload, evaluate
+    from specc.plan.estimate import Workload, estimate_layout
     from specc.plan.layout import Layout
     from specc.spec.model import ModelSpec
 
@@ -78,7 +78,7 @@ def predicted(recipe: str | None, args, accelerator_id: str) -> float:
                     accelerator=load_catalog()[accelerator_id], devices=1, devices_per_node=1)
     layout = Layout(dp=1, micro_batch=args.micro_batch, grad_accum=1, compile=args.compile,
                     precision="bf16" if recipe is None else "fp8", fp8_recipe=recipe or "tensorwise")
-    return evaluate(work, layout).time.tokens_per_s
+    return estimate_layout(work, layout).time.tokens_per_s
 
 
 def catalog_id(name: str) -> str | None:

@@ -46,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from specc.catalog import load_catalog  # noqa: E402
 from specc.plan import timing  # noqa: E402
-from specc.plan.estimate import Workload, evaluate  # noqa: E402
+from specc.plan.estimate import Workload, estimate_layout  # noqa: E402
 from specc.plan.layout import Layout  # noqa: E402
 from specc.plan.memory import GIB, GPU_CONTEXT_GIB  # noqa: E402
 from specc.plan.params import flops_per_token  # noqa: E402
@@ -180,9 +180,9 @@ def evaluate_row(row: dict) -> dict | None:
     work = Workload(model=model, seq_len=row["model"]["seq_len"], batch_sequences=row["layout"]["global_batch"],
                     accelerator=accelerator, devices=row["hardware"]["count"],
                     devices_per_node=accelerator.devices_per_node)
-    estimate = evaluate(work, layout)
+    estimate = estimate_layout(work, layout)
     # none of these stacks recomputes the head's forward as specc's chunked loss does (module docstring)
-    timed = evaluate(work, dataclasses.replace(layout, loss="full")) if layout.loss != "full" else estimate
+    timed = estimate_layout(work, dataclasses.replace(layout, loss="full")) if layout.loss != "full" else estimate
     predicted = timed.time.tokens_per_s / layout.devices
     result = {"id": row["id"], "source": source_of(row), "measured": measured, "fits": estimate.memory.fits,
               "predicted": predicted, "error": predicted / measured - 1, "precision": layout.precision,

@@ -42,7 +42,7 @@ from torch.testing._internal.distributed.fake_pg import FakeStore  # noqa: E402
 
 from specc.catalog import load_catalog  # noqa: E402
 from specc.plan.layout import Layout, hardware_for  # noqa: E402
-from specc.plan.memory import activation_bytes_per_layer, compute_element_bytes, stage_memory  # noqa: E402
+from specc.plan.memory import activation_bytes_per_layer, compute_element_bytes, pipeline_stage_memory  # noqa: E402
 from specc.plan.params import count_parameters  # noqa: E402
 from specc.runtime.train.model import Transformer  # noqa: E402
 from specc.runtime.train.loop import next_token_loss  # noqa: E402
@@ -222,7 +222,7 @@ def compare(config, meshes, default_loss: str = "full") -> dict:
                     micro_batch=micro_batch, grad_accum=1, recompute=recompute, selective_policy=policy,
                     precision=precision, loss=loss, loss_chunk_tokens=chunk_tokens)
     hardware = hardware_for(load_catalog()["h100-sxm"], dp * tp, 8, precision)
-    planned = stage_memory(spec, count_parameters(spec), layout, hardware, seq_len, "only")
+    planned = pipeline_stage_memory(spec, count_parameters(spec), layout, hardware, seq_len, "only")
     peak = traced["peak"]
     # Sharded gradients are freed by zero_grad(set_to_none) and only partly alive at the peak: compare
     # weights + optimizer state, which live throughout.

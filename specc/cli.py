@@ -179,7 +179,7 @@ def _cmd_catalog(args: argparse.Namespace) -> int:
 def _cmd_calibrate(args: argparse.Namespace) -> int:
     """Fit, report before / after / leave-one-run-out, write the profile; a bad input exits 1."""
     from specc.plan import calibrate as cal
-    from specc.runtime.io import atomic_write_text
+    from specc.io import atomic_write_text
 
     runs = []
     try:
@@ -230,7 +230,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
             print(f"{args.spec}: invalid")
         return EXIT_INVALID
     from specc.plan import build_plan, plan_json
-    from specc.runtime.io import atomic_write_text
+    from specc.io import atomic_write_text
 
     plan = build_plan(result.spec, force_search=args.search, top=args.top, overrides=list(args.overrides))
     text = plan_json(plan)

@@ -24,7 +24,7 @@ from specc.plan import build_plan
 from specc.runtime.tpu.layout import mesh_shape
 from specc.runtime.train import parallelize as par
 from specc.runtime.train.model import Transformer, num_parameters
-from specc.runtime.train.params import pretrain_params
+from specc.emit.configs.pretrain import build_pretrain_config
 from specc.spec import parallel_dims
 from specc.spec.parallel import ParallelSpec
 
@@ -86,7 +86,7 @@ def test_plan_and_runtime_agree(overrides):
         runtime_params = num_parameters(Transformer(spec.model))
     assert runtime_params == plan["model"]["params"]  # (b)
     for candidate in plan["candidates"]:
-        config = pretrain_params(spec, candidate["layout"])
+        config = build_pretrain_config(spec, candidate["layout"])
         parallel = ParallelSpec.model_validate(config["parallel"])
         if plan["hardware"]["kind"] == "tpu":
             shape = mesh_shape(parallel, devices)  # (a) TPU
@@ -115,4 +115,4 @@ def test_tpu_search_proposes_only_what_the_tpu_runtime_runs(accelerator):
         assert (layout["pp"], layout["cp"], layout["ep"], layout["sp"]) == (1, 1, 1, False), layout
         assert layout["zero_stage"] in (0, 3)
         assert layout["recompute"] in ("none", "full"), layout
-        mesh_shape(ParallelSpec.model_validate(pretrain_params(spec, layout)["parallel"]), plan["hardware"]["count"])
+        mesh_shape(ParallelSpec.model_validate(build_pretrain_config(spec, layout)["parallel"]), plan["hardware"]["count"])

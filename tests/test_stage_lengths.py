@@ -7,7 +7,7 @@ import pytest
 
 from specc.diagnostics.check import check_file
 from specc.plan.alignment_memory import alignment_memory
-from specc.runtime.align.params import alignment_params
+from specc.emit.configs.alignment import build_alignment_configs
 from specc.spec.alignment import stage_seq_len
 
 
@@ -21,7 +21,7 @@ def test_plan_and_params_use_the_stage_length(overrides, expected):
     assert spec is not None
     lengths = [stage_seq_len(s, spec.schedule.seq_len, spec.model.max_seq_len) for s in spec.alignment]
     assert lengths == expected
-    assert [params["seq_len"] for _, params in alignment_params(spec, "/specs")] == expected
+    assert [params["seq_len"] for _, params in build_alignment_configs(spec, "/specs")] == expected
     assert [stage["seq_len"] for stage in alignment_memory(spec)] == expected
 
 
@@ -36,11 +36,11 @@ def test_alibi_pretraining_longer_than_the_model_caps_alignment():
     spec = check_file("specs/tiny.yaml", ["model.position=alibi", "schedule.seq_len=512",
                                           "deploy.targets.0.format=safetensors"]).spec
     assert spec is not None
-    assert {params["seq_len"] for _, params in alignment_params(spec, "/specs")} == {256}
+    assert {params["seq_len"] for _, params in build_alignment_configs(spec, "/specs")} == {256}
 
 
 def test_constitutional_stage_generates_within_the_model_context():
     spec = check_file("specs/tiny.yaml", ["alignment.3={type: constitutional, name: cai, prompts: p.jsonl, "
                                           "principles: [be kind], max_new_tokens: 32}"]).spec
     assert spec is not None
-    assert alignment_params(spec, "/specs")[-1][1]["seq_len"] == spec.model.max_seq_len == 256
+    assert build_alignment_configs(spec, "/specs")[-1][1]["seq_len"] == spec.model.max_seq_len == 256

@@ -32,8 +32,8 @@ from specc import __version__
 from specc.catalog import load_catalog
 from specc.emit.render import Raw, Renderer
 from specc.emit.stages import EmitError, Stage, build_stages, run_dir_for
+from specc.integrity import STORAGE_ERRNOS, free_space
 from specc.plan.findings import severity_of
-from specc.runtime.integrity import STORAGE_ERRNOS, free_space
 from specc.spec.root import Spec
 
 MANIFEST = "manifest.json"
@@ -65,7 +65,7 @@ def build_bundle(spec: Spec, plan: dict, spec_dir: str, target: str | None = Non
     }
     for stage in stages:
         base = f"stages/{stage.dirname}"
-        files[f"{base}/config.json"] = json.dumps(stage.config(run_dir), indent=2, sort_keys=True) + "\n"
+        files[f"{base}/config.json"] = json.dumps(stage.config_file(run_dir), indent=2, sort_keys=True) + "\n"
         paths = {"config": f"{base}/config.json", "script": f"{base}/run.sh", "sbatch": f"{base}/job.sbatch"}
         files[f"{base}/run.sh"] = renderer.render("run.sh.j2", stage=stage, setup=setup, **paths, **common)
         files[f"{base}/job.sbatch"] = renderer.render("job.sbatch.j2", stage=stage, directives=stage.directives,

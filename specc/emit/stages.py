@@ -1,9 +1,9 @@
-"""Which stages a spec runs, with what params and resources, and their Slurm directives.
+"""Which stages a spec runs, with what config and resources, and their Slurm directives.
 
-Each stage takes only its own settings (torchtitan's lesson): the emitter asks the
-stage's torch-free `params` module to build them from the spec, so the stage owns its
-config format and the emitter only places it in `config.json`. A stage whose spec
-section is absent (no `corpus`: no data stages) is left out of the bundle.
+The stages come from the registry (`specc.pipeline`): each kind builds its own config from the
+spec (torchtitan's lesson: each stage takes only its own settings), so the stage owns its
+config format and the emitter only places it in `config.json`. A stage whose spec section is
+absent (no `corpus`: no data stages) is left out of the bundle.
 
 The Slurm directives are computed here once and used twice, for the bundle's
 `job.sbatch` and for the submitit executor, so what the bundle shows is what runs.
@@ -11,11 +11,11 @@ The Slurm directives are computed here once and used twice, for the bundle's
 
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import dataclass, field, replace
 
 from specc.catalog import load_catalog
 from specc.emit.resources import stage_resources
+from specc.pipeline import PIPELINE_STAGE_NAMES, StageKind, planned_stages
 from specc.spec.derived import devices_per_node, total_devices
 from specc.spec.root import Spec
 
@@ -34,7 +34,9 @@ class Stage:
 
     index: int
     name: str
-    params: dict
+    kind: StageKind
+    config: dict
+    """What the kind's config builder made: `config.json["params"]`."""
     nodes: int = 1
     procs_per_node: int = 1
     """Processes per node that `run.sh` starts (torchrun workers for multi-device training)."""
@@ -45,9 +47,9 @@ class Stage:
     def dirname(self) -> str:
         return f"{self.index:02d}-{self.name}"
 
-    def config(self, run_dir: str) -> dict:
+    def config_file(self, run_dir: str) -> dict:
         """The stage's config.json (the runtime contract: stage, run_dir, params)."""
-        return {"stage": self.name, "run_dir": run_dir, "params": self.params}
+        return {"stage": self.name, "run_dir": run_dir, "params": self.config}
 
 
 def run_dir_for(spec: Spec) -> str:
@@ -55,90 +57,34 @@ def run_dir_for(spec: Spec) -> str:
     return f"../{RUN_DIR_NAME}/{spec.name}"
 
 
-# --- params from each stage's own module -------------------------------------------------
-
-
-def _predicted(plan: dict) -> dict:
-    """The plan's predictions the trainer logs beside its measurements."""
-    return {**plan.get("time", {}), "peak_memory_gib": plan.get("memory", {}).get("per_device_gib"),
-            "flops_per_token": plan.get("model", {}).get("flops_per_token"),
-            "peak_tflops": plan.get("hardware", {}).get("peak_tflops")}
-
-
-def _installed(module: str) -> bool:
-    try:
-        return importlib.util.find_spec(module) is not None
-    except ModuleNotFoundError:
-        return False
-
-
-def _is_tpu(spec: Spec) -> bool:
-    accelerator = load_catalog().get(spec.cluster.accelerator)
-    return accelerator is not None and accelerator.kind == "tpu"
-
-
-def stage_params(spec: Spec, plan: dict, spec_dir: str) -> list[tuple[str, dict]]:
-    """(stage name, params) in pipeline order: data -> tokenize -> pretrain -> alignment stages
-    (named by the spec) -> eval -> deploy. Sections the spec leaves out are skipped, and so is a
-    stage whose runtime is not part of this installation."""
-    stages: list[tuple[str, dict]] = []
-    if spec.corpus is not None and _installed("specc.runtime.data.params"):
-        from specc.runtime.data.params import data_params, tokenize_params
-
-        stages += [("data", data_params(spec, spec_dir)), ("tokenize", tokenize_params(spec, spec_dir))]
-    if _installed("specc.runtime.train.params"):
-        from specc.runtime.train.params import pretrain_params
-
-        name = "pretrain_tpu" if _is_tpu(spec) else "pretrain"
-        stages.append((name, pretrain_params(spec, plan["layout"], _predicted(plan))))
-    if spec.alignment and _installed("specc.runtime.align.params"):
-        from specc.runtime.align.params import alignment_params
-
-        stages += alignment_params(spec, spec_dir)
-    if _installed("specc.runtime.evaluate.params"):
-        from specc.runtime.evaluate.params import eval_params, wanted
-
-        if wanted(spec):
-            stages.append(("eval", eval_params(spec, spec_dir)))
-    if spec.deploy.targets and _installed("specc.runtime.deploy.stage"):
-        from specc.runtime.align.params import deploy_params
-
-        stages.append(("deploy", deploy_params(spec, spec_dir)))
-    return stages
-
-
 def build_stages(spec: Spec, plan: dict, spec_dir: str) -> list[Stage]:
-    """The stages this spec runs, numbered in pipeline order, with params and resources."""
-    named = stage_params(spec, plan, spec_dir)
-    names = [name for name, _ in named]
+    """The stages this spec runs, numbered in pipeline order, with config and resources."""
+    planned = planned_stages(spec, plan, spec_dir)
+    names = [name for _, name, _ in planned]
     if len(set(names)) != len(names):
         duplicate = next(name for name in names if names.count(name) > 1)
         raise EmitError(f"two stages are named {duplicate!r}: an alignment stage may not reuse a pipeline "
-                        f"stage's name (data, tokenize, pretrain, eval, deploy)")
-    return [_resources(index, name, params, spec, plan) for index, (name, params) in enumerate(named, start=1)]
+                        f"stage's name ({', '.join(PIPELINE_STAGE_NAMES)})")
+    return [_resources(Stage(index, name, kind, config), spec, plan)
+            for index, (kind, name, config) in enumerate(planned, start=1)]
 
 
-def output_dirname(stage: str) -> str:
-    """Where a stage writes under the run directory: its name (the TPU trainer writes `pretrain/`)."""
-    return "pretrain" if stage == "pretrain_tpu" else stage
-
-
-def _resources(index: int, name: str, params: dict, spec: Spec, plan: dict) -> Stage:
-    """Nodes and processes of a stage: training spans every device (on TPU one process per host);
-    the other stages run as one process (data and tokenize use worker processes inside it)."""
+def _resources(stage: Stage, spec: Spec, plan: dict) -> Stage:
+    """Nodes and processes of a stage: a kind that spans the cluster runs on every node, one
+    process per device (torchrun) or per host (TPU SPMD); the others run as one process on one
+    node (data and tokenize use worker processes inside it), with one GPU if they use devices."""
     accelerator = load_catalog().get(spec.cluster.accelerator)
     is_gpu = accelerator is not None and accelerator.kind == "gpu"
-    if name == "pretrain":
+    kind = stage.kind
+    if kind.spans_cluster and kind.process_per_device:
         nodes = spec.cluster.nodes
         count = int(plan.get("hardware", {}).get("count") or total_devices(spec.cluster))
         per_node = max(1, count // nodes) if count >= nodes else devices_per_node(spec.cluster)
-        stage = Stage(index, name, params, nodes=nodes, procs_per_node=per_node,
-                      gpus_per_node=per_node if is_gpu else None)
-    elif name == "pretrain_tpu":
-        stage = Stage(index, name, params, nodes=spec.cluster.nodes)
+        stage = replace(stage, nodes=nodes, procs_per_node=per_node, gpus_per_node=per_node if is_gpu else None)
+    elif kind.spans_cluster:
+        stage = replace(stage, nodes=spec.cluster.nodes)
     else:
-        uses_device = name not in ("data", "tokenize")
-        stage = Stage(index, name, params, gpus_per_node=1 if is_gpu and uses_device else None)
+        stage = replace(stage, gpus_per_node=1 if is_gpu and kind.uses_devices else None)
     return replace(stage, directives=slurm_directives(stage, spec))
 
 

@@ -69,8 +69,8 @@ def cmd_launch(args: argparse.Namespace) -> int:
     """Exit 0 when every stage succeeded (or was emitted, with --dry-run), 1 otherwise."""
     from specc.emit.bundle import EmitError
     from specc.launch.launcher import LaunchError
+    from specc.integrity import StorageError
     from specc.launch.readback import ReadbackError
-    from specc.runtime.integrity import StorageError
 
     if args.lock_wait_s < 0:
         print("specc launch: error: --wait-for-lock takes a number of seconds >= 0", file=sys.stderr)

@@ -8,7 +8,7 @@ pending forever). Locally each stage is submitted when the previous one succeede
 
 Skipping: a stage is skipped when it and every stage before it have a `_SUCCESS.json`
 recording their current config, and the outputs it records are still there with their
-sizes (and checksums, for files modified since: `specc.runtime.io.is_complete`); a stage
+sizes (and checksums, for files modified since: `specc.io.is_complete`); a stage
 whose outputs were deleted or changed runs again, from scratch. From the first stage
 that must run, every later stage runs too (its inputs may have changed); outputs that
 belong to another config or to inputs being regenerated are moved aside first, so that
@@ -33,11 +33,11 @@ from typing import Callable
 import yaml
 
 from specc.emit.bundle import MANIFEST, STATE_DIR, sha256_text
-from specc.emit.stages import output_dirname
+from specc.pipeline import output_dirname
 from specc.launch.lock import LockHeld, launch_lock
+from specc.integrity import listing
+from specc.io import atomic_write_json, config_hash, is_complete, output_problems, read_marker
 from specc.launch.readback import load_manifest, load_stage_config, read_text, stage_dirnames
-from specc.runtime.integrity import listing
-from specc.runtime.io import atomic_write_json, config_hash, is_complete, output_problems, read_marker
 
 EXECUTORS = ("local", "slurm")
 LAUNCH_RECORD = "launch.json"

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from specc.catalog import load_catalog
 from specc.diagnostics.diagnostic import Diagnostic, Position
+from specc.pipeline import STAGE_KINDS
 from specc.plan.findings import FINDINGS, error_findings, path_of
 from specc.plan.params import count_parameters
 from specc.spec.capabilities import Capabilities, capabilities_for
@@ -28,7 +29,7 @@ from specc.spec.model import ModelSpec
 from specc.spec.parallel import ParallelSpec
 from specc.spec.schedule import ScheduleSpec
 
-TRAINING_STAGES = ("pretrain", "pretrain_tpu")
+TRAINING_STAGES = tuple(kind.name for kind in STAGE_KINDS if kind.spans_cluster)
 
 LAYOUT_SETTINGS = ("dp", "tp", "pp", "cp", "ep", "vpp", "hsdp_replicas", "fsdp", "sp", "micro_batch", "recompute",
                    "selective_policy", "pp_schedule", "precision", "fp8_recipe", "compile", "grad_sync")
@@ -76,19 +77,20 @@ def refusal(plan: dict, locate: Callable[[tuple], Position], plan_command: str =
 
 @dataclass(frozen=True)
 class StageRun:
-    """A stage as the bundle runs it: its name, its config.json params, and the devices its
-    processes span (nodes x processes per node) when known."""
+    """A stage as the bundle runs it: its name, its config (`config.json["params"]`), and the
+    devices its processes span (nodes x processes per node) when known."""
 
     name: str
-    params: dict
+    config: dict
     devices: int | None = None
 
 
 def emitted_stage_runs(stages) -> list[StageRun]:
     """StageRuns of the emitter's stages (`specc.emit.stages.Stage`): the training stage spans
     nodes x processes per node devices; the TPU trainer runs one process per host, so its
-    device count is its params' alone."""
-    return [StageRun(stage.name, stage.params, stage.nodes * stage.procs_per_node if stage.name == "pretrain" else None)
+    device count is its config's alone."""
+    return [StageRun(stage.name, stage.config,
+                     stage.nodes * stage.procs_per_node if stage.kind.process_per_device else None)
             for stage in stages]
 
 
@@ -137,8 +139,8 @@ def _training_differences(plan: dict, stage: StageRun, capabilities: Capabilitie
     read the way `specc.runtime.train` reads them."""
     found: list[Difference] = []
     layout, hardware = plan.get("layout", {}), plan.get("hardware", {})
-    parallel = ParallelSpec.model_validate(stage.params["parallel"])
-    schedule = ScheduleSpec.model_validate(stage.params["schedule"])
+    parallel = ParallelSpec.model_validate(stage.config["parallel"])
+    schedule = ScheduleSpec.model_validate(stage.config["schedule"])
     name = stage.name
     for key in LAYOUT_SETTINGS:
         if key in layout:
@@ -161,14 +163,14 @@ def _training_differences(plan: dict, stage: StageRun, capabilities: Capabilitie
     _check(found, name, "schedule.batch_sequences", planned_batch.get("sequences"), batch)
     _check(found, name, "schedule.seq_len", planned_batch.get("seq_len"), schedule.seq_len)
     total = schedule.total_steps()
-    if total is not None and stage.params.get("max_steps"):
-        total = min(total, int(stage.params["max_steps"]))
+    if total is not None and stage.config.get("max_steps"):
+        total = min(total, int(stage.config["max_steps"]))
     _check(found, name, "steps", plan.get("time", {}).get("steps"), total)
-    _check(found, name, "devices", hardware.get("count"), stage.params.get("devices"))
+    _check(found, name, "devices", hardware.get("count"), stage.config.get("devices"))
     if stage.devices is not None:
         _check(found, name, "processes", hardware.get("count"), stage.devices, "nodes x processes per node")
-    _check(found, name, "accelerator", hardware.get("accelerator"), stage.params.get("accelerator"))
-    model = ModelSpec.model_validate(stage.params["model"])
+    _check(found, name, "accelerator", hardware.get("accelerator"), stage.config.get("accelerator"))
+    model = ModelSpec.model_validate(stage.config["model"])
     _check(found, name, "model.params", plan.get("model", {}).get("params"), count_parameters(model).total)
     return found
 
@@ -193,11 +195,11 @@ def _alignment_differences(plan: dict, stages: list[StageRun], capabilities: Cap
                    "sharded them")
             _check(found, stage.name, "precision", entry.get("precision"), capabilities.alignment_precision,
                    "alignment stages train without autocast in the models' fp32")
-        seq_len = stage.params.get("stage", {}).get("seq_len") or stage.params.get("seq_len")
+        seq_len = stage.config.get("stage", {}).get("seq_len") or stage.config.get("seq_len")
         _check(found, stage.name, "seq_len", entry.get("seq_len"), seq_len)
     names = {entry["stage"] for entry in planned}
     for stage in stages:
-        kind = stage.params.get("stage", {}).get("type") if isinstance(stage.params.get("stage"), dict) else None
+        kind = stage.config.get("stage", {}).get("type") if isinstance(stage.config.get("stage"), dict) else None
         if kind and stage.name not in names:
             found.append(Difference(stage.name, "stage", "none (its memory was not planned)",
                                     f"an alignment stage ({kind})"))

@@ -210,7 +210,7 @@ def check_layout_against_spec(plan: dict, spec, path: Path) -> None:
     """A saved plan launches its `layout` on the spec it was made from: refuse a layout that
     breaks the rules validate and the runtime apply (`specc.spec.parallel_dims`), for example a
     layout edited by hand, or planned by a specc whose rules were looser."""
-    from specc.runtime.train.params import resolve_layout
+    from specc.emit.configs.pretrain import resolve_layout
     from specc.spec import parallel_dims
     from specc.spec.derived import total_devices
 

@@ -15,9 +15,9 @@ import subprocess
 from pathlib import Path
 
 from specc.emit.bundle import STATE_DIR
+from specc.io import is_complete
 from specc.launch.launcher import LAUNCH_RECORD, LaunchError, read_stages
 from specc.launch.readback import load_launch_record
-from specc.runtime.io import is_complete
 
 
 def load_record(bundle_dir: Path) -> dict:

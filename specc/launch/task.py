@@ -39,8 +39,8 @@ from pathlib import Path
 from submitit import JobEnvironment
 from submitit.helpers import Checkpointable, DelayedSubmission
 
-from specc.emit.stages import output_dirname
 from specc.launch.readback import load_stage_config
+from specc.pipeline import output_dirname
 
 EXIT_REQUEUE = 75
 """A stage's exit status after it saved a checkpoint on SIGTERM/SIGUSR2 (sysexits EX_TEMPFAIL,

@@ -102,7 +102,7 @@ def held_models(spec: Spec, stage, devices: int) -> list[HeldModel]:
     return [HeldModel("generator", False, params, devices)]
 
 
-def stage_memory(spec: Spec, stage, devices: int | None = None, precision: str | None = None) -> dict:
+def alignment_stage_memory(spec: Spec, stage, devices: int | None = None, precision: str | None = None) -> dict:
     """Per-device memory of one alignment stage, with the placement it assumes.
 
     By default charged as the alignment runtime runs on the spec's accelerator (today one process,
@@ -156,4 +156,4 @@ def stage_memory(spec: Spec, stage, devices: int | None = None, precision: str |
 
 def alignment_memory(spec: Spec) -> list[dict]:
     """One entry per alignment stage, in spec order (for the plan's `alignment` field)."""
-    return [stage_memory(spec, stage) for stage in spec.alignment]
+    return [alignment_stage_memory(spec, stage) for stage in spec.alignment]

@@ -54,7 +54,7 @@ class Estimate:
         return self.memory.fits
 
 
-def evaluate(work: Workload, layout: Layout, hardware: Hardware | None = None) -> Estimate:
+def estimate_layout(work: Workload, layout: Layout, hardware: Hardware | None = None) -> Estimate:
     """Predict memory and step time of `layout` for `work`."""
     hardware = hardware or work.hardware(layout.precision)
     memory = device_memory(work.model, work.counts, layout, hardware, work.seq_len)

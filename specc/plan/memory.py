@@ -118,7 +118,7 @@ def _round(value: float) -> float:
 
 
 @dataclass(frozen=True)
-class StageParams:
+class PipelineStageParams:
     """Parameters one device holds for one pipeline stage, split by how they are sharded."""
 
     dense: float
@@ -142,7 +142,7 @@ def stage_layers(model: ModelSpec, layout: Layout) -> tuple[int, int]:
     return dims.most_loaded_stage(model, layout.pp, layout.vpp)
 
 
-def stage_params(model: ModelSpec, counts: ParameterCount, layout: Layout, stage: str) -> StageParams:
+def pipeline_stage_params(model: ModelSpec, counts: ParameterCount, layout: Layout, stage: str) -> PipelineStageParams:
     """Per-device parameters as specc's runtime shards them (`specc/runtime/train/parallelize.py`):
     attention and dense FFN matrices / tp (norms and router replicated); MoE experts / ep, replicated
     over tp (Megatron would also split them by tp); token embedding and untied head vocab-sharded / tp,
@@ -169,7 +169,7 @@ def stage_params(model: ModelSpec, counts: ParameterCount, layout: Layout, stage
         counts.dense_ffn_per_layer / tp if dense_layers else 0,
         (counts.router_per_layer + shared + counts.routed_experts * counts.expert_ffn / layout.ep)
         if moe_layers else 0)
-    return StageParams(dense=body, experts=experts, layer=layer, root=root, head=head)
+    return PipelineStageParams(dense=body, experts=experts, layer=layer, root=root, head=head)
 
 
 def state_bytes(layout: Layout) -> tuple[float, float, float]:
@@ -185,7 +185,7 @@ def state_bytes(layout: Layout) -> tuple[float, float, float]:
     return 4.0, 4.0, 8.0
 
 
-def model_state_memory(params: StageParams, layout: Layout) -> tuple[float, float, float]:
+def model_state_memory(params: PipelineStageParams, layout: Layout) -> tuple[float, float, float]:
     """(weights, grads, optimizer) bytes after ZeRO sharding (Rajbhandari et al. 2020, sec. 5):
     stage 1 shards the optimizer, 2 also gradients, 3/FSDP also weights, over dp x cp
     (HSDP: within a replica group); experts over the expert-dp group (Megatron's distributed
@@ -471,7 +471,7 @@ def fp8_cast_memory(model: ModelSpec, layout: Layout, seq_len: int) -> float:
     return fp8.cast_memory(model, layout.tp, layout.micro_batch * seq_len / layout.cp, gathered_fp8)
 
 
-def persistent_fsdp_memory(params: StageParams, layout: Layout, model: ModelSpec | None = None) -> float:
+def persistent_fsdp_memory(params: PipelineStageParams, layout: Layout, model: ModelSpec | None = None) -> float:
     """Unsharded ZeRO-3/FSDP buffers alive for the whole step.
 
     With pipelining, torchtitan keeps the stage's parameters gathered between micro-batches
@@ -491,7 +491,7 @@ def persistent_fsdp_memory(params: StageParams, layout: Layout, model: ModelSpec
     return 0.0
 
 
-def backward_fsdp_memory(params: StageParams, layout: Layout, model: ModelSpec | None = None) -> float:
+def backward_fsdp_memory(params: PipelineStageParams, layout: Layout, model: ModelSpec | None = None) -> float:
     """Unsharded ZeRO-3/FSDP buffers during backward without pipelining (FSDP2 defaults, docs/formulas.md
     section 3 'FSDP transient'): the layer being back-propagated and the prefetched one, gathered in
     the compute dtype (2 x 2 B/param); one layer's fp32 gradient awaiting reduce-scatter (4 B/param);
@@ -507,7 +507,7 @@ def backward_fsdp_memory(params: StageParams, layout: Layout, model: ModelSpec |
     return params.layer * (2 * compute_bytes + 4.0) + (params.root + params.head) * compute_bytes - saving
 
 
-def root_regather_memory(params: StageParams, layout: Layout) -> float:
+def root_regather_memory(params: PipelineStageParams, layout: Layout) -> float:
     """fp32 FSDP (no mixed precision): once the loss's backward has produced the gradient of the root
     module's output, the root unit (embedding, final norm, head) is all-gathered again; FSDP2 copies
     the all-gather output into the unsharded fp32 parameters, so both are alive: 2 x 4 B/param, beside
@@ -518,7 +518,7 @@ def root_regather_memory(params: StageParams, layout: Layout) -> float:
     return params.root * 8.0
 
 
-def chunked_loss_fsdp_memory(params: StageParams, layout: Layout) -> float:
+def chunked_loss_fsdp_memory(params: PipelineStageParams, layout: Layout) -> float:
     """Unsharded ZeRO-3/FSDP buffers while the chunked loss back-propagates (pp = 1): the loss runs inside
     the root module's forward, so FSDP's pre-backward hook has gathered the root unit again (embedding,
     final norm, head; in fp32 too, where the full loss's moment also holds the all-gather output,
@@ -537,10 +537,10 @@ def _grads_alive_at_loss(layout: Layout) -> bool:
     return layout.sharded_states < 3 or layout.grad_accum > 1
 
 
-def stage_memory(model: ModelSpec, counts: ParameterCount, layout: Layout, hardware: Hardware,
+def pipeline_stage_memory(model: ModelSpec, counts: ParameterCount, layout: Layout, hardware: Hardware,
                  seq_len: int, stage: str) -> MemoryBreakdown:
     """Memory of one device of one pipeline stage at the step's peak moment (module docstring)."""
-    params = stage_params(model, counts, layout, stage)
+    params = pipeline_stage_params(model, counts, layout, stage)
     weights, grads, optimizer = model_state_memory(params, layout)
     stored = activation_memory(model, layout, seq_len, stage)
     persistent = persistent_fsdp_memory(params, layout, model)
@@ -574,7 +574,7 @@ def device_memory(model: ModelSpec, counts: ParameterCount, layout: Layout, hard
                   seq_len: int) -> MemoryBreakdown:
     """The most-loaded stage's memory: `only` for pp = 1, else the larger of first and last."""
     if layout.pp == 1:
-        return stage_memory(model, counts, layout, hardware, seq_len, "only")
-    first = stage_memory(model, counts, layout, hardware, seq_len, "first")
-    last = stage_memory(model, counts, layout, hardware, seq_len, "last")
+        return pipeline_stage_memory(model, counts, layout, hardware, seq_len, "only")
+    first = pipeline_stage_memory(model, counts, layout, hardware, seq_len, "first")
+    last = pipeline_stage_memory(model, counts, layout, hardware, seq_len, "last")
     return first if first.total >= last.total else last

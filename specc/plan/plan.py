@@ -14,7 +14,8 @@ import math
 from pydantic import BaseModel, ConfigDict
 
 from specc import __version__
-from specc.plan.estimate import Estimate, Workload, evaluate
+from specc.catalog import load_catalog
+from specc.plan.estimate import Estimate, Workload, estimate_layout
 from specc.plan.findings import classified
 from specc.plan.layout import Layout, layout_from_spec
 from specc.plan.reliability import failure_budget
@@ -263,7 +264,7 @@ def build_plan(spec: Spec, *, force_search: bool = False, top: int = 5, override
     if not isinstance(spec.parallel, str):
         dp = data_parallel_size(spec.parallel, work.devices) or 1
         layout = layout_from_spec(spec.parallel, dp, work.batch_sequences, capabilities_for(work.accelerator))
-        fixed = evaluate(work, layout, hardware)
+        fixed = estimate_layout(work, layout, hardware)
     if searching:
         fast = work.devices_per_node if not hardware.is_tpu else min(16, hardware.fast_domain)
         recipe = spec.parallel.fp8_recipe if not isinstance(spec.parallel, str) else "tensorwise"

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from specc.plan.estimate import Estimate, Workload, evaluate
+from specc.plan.estimate import Estimate, Workload, estimate_layout
 from specc.plan.layout import Layout
 from specc.spec import parallel_dims as dims
 from specc.spec.capabilities import Capabilities, capabilities_for
@@ -160,7 +160,7 @@ def _best_micro_batch(work: Workload, hardware, result: SearchResult, *, tp: int
                             recompute=recompute, selective_policy=policy,
                             pp_schedule="interleaved" if vpp > 1 else "1f1b",
                             precision=precision, fp8_recipe=fp8_recipe)
-            estimate = evaluate(work, layout, hardware)
+            estimate = estimate_layout(work, layout, hardware)
             result.evaluated += 1
             if result.closest is None or estimate.memory.total < result.closest.memory.total:
                 result.closest = estimate

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from specc.plan import fp8
 from specc.plan.layout import Hardware, Layout, peak_tflops
 from specc.plan.params import FlopsPerToken, ParameterCount
-from specc.plan.memory import stage_layers, stage_params
+from specc.plan.memory import stage_layers, pipeline_stage_params
 from specc.spec import parallel_dims as dims
 from specc.spec.model import ModelSpec
 
@@ -418,7 +418,7 @@ def _data_parallel_time(model: ModelSpec, counts: ParameterCount, layout: Layout
                         compute: float, layers: int) -> float:
     """Exposed data-parallel time: gradient sync (DDP all-reduce, ZeRO reduce-scatter + all-gather) or
     FSDP per-micro-batch all-gathers and reduce-scatters (ZeRO paper sec. 7: 3 x vs 2 x volume)."""
-    params = stage_params(model, counts, layout, "first" if layout.pp > 1 else "only")
+    params = pipeline_stage_params(model, counts, layout, "first" if layout.pp > 1 else "only")
     # Experts reduce over the expert-dp group (dp x cp / ep): same bytes per rank, fewer ranks; the
     # ring factor differs by < 2x, so both are charged on the dense group's ring (slight over-estimate).
     local = params.dense + params.experts
@@ -470,7 +470,7 @@ def _exposed(comm: float, window: float, floor: float) -> float:
 def _optimizer_time(model: ModelSpec, counts: ParameterCount, layout: Layout, hardware: Hardware) -> float:
     """AdamW update, memory-bound: read and write fp32 master, m, v, read the fp32 grad, write the bf16
     copy: ~36 bytes moved per local (sharded) parameter at HBM bandwidth."""
-    params = stage_params(model, counts, layout, "first" if layout.pp > 1 else "only")
+    params = pipeline_stage_params(model, counts, layout, "first" if layout.pp > 1 else "only")
     local = params.dense / (layout.shard_degree if layout.sharded_states >= 1 else 1)
     local += params.experts / (max(1, layout.shard_degree // layout.ep) if layout.sharded_states >= 1 else 1)
     return local * 36 / (hardware.memory_bw_tbps * 1e12)

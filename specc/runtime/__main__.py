@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from specc.runtime.integrity import StageError
+from specc.integrity import StageError
 from specc.runtime.stages import module_for_config
 
 

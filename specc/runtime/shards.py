@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from specc.runtime.integrity import IntegrityError, entry_problem, listing, read_json, write_bytes
+from specc.integrity import IntegrityError, entry_problem, listing, read_json, write_bytes
 from specc.runtime.io import atomic_write_json
 
 FORMAT = "specc-tokens-v1"

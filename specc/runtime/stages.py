@@ -1,40 +1,41 @@
-"""Stage name -> the module that runs it, in pipeline order.
+"""Stage config -> the module that runs it (from the registry, `specc.pipeline`), and the
+skip-if-complete check every stage's `run` shares.
 
-Modules are imported only when their stage runs, so importing this registry is cheap
-and never pulls in torch.
+Modules are imported only when their stage runs, so importing this is cheap and never pulls
+in torch.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
+import os
+from collections.abc import Callable
+from pathlib import Path
 from types import ModuleType
 
-STAGE_MODULES: dict[str, str] = {
-    "data": "specc.runtime.data.stage",
-    "tokenize": "specc.runtime.tokenizer.stage",
-    "pretrain": "specc.runtime.train.stage",
-    "pretrain_tpu": "specc.runtime.tpu.stage",
-    "eval": "specc.runtime.evaluate.stage",
-    "deploy": "specc.runtime.deploy.stage",
-}
-"""Filled in pipeline order as stages land (alignment stages sit between pretrain and eval)."""
-
-ALIGNMENT_MODULE = "specc.runtime.align.stage"
-"""Alignment stages are named by the spec (`sft`, `dpo-round2`, ...): a config whose
-`params.stage` is an alignment-stage object with that name and a `type` runs this module."""
+from specc.io import is_complete, success_marker
+from specc.pipeline import kind_of, output_dirname
 
 
 def module_for_config(config: dict) -> ModuleType:
-    """The module that runs a stage config: by name, or the alignment module for an alignment stage."""
-    name = config.get("stage", "")
-    stage = (config.get("params") or {}).get("stage")
-    if name not in STAGE_MODULES and isinstance(stage, dict) and stage.get("name") == name and "type" in stage:
-        return importlib.import_module(ALIGNMENT_MODULE)
-    return stage_module(name)
+    """The module that runs a stage config: its kind's runtime entry point (KeyError if none)."""
+    return importlib.import_module(kind_of(config).module)
 
 
-def stage_module(name: str) -> ModuleType:
-    """Import the module that runs stage `name`."""
-    if name not in STAGE_MODULES:
-        raise KeyError(f"unknown stage {name!r}; known: {', '.join(STAGE_MODULES)}")
-    return importlib.import_module(STAGE_MODULES[name])
+def skips_when_complete(run: Callable[[dict], None]) -> Callable[[dict], None]:
+    """Wrap a stage's `run(config)`: return at once when the stage already finished with this
+    exact config and its recorded outputs are intact (`specc.io.is_complete`), saying so once
+    (rank 0 of a multi-process stage); otherwise run it. A relaunch, or a requeued job that
+    finished before it was killed, then costs a stat per output."""
+
+    @functools.wraps(run)
+    def run_unless_complete(config: dict) -> None:
+        out_dir = Path(config["run_dir"]) / output_dirname(config["stage"])
+        if is_complete(out_dir, config):
+            if int(os.environ.get("RANK", "0")) == 0:
+                print(f"{config['stage']}: already complete ({success_marker(out_dir)})", flush=True)
+            return
+        run(config)
+
+    return run_unless_complete

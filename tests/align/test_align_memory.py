@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from specc.diagnostics.check import check_file
-from specc.plan.alignment_memory import alignment_memory, stage_memory
+from specc.plan.alignment_memory import alignment_memory, alignment_stage_memory
 from specc.spec.alignment import DPOStage, PPOStage, RewardModelStage, SFTStage
 
 
@@ -17,9 +17,9 @@ def spec_8b():
 
 def test_ppo_holds_four_models_and_split_placement_halves_devices():
     spec = spec_8b()
-    colocated = stage_memory(spec, PPOStage(type="ppo", name="ppo", prompts="p.jsonl", reward_model="rm"),
+    colocated = alignment_stage_memory(spec, PPOStage(type="ppo", name="ppo", prompts="p.jsonl", reward_model="rm"),
                              devices=8, precision="bf16")
-    split = stage_memory(spec, PPOStage(type="ppo", name="ppo", prompts="p.jsonl", reward_model="rm", colocate=False),
+    split = alignment_stage_memory(spec, PPOStage(type="ppo", name="ppo", prompts="p.jsonl", reward_model="rm", colocate=False),
                          devices=8, precision="bf16")
     assert [m["role"] for m in colocated["models"]] == ["policy", "value", "reference", "reward"]
     assert {m["devices"] for m in colocated["models"]} == {8}
@@ -39,15 +39,15 @@ def test_ppo_holds_four_models_and_split_placement_halves_devices():
 def test_alignment_is_charged_as_the_runtime_runs_it():
     """The alignment runtime holds every model on one device in fp32: the plan charges that (was: sharded
     over all 8 GPUs in bf16, a program that does not run)."""
-    entry = stage_memory(spec_8b(), DPOStage(type="dpo", name="dpo", data="d.jsonl"))
+    entry = alignment_stage_memory(spec_8b(), DPOStage(type="dpo", name="dpo", data="d.jsonl"))
     assert entry["precision"] == "fp32" and {m["devices"] for m in entry["models"]} == {1}
     assert not entry["fits"]  # 8B x 16 B/param on one 80 GB H100
 
 
 def test_dpo_reference_is_held_only_when_not_precomputed():
     spec = spec_8b()
-    pre = stage_memory(spec, DPOStage(type="dpo", name="dpo", data="d.jsonl"))
-    held = stage_memory(spec, DPOStage(type="dpo", name="dpo", data="d.jsonl", precompute_reference=False))
+    pre = alignment_stage_memory(spec, DPOStage(type="dpo", name="dpo", data="d.jsonl"))
+    held = alignment_stage_memory(spec, DPOStage(type="dpo", name="dpo", data="d.jsonl", precompute_reference=False))
     assert [m["role"] for m in pre["models"]] == ["policy"]
     assert [m["role"] for m in held["models"]] == ["policy", "reference"]
     assert held["per_device_gib"] > pre["per_device_gib"]
@@ -58,14 +58,14 @@ def test_policy_logits_follow_the_loss_knob():
     logits; one chunk's working set with the chunked head (the default); no vocabulary loss in a reward model."""
     spec = spec_8b()
     sft = SFTStage(type="sft", name="sft", data="d.jsonl", batch_size=64)
-    full = stage_memory(spec.model_copy(update={"parallel": spec.parallel.model_copy(update={"loss": "full"})}), sft)
-    chunked = stage_memory(spec, sft)
+    full = alignment_stage_memory(spec.model_copy(update={"parallel": spec.parallel.model_copy(update={"loss": "full"})}), sft)
+    chunked = alignment_stage_memory(spec, sft)
     sequences = 64  # the alignment runtime runs the whole batch on one device
     assert full["logits_gib"] == pytest.approx(12 * sequences * 8192 * 128256 / 2**30, rel=1e-3)
     assert chunked["logits_gib"] < full["logits_gib"] / 40
     assert full["per_device_gib"] - chunked["per_device_gib"] == pytest.approx(
         full["logits_gib"] - chunked["logits_gib"], abs=1e-3)
-    reward = stage_memory(spec, RewardModelStage(type="reward_model", name="rm", data="d.jsonl"))
+    reward = alignment_stage_memory(spec, RewardModelStage(type="reward_model", name="rm", data="d.jsonl"))
     assert reward["logits_gib"] == 0
 
 
@@ -79,9 +79,9 @@ def test_params_builders_do_not_import_torch():
     import subprocess
 
     code = ("import sys; from specc.diagnostics.check import check_file; "
-            "from specc.runtime.align.params import alignment_params, deploy_params; "
-            "from specc.runtime.evaluate.params import eval_params; "
+            "from specc.emit.configs.alignment import build_alignment_configs, build_deploy_config; "
+            "from specc.emit.configs.evaluate import build_eval_config; "
             "from specc.plan.alignment_memory import alignment_memory; "
-            "s = check_file('specs/tiny.yaml').spec; alignment_params(s, 'specs'); deploy_params(s, 'specs'); "
-            "eval_params(s, 'specs'); alignment_memory(s); assert 'torch' not in sys.modules, 'torch imported'")
+            "s = check_file('specs/tiny.yaml').spec; build_alignment_configs(s, 'specs'); build_deploy_config(s, 'specs'); "
+            "build_eval_config(s, 'specs'); alignment_memory(s); assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -11,8 +11,8 @@ import pytest
 from align_helpers import pretrain_tiny, write_tiny_shards
 from align_helpers import codec, one_cpu_thread, tokenizer_path  # noqa: F401 (fixtures)
 from specc.diagnostics.check import check_file
-from specc.runtime.align.params import alignment_params, deploy_params
-from specc.runtime.evaluate.params import eval_params
+from specc.emit.configs.alignment import build_alignment_configs, build_deploy_config
+from specc.emit.configs.evaluate import build_eval_config
 from specc.runtime.evaluate.tiny import write_bundled_files
 from specc.runtime.infer.weights import save_model
 from specc.runtime.stages import module_for_config
@@ -43,7 +43,7 @@ def test_tiny_spec_post_training_stages_run(tmp_path, codec, tokenizer_path):
     shutil.copy(tokenizer_path, run_dir / "tokenize" / "tokenizer.json")
     write_tiny_shards(run_dir / "tokenize" / "shards", codec)
     names = []
-    for name, params in alignment_params(spec, spec_dir):
+    for name, params in build_alignment_configs(spec, spec_dir):
         run_stage(name, run_dir, params)
         names.append(name)
     assert names == ["sft", "rm", "dpo", "ppo"]
@@ -52,12 +52,12 @@ def test_tiny_spec_post_training_stages_run(tmp_path, codec, tokenizer_path):
     ppo = [json.loads(line) for line in (run_dir / "ppo" / "metrics.jsonl").read_text().splitlines()]
     assert all({"reward", "kl", "policy_loss", "value_loss"} <= set(row) for row in ppo)
 
-    run_stage("eval", run_dir, eval_params(spec, spec_dir))
+    run_stage("eval", run_dir, build_eval_config(spec, spec_dir))
     results = json.loads((run_dir / "eval" / "results.json").read_text())["results"]
     assert {row["model"] for row in results} == {"pretrain", "sft", "dpo", "ppo"}
     assert {row["task"] for row in results} == {"heldout", "mc_arithmetic", "mc_opposites", "gen_arithmetic"}
 
-    params = deploy_params(spec, spec_dir)
+    params = build_deploy_config(spec, spec_dir)
     assert params["checkpoint"] == "ppo/final"
     params.update(draft_steps=30, measure_windows=8, speculative_prompts=2, speculative_new_tokens=24)
     run_stage("deploy", run_dir, params)

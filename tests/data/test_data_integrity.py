@@ -12,32 +12,32 @@ from pathlib import Path
 import pytest
 from data_helpers import stage_config
 
-from specc.runtime import integrity
+from specc import integrity
+from specc.integrity import StageError
+from specc.io import completion_problem, is_complete
 from specc.runtime.data import documents as documents_module
 from specc.runtime.data import stage as data_stage
 from specc.runtime.infer.weights import load_codec
-from specc.runtime.integrity import StageError
-from specc.runtime.io import completion_problem, is_complete
 from specc.runtime.tokenizer import stage as tokenize_stage
 
 
-def data_params(spec_dir: Path) -> dict:
+def make_data_config(spec_dir: Path) -> dict:
     return {"corpus": {"sources": [{"type": "synthetic", "name": "prose", "num_documents": 150, "seed": 4}],
                        "validation_fraction": 0.1, "seed": 2},
             "filters": [{"type": "length", "min_chars": 50, "max_chars": 200_000}],
             "dedup": {"exact": True, "num_workers": 1}, "spec_dir": str(spec_dir), "part_documents": 100}
 
 
-def tokenize_params() -> dict:
+def make_tokenize_config() -> dict:
     return {"tokenizer": {"vocab_size": 300, "sample_documents": 100, "compare_vocab_sizes": []},
             "corpus": {"sources": [{"type": "synthetic", "name": "prose"}], "validation_fraction": 0.1, "seed": 2},
             "model_vocab_size": 512}
 
 
 def run_both(run_dir: Path) -> tuple[dict, dict]:
-    data_config = stage_config("data", run_dir, data_params(run_dir.parent))
+    data_config = stage_config("data", run_dir, make_data_config(run_dir.parent))
     data_stage.run(data_config)
-    tokenize_config = stage_config("tokenize", run_dir, tokenize_params())
+    tokenize_config = stage_config("tokenize", run_dir, make_tokenize_config())
     tokenize_stage.run(tokenize_config)
     return data_config, tokenize_config
 
@@ -58,8 +58,8 @@ def run(finished) -> tuple[Path, dict, dict]:
     run_dir, pristine = finished
     shutil.rmtree(run_dir)
     shutil.copytree(pristine, run_dir)
-    data_config = stage_config("data", run_dir, data_params(run_dir.parent))
-    tokenize_config = stage_config("tokenize", run_dir, tokenize_params())
+    data_config = stage_config("data", run_dir, make_data_config(run_dir.parent))
+    tokenize_config = stage_config("tokenize", run_dir, make_tokenize_config())
     return run_dir, data_config, tokenize_config
 
 
@@ -144,17 +144,17 @@ def fails_after(path, mode="wb", after: int = 64, **kwargs):
 
 def test_full_disk_while_writing_shards_is_a_clear_error_and_leaves_nothing_complete(tmp_path, monkeypatch):
     run_dir = tmp_path / "run"
-    data_stage.run(stage_config("data", run_dir, data_params(tmp_path)))
+    data_stage.run(stage_config("data", run_dir, make_data_config(tmp_path)))
     monkeypatch.setattr(integrity, "open", fails_after, raising=False)
     with pytest.raises(SystemExit, match=r"specc tokenize: error: cannot write token shard .*train-00000\.bin: "
                                          r"No space left on device \([\d.]+ [KMG]iB free on its filesystem\)"):
-        tokenize_stage.run(stage_config("tokenize", run_dir, tokenize_params()))
+        tokenize_stage.run(stage_config("tokenize", run_dir, make_tokenize_config()))
     stage_dir = run_dir / "tokenize"
     assert not (stage_dir / "_SUCCESS.json").exists() and not list(stage_dir.rglob("part.json"))
     assert not list(stage_dir.rglob("*.tmp")) and not list(stage_dir.rglob("*.bin"))
     monkeypatch.undo()
-    tokenize_stage.run(stage_config("tokenize", run_dir, tokenize_params()))  # space freed: it completes
-    assert is_complete(stage_dir, stage_config("tokenize", run_dir, tokenize_params()))
+    tokenize_stage.run(stage_config("tokenize", run_dir, make_tokenize_config()))  # space freed: it completes
+    assert is_complete(stage_dir, stage_config("tokenize", run_dir, make_tokenize_config()))
 
 
 def test_full_disk_while_writing_documents_is_a_clear_error(tmp_path, monkeypatch):
@@ -162,6 +162,6 @@ def test_full_disk_while_writing_documents_is_a_clear_error(tmp_path, monkeypatc
     run_dir = tmp_path / "run"
     with pytest.raises(SystemExit, match=r"specc data: error: cannot write data outputs under .*data: "
                                          r"No space left on device \([\d.]+ [KMG]iB free"):
-        data_stage.run(stage_config("data", run_dir, data_params(tmp_path)))
+        data_stage.run(stage_config("data", run_dir, make_data_config(tmp_path)))
     assert not (run_dir / "data" / "_SUCCESS.json").exists()
     assert not list((run_dir / "data").rglob("*.tmp")) and not list((run_dir / "data").rglob("*.jsonl.gz"))

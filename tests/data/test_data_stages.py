@@ -26,7 +26,7 @@ from specc.runtime.tokenizer.stage import is_validation
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def data_params(spec_dir: Path, num_workers: int = 1, part_documents: int = 150, prose: int = 600) -> dict:
+def make_data_config(spec_dir: Path, num_workers: int = 1, part_documents: int = 150, prose: int = 600) -> dict:
     return {
         "corpus": {"sources": [
             {"type": "synthetic", "name": "prose", "num_documents": prose, "seed": 4, "weight": 0.6},
@@ -41,7 +41,7 @@ def data_params(spec_dir: Path, num_workers: int = 1, part_documents: int = 150,
     }
 
 
-def tokenize_params(vocab_size: int = 512) -> dict:
+def make_tokenize_config(vocab_size: int = 512) -> dict:
     return {"tokenizer": {"vocab_size": vocab_size, "sample_documents": 400, "compare_vocab_sizes": [300]},
             "corpus": {"sources": [{"type": "synthetic", "name": "prose"}], "validation_fraction": 0.1, "seed": 2},
             "model_vocab_size": 512}
@@ -73,9 +73,9 @@ def pipeline(tmp_path_factory):
     base = tmp_path_factory.mktemp("pipeline")
     make_web(base)
     run_dir = base / "run"
-    data_config = stage_config("data", run_dir, data_params(base, num_workers=2))
+    data_config = stage_config("data", run_dir, make_data_config(base, num_workers=2))
     data_stage.run(data_config)
-    tokenize_config = stage_config("tokenize", run_dir, tokenize_params())
+    tokenize_config = stage_config("tokenize", run_dir, make_tokenize_config())
     tokenize_stage.run(tokenize_config)
     return base, run_dir, data_config, tokenize_config
 
@@ -102,7 +102,7 @@ def test_data_stage_outputs_and_report(pipeline):
 def test_worker_count_does_not_change_the_result(pipeline, tmp_path):
     base, run_dir, _, _ = pipeline
     serial = tmp_path / "serial"
-    data_stage.run(stage_config("data", serial, data_params(base, num_workers=1)))
+    data_stage.run(stage_config("data", serial, make_data_config(base, num_workers=1)))
     assert output_bytes(serial) == output_bytes(run_dir)
 
 
@@ -174,8 +174,8 @@ def test_killed_stages_resume_to_the_same_result(pipeline, tmp_path):
     base, run_dir, _, _ = pipeline
     killed = tmp_path / "killed"
     data_path, tokenize_path = tmp_path / "data.json", tmp_path / "tokenize.json"
-    stage_config("data", killed, data_params(base, num_workers=2), data_path)
-    stage_config("tokenize", killed, tokenize_params(), tokenize_path)
+    stage_config("data", killed, make_data_config(base, num_workers=2), data_path)
+    stage_config("tokenize", killed, make_tokenize_config(), tokenize_path)
 
     process = _spawn(data_path)
     _kill_when(process, lambda: len(list((killed / "data" / "parts").glob("*/*.json"))) >= 2)
@@ -219,7 +219,7 @@ def assert_same_shards(run_a: Path, run_b: Path) -> None:
 def test_bad_input_gives_a_message_not_a_traceback(tmp_path):
     (tmp_path / "web").mkdir()
     (tmp_path / "web" / "bad.jsonl").write_text('{"text": "fine"}\n{"text": oops}\n')
-    params = data_params(tmp_path)
+    params = make_data_config(tmp_path)
     params["corpus"]["sources"] = [params["corpus"]["sources"][2]]
     config_path = tmp_path / "data.json"
     stage_config("data", tmp_path / "run", params, config_path)
@@ -235,8 +235,8 @@ def test_bad_input_gives_a_message_not_a_traceback(tmp_path):
 
 def test_tokenize_without_data_stage_and_oversized_vocab(tmp_path):
     with pytest.raises(SystemExit, match="manifest.json is missing: run the data stage first"):
-        tokenize_stage.run(stage_config("tokenize", tmp_path, tokenize_params()))
-    params = tokenize_params(vocab_size=1024)
+        tokenize_stage.run(stage_config("tokenize", tmp_path, make_tokenize_config()))
+    params = make_tokenize_config(vocab_size=1024)
     with pytest.raises(SystemExit, match=r"tokenizer.vocab_size \(1024\) exceeds model.vocab_size \(512\)"):
         tokenize_stage.run(stage_config("tokenize", tmp_path / "b", params))
 
@@ -245,17 +245,17 @@ def test_tokenize_without_data_stage_and_oversized_vocab(tmp_path):
 def test_tiny_spec_runs_through_both_stages(tmp_path):
     """specs/tiny.yaml's own sections, through the params builders the bundle uses, on a reduced corpus."""
     from specc.diagnostics.check import check_file
-    from specc.runtime.data.params import data_params as build_data_params
-    from specc.runtime.data.params import tokenize_params as build_tokenize_params
+    from specc.emit.configs.data import build_data_config
+    from specc.emit.configs.data import build_tokenize_config
 
     spec = check_file(ROOT / "specs" / "tiny.yaml").spec
     sources = [source.model_copy(update={"max_files": 20} if source.type == "python_stdlib" else {"num_documents": 300})
                for source in spec.corpus.sources]
     spec = spec.model_copy(update={"corpus": spec.corpus.model_copy(update={"sources": sources})})
-    data_config = stage_config("data", tmp_path, build_data_params(spec, ROOT / "specs"))
+    data_config = stage_config("data", tmp_path, build_data_config(spec, ROOT / "specs"))
     json.dumps(data_config)  # a config.json must be plain JSON
     data_stage.run(data_config)
-    tokenize_stage.run(stage_config("tokenize", tmp_path, build_tokenize_params(spec, ROOT / "specs")))
+    tokenize_stage.run(stage_config("tokenize", tmp_path, build_tokenize_config(spec, ROOT / "specs")))
     meta = json.loads((tmp_path / "tokenize" / "shards" / "meta.json").read_text())
     assert meta["vocab_size"] <= spec.model.vocab_size and meta["eos_id"] == 0
     assert meta["splits"]["train"] and meta["splits"]["validation"]
@@ -273,7 +273,7 @@ def test_tokenizer_training_is_deterministic_and_a_given_tokenizer_is_used(pipel
     _, run_dir, _, _ = pipeline
     given = tmp_path / "run"
     shutil.copytree(run_dir / "data", given / "data")
-    params = tokenize_params()
+    params = make_tokenize_config()
     params["tokenizer"]["path"] = str(run_dir / "tokenize" / "tokenizer.json")
     tokenize_stage.run(stage_config("tokenize", given, params))
     assert (given / "tokenize" / "tokenizer.json").read_text() == (run_dir / "tokenize" / "tokenizer.json").read_text()
@@ -287,7 +287,7 @@ def test_slurm_array_tasks_then_merge_give_the_single_job_result(pipeline, tmp_p
     job after the array finds all parts done, deduplicates and mixes: same output as one job."""
     base, run_dir, _, _ = pipeline
     arrayed = tmp_path / "arrayed"
-    config = stage_config("data", arrayed, {**data_params(base, num_workers=1), "array_tasks": 3})
+    config = stage_config("data", arrayed, {**make_data_config(base, num_workers=1), "array_tasks": 3})
     for task in range(3):
         monkeypatch.setenv("SLURM_ARRAY_TASK_ID", str(task))
         data_stage.run(config)

@@ -135,8 +135,10 @@ real_all_files, real_write_file, real_replace = bundle.all_files, bundle._write_
 written, total = 0, None
 
 
-def pause():  # say where the write has got to, then wait for the test's SIGKILL
-    marker.write_text(str(written))
+def pause():  # say where the write has got to (atomically: the test reads it once it exists), then wait for SIGKILL
+    partial = marker.with_name(marker.name + ".partial")
+    partial.write_text(str(written))
+    partial.replace(marker)
     signal.pause()
 
 

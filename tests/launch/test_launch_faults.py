@@ -10,7 +10,7 @@ from launch_helpers import FAST_TRAINING, TINY, emit
 from specc import cli
 from specc.emit import bundle as bundle_module
 from specc.launch.launcher import _prepare_outputs, read_stages, stages_to_run
-from specc.runtime.io import mark_success
+from specc.io import mark_success
 
 
 def _finish_all(bundle):
@@ -71,7 +71,7 @@ def test_full_disk_while_emitting_is_exit_1_naming_the_path_and_free_space(tmp_p
 
 
 def test_many_missing_outputs_are_summarised(tmp_path):
-    from specc.runtime.io import completion_problem
+    from specc.io import completion_problem
 
     for index in range(5):
         (tmp_path / f"part-{index}.bin").write_text("x" * index)

@@ -54,10 +54,10 @@ def test_launch_plan_reports_each_injected_difference():
     _, plan, stages = _planned(TINY)
     runs = copy.deepcopy(stages)
     pretrain = next(s for s in runs if s.name == "pretrain")
-    pretrain.params["parallel"]["micro_batch"] = 4          # the plan has 8
-    pretrain.params["schedule"]["seq_len"] = 64             # the plan has 128
+    pretrain.config["parallel"]["micro_batch"] = 4          # the plan has 8
+    pretrain.config["schedule"]["seq_len"] = 64             # the plan has 128
     sft = next(s for s in runs if s.name == "sft")
-    sft.params["seq_len"] = 32
+    sft.config["seq_len"] = 32
     planned = copy.deepcopy(plan)
     planned["hardware"]["precision"] = "bf16"               # tiny trains in fp32
     found = _by_setting(differences(planned, runs))

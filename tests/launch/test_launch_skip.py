@@ -7,7 +7,7 @@ import json
 from launch_helpers import FAST_TRAINING, TINY, emit
 
 from specc.launch.launcher import LAUNCH_MARKER, _prepare_outputs, read_stages, stages_to_run
-from specc.runtime.io import mark_success
+from specc.io import mark_success
 
 
 def _finish_all(bundle):

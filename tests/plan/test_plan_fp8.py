@@ -8,9 +8,9 @@ import pytest
 
 from specc.catalog import load_catalog
 from specc.plan import fp8
-from specc.plan.estimate import Workload, evaluate
+from specc.plan.estimate import Workload, estimate_layout
 from specc.plan.layout import Layout
-from specc.plan.memory import backward_fsdp_memory, stage_params
+from specc.plan.memory import backward_fsdp_memory, pipeline_stage_params
 from specc.plan.params import count_parameters, flops_per_token
 from specc.spec.model import ModelSpec
 
@@ -25,7 +25,7 @@ def _torchao_benchmark(precision: str, recipe: str = "tensorwise", model: ModelS
     work = Workload(model=model, seq_len=8192, batch_sequences=8, accelerator=H100, devices=8, devices_per_node=8)
     layout = Layout(dp=8, fsdp=True, micro_batch=1, grad_accum=1, recompute="selective",
                     selective_policy="alternate_matmuls", compile=True, precision=precision, fp8_recipe=recipe)
-    return evaluate(work, layout)
+    return estimate_layout(work, layout)
 
 
 @pytest.mark.parametrize("recipe, published", [("tensorwise", 1.2503), ("rowwise", 1.1005)])
@@ -59,7 +59,7 @@ def test_tensorwise_gathers_fp8_under_fsdp_rowwise_does_not():
     assert bf16.time.tokens_per_s < rowwise.time.tokens_per_s < tensorwise.time.tokens_per_s
     counts = count_parameters(LLAMA_8B)
     layout = dict(dp=8, fsdp=True, micro_batch=1, grad_accum=1, precision="fp8")
-    gathered = {recipe: backward_fsdp_memory(stage_params(LLAMA_8B, counts, Layout(**layout, fp8_recipe=recipe), "only"),
+    gathered = {recipe: backward_fsdp_memory(pipeline_stage_params(LLAMA_8B, counts, Layout(**layout, fp8_recipe=recipe), "only"),
                                              Layout(**layout, fp8_recipe=recipe), LLAMA_8B)
                 for recipe in ("tensorwise", "rowwise")}
     converted_layer = fp8.converted_params_per_layer(LLAMA_8B, 1, False)

@@ -1,6 +1,8 @@
 """Golden plans: `specc plan --json` of every example spec, compared byte for byte.
 
-Refresh on purpose only: `pytest tests/plan/test_plan_golden.py --update-golden`.
+Each plan is stored once, as `tests/golden/<spec>/plan.json`; the golden bundle beside it
+(`tests/emit/test_bundle_golden.py`) holds every other file of the bundle and is checked to carry
+this same plan. Refresh on purpose only, every golden file at once: `pytest -m golden --update-golden`.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from specc.diagnostics.check import check_file
 from specc.plan import build_plan, plan_json
 
 GOLDEN = ROOT / "tests" / "golden"
-REGENERATE = "pytest tests/plan/test_plan_golden.py --update-golden"
+REGENERATE = "pytest -m golden --update-golden"
 
 
 def _plan_text(path: Path) -> str:
@@ -24,6 +26,7 @@ def _plan_text(path: Path) -> str:
     return plan_json(build_plan(result.spec))
 
 
+@pytest.mark.golden
 @pytest.mark.parametrize("path", example_specs(), ids=lambda p: p.stem)
 def test_golden_plan(path: Path, update_golden: bool):
     expected_file = GOLDEN / path.stem / "plan.json"

@@ -8,7 +8,7 @@ import pytest
 from specc.catalog import load_catalog
 from specc.plan.layout import Layout, hardware_for
 from specc.plan.memory import (GIB, activation_bytes_per_layer, activation_memory, device_memory,
-                               in_flight_micro_batches, logits_memory, model_state_memory, stage_params)
+                               in_flight_micro_batches, logits_memory, model_state_memory, pipeline_stage_params)
 from specc.plan.params import count_parameters, flops_per_token, hardware_flops_per_token
 from specc.plan.serving import estimate_target, kv_cache_bytes
 from specc.spec.deploy import DeployTarget
@@ -59,12 +59,12 @@ def test_zero_stages_bytes_per_parameter():
     expected = {0: (4, 4, 8), 1: (4, 4, 8 / 8), 2: (4, 4 / 8, 8 / 8), 3: (4 / 8, 4 / 8, 8 / 8)}
     for stage, (w, g, o) in expected.items():
         layout = Layout(dp=8, zero_stage=stage)
-        states = model_state_memory(stage_params(model, counts, layout, "only"), layout)
+        states = model_state_memory(pipeline_stage_params(model, counts, layout, "only"), layout)
         assert states == pytest.approx((w * n, g * n, o * n))
     fsdp = Layout(dp=8, fsdp=True)
-    assert sum(model_state_memory(stage_params(model, counts, fsdp, "only"), fsdp)) == pytest.approx(16 * n / 8)
+    assert sum(model_state_memory(pipeline_stage_params(model, counts, fsdp, "only"), fsdp)) == pytest.approx(16 * n / 8)
     hsdp = Layout(dp=8, fsdp=True, hsdp_replicas=2)
-    assert sum(model_state_memory(stage_params(model, counts, hsdp, "only"), hsdp)) == pytest.approx(16 * n / 4)
+    assert sum(model_state_memory(pipeline_stage_params(model, counts, hsdp, "only"), hsdp)) == pytest.approx(16 * n / 4)
 
 
 def test_pipeline_in_flight():
@@ -98,8 +98,8 @@ def test_pipeline_stage_holds_embedding_and_breakdown_totals():
     model = ModelSpec(num_layers=32, hidden_size=4096, num_heads=32, num_kv_heads=8, ffn_hidden_size=14336,
                       vocab_size=128256, max_seq_len=8192)
     counts = count_parameters(model)
-    first = stage_params(model, counts, Layout(dp=1, pp=4), "first")
-    last = stage_params(model, counts, Layout(dp=1, pp=4), "last")
+    first = pipeline_stage_params(model, counts, Layout(dp=1, pp=4), "first")
+    last = pipeline_stage_params(model, counts, Layout(dp=1, pp=4), "last")
     assert first.dense - last.dense == pytest.approx(counts.token_embedding - counts.output_head - counts.final_norm)
     hardware = hardware_for(load_catalog()["h100-sxm"], 8, 8, "bf16")
     memory = device_memory(model, counts, Layout(dp=8, fsdp=True), hardware, 8192)

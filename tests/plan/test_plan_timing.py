@@ -8,7 +8,7 @@ from conftest import ROOT
 from specc.catalog import load_catalog
 from specc.diagnostics.check import check_file
 from specc.plan import build_plan
-from specc.plan.estimate import Workload, evaluate
+from specc.plan.estimate import Workload, estimate_layout
 from specc.plan.layout import Layout, hardware_for
 from specc.spec.model import ModelSpec
 
@@ -26,15 +26,15 @@ def test_pipeline_bubble_is_p_minus_1_over_m_v():
     for pp, vpp, schedule in ((4, 1, "1f1b"), (4, 2, "interleaved")):
         layout = Layout(dp=16 // pp * 4, pp=pp, vpp=vpp, micro_batch=1, grad_accum=512 // (64 // pp),
                         pp_schedule=schedule, zero_stage=1)
-        time = evaluate(work, layout).time
+        time = estimate_layout(work, layout).time
         m = layout.grad_accum
         assert time.bubble == pytest.approx(time.compute * (pp - 1) / (m * vpp))
 
 
 def test_no_tensor_parallel_no_tp_comm_and_tp_costs_time():
     work = _work()
-    plain = evaluate(work, Layout(dp=64, micro_batch=1, grad_accum=8, fsdp=True)).time
-    tp8 = evaluate(work, Layout(dp=8, tp=8, sp=True, micro_batch=1, grad_accum=64, fsdp=True)).time
+    plain = estimate_layout(work, Layout(dp=64, micro_batch=1, grad_accum=8, fsdp=True)).time
+    tp8 = estimate_layout(work, Layout(dp=8, tp=8, sp=True, micro_batch=1, grad_accum=64, fsdp=True)).time
     assert plain.tp_comm == 0 and tp8.tp_comm > 0
 
 
@@ -50,20 +50,20 @@ def test_bandwidth_hierarchy():
 
 def test_fp8_faster_than_bf16_but_less_than_twice():
     work = _work()
-    bf16 = evaluate(work, Layout(dp=64, micro_batch=1, grad_accum=8, fsdp=True)).time
-    fp8 = evaluate(work, Layout(dp=64, micro_batch=1, grad_accum=8, fsdp=True, precision="fp8")).time
+    bf16 = estimate_layout(work, Layout(dp=64, micro_batch=1, grad_accum=8, fsdp=True)).time
+    fp8 = estimate_layout(work, Layout(dp=64, micro_batch=1, grad_accum=8, fsdp=True, precision="fp8")).time
     assert bf16.compute / 2 < fp8.compute < bf16.compute
 
 
 def test_recompute_costs_time_and_mfu_below_hfu():
     work = _work()
-    none = evaluate(work, Layout(dp=64, micro_batch=1, grad_accum=8, fsdp=True, loss="full")).time
-    full = evaluate(work, Layout(dp=64, micro_batch=1, grad_accum=8, fsdp=True, recompute="full", loss="full")).time
+    none = estimate_layout(work, Layout(dp=64, micro_batch=1, grad_accum=8, fsdp=True, loss="full")).time
+    full = estimate_layout(work, Layout(dp=64, micro_batch=1, grad_accum=8, fsdp=True, recompute="full", loss="full")).time
     assert full.step_s > none.step_s
     assert full.mfu < full.hfu and none.mfu == pytest.approx(none.hfu)
     assert 0.2 < none.mfu < 0.7
     # the chunked loss (the default) recomputes the head's forward: a little HFU above MFU, a little slower
-    chunked = evaluate(work, Layout(dp=64, micro_batch=1, grad_accum=8, fsdp=True)).time
+    chunked = estimate_layout(work, Layout(dp=64, micro_batch=1, grad_accum=8, fsdp=True)).time
     assert none.step_s < chunked.step_s < 1.05 * none.step_s and chunked.mfu < chunked.hfu
 
 
@@ -94,8 +94,8 @@ def test_moe_experts_are_replicated_over_tp_in_compute():
     assert _expert_flops_per_token(moe) == 6 * 8 * 2 * 3 * 4096 * 14336
     assert _expert_flops_per_token(LLAMA_8B) == 0
     work = _work(devices=16, batch=64, model=moe)
-    tp1 = evaluate(work, Layout(dp=16, fsdp=True, micro_batch=1, grad_accum=4)).time.compute
-    tp2 = evaluate(work, Layout(dp=8, tp=2, fsdp=True, micro_batch=1, grad_accum=8)).time.compute
+    tp1 = estimate_layout(work, Layout(dp=16, fsdp=True, micro_batch=1, grad_accum=4)).time.compute
+    tp2 = estimate_layout(work, Layout(dp=8, tp=2, fsdp=True, micro_batch=1, grad_accum=8)).time.compute
     assert 1.4 < tp2 / tp1 < 2.0
 
 
@@ -103,8 +103,8 @@ def test_sliding_window_step_time_charges_the_kernel_and_mfu_the_model():
     """A 1024-token window at seq 8192 saves most of the attention time; the step is charged the
     keys the block kernel computes (HFU above MFU without recompute), MFU only the window's."""
     layout = Layout(dp=64, micro_batch=1, grad_accum=8, fsdp=True)
-    causal = evaluate(_work(), layout).time
-    windowed = evaluate(_work(model=LLAMA_8B.model_copy(update={"sliding_window": 1024})), layout).time
+    causal = estimate_layout(_work(), layout).time
+    windowed = estimate_layout(_work(model=LLAMA_8B.model_copy(update={"sliding_window": 1024})), layout).time
     assert windowed.step_s < causal.step_s
     assert windowed.hfu > windowed.mfu
     assert windowed.hardware_flops_per_token > windowed.model_flops_per_token

@@ -16,7 +16,7 @@ import torch
 from train_helpers import make_shards, read_metrics, stage_config, tiny_model, tiny_schedule, write_config
 
 from specc.runtime import __main__ as runtime_main
-from specc.runtime.integrity import IntegrityError, NonFiniteLossError, StorageError
+from specc.integrity import IntegrityError, NonFiniteLossError, StorageError
 from specc.runtime.train import loop as train_loop
 from specc.runtime.train.loop import TrainSettings, train
 from specc.spec.model import ModelSpec

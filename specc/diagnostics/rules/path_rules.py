@@ -3,7 +3,7 @@ emitted or submitted (R200-R207), and no input is a URL the stages cannot open (
 
 Why: a missing alignment data file, tokenizer or chat template validated and failed only
 when its stage started, hours into a run. Each rule resolves a spec path exactly as its stage
-will (relative paths against the spec's directory: `specc.runtime.evaluate.params.absolute`;
+will (relative paths against the spec's directory: `specc.emit.configs.evaluate.absolute`;
 corpus and filter globs with the data stage's `resolve_glob`, eval globs with the eval stage's
 `task_files`), so "exists here" means "the stage finds it".
 
@@ -45,7 +45,7 @@ class InputFiles:
         return not URL.match(raw) and (self.check_absolute or not os.path.isabs(raw))
 
     def resolve(self, raw: str) -> str:
-        from specc.runtime.evaluate.params import absolute
+        from specc.emit.configs.evaluate import absolute
 
         return absolute(raw, str(self.spec_dir))
 

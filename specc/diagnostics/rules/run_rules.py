@@ -208,7 +208,7 @@ def alignment_chain_is_valid(spec: Spec) -> Iterator[Finding]:
 
     passes: sft(init_from: pretrain) -> dpo(init_from: sft)   fails: dpo(init_from: sftt); an sft stage named `eval`
     """
-    from specc.diagnostics.rules.stage_rules import PIPELINE_STAGE_NAMES
+    from specc.pipeline import PIPELINE_STAGE_NAMES
 
     earlier: dict[str, str] = {}
     for index, stage in enumerate(spec.alignment):

@@ -20,10 +20,6 @@ ADAMW_LR_CEILING = 1e-2
 GPT-3 Table 2.1; 3e-4 for Llama 3 8B; SFT 2e-5, Llama 2 section 3.1; DPO 5e-7 to 1e-6,
 Rafailov et al. 2023 and Zephyr; PPO 1e-6 to 1e-5, InstructGPT appendix C)."""
 
-PIPELINE_STAGE_NAMES = ("data", "tokenize", "pretrain", "pretrain_tpu", "eval", "deploy")
-"""Names of the bundle's own stages (`specc.emit.stages`); an alignment stage may not take one."""
-
-
 def alignment_lengths_fit_model(spec: Spec) -> Iterator[Finding]:
     """An alignment stage trains and generates within its sequence length (`stage_seq_len`), which
     cannot exceed model.max_seq_len: position tables and RoPE caches end there, and so does

@@ -1,6 +1,6 @@
 """What every alignment stage reads from its config and writes when it finishes.
 
-params (built by `specc.runtime.align.params.alignment_params`):
+params (built by `specc.emit.configs.alignment.build_alignment_configs`):
   stage            the AlignmentStage json (re-validated here)
   model            the ModelSpec json of the pretrained model
   init_checkpoint  model directory to start from (relative to run_dir, or absolute)

@@ -10,14 +10,12 @@ resumes from its newest checkpoint; rerunning a finished one does nothing.
 from __future__ import annotations
 
 from specc.runtime.align.common import stage_context
-from specc.runtime.io import is_complete
+from specc.runtime.stages import skips_when_complete
 
 
+@skips_when_complete
 def run(config: dict) -> None:
     context = stage_context(config)
-    if is_complete(context.out_dir, config):
-        print(f"{context.stage.name}: already complete ({context.out_dir / '_SUCCESS.json'})")
-        return
     kind = context.stage.type
     if kind == "sft":
         from specc.runtime.align.sft import run_sft as runner

@@ -34,23 +34,24 @@ from pathlib import Path
 import numpy as np
 from pydantic import TypeAdapter, ValidationError
 
+from specc.emit.configs.data import DEFAULT_PART_DOCUMENTS
+from specc.integrity import StageError, storage_errors
 from specc.runtime.data import mixture
 from specc.runtime.data.dedup import Signer, deduplicate, normalized_hash
 from specc.runtime.data.documents import DataError, Document, read_documents, write_documents
 from specc.runtime.data.filters import build_filters
-from specc.runtime.data.params import DEFAULT_PART_DOCUMENTS
 from specc.runtime.data.progress import Progress, log
 from specc.runtime.data.report import merge_part_stats, summary_text
 from specc.runtime.data.sources import iter_source
-from specc.runtime.integrity import StageError, storage_errors
-from specc.runtime.io import MetricsWriter, atomic_write_json, atomic_write_text, config_hash, is_complete, mark_success
+from specc.runtime.io import MetricsWriter, atomic_write_json, atomic_write_text, config_hash, mark_success
+from specc.runtime.stages import skips_when_complete
 from specc.spec.data import CorpusSpec, DedupSpec, Filter
 
 EXAMPLES_PER_REASON = 3
 SNIPPET_CHARS = 160
 
 
-def parse_params(params: dict) -> dict:
+def parse_stage_config(params: dict) -> dict:
     """Re-validate the spec sections of the params with the spec models."""
     try:
         return {
@@ -355,14 +356,12 @@ def run_array_task(settings: dict, stage_dir: Path, shard: tuple[int, int]) -> N
     log("data", f"array task {shard[0] + 1}/{shard[1]}: filtered and signed its share of {len(keys)} part(s)")
 
 
+@skips_when_complete
 def run(config: dict) -> None:
     """Entry point: `python -m specc.runtime <config.json>` with `"stage": "data"`."""
     stage_dir = Path(config["run_dir"]) / "data"
-    if is_complete(stage_dir, config):
-        log("data", f"already complete: {stage_dir}")
-        return
     try:
-        settings = parse_params(config.get("params", {}))
+        settings = parse_stage_config(config.get("params", {}))
         with storage_errors(stage_dir, "data outputs under"):
             prepare_stage_dir(stage_dir, config)
             shard = array_shard(settings)

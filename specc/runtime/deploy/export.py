@@ -18,8 +18,8 @@ from pathlib import Path
 
 import torch
 
+from specc.integrity import read_json, staged_directory
 from specc.runtime.infer.weights import write_safetensors
-from specc.runtime.integrity import read_json, staged_directory
 from specc.runtime.io import atomic_write_json
 from specc.runtime.train.model import Transformer
 from specc.spec.capabilities import hf_export_incompatibilities

@@ -1,6 +1,6 @@
 """The `deploy` stage: export, quantize, measure, and prepare speculative decoding per target.
 
-config.json: {"stage": "deploy", "run_dir": ..., "params": see `specc.runtime.deploy.params`}.
+config.json: {"stage": "deploy", "run_dir": ..., "params": see `specc.emit.configs.alignment.build_deploy_config`}.
 For each target, under `<run_dir>/deploy/<target>/`:
 - `hf/` when `format: hf`: a Hugging Face folder (full-precision weights + tokenizer files);
 - `model/`: specc's safetensors layout with the served weights (packed int8/NF4 and their
@@ -18,13 +18,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from specc.runtime.align.trainer import device
 from specc.runtime.deploy.distill import distill_draft
 from specc.runtime.deploy.export import export_hf, export_safetensors
 from specc.runtime.deploy.measure import heldout_windows, speculative_report, window_perplexity
 from specc.runtime.deploy.quantize import quantize_model, quantized_state, weight_bytes
 from specc.runtime.infer.weights import load_model, save_model
-from specc.runtime.align.trainer import device
-from specc.runtime.io import MetricsWriter, atomic_write_json, config_hash, is_complete, mark_success
+from specc.runtime.io import MetricsWriter, atomic_write_json, config_hash, mark_success
+from specc.runtime.stages import skips_when_complete
 from specc.spec.capabilities import DEPLOY_FORMATS, DEPLOY_QUANTIZATIONS
 from specc.spec.deploy import DeployTarget
 
@@ -77,12 +78,10 @@ def _draft(target: DeployTarget, served, params: dict, run_dir: Path, out: Path)
                          params["draft_lr"], params.get("seed", 0))
 
 
+@skips_when_complete
 def run(config: dict) -> None:
     run_dir = Path(config["run_dir"])
     stage_dir = run_dir / "deploy"
-    if is_complete(stage_dir, config):
-        print(f"deploy: already complete ({stage_dir / '_SUCCESS.json'})")
-        return
     params = config["params"]
     fingerprint = config_hash(config)
     reports = []

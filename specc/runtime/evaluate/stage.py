@@ -1,6 +1,6 @@
 """The `eval` stage: perplexity sets and benchmark tasks for every model the pipeline trained.
 
-config.json: {"stage": "eval", "run_dir": ..., "params": see `specc.runtime.evaluate.params`}.
+config.json: {"stage": "eval", "run_dir": ..., "params": see `specc.emit.configs.evaluate`}.
 Outputs under `<run_dir>/eval/`: `parts/<model>--<item>.json` (one per model and task, written
 atomically: a killed run resumes with the parts it has), `samples/<model>--<task>.jsonl`
 (generations), `results.json`, `results.md` (a table with accuracy +- standard error),
@@ -17,7 +17,8 @@ import torch
 from specc.runtime.evaluate import harness
 from specc.runtime.evaluate.tasks import load_examples, read_jsonl, task_files
 from specc.runtime.infer.weights import load_codec, load_model
-from specc.runtime.io import MetricsWriter, atomic_write_json, atomic_write_text, config_hash, is_complete, mark_success
+from specc.runtime.io import MetricsWriter, atomic_write_json, atomic_write_text, config_hash, mark_success
+from specc.runtime.stages import skips_when_complete
 from specc.spec.evaluation import EvalSpec, EvalTask, PerplexitySet
 
 
@@ -94,12 +95,10 @@ def results_markdown(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+@skips_when_complete
 def run(config: dict) -> None:
     run_dir = Path(config["run_dir"])
     out = run_dir / "eval"
-    if is_complete(out, config):
-        print(f"eval: already complete ({out / '_SUCCESS.json'})")
-        return
     params = config["params"]
     spec = EvalSpec.model_validate(params["eval"])
     codec = load_codec(resolve(run_dir, params["tokenizer"]))

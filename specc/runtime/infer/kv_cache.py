@@ -5,7 +5,7 @@ one token at a time that way costs O(n^2) per token. Here each layer's keys and 
 kept in a `KVCache`, so a step feeds only the new tokens at positions
 [cache.length, cache.length + n) and attends to everything cached (Pope et al. 2022,
 section 3.1). No weights are copied: the attention, norm and feed-forward modules of the
-given model are called directly, and `tests/align/test_align_kv_cache.py` checks that
+given model are called directly, and `tests/align/test_infer_kv_cache.py` checks that
 cached logits equal the full forward's logits for every position encoding.
 """
 

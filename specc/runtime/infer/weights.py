@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import torch
 from safetensors.torch import load_file, save_file
 
-from specc.runtime.integrity import StageError, file_digest, read_json, storage_cause, storage_error
+from specc.integrity import StageError, file_digest, read_json, storage_cause, storage_error
 from specc.runtime.io import atomic_write_json, check_upstream
 from specc.runtime.train.model import Transformer, build_model
 from specc.spec.model import ModelSpec

@@ -24,13 +24,14 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from specc.integrity import StageError, entry_problem, storage_errors
 from specc.runtime.data.documents import DataError, read_documents
 from specc.runtime.data.progress import Progress, log
 from specc.runtime.data.stage import prepare_stage_dir
-from specc.runtime.io import (MetricsWriter, atomic_write_json, atomic_write_text, check_upstream, is_complete,
+from specc.runtime.io import (MetricsWriter, atomic_write_json, atomic_write_text, check_upstream,
                               mark_success)
-from specc.runtime.integrity import StageError, entry_problem, storage_errors
 from specc.runtime.shards import ShardWriter, dtype_for_vocab, entries_of, write_meta
+from specc.runtime.stages import skips_when_complete
 from specc.runtime.tokenizer.bpe import compression, encode, load_tokenizer, save_tokenizer, train_bpe
 from specc.spec.data import CorpusSpec, TokenizerSpec
 
@@ -154,7 +155,7 @@ def write_part(shards_dir: Path, data_dir: Path, entry: dict, tokenizer, eos_id:
     return record
 
 
-def parse_params(params: dict) -> tuple[TokenizerSpec, CorpusSpec, int]:
+def parse_stage_config(params: dict) -> tuple[TokenizerSpec, CorpusSpec, int]:
     try:
         return (TokenizerSpec.model_validate(params["tokenizer"]), CorpusSpec.model_validate(params["corpus"]),
                 int(params["model_vocab_size"]))
@@ -165,7 +166,7 @@ def parse_params(params: dict) -> tuple[TokenizerSpec, CorpusSpec, int]:
 
 
 def run_stage(config: dict, stage_dir: Path, metrics: MetricsWriter) -> dict:
-    spec, corpus, model_vocab_size = parse_params(config["params"])
+    spec, corpus, model_vocab_size = parse_stage_config(config["params"])
     if spec.path is None and spec.vocab_size > model_vocab_size:
         raise DataError(f"tokenizer.vocab_size ({spec.vocab_size}) exceeds model.vocab_size ({model_vocab_size}): "
                         "token ids would fall outside the embedding table")
@@ -237,12 +238,10 @@ def _summary(stats: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+@skips_when_complete
 def run(config: dict) -> None:
     """Entry point: `python -m specc.runtime <config.json>` with `"stage": "tokenize"`."""
     stage_dir = Path(config["run_dir"]) / "tokenize"
-    if is_complete(stage_dir, config):
-        log("tokenize", f"already complete: {stage_dir}")
-        return
     try:
         check_upstream(Path(config["run_dir"]) / "data", "data")
         with storage_errors(stage_dir, "tokenize outputs under"):

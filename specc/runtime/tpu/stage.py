@@ -18,7 +18,8 @@ import torch_xla
 import torch_xla.runtime as xr
 
 from specc.runtime.infer.weights import write_safetensors
-from specc.runtime.io import atomic_write_json, is_complete, mark_success
+from specc.runtime.io import atomic_write_json, mark_success
+from specc.runtime.stages import skips_when_complete
 from specc.runtime.tpu import spmd
 from specc.runtime.tpu.checkpoint import model_state
 from specc.runtime.tpu.loop import train
@@ -41,13 +42,10 @@ def export_final(model, mesh, directory) -> None:
     atomic_write_json(directory / "config.json", model.spec.model_dump(mode="json"))
 
 
+@skips_when_complete
 def run(config: dict) -> None:
     settings = settings_from_config(config)
     spmd.enable_spmd()  # before anything touches the XLA runtime
-    if is_complete(settings.out_dir, config):
-        if xr.process_index() == 0:
-            print(f"pretrain_tpu: already complete ({settings.out_dir / '_SUCCESS.json'})")
-        return
     summary = train(settings)
     export_final(summary["model"], summary["mesh"], settings.out_dir / "final")
     if xr.process_index() == 0:

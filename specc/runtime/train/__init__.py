@@ -9,7 +9,7 @@ the training loop, checkpoints and resume.
     checkpoint.py   atomic DCP checkpoints, keep-last-k, resume
     loop.py         train(): the loop
     stage.py        run(config): the `pretrain` stage (final weights, success marker)
-    params.py       pretrain_params(): the stage config from a Spec (torch-free)
 
-Importing this package does not import torch; its modules (except params.py) do.
+Importing this package does not import torch; its modules do. The stage's config is built by
+`specc.emit.configs.pretrain` (torch-free).
 """

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from specc.runtime.integrity import IntegrityError, file_digest, listing
+from specc.integrity import IntegrityError, file_digest, listing
 from specc.runtime.io import atomic_write_json
 from specc.runtime.shards import TokenSplit, open_split, shard_problems
 

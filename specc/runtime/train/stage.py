@@ -1,7 +1,7 @@
 """The `pretrain` stage: `run(config)` trains from the token shards and exports final weights.
 
 config.json: {"stage": "pretrain", "run_dir": ..., "params": {"model", "parallel", "schedule",
-"devices", "accelerator", "predicted"}} (see `specc.runtime.train.params.pretrain_params`).
+"devices", "accelerator", "predicted"}} (see `specc.emit.configs.pretrain.build_pretrain_config`).
 Inputs: `<run_dir>/tokenize/shards/`. Outputs under `<run_dir>/pretrain/`: `checkpoints/`,
 `metrics.jsonl`, `final/{model.safetensors, config.json}`, then `_SUCCESS.json`.
 
@@ -21,7 +21,8 @@ import torch.distributed as dist
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
 from specc.runtime.infer.weights import write_safetensors
-from specc.runtime.io import atomic_write_json, is_complete, mark_success
+from specc.runtime.io import atomic_write_json, mark_success
+from specc.runtime.stages import skips_when_complete
 from specc.runtime.train.loop import TrainSettings, train
 from specc.spec.model import ModelSpec
 from specc.spec.parallel import ParallelSpec
@@ -75,13 +76,10 @@ def export_final(parts: list[torch.nn.Module], model: ModelSpec, directory: Path
     return {f"{directory.name}/model.safetensors": digest}
 
 
+@skips_when_complete
 def run(config: dict) -> None:
     settings = settings_from_config(config)
     rank = int(os.environ.get("RANK", "0"))
-    if is_complete(settings.out_dir, config):
-        if rank == 0:
-            print(f"pretrain: already complete ({settings.out_dir / '_SUCCESS.json'})")
-        return
     summary = train(settings)
     rt = summary["rt"]
     representative = rt.meshes is None or (rt.meshes["dp"].get_local_rank() == 0 and rt.meshes["tp"].get_local_rank() == 0)

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from specc.spec.schema import SCHEMA_FILE, schema_text
 
 
+@pytest.mark.golden
 def test_committed_schema_is_current(update_golden):
     current = schema_text()
     if update_golden:

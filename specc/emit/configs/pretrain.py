@@ -1,6 +1,6 @@
-"""The `pretrain` stage's params, built from a validated Spec and a layout (torch-free).
+"""The `pretrain` (and `pretrain_tpu`) stage config, built from a validated Spec and a layout (torch-free).
 
-The bundle emitter calls `pretrain_params(spec, layout, predicted)` and writes the result as
+The bundle emitter calls `build_pretrain_config(spec, layout, predicted)` and writes the result as
 `config.json["params"]`; `specc.runtime.train.stage.run` re-validates every section.
 """
 
@@ -36,9 +36,9 @@ def resolve_layout(spec: Spec, layout: ParallelSpec | Mapping | None) -> Paralle
     return base.model_copy(update={"dp": dims.dp})
 
 
-def pretrain_params(spec: Spec, layout: ParallelSpec | Mapping | None = None,
+def build_pretrain_config(spec: Spec, layout: ParallelSpec | Mapping | None = None,
                     predicted: Mapping | None = None) -> dict:
-    """JSON-ready params of the pretrain stage: only its own sections of the spec."""
+    """JSON-ready config of the pretrain stage: only its own sections of the spec."""
     parallel = resolve_layout(spec, layout)
     return {
         "model": spec.model.model_dump(mode="json"),

@@ -1,6 +1,6 @@
-"""Torch-free: the `eval` stage's params, built from a validated Spec (called by the bundle emitter).
+"""Torch-free: the `eval` stage's config, built from a validated Spec (called by the bundle emitter).
 
-params = {
+config = {
   "eval": EvalSpec json, with task and perplexity paths made absolute against the spec's directory,
   "model": ModelSpec json,
   "checkpoints": {label: model directory relative to run_dir}, in pipeline order: the pretrained
@@ -15,8 +15,8 @@ import os
 
 from specc.spec.root import Spec
 
-TRAINING_STAGE_TYPES = ("sft", "dpo", "ppo")
-"""Alignment stages whose output is a policy worth evaluating (a reward model is not a policy)."""
+POLICY_TYPES = ("sft", "dpo", "ppo")
+"""Alignment stages whose output is a policy: evaluated, and served by deploy (a reward model is not a policy)."""
 
 
 def absolute(path: str, spec_dir: str) -> str:
@@ -34,12 +34,12 @@ def evaluated_models(spec: Spec) -> dict[str, str]:
     """label -> model directory (relative to run_dir) of every model the eval stage scores."""
     models = {"pretrain": "pretrain/final"}
     for stage in spec.alignment:
-        if stage.type in TRAINING_STAGE_TYPES:
+        if stage.type in POLICY_TYPES:
             models[stage.name] = f"{stage.name}/final"
     return models
 
 
-def eval_params(spec: Spec, spec_dir: str) -> dict:
+def build_eval_config(spec: Spec, spec_dir: str) -> dict:
     evaluation = spec.eval.model_dump(mode="json")
     for item in evaluation["perplexity"] + evaluation["tasks"]:
         item["path"] = absolute(item["path"], spec_dir)
@@ -47,6 +47,6 @@ def eval_params(spec: Spec, spec_dir: str) -> dict:
             "checkpoints": evaluated_models(spec), "tokenizer": tokenizer_location(spec, spec_dir)}
 
 
-def wanted(spec: Spec) -> bool:
+def eval_wanted(spec: Spec) -> bool:
     """The eval stage runs when the spec names anything to evaluate."""
     return bool(spec.eval.tasks or spec.eval.perplexity)

@@ -1,4 +1,4 @@
-"""Torch-free: params of the alignment stages and of the deploy stage, built from a validated
+"""Torch-free: configs of the alignment stages and of the deploy stage, built from a validated
 Spec (called by the bundle emitter; see `specc.runtime.align.common` and
 `specc.runtime.deploy.stage` for what each key means).
 
@@ -9,12 +9,11 @@ spec are made absolute against the spec's directory.
 
 from __future__ import annotations
 
-from specc.runtime.evaluate.params import absolute, tokenizer_location
+from specc.emit.configs.evaluate import POLICY_TYPES, absolute, tokenizer_location
 from specc.spec.alignment import stage_seq_len
 from specc.spec.parallel import ParallelSpec
 from specc.spec.root import Spec
 
-POLICY_TYPES = ("sft", "dpo", "ppo")
 DEFAULT_CHAT_TEMPLATE = "chatml"
 
 
@@ -35,8 +34,8 @@ def _template(name: str, spec_dir: str) -> str:
     return name if name in ("chatml", "llama3") else absolute(name, spec_dir)
 
 
-def alignment_params(spec: Spec, spec_dir: str) -> list[tuple[str, dict]]:
-    """(stage name, params) for every alignment stage, in spec order."""
+def build_alignment_configs(spec: Spec, spec_dir: str) -> list[tuple[str, dict]]:
+    """(stage name, config) for every alignment stage, in spec order."""
     earlier: dict[str, str] = {}
     constitutional: set[str] = set()
     template = DEFAULT_CHAT_TEMPLATE
@@ -51,7 +50,7 @@ def alignment_params(spec: Spec, spec_dir: str) -> list[tuple[str, dict]]:
         for key in ("data", "prompts"):
             if key in body:
                 body[key] = _data_path(body[key], constitutional, spec_dir)
-        params = {"stage": body, "model": spec.model.model_dump(mode="json"),
+        config = {"stage": body, "model": spec.model.model_dump(mode="json"),
                   "init_checkpoint": _model_dir(stage.init_from, earlier, spec_dir),
                   "tokenizer": tokenizer_location(spec, spec_dir), "chat_template": template,
                   "seq_len": stage_seq_len(stage, spec.schedule.seq_len, spec.model.max_seq_len),
@@ -59,13 +58,13 @@ def alignment_params(spec: Spec, spec_dir: str) -> list[tuple[str, dict]]:
                   "loss": parallel.loss, "loss_chunk_tokens": parallel.loss_chunk_tokens}
         if stage.type == "dpo":
             reference = stage.init_from if stage.reference == "init" else stage.reference
-            params["reference_checkpoint"] = _model_dir(reference, earlier, spec_dir)
+            config["reference_checkpoint"] = _model_dir(reference, earlier, spec_dir)
         if stage.type == "ppo":
             if earlier.get(stage.reward_model) != "reward_model":
                 raise ValueError(f"alignment stage {stage.name!r}: reward_model {stage.reward_model!r} is not an "
                                  "earlier reward_model stage")
-            params["reward_checkpoint"] = f"{stage.reward_model}/final"
-        out.append((stage.name, params))
+            config["reward_checkpoint"] = f"{stage.reward_model}/final"
+        out.append((stage.name, config))
         earlier[stage.name] = stage.type
         if stage.type == "constitutional":
             constitutional.add(stage.name)
@@ -78,7 +77,7 @@ def final_policy(spec: Spec) -> str:
     return f"{policies[-1]}/final" if policies else "pretrain/final"
 
 
-def deploy_params(spec: Spec, spec_dir: str) -> dict:
+def build_deploy_config(spec: Spec, spec_dir: str) -> dict:
     special = spec.tokenizer.special_tokens
     return {"targets": [target.model_dump(mode="json") for target in spec.deploy.targets],
             "model": spec.model.model_dump(mode="json"), "checkpoint": final_policy(spec),

@@ -2,7 +2,7 @@
 `expected.txt` (file:line:col, code, key path, message, hint) and exit code 1.
 
 `args.txt`, when present, holds one `--set` override per line. Refresh the expected
-files after an intended change with `scripts/test.sh tests/test_invalid_specs.py --update-golden`
+files after an intended change with `pytest -m golden --update-golden` (every golden file)
 and review the diff.
 """
 
@@ -11,10 +11,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from conftest import ROOT
 
 from specc.cli import main
 
-CASES = sorted(p for p in (Path(__file__).parent / "specs" / "invalid").iterdir() if p.is_dir())
+CASES = sorted(p for p in (ROOT / "tests" / "specs" / "invalid").iterdir() if p.is_dir())
 
 
 def _run(case: Path, monkeypatch, capsys) -> tuple[int, str]:
@@ -33,6 +34,7 @@ def test_there_are_at_least_forty_cases():
     assert len(CASES) >= 40
 
 
+@pytest.mark.golden
 @pytest.mark.parametrize("case", CASES, ids=lambda p: p.name)
 def test_invalid_case(case, monkeypatch, capsys, update_golden):
     code, output = _run(case, monkeypatch, capsys)
@@ -44,7 +46,7 @@ def test_invalid_case(case, monkeypatch, capsys, update_golden):
         if not update_golden:
             pytest.fail(f"wrote missing {expected_file}; review it and rerun")
     assert output == expected_file.read_text(), (
-        f"diagnostics changed for {case.name}; if intended, rerun with --update-golden and review the diff")
+        f"diagnostics changed for {case.name}; if intended, rerun `pytest -m golden --update-golden` and review the diff")
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda p: p.name)

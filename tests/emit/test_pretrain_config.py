@@ -1,4 +1,4 @@
-"""`pretrain_params`: the bundle emitter's torch-free bridge from a Spec to the stage config."""
+"""`build_pretrain_config`: the bundle emitter's torch-free bridge from a Spec to the pretrain stage config."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from specc.diagnostics.check import check_file
-from specc.runtime.train.params import pretrain_params
+from specc.emit.configs.pretrain import build_pretrain_config
 
 SPECS = Path(__file__).resolve().parents[2] / "specs"
 
@@ -24,7 +24,7 @@ def spec_of(name: str):
 def test_tiny_spec_params_round_trip(tmp_path):
     from specc.runtime.train.stage import settings_from_config
 
-    params = pretrain_params(spec_of("tiny.yaml"), predicted={"step_s": 0.1, "flops_per_token": 2e6, "peak_tflops": 1.0,
+    params = build_pretrain_config(spec_of("tiny.yaml"), predicted={"step_s": 0.1, "flops_per_token": 2e6, "peak_tflops": 1.0,
                                                                "peak_memory_gib": None})
     config = json.loads(json.dumps({"stage": "pretrain", "run_dir": str(tmp_path), "params": params}))
     settings = settings_from_config(config)
@@ -40,15 +40,15 @@ def test_plan_layout_is_merged_and_dp_resolved():
     spec = spec_of("llama3-8b-h100x8.yaml")
     layout = {"dp": 2, "tp": 4, "pp": 1, "cp": 1, "ep": 1, "vpp": 1, "zero_stage": 1, "micro_batch": 1,
               "grad_accum": 8, "recompute": "selective"}
-    parallel = pretrain_params(spec, layout)["parallel"]
+    parallel = build_pretrain_config(spec, layout)["parallel"]
     assert (parallel["dp"], parallel["tp"], parallel["micro_batch"], parallel["recompute"]) == (2, 4, 1, "selective")
     assert "grad_accum" not in parallel
-    auto = pretrain_params(spec, {"dp": "auto", "tp": 2})["parallel"]
+    auto = build_pretrain_config(spec, {"dp": "auto", "tp": 2})["parallel"]
     assert auto["dp"] == 4  # 8 devices / tp 2
     with pytest.raises(ValueError, match=r"devices \(8\) are not divisible by tp x pp x cp = 3 x 1 x 1 = 3"):
-        pretrain_params(spec, {"dp": "auto", "tp": 3})
+        build_pretrain_config(spec, {"dp": "auto", "tp": 3})
 
 
 def test_params_module_does_not_import_torch():
-    code = "import sys, specc.runtime.train.params; assert 'torch' not in sys.modules"
+    code = "import sys, specc.emit.configs.pretrain; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=SPECS.parent)

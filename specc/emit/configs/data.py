@@ -1,4 +1,4 @@
-"""Stage params for `data` and `tokenize` built from a validated spec (torch-free, cheap to import).
+"""The `data` and `tokenize` stage configs, built from a validated spec (torch-free, cheap to import).
 
 The bundle emitter writes these under `"params"` in each stage's `config.json`; the stages
 re-validate them with the same spec models.
@@ -12,11 +12,11 @@ DEFAULT_PART_DOCUMENTS = 2000
 """Documents per part: the unit of parallel work and of resumption."""
 
 
-def data_params(spec, spec_dir: str | Path, part_documents: int = DEFAULT_PART_DOCUMENTS) -> dict:
-    """Params of the `data` stage; `spec_dir` is the directory relative globs resolve against."""
+def build_data_config(spec, spec_dir: str | Path, part_documents: int = DEFAULT_PART_DOCUMENTS) -> dict:
+    """Config of the `data` stage; `spec_dir` is the directory relative globs resolve against."""
     if spec.corpus is None:
         raise ValueError("the spec has no `corpus` section: there is no data stage to run")
-    params = {
+    config = {
         "corpus": spec.corpus.model_dump(mode="json"),
         "filters": [f.model_dump(mode="json") for f in spec.filters],
         "dedup": spec.dedup.model_dump(mode="json"),
@@ -24,12 +24,12 @@ def data_params(spec, spec_dir: str | Path, part_documents: int = DEFAULT_PART_D
         "part_documents": part_documents,
     }
     if spec.cluster.executor == "slurm" and spec.cluster.slurm.data_array_tasks > 1:
-        params["array_tasks"] = spec.cluster.slurm.data_array_tasks
-    return params
+        config["array_tasks"] = spec.cluster.slurm.data_array_tasks
+    return config
 
 
-def tokenize_params(spec, spec_dir: str | Path | None = None) -> dict:
-    """Params of the `tokenize` stage (a `tokenizer.path` resolves against `spec_dir`)."""
+def build_tokenize_config(spec, spec_dir: str | Path | None = None) -> dict:
+    """Config of the `tokenize` stage (a `tokenizer.path` resolves against `spec_dir`)."""
     if spec.corpus is None:
         raise ValueError("the spec has no `corpus` section: there is no tokenize stage to run")
     tokenizer = spec.tokenizer.model_dump(mode="json")
