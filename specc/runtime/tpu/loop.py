@@ -183,23 +183,21 @@ def write_sharding(path: Path, model: nn.Module, shape: MeshShape) -> None:
 
 
 def train(settings: TrainSettings) -> dict:
-    """Run (or resume) pretraining; returns a summary. Exits with EXIT_REQUEUE (`specc.runtime.lifecycle`)
-    after a signal checkpoint."""
+    """Run (or resume) SPMD pretraining on this host's XLA devices; returns the model, mesh and a summary.
+    A signal checkpoint exits with `lifecycle.EXIT_REQUEUE`."""
     schedule, parallel = settings.schedule, settings.parallel
     check_precision(parallel)
     spmd.enable_spmd()
     init_hosts()
     torch.manual_seed(schedule.seed)
     xm.set_rng_state(schedule.seed)
-    total_steps = schedule.total_steps()
-    global_batch = schedule.batch_sequences()
-    if total_steps is None or global_batch is None:
-        raise ValueError("schedule needs steps (or token_budget) and global_batch_size (or global_batch_tokens)")
+    lengths = settings.lengths()
+    global_batch, last_step, tokens_per_step = lengths.global_batch, lengths.last_step, lengths.tokens_per_step
     model, mesh, shape = build(settings)
     layout = BatchLayout(global_batch, shape.batch_shards, parallel.micro_batch)
     train_stream, validation = open_streams(settings.shard_dir, schedule.seq_len, schedule.seed)
     optimizer = build_optimizer([model], schedule, settings.model, "xla")
-    scheduler = build_lr_scheduler(optimizer, schedule, total_steps)
+    scheduler = build_lr_scheduler(optimizer, schedule, lengths.total_steps)
     steps = SpmdSteps(model, mesh, parallel, layout)
 
     is_main = xr.process_index() == 0
@@ -210,8 +208,6 @@ def train(settings: TrainSettings) -> dict:
     start_step = meta["step"] if meta is not None else 0
     if meta is not None:
         life.last_loss = meta.get("last_logged_loss", float("nan"))
-    last_step = min(total_steps, settings.max_steps or total_steps)
-    tokens_per_step = global_batch * schedule.seq_len
     predicted = settings.predicted or {}
     if is_main:
         write_sharding(settings.out_dir / "sharding.json", model, shape)

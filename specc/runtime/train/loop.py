@@ -50,6 +50,25 @@ class TrainSettings:
     max_steps: int | None = None
     """Stop after this step even if the schedule is longer (tests; the lr schedule still uses the full length)."""
 
+    def lengths(self) -> RunLengths:
+        """The schedule's lengths in steps and sequences (both runtimes train by them)."""
+        total_steps, global_batch = self.schedule.total_steps(), self.schedule.batch_sequences()
+        if total_steps is None or global_batch is None:
+            raise ValueError("schedule needs steps (or token_budget) and global_batch_size (or global_batch_tokens)")
+        return RunLengths(total_steps, global_batch, min(total_steps, self.max_steps or total_steps),
+                          global_batch * self.schedule.seq_len)
+
+
+@dataclass(frozen=True)
+class RunLengths:
+    total_steps: int
+    """Optimizer steps of the whole schedule (what the lr schedule spans)."""
+    global_batch: int
+    """Sequences per optimizer step, over all data-parallel ranks."""
+    last_step: int
+    """Where this run stops: the schedule's end, or `max_steps`."""
+    tokens_per_step: int
+
 
 @dataclass
 class Runtime:
@@ -337,10 +356,9 @@ def train(settings: TrainSettings) -> dict:
     rt = init_runtime(parallel)
     prec.check_precision_runs(parallel.precision, settings.accelerator, rt.device)
     torch.manual_seed(schedule.seed)
-    total_steps = schedule.total_steps()
-    global_batch = schedule.batch_sequences()
-    if total_steps is None or global_batch is None:
-        raise ValueError("schedule needs steps (or token_budget) and global_batch_size (or global_batch_tokens)")
+    lengths = settings.lengths()
+    total_steps, global_batch, last_step, tokens_per_step = (lengths.total_steps, lengths.global_batch,
+                                                             lengths.last_step, lengths.tokens_per_step)
     layout = BatchLayout(global_batch, rt.dims.dp, parallel.micro_batch)
     verify_shards_once(settings.shard_dir, settings.out_dir / "inputs-verified.json", rt.rank, rt.world_size,
                        all_gather)
@@ -359,8 +377,6 @@ def train(settings: TrainSettings) -> dict:
     start_step = meta["step"] if meta is not None else 0
     if scaler is not None and meta is not None and "loss_scaler" in meta:
         scaler.load_state_dict(meta["loss_scaler"])
-    last_step = min(total_steps, settings.max_steps or total_steps)
-    tokens_per_step = global_batch * schedule.seq_len
     predicted = settings.predicted or {}
     if is_main:
         params = sum(num_parameters(part) for part in parts)
