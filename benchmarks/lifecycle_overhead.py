@@ -23,28 +23,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 WARMUP_STEPS = 3
-
-
-def make_shards(directory: Path, vocab: int, documents: int = 400, seed: int = 0) -> Path:
-    """Noisy arithmetic progressions (the same generator as the tests)."""
-    sys.path.insert(0, str(ROOT))
-    from specc.runtime.shards import ShardWriter, write_meta
-
-    rng = np.random.default_rng(seed)
-    splits = {}
-    for split, count in (("train", documents), ("validation", documents // 10)):
-        writer = ShardWriter(directory, split, vocab, eos_id=vocab - 1, tokens_per_shard=200_000)
-        for _ in range(count):
-            start, stride, length = rng.integers(0, vocab - 1), rng.integers(1, 5), rng.integers(100, 400)
-            writer.add(((start + stride * np.arange(length)) % (vocab - 1)).tolist())
-        splits[split] = writer.close()
-    write_meta(directory, vocab, vocab - 1, splits)
-    return directory
 
 
 def worker(tree: Path, out: Path, shard_dir: Path, steps: int) -> None:
@@ -94,7 +76,9 @@ def main() -> None:
     results: dict[Path, list[dict]] = {tree: [] for tree in trees}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        shard_dir = make_shards(root / "shards", tiny["model"]["vocab_size"])
+        from train_speed import make_shards  # imported here: the workers must import specc from their tree
+
+        shard_dir = make_shards(root / "shards", tiny["model"]["vocab_size"], documents=400)
         for repeat in range(args.repeats):
             for index, tree in enumerate(trees):
                 results[tree].append(measure(tree, root / f"run-{index}-{repeat}", shard_dir, args.steps))
@@ -107,10 +91,8 @@ def main() -> None:
               f"{statistics.median(r['period_s'] for r in runs) * 1e3:.1f} ms (+{overhead * 1e3:.2f} ms), "
               f"iteration/step median {statistics.median(r['ratio'] for r in runs):.4f} ({ratios})")
     if len(trees) == 2:
-        before, after = results[trees[0]], results[trees[1]]
-        paired = [b["period_s"] / a["period_s"] for a, b in zip(before, after)]
-        print(f"  loop iteration {trees[1].name} / {trees[0].name}, run by run: median "
-              f"{statistics.median(paired):.3f} ({', '.join(f'{r:.3f}' for r in paired)})")
+        before, after = (statistics.median(r["period_s"] for r in results[tree]) for tree in trees)
+        print(f"  loop iteration {trees[1].name} / {trees[0].name}: {after / before:.3f} (ratio of the medians)")
 
 
 if __name__ == "__main__":
