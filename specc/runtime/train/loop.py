@@ -61,6 +61,8 @@ class TrainSettings:
 
 @dataclass(frozen=True)
 class RunLengths:
+    """How long a pretraining run is, from its schedule."""
+
     total_steps: int
     """Optimizer steps of the whole schedule (what the lr schedule spans)."""
     global_batch: int
@@ -68,6 +70,7 @@ class RunLengths:
     last_step: int
     """Where this run stops: the schedule's end, or `max_steps`."""
     tokens_per_step: int
+    """global_batch x seq_len."""
 
 
 @dataclass
