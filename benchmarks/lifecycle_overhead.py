@@ -7,8 +7,8 @@ agreement and the checkpoint decision). Their ratio is the loop's overhead over 
     .venv/bin/python benchmarks/lifecycle_overhead.py --tree ../main --tree .  # before / after
 
 Each run is a fresh process (one intra-op thread) with a metrics line every step and no
-checkpoint before the last step; the runs of the trees alternate, so that load on a shared
-machine falls on both alike. Figures are medians over the steps after warm-up (the first and
+checkpoint before the last step; the runs of the trees alternate (ABBA), so that load on a
+shared machine falls on both alike. Figures are medians over the steps after warm-up (the first and
 the last step, which saves the checkpoint, left out), then medians over the runs.
 """
 
@@ -80,16 +80,19 @@ def main() -> None:
 
         shard_dir = make_shards(root / "shards", tiny["model"]["vocab_size"], documents=400)
         for repeat in range(args.repeats):
-            for index, tree in enumerate(trees):
-                results[tree].append(measure(tree, root / f"run-{index}-{repeat}", shard_dir, args.steps))
+            # the order alternates (ABBA...), so that a trend in the machine's load favours neither tree
+            for index, tree in enumerate(trees if repeat % 2 == 0 else trees[::-1]):
+                results[tree].append(measure(tree, root / f"run-{repeat}-{index}", shard_dir, args.steps))
     print(f"tiny spec pretraining, 1 process, 1 thread, CPU, {args.steps} steps a run, {args.repeats} runs a tree "
           f"(load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
     for tree, runs in results.items():
         ratios = ", ".join(f"{r['ratio']:.4f}" for r in runs)
+        step_ms = ", ".join(f"{r['step_s'] * 1e3:.0f}" for r in runs)
         overhead = statistics.median(r["period_s"] - r["step_s"] for r in runs)
         print(f"  {tree}: step {statistics.median(r['step_s'] for r in runs) * 1e3:.1f} ms, loop iteration "
               f"{statistics.median(r['period_s'] for r in runs) * 1e3:.1f} ms (+{overhead * 1e3:.2f} ms), "
-              f"iteration/step median {statistics.median(r['ratio'] for r in runs):.4f} ({ratios})")
+              f"iteration/step median {statistics.median(r['ratio'] for r in runs):.4f} ({ratios}); "
+              f"step ms by run {step_ms}")
     if len(trees) == 2:
         before, after = (statistics.median(r["period_s"] for r in results[tree]) for tree in trees)
         print(f"  loop iteration {trees[1].name} / {trees[0].name}: {after / before:.3f} (ratio of the medians)")
