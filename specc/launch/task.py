@@ -44,7 +44,7 @@ from specc.pipeline import output_dirname
 
 EXIT_REQUEUE = 75
 """A stage's exit status after it saved a checkpoint on SIGTERM/SIGUSR2 (sysexits EX_TEMPFAIL,
-`specc.runtime.train.loop.EXIT_REQUEUE`): rerunning it resumes, so the job is requeued."""
+`specc.runtime.lifecycle.EXIT_REQUEUE`): rerunning it resumes, so the job is requeued."""
 STDERR_TAIL_LINES = 200
 REQUEUE_GRACE_S = 30.0
 """After a stage checkpointed on SIGTERM, how long to leave the scheduler to kill and requeue

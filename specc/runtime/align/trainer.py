@@ -3,7 +3,8 @@
 A stage supplies `step_fn(step, update) -> dict of metrics`: it computes losses for that
 step's data, calls backward, and calls `update()` (clip, optimizer step, zero grads) once
 (SFT, DPO, reward model) or several times (PPO's epochs over one rollout batch). The loop
-owns the optimizer, the learning-rate warmup, metrics, checkpoints and signals. Checkpoints use
+owns the optimizer and the learning-rate warmup; metrics, checkpoints, signals and the NaN stop
+are the lifecycle every training loop shares (`specc.runtime.lifecycle`). Checkpoints use
 the pretraining runtime's DCP checkpoints (`specc.runtime.train.checkpoint`), which restore
 model, optimizer, scheduler and RNG: batches depend only on the step number, so a stage
 killed at any point and rerun continues with the same numbers it would have produced.
@@ -14,8 +15,6 @@ holds is on that device.
 
 from __future__ import annotations
 
-import math
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -23,9 +22,8 @@ from typing import Callable
 import torch
 from torch import nn
 
-from specc.runtime.io import MetricsWriter
-from specc.runtime.train.checkpoint import diverged, load_checkpoint, newest_intact, save_checkpoint
-from specc.runtime.train.loop import EXIT_REQUEUE, StopSignal
+from specc.runtime.lifecycle import Cadence, Lifecycle
+from specc.runtime.train.checkpoint import load_checkpoint, save_checkpoint
 
 
 def device() -> torch.device:
@@ -67,14 +65,9 @@ def train_loop(trainable: nn.Module, settings: LoopSettings, step_fn: Callable[[
     optimizer and one checkpoint cover them all, e.g. PPO's policy and value model).
     """
     optimizer, scheduler = build_optimizer(trainable, settings)
-    checkpoints = settings.out_dir / "checkpoints"
-    start = 0
-    resume = newest_intact(checkpoints, settings.stage_name)
-    if resume is not None:
-        meta = load_checkpoint(resume, [trainable], [optimizer], [scheduler])
-        start = int(meta["step"])
-        print(f"{settings.stage_name}: resumed from {resume} at step {start}")
-    stopper = StopSignal()
+    life = Lifecycle(settings.stage_name, settings.out_dir)
+    meta = life.resume(lambda path: load_checkpoint(path, [trainable], [optimizer], [scheduler]))
+    start = int(meta["step"]) if meta is not None else 0
     last: dict = {}
     parameters = [p for p in trainable.parameters() if p.requires_grad]
 
@@ -85,7 +78,12 @@ def train_loop(trainable: nn.Module, settings: LoopSettings, step_fn: Callable[[
         optimizer.zero_grad(set_to_none=True)
         return float(grad_norm)
 
-    with MetricsWriter(settings.out_dir / "metrics.jsonl") as metrics:
+    def save(step: int) -> None:
+        save_checkpoint(life.checkpoint_dir, step, [trainable], [optimizer], [scheduler], settings.keep)
+        if on_checkpoint is not None:
+            on_checkpoint(step)
+
+    with life.start(start, settings.total_steps, Cadence(settings.checkpoint_interval)):
         for step in range(start, settings.total_steps):
             trainable.train()
             optimizer.zero_grad(set_to_none=True)
@@ -93,16 +91,8 @@ def train_loop(trainable: nn.Module, settings: LoopSettings, step_fn: Callable[[
             last = step_fn(step, update)
             scheduler.step()
             last = {**last, "lr": lr}
-            metrics.write(step=step + 1, **last)
-            done = step + 1
-            if isinstance(last.get("loss"), float) and not math.isfinite(last["loss"]):
-                raise diverged(done, last["loss"], checkpoints)  # before the diverged state is saved
-            if done % settings.checkpoint_interval == 0 or done == settings.total_steps or stopper.received:
-                save_checkpoint(checkpoints, done, [trainable], [optimizer], [scheduler], settings.keep)
-                if on_checkpoint is not None:
-                    on_checkpoint(done)
-            if stopper.received and done < settings.total_steps:
-                print(f"{settings.stage_name}: signal received; checkpointed step {done}, exiting {EXIT_REQUEUE}")
-                sys.exit(EXIT_REQUEUE)
+            # every step is logged; a float loss is checked before the checkpoint (PPO reports none)
+            loss = last.get("loss")
+            life.end_of_step(step + 1, {"step": step + 1, **last}, loss if isinstance(loss, float) else None, save)
     trainable.eval()
     return last

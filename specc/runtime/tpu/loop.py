@@ -7,14 +7,13 @@ ends or a stop signal arrives. One process per host traces the whole global step
 `torch_xla.sync()` cuts the traced graph and runs it on every device of the mesh. The
 graph is the same every step (the lr is fed as data, not baked in), so XLA compiles
 three programs in all: the first step (no optimizer state yet), later steps, evaluation.
+Resume, signals, checkpoint cadence, the NaN stop, metrics and the requeue exit are the
+lifecycle every training loop shares (`specc.runtime.lifecycle`).
 """
 
 from __future__ import annotations
 
 import functools
-import math
-import resource
-import sys
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -29,13 +28,13 @@ import torch_xla.distributed.spmd as xs
 import torch_xla.runtime as xr
 from torch import nn
 
-from specc.runtime.io import MetricsWriter, atomic_write_json
+from specc.runtime.io import atomic_write_json
+from specc.runtime.lifecycle import Cadence, Lifecycle, peak_rss_gib
 from specc.runtime.tpu import spmd
-from specc.runtime.tpu.checkpoint import load_checkpoint, newest_intact, save_checkpoint
-from specc.runtime.train.checkpoint import diverged
+from specc.runtime.tpu.checkpoint import load_checkpoint, save_checkpoint
 from specc.runtime.tpu.layout import AXES, MeshShape
 from specc.runtime.train.data import BatchLayout, SequenceStream, open_streams
-from specc.runtime.train.loop import EXIT_REQUEUE, StopSignal, TrainSettings, cross_entropy
+from specc.runtime.train.loop import TrainSettings, cross_entropy
 from specc.runtime.train.model import Transformer, build_model, num_parameters
 from specc.runtime.train.optim import build_lr_scheduler, build_optimizer
 from specc.spec.capabilities import TPU, TPU_PRECISIONS
@@ -138,20 +137,11 @@ def clip_gradients(model: nn.Module, max_norm: float) -> torch.Tensor:
     return torch.nn.utils.get_total_norm([p.grad for p in params], 2.0)
 
 
-def agree(flags: list[int]) -> list[int]:
-    """Element-wise max over all hosts, so every host stops or checkpoints together."""
-    if not dist.is_initialized() or dist.get_world_size() == 1:
-        return flags
-    tensor = torch.tensor(flags, dtype=torch.int32)
-    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
-    return [int(v) for v in tensor.tolist()]
-
-
 def peak_memory_gib() -> float:
     """Peak HBM of this host's first chip on TPU; on XLA's CPU backend the process's peak RSS."""
     if xr.device_type() == "TPU":
         return xm.get_memory_info(torch_xla.device())["peak_bytes_used"] / 2**30
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    return peak_rss_gib()
 
 
 def num_compiles() -> int:
@@ -193,34 +183,32 @@ def write_sharding(path: Path, model: nn.Module, shape: MeshShape) -> None:
 
 
 def train(settings: TrainSettings) -> dict:
-    """Run (or resume) pretraining; returns a summary. Exits with EXIT_REQUEUE after a signal checkpoint."""
+    """Run (or resume) SPMD pretraining on this host's XLA devices; returns the model, mesh and a summary.
+    A signal checkpoint exits with `lifecycle.EXIT_REQUEUE`."""
     schedule, parallel = settings.schedule, settings.parallel
     check_precision(parallel)
     spmd.enable_spmd()
     init_hosts()
     torch.manual_seed(schedule.seed)
     xm.set_rng_state(schedule.seed)
-    total_steps = schedule.total_steps()
-    global_batch = schedule.batch_sequences()
-    if total_steps is None or global_batch is None:
-        raise ValueError("schedule needs steps (or token_budget) and global_batch_size (or global_batch_tokens)")
+    lengths = settings.lengths()
+    global_batch, last_step, tokens_per_step = lengths.global_batch, lengths.last_step, lengths.tokens_per_step
     model, mesh, shape = build(settings)
     layout = BatchLayout(global_batch, shape.batch_shards, parallel.micro_batch)
     train_stream, validation = open_streams(settings.shard_dir, schedule.seq_len, schedule.seed)
     optimizer = build_optimizer([model], schedule, settings.model, "xla")
-    scheduler = build_lr_scheduler(optimizer, schedule, total_steps)
+    scheduler = build_lr_scheduler(optimizer, schedule, lengths.total_steps)
     steps = SpmdSteps(model, mesh, parallel, layout)
 
-    checkpoint_dir = settings.out_dir / "checkpoints"
-    start_step, loss_value = 0, float("nan")
-    resume = newest_intact(checkpoint_dir, "pretrain_tpu")
-    if resume is not None:
-        meta = load_checkpoint(resume, model, optimizer, scheduler)
-        start_step, loss_value = meta["step"], meta.get("last_logged_loss", float("nan"))
-    last_step = min(total_steps, settings.max_steps or total_steps)
-    tokens_per_step = global_batch * schedule.seq_len
-    predicted = settings.predicted or {}
     is_main = xr.process_index() == 0
+    # the hosts' stop flags travel over gloo, on the CPU
+    life = Lifecycle("pretrain_tpu", settings.out_dir, main=is_main, device=torch.device("cpu"), echo=is_main,
+                     memory=peak_memory_gib)
+    meta = life.resume(lambda path: load_checkpoint(path, model, optimizer, scheduler))
+    start_step = meta["step"] if meta is not None else 0
+    if meta is not None:
+        life.last_loss = meta.get("last_logged_loss", float("nan"))
+    predicted = settings.predicted or {}
     if is_main:
         write_sharding(settings.out_dir / "sharding.json", model, shape)
         print(f"pretrain_tpu: {num_parameters(model):,} parameters; SPMD mesh data {shape.data} fsdp {shape.fsdp} "
@@ -229,74 +217,42 @@ def train(settings: TrainSettings) -> dict:
               f"(micro-batch {layout.micro_batch} per device, grad accum {layout.grad_accum}); "
               f"steps {start_step}->{last_step}", flush=True)
 
-    stopper = StopSignal()
-    metrics = MetricsWriter(settings.out_dir / "metrics.jsonl") if is_main else None
-    last_save = time.monotonic()
+    # execution is asynchronous: time per step is the mean since the last logged step, leaving
+    # out evaluation and checkpoints
     window_start, window_steps = time.perf_counter(), 0
+
+    def save(step: int) -> None:
+        nonlocal window_start, window_steps
+        save_checkpoint(life.checkpoint_dir, step, model, optimizer, scheduler, schedule.keep_checkpoints,
+                        {"sequences_consumed": step * global_batch, "last_logged_loss": life.last_loss})
+        window_start, window_steps = time.perf_counter(), 0
+
     step = start_step
-    while step < last_step:
-        batch = train_stream.sequences(step * global_batch, global_batch)
-        loss = steps.train_step(batch)
-        grad_norm = clip_gradients(model, schedule.grad_clip)
-        lr = scheduler.get_last_lr()[0]
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        torch_xla.sync()
-        step += 1
-        window_steps += 1
+    with life.start(start_step, last_step, Cadence(schedule.checkpoint_interval, schedule.checkpoint_every)):
+        while step < last_step:
+            batch = train_stream.sequences(step * global_batch, global_batch)
+            loss = steps.train_step(batch)
+            grad_norm = clip_gradients(model, schedule.grad_clip)
+            lr = scheduler.get_last_lr()[0]
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            torch_xla.sync()
+            step += 1
+            window_steps += 1
 
-        record = None
-        if step % schedule.log_interval == 0 or step == last_step or step == start_step + 1:
-            loss_value = float(loss)  # waits for this step's execution
-            # execution is asynchronous: time per step is the mean since the last logged step
-            step_s = (time.perf_counter() - window_start) / window_steps
-            window_start, window_steps = time.perf_counter(), 0
-            tokens_per_s = tokens_per_step / step_s
-            record = {"step": step, "loss": loss_value, "lr": lr, "grad_norm": float(grad_norm), "step_s": step_s,
-                      "tokens_per_s": tokens_per_s, "peak_memory_gib": peak_memory_gib(),
-                      "xla_compiles": num_compiles()}
-            if predicted.get("flops_per_token") and predicted.get("peak_tflops"):
-                record["mfu"] = (predicted["flops_per_token"] * tokens_per_s
-                                 / (predicted["peak_tflops"] * 1e12 * shape.num_devices))
-            if predicted.get("step_s"):
-                record["predicted_step_s"] = predicted["step_s"]
-            if predicted.get("peak_memory_gib"):
-                record["predicted_peak_memory_gib"] = predicted["peak_memory_gib"]
-        if schedule.eval_interval and (step % schedule.eval_interval == 0 or step == last_step):
-            record = record or {"step": step}
-            record["val_loss"] = evaluate(steps, validation, schedule.eval_batches)
-            window_start, window_steps = time.perf_counter(), 0
-        if record is not None and metrics is not None:
-            metrics.write(**record)
-            print(" ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items()),
-                  flush=True)
-
-        due = schedule.checkpoint_every is not None and time.monotonic() - last_save >= schedule.checkpoint_every * 60
-        signalled, due = agree([stopper.received, int(due)])
-        save_now = step % schedule.checkpoint_interval == 0 or signalled or due or step == last_step
-        if save_now or "loss" in (record or {}):
-            # reading the loss waits for the step, so it is checked at logged steps and before every
-            # save (not every step): a diverged state is never checkpointed; the loss is replicated,
-            # so every host stops together
-            loss_value = float(loss)
-            if not math.isfinite(loss_value):
-                if metrics is not None:
-                    metrics.close()
-                raise diverged(step, loss_value, checkpoint_dir)
-        if save_now:
-            save_checkpoint(checkpoint_dir, step, model, optimizer, scheduler, schedule.keep_checkpoints,
-                            {"sequences_consumed": step * global_batch, "last_logged_loss": loss_value})
-            last_save = time.monotonic()
-            window_start, window_steps = time.perf_counter(), 0
-        if signalled and step < last_step:
-            if is_main:
-                print(f"pretrain_tpu: signal {signalled} received; checkpointed step {step}, "
-                      f"exiting {EXIT_REQUEUE} to be requeued", flush=True)
-            if metrics is not None:
-                metrics.close()
-            sys.exit(EXIT_REQUEUE)
-
-    if metrics is not None:
-        metrics.close()
-    return {"model": model, "mesh": mesh, "steps": last_step, "final_loss": loss_value}
+            record = None
+            if life.logs(step, schedule.log_interval):
+                loss_value = float(loss)  # waits for this step's execution
+                step_s = (time.perf_counter() - window_start) / window_steps
+                window_start, window_steps = time.perf_counter(), 0
+                record = life.step_record(step, loss_value, lr, float(grad_norm), step_s, tokens_per_step, predicted,
+                                          shape.num_devices)
+                record["xla_compiles"] = num_compiles()
+            if life.evaluates(step, schedule.eval_interval):
+                record = record or {"step": step}
+                record["val_loss"] = evaluate(steps, validation, schedule.eval_batches)
+                window_start, window_steps = time.perf_counter(), 0
+            # the loss is replicated, so every host reads the same value and stops together
+            life.end_of_step(step, record, loss, save)
+    return {"model": model, "mesh": mesh, "steps": last_step, "final_loss": life.last_loss}

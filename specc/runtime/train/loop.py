@@ -3,16 +3,14 @@
 Read top to bottom: `train()` sets up the process group and mesh, builds the model parts
 (one per pipeline chunk, else the whole model), the optimizer and lr schedule, resumes
 from the newest complete checkpoint, then runs optimizer steps until the schedule ends or
-a stop signal (SIGTERM/SIGUSR2) arrives.
+a stop signal (SIGTERM/SIGUSR2) arrives. Resume, signals, checkpoint cadence, the NaN stop,
+metrics and the requeue exit are the lifecycle every training loop shares
+(`specc.runtime.lifecycle`); this module owns the process group, the mesh and the step.
 """
 
 from __future__ import annotations
 
-import math
 import os
-import resource
-import signal
-import sys
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -24,10 +22,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.distributed.tensor import DTensor
 
-from specc.runtime.io import MetricsWriter
+from specc.runtime.lifecycle import Cadence, Lifecycle
 from specc.runtime.train import parallelize as par
 from specc.runtime.train import precision as prec
-from specc.runtime.train.checkpoint import all_gather, diverged, load_checkpoint, newest_intact, save_checkpoint
+from specc.runtime.train.checkpoint import all_gather, load_checkpoint, save_checkpoint
 from specc.runtime.train.data import BatchLayout, SequenceStream, local_batch, open_streams, verify_shards_once
 from specc.runtime.train.loss import runtime_loss
 from specc.runtime.train.model import build_model, num_parameters
@@ -37,12 +35,6 @@ from specc.spec import parallel_dims
 from specc.spec.model import ModelSpec
 from specc.spec.parallel import ParallelSpec
 from specc.spec.schedule import ScheduleSpec
-
-EXIT_REQUEUE = 75
-"""Exit status after checkpointing on SIGTERM/SIGUSR2 (sysexits EX_TEMPFAIL): the job was
-preempted or hit its time limit cleanly; rerunning the same config resumes it. The Slurm
-template requeues on it (`--signal=USR2@90` + `--requeue`, submitit's convention)."""
-
 
 @dataclass
 class TrainSettings:
@@ -57,6 +49,28 @@ class TrainSettings:
     accelerator: str = "cpu"
     max_steps: int | None = None
     """Stop after this step even if the schedule is longer (tests; the lr schedule still uses the full length)."""
+
+    def lengths(self) -> RunLengths:
+        """The schedule's lengths in steps and sequences (both runtimes train by them)."""
+        total_steps, global_batch = self.schedule.total_steps(), self.schedule.batch_sequences()
+        if total_steps is None or global_batch is None:
+            raise ValueError("schedule needs steps (or token_budget) and global_batch_size (or global_batch_tokens)")
+        return RunLengths(total_steps, global_batch, min(total_steps, self.max_steps or total_steps),
+                          global_batch * self.schedule.seq_len)
+
+
+@dataclass(frozen=True)
+class RunLengths:
+    """How long a pretraining run is, from its schedule."""
+
+    total_steps: int
+    """Optimizer steps of the whole schedule (what the lr schedule spans)."""
+    global_batch: int
+    """Sequences per optimizer step, over all data-parallel ranks."""
+    last_step: int
+    """Where this run stops: the schedule's end, or `max_steps`."""
+    tokens_per_step: int
+    """global_batch x seq_len."""
 
 
 @dataclass
@@ -325,82 +339,6 @@ def reduce_loss(loss: torch.Tensor, rt: Runtime) -> float:
     return float(loss) / rt.dims.dp_cp
 
 
-class StopSignal:
-    """Records SIGTERM/SIGUSR2 (Slurm's warning before a time limit or preemption)."""
-
-    def __init__(self) -> None:
-        self.received = 0
-        for signum in (signal.SIGTERM, signal.SIGUSR2):
-            signal.signal(signum, self._handle)
-
-    def _handle(self, signum, frame) -> None:
-        self.received = signum
-
-
-def agree(flags: list[int], rt: Runtime) -> list[int]:
-    """Element-wise max over all ranks, so every rank stops or checkpoints together."""
-    if rt.world_size == 1:
-        return flags
-    tensor = torch.tensor(flags, device=rt.device, dtype=torch.int32)
-    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
-    return [int(v) for v in tensor.tolist()]
-
-
-def peak_memory_gib(device: torch.device) -> float:
-    """Accelerator peak allocation; on CPU the process's peak resident set (Linux ru_maxrss, KiB)."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**30
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-
-
-class ProgressLog:
-    """A rich progress bar on an interactive terminal (rank 0), plain metric lines otherwise."""
-
-    def __init__(self, enabled: bool, start: int, total: int):
-        self.bar = None
-        self.enabled = enabled
-        if enabled and sys.stderr.isatty():
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-            self.bar = Progress(TextColumn("pretrain"), BarColumn(), MofNCompleteColumn(),
-                                TextColumn("{task.fields[status]}"), TimeRemainingColumn())
-            self.task = self.bar.add_task("pretrain", total=total, completed=start, status="")
-            self.bar.start()
-
-    def step(self, step: int, loss: float) -> None:
-        if self.bar is not None:
-            self.bar.update(self.task, completed=step, status=f"loss {loss:.4f}")
-
-    def log(self, record: dict) -> None:
-        if not self.enabled:
-            return
-        line = " ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items())
-        if self.bar is not None:
-            self.bar.console.print(line)
-        else:
-            print(line, flush=True)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.stop()
-
-
-def step_record(step: int, loss: float, lr: float, grad_norm: float, step_s: float, tokens_per_step: int,
-                predicted: dict, rt: Runtime) -> dict:
-    """One metrics.jsonl line; MFU from the planner's FLOPs/token (PaLM appendix B convention) and
-    the planner's predicted step time and memory next to the measured ones (its error bars)."""
-    tokens_per_s = tokens_per_step / step_s
-    record = {"step": step, "loss": loss, "lr": lr, "grad_norm": grad_norm, "step_s": step_s,
-              "tokens_per_s": tokens_per_s, "peak_memory_gib": peak_memory_gib(rt.device)}
-    if predicted.get("flops_per_token") and predicted.get("peak_tflops"):
-        record["mfu"] = predicted["flops_per_token"] * tokens_per_s / (predicted["peak_tflops"] * 1e12 * rt.world_size)
-    if predicted.get("step_s"):
-        record["predicted_step_s"] = predicted["step_s"]
-    if predicted.get("peak_memory_gib"):
-        record["predicted_peak_memory_gib"] = predicted["peak_memory_gib"]
-    return record
-
-
 def evaluate(steps: StepFunctions, validation: SequenceStream, settings: TrainSettings, rt: Runtime) -> float:
     """Mean validation loss over `eval_batches` global batches read in file order."""
     for part in steps.parts:
@@ -414,33 +352,16 @@ def evaluate(steps: StepFunctions, validation: SequenceStream, settings: TrainSe
     return sum(losses) / len(losses)
 
 
-def stop_on_non_finite(stage: str, step: int, loss: float, checkpoint_dir: Path, metrics: MetricsWriter | None,
-                       progress: ProgressLog, rt: Runtime) -> None:
-    """Stop the run on a NaN/inf loss, naming the step and the newest checkpoint to go back to.
-
-    Raised on every rank (the loss is reduced, so they agree) before the optimizer step: nothing
-    diverged is saved, and the stage exits 1, which the launcher reports as a failure (never
-    EXIT_REQUEUE: a requeue would diverge again)."""
-    progress.close()
-    if metrics is not None:
-        metrics.write(step=step, loss=str(loss), event="non_finite_loss")
-        metrics.close()
-    error = diverged(step, loss, checkpoint_dir)
-    if dist.is_initialized():
-        dist.destroy_process_group()
-    raise error
-
-
 def train(settings: TrainSettings) -> dict:
-    """Run (or resume) pretraining; returns a summary. Exits with EXIT_REQUEUE after a signal checkpoint."""
+    """Run (or resume) pretraining; returns a summary. Exits with EXIT_REQUEUE (`specc.runtime.lifecycle`)
+    after a signal checkpoint."""
     schedule, parallel = settings.schedule, settings.parallel
     rt = init_runtime(parallel)
     prec.check_precision_runs(parallel.precision, settings.accelerator, rt.device)
     torch.manual_seed(schedule.seed)
-    total_steps = schedule.total_steps()
-    global_batch = schedule.batch_sequences()
-    if total_steps is None or global_batch is None:
-        raise ValueError("schedule needs steps (or token_budget) and global_batch_size (or global_batch_tokens)")
+    lengths = settings.lengths()
+    total_steps, global_batch, last_step, tokens_per_step = (lengths.total_steps, lengths.global_batch,
+                                                             lengths.last_step, lengths.tokens_per_step)
     layout = BatchLayout(global_batch, rt.dims.dp, parallel.micro_batch)
     verify_shards_once(settings.shard_dir, settings.out_dir / "inputs-verified.json", rt.rank, rt.world_size,
                        all_gather)
@@ -453,18 +374,13 @@ def train(settings: TrainSettings) -> dict:
     steps = StepFunctions(settings, rt, parts, chunks, layout, scaler=scaler)
     float8_all_gather = prec.uses_float8_all_gather(parallel.precision, parallel.fp8_recipe, rt.dims.dp_cp)
 
-    checkpoint_dir = settings.out_dir / "checkpoints"
-    start_step = 0
-    resume = newest_intact(checkpoint_dir)
-    if resume is not None:
-        meta = load_checkpoint(resume, parts, optimizers, schedulers)
-        start_step = meta["step"]
-        if scaler is not None and "loss_scaler" in meta:
-            scaler.load_state_dict(meta["loss_scaler"])
-    last_step = min(total_steps, settings.max_steps or total_steps)
-    tokens_per_step = global_batch * schedule.seq_len
-    predicted = settings.predicted or {}
     is_main = rt.rank == 0
+    life = Lifecycle("pretrain", settings.out_dir, main=is_main, device=rt.device, echo=is_main)
+    meta = life.resume(lambda path: load_checkpoint(path, parts, optimizers, schedulers))
+    start_step = meta["step"] if meta is not None else 0
+    if scaler is not None and meta is not None and "loss_scaler" in meta:
+        scaler.load_state_dict(meta["loss_scaler"])
+    predicted = settings.predicted or {}
     if is_main:
         params = sum(num_parameters(part) for part in parts)
         where = " on pipeline rank 0" if rt.dims.pp > 1 else ""
@@ -473,80 +389,56 @@ def train(settings: TrainSettings) -> dict:
               f"(micro-batch {layout.micro_batch}, grad accum {layout.grad_accum}); "
               f"{total_steps * tokens_per_step:,} tokens in all; steps {start_step}->{last_step}", flush=True)
 
-    stopper = StopSignal()
-    metrics = MetricsWriter(settings.out_dir / "metrics.jsonl") if is_main else None
-    progress = ProgressLog(is_main, start_step, last_step)
-    last_save = time.monotonic()
+    def save(step: int) -> None:
+        extra = {"sequences_consumed": step * global_batch}
+        if scaler is not None:
+            extra["loss_scaler"] = scaler.state_dict()
+        save_checkpoint(life.checkpoint_dir, step, parts, optimizers, schedulers, schedule.keep_checkpoints, extra)
+
     step = start_step
-    loss_value = float("nan")
-    while step < last_step:
-        begin = time.perf_counter()
-        batch = local_batch(train_stream, layout, step, rt.dp_rank)
-        loss = steps.train_step(batch)
-        if rt.dims.ep > 1:
-            par.sync_expert_grads(parts, rt.meshes["edp"], rt.dims.dp_cp)
-        grad_norm = grad_norm_and_clip(parts, schedule.grad_clip, rt, scaler.scale if scaler else 1.0)
-        lr = schedulers[0].get_last_lr()[0]
-        # the loss is checked before the update (the verdict is the same on every rank: it is
-        # reduced), so a diverged step never reaches the weights or a checkpoint
-        loss_value = reduce_loss(loss, rt)
-        if not math.isfinite(loss_value):
-            stop_on_non_finite("pretrain", step + 1, loss_value, checkpoint_dir, metrics, progress, rt)
-        # fp16: an overflowed step (same verdict on every rank) updates nothing, not even the lr
-        # schedule (Megatron's skipped iteration); the scale is halved for the next one
-        update = scaler.update(grad_norm) if scaler is not None else True
-        for opt, sched in zip(optimizers, schedulers):
-            if update:
-                opt.step()
-                sched.step()
-            opt.zero_grad(set_to_none=True)
-        if float8_all_gather and update:
-            # the next all-gather's fp8 weight scales in one all-reduce (before the first step
-            # each weight all-reduces its own amax)
-            prec.precompute_float8_scales(parts)
-        if rt.device.type == "cuda":
-            torch.cuda.synchronize(rt.device)
-        step_s = time.perf_counter() - begin
-        step += 1
+    with life.start(start_step, last_step, Cadence(schedule.checkpoint_interval, schedule.checkpoint_every)):
+        while step < last_step:
+            begin = time.perf_counter()
+            batch = local_batch(train_stream, layout, step, rt.dp_rank)
+            loss = steps.train_step(batch)
+            if rt.dims.ep > 1:
+                par.sync_expert_grads(parts, rt.meshes["edp"], rt.dims.dp_cp)
+            grad_norm = grad_norm_and_clip(parts, schedule.grad_clip, rt, scaler.scale if scaler else 1.0)
+            lr = schedulers[0].get_last_lr()[0]
+            # the loss is checked before the update (the verdict is the same on every rank: it is
+            # reduced), so a diverged step never reaches the weights or a checkpoint
+            loss_value = reduce_loss(loss, rt)
+            life.check_finite(step + 1, loss_value)
+            # fp16: an overflowed step (same verdict on every rank) updates nothing, not even the lr
+            # schedule (Megatron's skipped iteration); the scale is halved for the next one
+            update = scaler.update(grad_norm) if scaler is not None else True
+            for opt, sched in zip(optimizers, schedulers):
+                if update:
+                    opt.step()
+                    sched.step()
+                opt.zero_grad(set_to_none=True)
+            if float8_all_gather and update:
+                # the next all-gather's fp8 weight scales in one all-reduce (before the first step
+                # each weight all-reduces its own amax)
+                prec.precompute_float8_scales(parts)
+            if rt.device.type == "cuda":
+                torch.cuda.synchronize(rt.device)
+            step_s = time.perf_counter() - begin
+            step += 1
 
-        record = None
-        if step % schedule.log_interval == 0 or step == last_step or step == start_step + 1:
-            record = step_record(step, loss_value, lr, grad_norm, step_s, tokens_per_step, predicted, rt)
-            if scaler is not None:
-                record.update(loss_scale=scaler.scale, skipped_steps=scaler.skipped_steps)
-            if step == start_step + 1:
-                # what rank 0 holds and computes: evidence of the layout in the log
-                record["layout"] = {"dp": rt.dims.dp, "tp": rt.dims.tp, "pp": rt.dims.pp, "cp": rt.dims.cp,
-                                    "ep": rt.dims.ep, "local_parameters": local_parameters(parts),
-                                    "local_tokens": steps.local_tokens}
-        if schedule.eval_interval and (step % schedule.eval_interval == 0 or step == last_step):
-            record = record or {"step": step}
-            record["val_loss"] = evaluate(steps, validation, settings, rt)
-        progress.step(step, loss_value)
-        if record is not None and metrics is not None:
-            metrics.write(**record)
-            progress.log(record)
-
-        due = schedule.checkpoint_every is not None and time.monotonic() - last_save >= schedule.checkpoint_every * 60
-        signalled, due = agree([stopper.received, int(due)], rt)
-        if step % schedule.checkpoint_interval == 0 or signalled or due or step == last_step:
-            extra = {"sequences_consumed": step * global_batch}
-            if scaler is not None:
-                extra["loss_scaler"] = scaler.state_dict()
-            save_checkpoint(checkpoint_dir, step, parts, optimizers, schedulers, schedule.keep_checkpoints, extra)
-            last_save = time.monotonic()
-        if signalled and step < last_step:
-            progress.close()
-            if is_main:
-                print(f"pretrain: signal {signalled} received; checkpointed step {step}, "
-                      f"exiting {EXIT_REQUEUE} to be requeued", flush=True)
-            if metrics is not None:
-                metrics.close()
-            if dist.is_initialized():
-                dist.destroy_process_group()
-            sys.exit(EXIT_REQUEUE)
-
-    progress.close()
-    if metrics is not None:
-        metrics.close()
-    return {"rt": rt, "parts": parts, "steps": last_step, "final_loss": loss_value}
+            record = None
+            if life.logs(step, schedule.log_interval):
+                record = life.step_record(step, loss_value, lr, grad_norm, step_s, tokens_per_step, predicted,
+                                          rt.world_size)
+                if scaler is not None:
+                    record.update(loss_scale=scaler.scale, skipped_steps=scaler.skipped_steps)
+                if step == start_step + 1:
+                    # what rank 0 holds and computes: evidence of the layout in the log
+                    record["layout"] = {"dp": rt.dims.dp, "tp": rt.dims.tp, "pp": rt.dims.pp, "cp": rt.dims.cp,
+                                        "ep": rt.dims.ep, "local_parameters": local_parameters(parts),
+                                        "local_tokens": steps.local_tokens}
+            if life.evaluates(step, schedule.eval_interval):
+                record = record or {"step": step}
+                record["val_loss"] = evaluate(steps, validation, settings, rt)
+            life.end_of_step(step, record, loss_value, save)
+    return {"rt": rt, "parts": parts, "steps": last_step, "final_loss": life.last_loss}

@@ -7,8 +7,9 @@ Inputs: `<run_dir>/tokenize/shards/`. Outputs under `<run_dir>/pretrain/`: `chec
 
 Run with `python -m specc.runtime config.json` (one process) or under torchrun/Slurm
 (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT from the environment). On
-SIGTERM/SIGUSR2 the stage checkpoints and exits with status 75 (`EXIT_REQUEUE`);
-rerunning the same config resumes from the newest complete checkpoint.
+SIGTERM/SIGUSR2 the stage checkpoints and exits with status 75
+(`specc.runtime.lifecycle.EXIT_REQUEUE`); rerunning the same config resumes from the newest
+complete checkpoint.
 """
 
 from __future__ import annotations
