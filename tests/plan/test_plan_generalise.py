@@ -7,7 +7,7 @@ import dataclasses
 
 from specc.catalog import load_catalog
 from specc.plan import timing
-from specc.plan.estimate import Workload, evaluate
+from specc.plan.estimate import Workload, estimate_layout
 from specc.plan.layout import Layout
 from specc.spec.model import ModelSpec
 
@@ -24,7 +24,7 @@ def _work(model: ModelSpec, seq: int, batch: int, devices: int, accelerator: str
 
 
 def _step(work: Workload, layout: Layout):
-    return evaluate(work, layout).time
+    return estimate_layout(work, layout).time
 
 
 def test_context_parallel_passes_only_the_local_kv_heads():
