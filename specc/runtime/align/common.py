@@ -87,11 +87,16 @@ def stage_context(config: dict) -> StageContext:
 
 def inputs_record(context: StageContext, keys: tuple[str, ...]) -> dict:
     """sha256 of each input model's weights, recorded in the stage's outputs (provenance)."""
+    from specc.spec.hf_config import is_hf_directory, weight_files
+
     record = {}
     for key in keys:
         if key in context.config["params"]:
-            weights = context.path(key) / "model.safetensors"
-            record[key] = {"path": str(context.path(key)), "sha256": file_sha256(weights)}
+            directory = context.path(key)
+            # a Hugging Face directory may hold its weights as shards: one digest per file
+            files = weight_files(directory) if is_hf_directory(directory) else [directory / "model.safetensors"]
+            record[key] = {"path": str(directory), "sha256": file_sha256(files[0])} if len(files) == 1 else \
+                {"path": str(directory), "sha256": {f.name: file_sha256(f) for f in files}}
     return record
 
 

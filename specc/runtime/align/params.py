@@ -78,9 +78,15 @@ def final_policy(spec: Spec) -> str:
     return f"{policies[-1]}/final" if policies else "pretrain/final"
 
 
+def trained_chat_template(spec: Spec, spec_dir: str) -> str | None:
+    """The chat template of the last SFT stage (what the served model was taught); None without SFT."""
+    templates = [_template(stage.chat_template, spec_dir) for stage in spec.alignment if stage.type == "sft"]
+    return templates[-1] if templates else None
+
+
 def deploy_params(spec: Spec, spec_dir: str) -> dict:
     special = spec.tokenizer.special_tokens
-    return {"targets": [target.model_dump(mode="json") for target in spec.deploy.targets],
+    return {"chat_template": trained_chat_template(spec, spec_dir),"targets": [target.model_dump(mode="json") for target in spec.deploy.targets],
             "model": spec.model.model_dump(mode="json"), "checkpoint": final_policy(spec),
             "tokenizer": tokenizer_location(spec, spec_dir), "shard_dir": "tokenize/shards",
             "eos_token": special[0], "pad_token": "<|pad|>" if "<|pad|>" in special else None,

@@ -1,0 +1,114 @@
+"""Hugging Face checkpoints in and out, checked with `transformers` itself on tiny random-weight
+models made locally (no downloads): for Llama, Mistral (sliding window), Qwen2 (q/k/v biases, tied
+head) and Mixtral (MoE), a sharded HF directory loads into specc with the same logits, trains a
+few SFT steps with the alignment runtime, exports back to HF (sharded, with the chat template),
+and `transformers` gives the same logits and the same greedy generation as specc."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from hf_helpers import ARCHITECTURES, make_hf_model
+from specc.spec.hf_config import (HFConfigError, architecture_for, hf_config, model_fields, read_hf_model,
+                                  unsupported)
+
+ATOL = 2e-5
+"""fp32 logits of the same weights through two implementations (summation order differs)."""
+
+
+def spec_fields(architecture: str) -> dict:
+    import transformers
+
+    config_name, _, extra = ARCHITECTURES[architecture]
+    from hf_helpers import COMMON
+
+    config = getattr(transformers, config_name)(**{**COMMON, **extra}).to_dict()
+    return model_fields(config)
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_config_round_trips_through_the_export_config(architecture):
+    """config.json -> ModelSpec fields -> the config.json the export writes -> the same fields."""
+    fields = spec_fields(architecture)
+    assert architecture_for(fields) == architecture
+    written = hf_config(fields, None, 0)
+    assert unsupported(written) == []
+    assert model_fields(written) == fields
+
+
+def test_unsupported_configs_say_why(tmp_path):
+    assert unsupported({"model_type": "gpt2"}) == ["model_type 'gpt2' (supported: llama, mistral, qwen2, mixtral)"]
+    assert unsupported({"model_type": "llama", "rope_scaling": {"rope_type": "llama3", "factor": 8.0},
+                        "attention_bias": True}) == ["RoPE scaling 'llama3' (specc computes unscaled RoPE)",
+                                                     "attention_bias (Llama's o_proj bias; specc has q/k/v biases only)"]
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    with pytest.raises(HFConfigError, match="has no 'num_attention_heads'"):
+        read_hf_model(tmp_path)
+
+
+def sft_rows(path):
+    rows = [{"messages": [{"role": "user", "content": f"What is {a} plus {b}?"},
+                          {"role": "assistant", "content": f"The answer is {a + b}."}]} for a in range(4) for b in range(3)]
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+@pytest.mark.slow  # transformers and an SFT stage per architecture, ~10 s each
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_hf_in_sft_hf_out_matches_transformers(architecture, tmp_path):
+    import transformers
+
+    from specc.runtime.align.chat import load_template
+    from specc.runtime.align.stage import run as run_stage
+    from specc.runtime.hf.export import export_hf
+    from specc.runtime.infer.decode import SamplingSettings, generate
+    from specc.runtime.infer.weights import load_codec, load_model
+
+    torch.set_num_threads(1)
+    source = make_hf_model(tmp_path / "hf-in", architecture)
+    assert (source / "model.safetensors.index.json").exists()
+    tokens = torch.randint(0, 320, (2, 19), generator=torch.Generator().manual_seed(0))
+    reference = transformers.AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32).eval()
+    ours = load_model(source)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(tokens), reference(tokens).logits, atol=ATOL, rtol=0)
+
+    # a few SFT steps through the alignment runtime, starting from the HF directory
+    run_dir = tmp_path / "run"
+    stage = {"type": "sft", "name": "sft", "data": str(sft_rows(tmp_path / "sft.jsonl")), "lr": 1e-2, "epochs": 1,
+             "batch_size": 4, "chat_template": "chatml"}
+    run_stage({"stage": "sft", "run_dir": str(run_dir), "params": {
+        "stage": stage, "init_checkpoint": str(source), "tokenizer": str(source / "tokenizer.json"),
+        "seq_len": 48, "seed": 0, "checkpoint_interval": 100}})
+    tuned = load_model(run_dir / "sft" / "final")
+    assert not torch.equal(tuned.layers["0"].attention.wq.weight, ours.layers["0"].attention.wq.weight)
+    provenance = json.loads((run_dir / "sft" / "final" / "provenance.json").read_text())
+    assert len(provenance["inputs"]["init_checkpoint"]["sha256"]) > 1  # one digest per shard
+
+    template = load_template("chatml")
+    out = tmp_path / "hf-out"
+    export_hf(tuned, out, source / "tokenizer.json", "<|endoftext|>", "<|pad|>", chat_template=template.source,
+              end_of_turn=template.end_of_turn, max_shard_bytes=30_000)
+    index = json.loads((out / "model.safetensors.index.json").read_text())
+    assert len(set(index["weight_map"].values())) > 1
+    assert read_hf_model(out).model_type == architecture
+    exported = transformers.AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(exported(tokens).logits, tuned(tokens), atol=ATOL, rtol=0)
+        torch.testing.assert_close(load_model(out)(tokens), tuned(tokens), atol=0, rtol=0)  # specc reloads it
+
+    # the chat template travels with the tokenizer; greedy generation agrees token for token
+    tokenizer = transformers.AutoTokenizer.from_pretrained(out)
+    messages = [{"role": "user", "content": "What is 2 plus 1?"}]
+    prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+    prompt = list(prompt["input_ids"] if hasattr(prompt, "keys") else prompt)
+    codec = load_codec(out / "tokenizer.json")
+    assert prompt == codec.encode(template.prompt(messages))
+    stop = (codec.eos_id, codec.tokenizer.token_to_id("<|im_end|>"))
+    ours_out = generate(tuned, prompt, 16, SamplingSettings(), stop_ids=stop).tokens
+    theirs = exported.generate(torch.tensor([prompt]), max_new_tokens=16, do_sample=False)[0, len(prompt):].tolist()
+    assert theirs == ours_out
+    assert json.loads((out / "tokenizer_config.json").read_text())["chat_template"] == template.source
