@@ -141,12 +141,16 @@ def _cmd_rules(args: argparse.Namespace) -> int:
 
     from specc.diagnostics.rules import RULES
 
-    chosen = [r for r in RULES if args.code in (None, r.code)]
+    from specc.diagnostics.rules.hf_rules import SOURCE_RULES
+
+    listed = [(r.code, r.name, ", ".join(r.needs), r.documentation) for r in RULES]
+    listed += [(code, check.__name__, "model.init_from's directory", check.__doc__ or "") for code, check in SOURCE_RULES]
+    chosen = [rule for rule in listed if args.code in (None, rule[0])]
     if not chosen:
         raise UsageError(f"no rule {args.code!r}; run `specc rules` for the list")
-    for rule in chosen:
-        print(f"{rule.code}  {rule.name}  (reads: {', '.join(rule.needs)})")
-        print(inspect.cleandoc(rule.documentation))
+    for code, name, needs, documentation in chosen:
+        print(f"{code}  {name}  (reads: {needs})")
+        print(inspect.cleandoc(documentation))
         print()
     return EXIT_OK
 

@@ -112,3 +112,39 @@ def test_hf_in_sft_hf_out_matches_transformers(architecture, tmp_path):
     theirs = exported.generate(torch.tensor([prompt]), max_new_tokens=16, do_sample=False)[0, len(prompt):].tolist()
     assert theirs == ours_out
     assert json.loads((out / "tokenizer_config.json").read_text())["chat_template"] == template.source
+
+
+SPEC = """name: finetune
+model:
+  init_from: {init_from}
+schedule:
+  lr: 1e-5
+  seq_len: 32
+  global_batch_size: 8
+  steps: 10
+  checkpoint_interval: 5
+cluster:
+  accelerator: cpu
+"""
+
+
+@pytest.mark.slow  # transformers to make the directory, then validate + plan in a fresh interpreter (~5 s)
+def test_spec_with_only_init_from_validates_and_plans_without_torch(tmp_path):
+    import subprocess
+    import sys
+
+    make_hf_model(tmp_path / "mixtral-tiny", "mixtral")
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(SPEC.format(init_from="mixtral-tiny"))
+    code = ("import sys, json; from specc.diagnostics.check import check_file; from specc.cli import main;"
+            f"result = check_file({str(spec)!r}); assert result.valid, [d.to_text() for d in result.diagnostics];"
+            "m, t = result.spec.model, result.spec.tokenizer;"
+            "print(json.dumps([m.num_layers, m.moe.num_experts, m.moe.top_k, m.moe.capacity_factor, m.init_from, t.path,"
+            " t.special_tokens]));"
+            f"rc = main(['plan', {str(spec)!r}]);"
+            "assert 'torch' not in sys.modules, 'torch imported'; sys.exit(rc)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    fields = json.loads(result.stdout.splitlines()[0])
+    assert fields == [2, 4, 2, 2.0, str(tmp_path / "mixtral-tiny"), str(tmp_path / "mixtral-tiny" / "tokenizer.json"),
+                      ["<|endoftext|>", "<|pad|>"]]
