@@ -157,3 +157,20 @@ def load_hf_model(directory: Path, device: str | torch.device = "cpu", **trainin
     model = meta_model(spec)
     materialize_from_hf(model, directory, device, spec)
     return model.eval()
+
+
+def initial_model(spec: ModelSpec, seed: int) -> Transformer:
+    """The model the pretrain loop starts from: on the meta device when `model.init_from` names a
+    Hugging Face directory (`load_initial_weights` fills each rank's shards after parallelizing),
+    else built and initialised from the seed."""
+    from specc.runtime.train.model import build_model
+
+    return meta_model(spec) if spec.init_from else build_model(spec, seed)
+
+
+def load_initial_weights(part: nn.Module, spec: ModelSpec, device: torch.device, rank: int) -> None:
+    """Materialise a parallelized meta-device part from `model.init_from` (reads only its shards)."""
+    stats = materialize_from_hf(part, Path(spec.init_from), device, spec)
+    if rank == 0:
+        print(f"pretrain: weights from {spec.init_from}: {stats['bytes_read'] / 2**20:.1f} MiB read by rank 0 "
+              f"in {stats['seconds']:.2f} s", flush=True)
