@@ -34,6 +34,7 @@ def main(directory: str, layout: str, out: str) -> None:
     if hasattr(logits, "full_tensor"):
         logits = logits.full_tensor()
     torch.save(logits, Path(out) / f"logits-{rank}.pt")
+    stats["tied"] = model.output.weight is model.embeddings.tok_embeddings.weight
     Path(out, f"stats-{rank}.json").write_text(json.dumps(stats))
     dist.destroy_process_group()
 

@@ -49,6 +49,16 @@ def test_unsupported_configs_say_why(tmp_path):
         read_hf_model(tmp_path)
 
 
+def test_export_command_reports_mistakes(tmp_path, capsys):
+    from specc.cli import main
+
+    assert main(["export", str(tmp_path / "missing"), str(tmp_path / "out")]) == 1
+    assert f"no directory {tmp_path / 'missing'}" in capsys.readouterr().err
+    (tmp_path / "stage" / "final").mkdir(parents=True)
+    assert main(["export", str(tmp_path / "stage" / "final"), str(tmp_path / "out"), "--tokenizer", "t.json"]) == 1
+    assert "neither a model directory (config.json) nor a training checkpoint" in capsys.readouterr().err
+
+
 def sft_rows(path):
     rows = [{"messages": [{"role": "user", "content": f"What is {a} plus {b}?"},
                           {"role": "assistant", "content": f"The answer is {a + b}."}]} for a in range(4) for b in range(3)]
@@ -73,6 +83,7 @@ def test_hf_in_sft_hf_out_matches_transformers(architecture, tmp_path):
     tokens = torch.randint(0, 320, (2, 19), generator=torch.Generator().manual_seed(0))
     reference = transformers.AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32).eval()
     ours = load_model(source)
+    assert (ours.output.weight is ours.embeddings.tok_embeddings.weight) is (architecture == "qwen2")
     with torch.no_grad():
         torch.testing.assert_close(ours(tokens), reference(tokens).logits, atol=ATOL, rtol=0)
 
@@ -112,6 +123,16 @@ def test_hf_in_sft_hf_out_matches_transformers(architecture, tmp_path):
     theirs = exported.generate(torch.tensor([prompt]), max_new_tokens=16, do_sample=False)[0, len(prompt):].tolist()
     assert theirs == ours_out
     assert json.loads((out / "tokenizer_config.json").read_text())["chat_template"] == template.source
+
+    # `specc export` of the stage's last training checkpoint (DCP) gives the same model
+    from specc.cli import main
+
+    checkpoint = sorted((run_dir / "sft" / "checkpoints").glob("step-*"))[-1]
+    assert main(["export", str(checkpoint), str(tmp_path / "cli-out"), "--tokenizer", str(source / "tokenizer.json"),
+                 "--chat-template", "chatml", "--max-shard-mib", "1"]) == 0
+    from_cli = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "cli-out", dtype=torch.float32).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(from_cli(tokens).logits, tuned(tokens), atol=ATOL, rtol=0)
 
 
 SPEC = """name: finetune

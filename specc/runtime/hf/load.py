@@ -117,6 +117,16 @@ def read_parameter(reader: WeightReader, name: str, region: tuple[slice, ...], f
     return torch.stack([reader.read(source.names[e], (cols, rows)).t() for e in range(experts.start, experts.stop)])
 
 
+def retie(model: nn.Module, spec: ModelSpec) -> None:
+    """`to_empty` replaces a meta parameter with a new Parameter per module, which unties a tied
+    head from the embedding: tie them again (the head then trains with the embedding)."""
+    if not spec.tie_embeddings:
+        return
+    for module in model.modules():
+        if isinstance(module, Transformer) and module.embeddings is not None and module.output is not None:
+            module.output.weight = module.embeddings.tok_embeddings.weight
+
+
 @torch.no_grad()
 def fill_buffers(model: nn.Module) -> None:
     """Recompute the non-persistent buffers `to_empty` left uninitialised."""
@@ -138,6 +148,7 @@ def materialize_from_hf(model: nn.Module, directory: Path, device: torch.device 
     pipeline stage reads only the layers it kept. Returns {"bytes_read", "seconds"}."""
     start = time.perf_counter()
     model.to_empty(device=device)
+    retie(model, spec)
     reader = WeightReader(directory)
     num_experts = spec.moe.num_experts if spec.moe else 0
     for name, param in model.named_parameters():
