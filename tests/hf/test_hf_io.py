@@ -29,6 +29,7 @@ def spec_fields(architecture: str) -> dict:
     return model_fields(config)
 
 
+@pytest.mark.slow  # imports transformers (~10 s cold)
 @pytest.mark.parametrize("architecture", ARCHITECTURES)
 def test_config_round_trips_through_the_export_config(architecture):
     """config.json -> ModelSpec fields -> the config.json the export writes -> the same fields."""
