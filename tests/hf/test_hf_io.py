@@ -7,6 +7,7 @@ and `transformers` gives the same logits and the same greedy generation as specc
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -170,3 +171,32 @@ def test_spec_with_only_init_from_validates_and_plans_without_torch(tmp_path):
     fields = json.loads(result.stdout.splitlines()[0])
     assert fields == [2, 4, 2, 2.0, str(tmp_path / "mixtral-tiny"), str(tmp_path / "mixtral-tiny" / "tokenizer.json"),
                       ["<|endoftext|>", "<|pad|>"]]
+
+
+@pytest.mark.slow  # transformers and two pretraining steps (~5 s)
+def test_pretraining_starts_from_init_from(tmp_path):
+    """The pretrain loop builds the model on the meta device and fills it from `model.init_from`:
+    after one step at a tiny learning rate the weights are the HF weights, barely moved."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "train"))
+    from train_helpers import make_shards, tiny_schedule
+
+    from specc.runtime.hf.load import load_hf_model
+    from specc.runtime.train.loop import TrainSettings, train
+    from specc.spec.model import ModelSpec
+    from specc.spec.parallel import ParallelSpec
+    from specc.spec.schedule import ScheduleSpec
+
+    torch.set_num_threads(1)
+    source = make_hf_model(tmp_path / "hf", "mistral")
+    fields = read_hf_model(source).fields
+    model = ModelSpec.model_validate({**fields, "init_from": str(source)})
+    summary = train(TrainSettings(model, ParallelSpec(dp=1, micro_batch=4, precision="fp32"),
+                                  ScheduleSpec.model_validate(tiny_schedule(steps=1, lr=1e-6, min_lr=1e-7,
+                                                                            warmup_steps=0, checkpoint_interval=1)),
+                                  tmp_path / "out", make_shards(tmp_path / "shards")))
+    trained = summary["parts"][0].state_dict()
+    for name, value in load_hf_model(source).state_dict().items():
+        assert (trained[name] - value).abs().max() < 1e-4, name
+    assert not torch.equal(trained["layers.0.attention.wq.weight"], load_hf_model(source).layers["0"].attention.wq.weight)
