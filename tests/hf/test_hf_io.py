@@ -91,17 +91,19 @@ def test_hf_in_sft_hf_out_matches_transformers(architecture, tmp_path):
 
     # a few SFT steps through the alignment runtime, starting from the HF directory
     run_dir = tmp_path / "run"
+    # the chat template is the directory's own (what validate fills in under model.init_from)
     stage = {"type": "sft", "name": "sft", "data": str(sft_rows(tmp_path / "sft.jsonl")), "lr": 1e-2, "epochs": 1,
-             "batch_size": 4, "chat_template": "chatml"}
+             "batch_size": 4, "chat_template": str(source / "tokenizer_config.json")}
     run_stage({"stage": "sft", "run_dir": str(run_dir), "params": {
         "stage": stage, "init_checkpoint": str(source), "tokenizer": str(source / "tokenizer.json"),
-        "seq_len": 48, "seed": 0, "checkpoint_interval": 100}})
+        "seq_len": 48, "seed": 0, "checkpoint_interval": 100, "eos_token": "<|endoftext|>", "pad_token": "<|pad|>"}})
     tuned = load_model(run_dir / "sft" / "final")
     assert not torch.equal(tuned.layers["0"].attention.wq.weight, ours.layers["0"].attention.wq.weight)
     provenance = json.loads((run_dir / "sft" / "final" / "provenance.json").read_text())
     assert len(provenance["inputs"]["init_checkpoint"]["sha256"]) > 1  # one digest per shard
 
-    template = load_template("chatml")
+    template = load_template(str(source / "tokenizer_config.json"))
+    assert template.end_of_turn == "<|im_end|>"
     out = tmp_path / "hf-out"
     export_hf(tuned, out, source / "tokenizer.json", "<|endoftext|>", "<|pad|>", chat_template=template.source,
               end_of_turn=template.end_of_turn, max_shard_bytes=30_000)
@@ -140,6 +142,11 @@ def test_hf_in_sft_hf_out_matches_transformers(architecture, tmp_path):
 SPEC = """name: finetune
 model:
   init_from: {init_from}
+alignment:
+  - type: sft
+    name: sft
+    data: sft.jsonl
+    init_from: ./{init_from}
 schedule:
   lr: 1e-5
   seq_len: 32
@@ -163,14 +170,15 @@ def test_spec_with_only_init_from_validates_and_plans_without_torch(tmp_path):
             f"result = check_file({str(spec)!r}); assert result.valid, [d.to_text() for d in result.diagnostics];"
             "m, t = result.spec.model, result.spec.tokenizer;"
             "print(json.dumps([m.num_layers, m.moe.num_experts, m.moe.top_k, m.moe.capacity_factor, m.init_from, t.path,"
-            " t.special_tokens]));"
+            " t.special_tokens, result.spec.alignment[0].chat_template]));"
             f"rc = main(['plan', {str(spec)!r}]);"
             "assert 'torch' not in sys.modules, 'torch imported'; sys.exit(rc)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
     fields = json.loads(result.stdout.splitlines()[0])
-    assert fields == [2, 4, 2, 2.0, str(tmp_path / "mixtral-tiny"), str(tmp_path / "mixtral-tiny" / "tokenizer.json"),
-                      ["<|endoftext|>", "<|pad|>"]]
+    directory = tmp_path / "mixtral-tiny"
+    assert fields == [2, 4, 2, 2.0, str(directory), str(directory / "tokenizer.json"), ["<|endoftext|>", "<|pad|>"],
+                      str(directory / "tokenizer_config.json")]
 
 
 @pytest.mark.slow  # transformers and two pretraining steps (~5 s)

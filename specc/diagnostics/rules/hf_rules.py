@@ -19,7 +19,8 @@ from pathlib import Path
 from specc.diagnostics.diagnostic import Diagnostic, format_path
 from specc.diagnostics.rules.base import Finding
 from specc.spec.hf_config import (HF_NAMES, MOE_TRAINING_CHOICES, TRAINING_CHOICES, HFConfigError, HFModel,
-                                  looks_like_hub_id, read_hf_model, token_text, tokenizer_files, weight_files)
+                                  chat_template, looks_like_hub_id, read_hf_model, token_text, tokenizer_files,
+                                  weight_files)
 from specc.spec.loader import SourceMap
 
 WHERE = ("model", "init_from")
@@ -202,6 +203,11 @@ def _complete(data: dict, source: InitFrom) -> None:
         special = [token_text(tokenizer_config.get(key)) for key in ("eos_token", "pad_token")]
         if special[0] and "special_tokens" not in tokenizer:
             tokenizer["special_tokens"] = [t for t in dict.fromkeys(special) if t]
+    if chat_template(tokenizer_config) is not None:
+        # SFT stages that name no template train with the directory's own
+        for stage in data.get("alignment") or []:
+            if isinstance(stage, dict) and stage.get("type") == "sft" and "chat_template" not in stage:
+                stage["chat_template"] = str(tokenizer_json.with_name("tokenizer_config.json"))
 
 
 def suppresses(diagnostic: Diagnostic, init_from: list[Diagnostic]) -> bool:

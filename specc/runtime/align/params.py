@@ -35,6 +35,13 @@ def _template(name: str, spec_dir: str) -> str:
     return name if name in ("chatml", "llama3") else absolute(name, spec_dir)
 
 
+def special_tokens(spec: Spec) -> dict:
+    """The end-of-document and padding tokens the stages encode with (the tokenizer's first
+    special token is EOS; the second, if any, pads)."""
+    special = spec.tokenizer.special_tokens
+    return {"eos_token": special[0], **({"pad_token": special[1]} if len(special) > 1 else {})}
+
+
 def alignment_params(spec: Spec, spec_dir: str) -> list[tuple[str, dict]]:
     """(stage name, params) for every alignment stage, in spec order."""
     earlier: dict[str, str] = {}
@@ -56,7 +63,8 @@ def alignment_params(spec: Spec, spec_dir: str) -> list[tuple[str, dict]]:
                   "tokenizer": tokenizer_location(spec, spec_dir), "chat_template": template,
                   "seq_len": stage_seq_len(stage, spec.schedule.seq_len, spec.model.max_seq_len),
                   "seed": spec.schedule.seed, "checkpoint_interval": spec.schedule.checkpoint_interval,
-                  "loss": parallel.loss, "loss_chunk_tokens": parallel.loss_chunk_tokens}
+                  "loss": parallel.loss, "loss_chunk_tokens": parallel.loss_chunk_tokens,
+                  **special_tokens(spec)}
         if stage.type == "dpo":
             reference = stage.init_from if stage.reference == "init" else stage.reference
             params["reference_checkpoint"] = _model_dir(reference, earlier, spec_dir)
