@@ -108,6 +108,8 @@ def unsupported(config: dict) -> list[str]:
         reasons.append("a mix of full and sliding-window layers")
     if model_type == "mixtral" and config.get("num_experts_per_tok", 2) < 2:
         reasons.append("num_experts_per_tok 1 (specc renormalises top-k weights only for k > 1)")
+    if model_type == "mixtral" and config.get("router_jitter_noise", 0.0):
+        reasons.append(f"router_jitter_noise {config['router_jitter_noise']} (specc's router adds no noise)")
     if config.get("attention_dropout", 0.0):
         reasons.append(f"attention_dropout {config['attention_dropout']}")
     return reasons
@@ -130,10 +132,12 @@ def model_fields(config: dict) -> dict:
         fields["sliding_window"] = config.get("sliding_window")
     if config["model_type"] == "mixtral":
         experts, top_k = config["num_local_experts"], config.get("num_experts_per_tok", 2)
+        # HF's load_balancing_loss_func sums f x P over the k choices separately, specc's Switch loss
+        # averages the assignment shares over them (`specc.runtime.train.moe`): k x the weight is the same loss
         fields["moe"] = {"num_experts": experts, "top_k": top_k,
                          # Mixtral drops no token: capacity = every token of the micro-batch
                          "capacity_factor": experts / top_k,
-                         "aux_loss_weight": config.get("router_aux_loss_coef", 0.001)}
+                         "aux_loss_weight": config.get("router_aux_loss_coef", 0.001) * top_k}
     return fields
 
 
@@ -249,6 +253,6 @@ def hf_config(model: dict, bos_id: int | None, eos_id: int | None, pad_id: int |
     if model_type == "mixtral":
         moe = model["moe"]
         config.update(num_local_experts=moe["num_experts"], num_experts_per_tok=moe["top_k"],
-                      router_aux_loss_coef=moe.get("aux_loss_weight", 0.01), router_jitter_noise=0.0,
+                      router_aux_loss_coef=moe.get("aux_loss_weight", 0.01) / moe["top_k"], router_jitter_noise=0.0,
                       output_router_logits=False)
     return config

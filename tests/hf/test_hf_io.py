@@ -208,3 +208,26 @@ def test_pretraining_starts_from_init_from(tmp_path):
     for name, value in load_hf_model(source).state_dict().items():
         assert (trained[name] - value).abs().max() < 1e-4, name
     assert not torch.equal(trained["layers.0.attention.wq.weight"], load_hf_model(source).layers["0"].attention.wq.weight)
+
+
+@pytest.mark.slow  # imports transformers
+@pytest.mark.parametrize("top_k", [2, 3])
+def test_mixtral_aux_loss_weight_means_the_same_loss(top_k):
+    """HF's router_aux_loss_coef x its load-balancing loss == specc's aux_loss_weight x the Switch
+    loss, with the weight `model_fields` maps (k x the coefficient): the same training objective."""
+    import torch.nn.functional as F
+    from transformers.models.mixtral.modeling_mixtral import load_balancing_loss_func
+
+    from specc.runtime.train.moe import switch_aux_loss
+
+    experts, coefficient = 8, 0.02
+    logits = torch.randn(37, experts, generator=torch.Generator().manual_seed(top_k))
+    probs = logits.softmax(dim=-1)
+    choice_major = probs.topk(top_k, dim=-1).indices.t().reshape(-1)  # as MoE.forward orders them
+    weight = model_fields({"model_type": "mixtral", "num_attention_heads": 4, "num_hidden_layers": 1, "hidden_size": 8,
+                           "intermediate_size": 8, "vocab_size": 8, "max_position_embeddings": 8,
+                           "num_local_experts": experts, "num_experts_per_tok": top_k,
+                           "router_aux_loss_coef": coefficient})["moe"]["aux_loss_weight"]
+    ours = weight * switch_aux_loss(probs, F.one_hot(choice_major, experts), experts)
+    theirs = coefficient * load_balancing_loss_func((logits,), experts, top_k)
+    torch.testing.assert_close(ours, theirs)
