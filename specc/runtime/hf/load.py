@@ -100,9 +100,9 @@ def local_region(param: torch.Tensor) -> tuple[torch.Tensor, tuple[slice, ...]]:
     return param.data, tuple(slice(0, s) for s in param.shape)
 
 
-def read_parameter(reader: WeightReader, name: str, region: tuple[slice, ...], full_shape, num_experts: int,
-                   tied: bool) -> torch.Tensor:
-    """The values of `region` of specc parameter `name`, from the HF tensors."""
+def read_into(local: torch.Tensor, reader: WeightReader, name: str, region: tuple[slice, ...], full_shape,
+              num_experts: int, tied: bool) -> None:
+    """Fill `local` (this rank's `region` of specc parameter `name`) from the HF tensors."""
     source = hf_source(name, num_experts)
     if name == "output.weight" and tied:
         source = hf_source("embeddings.tok_embeddings.weight")
@@ -111,10 +111,12 @@ def read_parameter(reader: WeightReader, name: str, region: tuple[slice, ...], f
         if expected is not None and tuple(expected) != tuple(full_shape):
             raise StageError(f"{reader.directory}: tensor {source.names[0]!r} has shape {list(expected)}, "
                              f"config.json implies {list(full_shape)}")
-        return reader.read(source.names[0], region)
+        local.copy_(reader.read(source.names[0], region))
+        return
     experts, rows, cols = region
-    # specc (expert, in, out) <- HF expert Linear weight (out, in): slice transposed, then transpose
-    return torch.stack([reader.read(source.names[e], (cols, rows)).t() for e in range(experts.start, experts.stop)])
+    # specc (expert, in, out) <- HF expert Linear weight (out, in): read the transposed slice
+    for index, expert in enumerate(range(experts.start, experts.stop)):
+        local[index].copy_(reader.read(source.names[expert], (cols, rows)).t())
 
 
 def retie(model: nn.Module, spec: ModelSpec) -> None:
@@ -156,8 +158,7 @@ def materialize_from_hf(model: nn.Module, directory: Path, device: torch.device 
         local, region = local_region(param)
         if local.numel() == 0:
             continue
-        values = read_parameter(reader, name, region, param.shape, num_experts, spec.tie_embeddings)
-        local.copy_(values.to(device=local.device, dtype=local.dtype))
+        read_into(local, reader, name, region, param.shape, num_experts, spec.tie_embeddings)
     fill_buffers(model)
     return {"bytes_read": reader.bytes_read, "seconds": time.perf_counter() - start}
 
