@@ -154,10 +154,10 @@ def weight_files(directory: Path) -> list[Path]:
     index = directory / WEIGHTS_INDEX
     if index.exists():
         try:
-            weight_map = json.loads(index.read_text())["weight_map"]
-        except (OSError, ValueError, KeyError, TypeError) as error:
+            files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+            return [directory / name for name in files]
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
             raise HFConfigError(f"{index} is not a safetensors index ({error})") from None
-        return [directory / name for name in sorted(set(weight_map.values()))]
     single = directory / WEIGHTS_FILE
     if single.exists():
         return [single]
@@ -169,13 +169,18 @@ def weight_files(directory: Path) -> list[Path]:
 def read_hf_model(directory: Path) -> HFModel:
     """Read and check a local Hugging Face directory; HFConfigError says what is missing or unsupported."""
     config = read_config(directory)
-    reasons = unsupported(config)
-    if reasons:
-        raise HFConfigError(f"{directory / 'config.json'}: specc cannot load " + "; ".join(reasons))
+    path = directory / "config.json"
     try:
+        reasons = unsupported(config)
+        if reasons:
+            raise HFConfigError(f"{path}: specc cannot load " + "; ".join(reasons))
         fields = model_fields(config)
     except KeyError as error:
-        raise HFConfigError(f"{directory / 'config.json'} has no {error.args[0]!r}") from None
+        raise HFConfigError(f"{path} has no {error.args[0]!r}") from None
+    except (TypeError, ValueError, AttributeError, ZeroDivisionError) as error:
+        if isinstance(error, HFConfigError):
+            raise
+        raise HFConfigError(f"{path} has a value of the wrong type ({error})") from None
     return HFModel(directory, config["model_type"], config, fields)
 
 

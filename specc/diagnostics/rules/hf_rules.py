@@ -50,7 +50,7 @@ def init_from_is_a_local_directory(source: InitFrom) -> Iterator[Finding]:
         return
     if looks_like_hub_id(source.value):
         local = source.value.split("/")[-1]
-        yield Finding(WHERE, f"`{source.value}` is a Hugging Face Hub id, not a local directory; specc does not "
+        yield Finding(WHERE, f"no local directory `{source.value}`; if it is a Hugging Face Hub id, specc does not "
                              "download models at run time",
                       f"download it first: `huggingface-cli download {source.value} --local-dir {local}`, "
                       f"then set init_from: {local}")
