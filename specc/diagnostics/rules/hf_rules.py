@@ -48,7 +48,10 @@ def init_from_is_a_local_directory(source: InitFrom) -> Iterator[Finding]:
     """
     if source.directory.is_dir():
         return
-    if looks_like_hub_id(source.value):
+    if source.directory.exists():
+        yield Finding(WHERE, f"`{source.value}` is a file, not a directory",
+                      "init_from names the directory that holds config.json, the weights and tokenizer.json")
+    elif looks_like_hub_id(source.value):
         local = source.value.split("/")[-1]
         yield Finding(WHERE, f"no local directory `{source.value}`; if it is a Hugging Face Hub id, specc does not "
                              "download models at run time",
