@@ -35,7 +35,8 @@ def make_tokenizer(path: Path) -> Path:
     return path
 
 
-def make_hf_model(directory: Path, architecture: str, seed: int = 0, max_shard_size: str | None = "40KB") -> Path:
+def make_hf_model(directory: Path, architecture: str, seed: int = 0, max_shard_size: str | None = "40KB",
+                  **overrides) -> Path:
     """A random-weight model saved by `save_pretrained` (sharded above `max_shard_size`) with a
     tokenizer and a ChatML chat template, as a downloaded Hub snapshot would be laid out."""
     import json
@@ -45,7 +46,7 @@ def make_hf_model(directory: Path, architecture: str, seed: int = 0, max_shard_s
 
     config_name, model_name, extra = ARCHITECTURES[architecture]
     config = getattr(transformers, config_name)(**{**COMMON, **extra, "eos_token_id": 0, "bos_token_id": None,
-                                                   "pad_token_id": 1})
+                                                   "pad_token_id": 1, **overrides})
     torch.manual_seed(seed)
     model = getattr(transformers, model_name)(config).eval()
     with torch.no_grad():  # random init has zero biases and unit norms: make every weight matter
