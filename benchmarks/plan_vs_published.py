@@ -25,7 +25,12 @@ specc's two (optimistic: their fused kernels still hold the 16-bit logits); MaxT
 (`auto`). `--loss full` is the planner before `parallel.loss` existed. Throughput is always evaluated
 without the chunked loss's head recompute, which none of these stacks runs.
 
-Usage: python benchmarks/plan_vs_published.py [--fit] [--cv] [--rows] [--loss source|auto|chunked|full]
+Held out: benchmarks/data/held_out_runs.json holds runs from sources the calibration never saw (NVIDIA
+NeMo / Megatron-Core with Transformer Engine, fp8, on H100, B200 and GB200, dense and MoE, up to 64k
+tokens), each with its source URL. No constant is ever fitted on them; `--held-out` reports them by
+source, precision, MoE vs dense and sequence length.
+
+Usage: python benchmarks/plan_vs_published.py [--fit] [--cv] [--held-out] [--rows] [--loss source|auto|chunked|full]
 """
 
 from __future__ import annotations
@@ -48,9 +53,13 @@ from specc.plan.params import flops_per_token  # noqa: E402
 from specc.spec.model import ModelSpec  # noqa: E402
 
 DATA = Path(__file__).resolve().parent / "data" / "published_runs.json"
+HELD_OUT = Path(__file__).resolve().parent / "data" / "held_out_runs.json"
+"""Published runs from sources outside the calibration (NeMo/Megatron-Core on H100, B200, GB200: fp8, MoE,
+long context): never fitted, evaluated with the constants as they are (`--held-out`)."""
 
 HARDWARE = {"A100-SXM4-80GB": "a100-80gb", "A100-SXM4-40GB": "a100-40gb", "H100-SXM5-80GB": "h100-sxm",
-            "H100-96GB-HBM2e(500W)": "h100-sxm", "TPU-v5e": "tpu-v5e", "TPU-v4": "tpu-v4"}
+            "H100-96GB-HBM2e(500W)": "h100-sxm", "TPU-v5e": "tpu-v5e", "TPU-v4": "tpu-v4", "B200": "b200",
+            "GB200": "gb200"}
 
 
 def accelerator_for(hardware_type: str):
@@ -76,11 +85,15 @@ def model_of(row: dict) -> ModelSpec:
     gpt_like = group in ("megatron_sc21_a100", "korthikanti_a100", "llmfoundry")
     ffn_type = m["ffn_type"]
     activation = "swiglu" if ffn_type.startswith("swiglu") else ("relu" if ffn_type.startswith("relu") else "gelu")
+    # MoE rows run dropless (Megatron-Core): no capacity padding, the planner's capacity factor 1
+    moe = {**m["moe"], "capacity_factor": 1.0} if m.get("moe") else None
     return ModelSpec(
         num_layers=m["layers"], hidden_size=m["hidden"], num_heads=m["heads"], num_kv_heads=m["kv_heads"],
         head_dim=m.get("head_dim"), ffn_hidden_size=m["ffn_hidden"], activation=activation,
-        norm="layernorm" if gpt_like else "rmsnorm", position="learned" if gpt_like else "rope",
-        vocab_size=m["vocab"], max_seq_len=m["seq_len"], tie_embeddings=gpt_like,
+        norm=m.get("norm") or ("layernorm" if gpt_like else "rmsnorm"),
+        position=m.get("position") or ("learned" if gpt_like else "rope"),
+        vocab_size=m["vocab"], max_seq_len=m["seq_len"], tie_embeddings=gpt_like, moe=moe,
+        attention_kernel=row["layout"].get("attention_kernel") or "auto",
         # Megatron 2021-22 stored the attention scores (fused softmax, no flash) and used dropout 0.1.
         attention="eager" if group in ("megatron_sc21_a100", "korthikanti_a100") else "flash",
         dropout=0.1 if group in ("megatron_sc21_a100", "korthikanti_a100") else 0.0)
@@ -125,11 +138,15 @@ def layout_of(row: dict) -> Layout | None:
     policy = "alternate_matmuls" if recompute == "selective(op)" else "matmuls"
     recompute = "selective" if recompute.startswith("selective") else recompute
     vpp = lay.get("vpp") or 1
-    return Layout(dp=dp, tp=lay["tp"], pp=lay["pp"], cp=cp, ep=lay.get("ep") or 1, vpp=vpp, zero_stage=0,
+    # Megatron's distributed optimizer (NeMo rows) is ZeRO-1; the calibration rows are planned as before
+    zero_stage = 1 if lay.get("zero_stage") == 1 and not fsdp else 0
+    return Layout(dp=dp, tp=lay["tp"], pp=lay["pp"], cp=cp, ep=lay.get("ep") or 1, vpp=vpp, zero_stage=zero_stage,
                   fsdp=fsdp, hsdp_replicas=max(1, dp * cp // shard) if fsdp else 1,
                   sp=bool(lay.get("sequence_parallel")) or (row["group"] == "korthikanti_a100" and recompute == "selective"),
                   micro_batch=micro, grad_accum=max(1, lay["global_batch"] // (dp * micro)), recompute=recompute,
                   selective_policy=policy, pp_schedule="interleaved" if vpp > 1 else "1f1b", precision=precision_of(lay["precision"]),
+                  # torchtitan names its torchao recipe in the precision ("float8_rowwise"); unnamed is tensorwise
+                  fp8_recipe="rowwise" if "rowwise" in lay["precision"].lower() else "tensorwise",
                   compile=bool(lay.get("torch_compile")),
                   grad_sync="every",  # FSDP1/composer and torchtitan reduce every micro-batch
                   loss=loss_of(row))
@@ -168,7 +185,8 @@ def evaluate_row(row: dict) -> dict | None:
     timed = evaluate(work, dataclasses.replace(layout, loss="full")) if layout.loss != "full" else estimate
     predicted = timed.time.tokens_per_s / layout.devices
     result = {"id": row["id"], "source": source_of(row), "measured": measured, "fits": estimate.memory.fits,
-              "predicted": predicted, "error": predicted / measured - 1}
+              "predicted": predicted, "error": predicted / measured - 1, "precision": layout.precision,
+              "moe": model.moe is not None, "seq_len": row["model"]["seq_len"]}
     peak = row["measured"].get("peak_memory_gib")
     if peak:
         # torch's max-reserved excludes the CUDA context the plan adds.
@@ -179,6 +197,36 @@ def evaluate_row(row: dict) -> dict | None:
 
 def load_rows() -> list[dict]:
     return json.loads(DATA.read_text())
+
+
+def load_held_out() -> list[dict]:
+    return json.loads(HELD_OUT.read_text())
+
+
+def _seq_bucket(seq: int) -> str:
+    return "seq <= 4k" if seq <= 4096 else ("seq 8k" if seq <= 8192 else "seq > 8k (long context)")
+
+
+SLICES = {"source": lambda r: r["source"], "precision": lambda r: r["precision"],
+          "moe/dense": lambda r: "MoE" if r["moe"] else "dense", "sequence": lambda r: _seq_bucket(r["seq_len"])}
+"""How `report_slices` cuts the rows: by source, compute precision, MoE vs dense and sequence length."""
+
+
+def report_slices(results: list[dict], title: str) -> None:
+    """|error| % by source, precision, MoE vs dense and sequence length, then the pooled rows and the
+    share of rows within 10% and 20%."""
+    print(title)
+    for name, key in SLICES.items():
+        print(f"  by {name}:")
+        for value in sorted({key(r) for r in results}):
+            chosen = [r for r in results if key(r) == value]
+            med, mean, p90 = _summary([r["error"] for r in chosen])
+            bias = statistics.median(r["error"] for r in chosen) * 100
+            print(f"    {value:30} n={len(chosen):3d} median {med:5.1f} mean {mean:5.1f} p90 {p90:5.1f} bias {bias:+6.1f}")
+    med, mean, p90 = _summary([r["error"] for r in results])
+    within = [sum(abs(r["error"]) <= limit for r in results) / len(results) for limit in (0.10, 0.20)]
+    print(f"  all {len(results)} rows: median {med:.1f} mean {mean:.1f} p90 {p90:.1f}; within 10%: {within[0]:.0%}, "
+          f"within 20%: {within[1]:.0%}; predicted to fit in memory: {sum(r['fits'] for r in results)} of {len(results)}")
 
 
 def evaluate_all(rows: list[dict]) -> list[dict]:
@@ -339,6 +387,8 @@ def main() -> None:
     parser.add_argument("--fit", action="store_true", help="refit the FITTED constants on all rows first, print them")
     parser.add_argument("--cv", action="store_true", help="also report leave-one-source-out cross-validation")
     parser.add_argument("--rows", action="store_true", help="print every row")
+    parser.add_argument("--held-out", action="store_true",
+                        help="also evaluate benchmarks/data/held_out_runs.json (never fitted), by slice and row")
     parser.add_argument("--loss", choices=("source", "auto", "chunked", "full"), default="source",
                         help="the parallel.loss rows are planned with (default: each source's own, see above)")
     args = parser.parse_args()
@@ -353,6 +403,13 @@ def main() -> None:
     if args.cv:
         print()
         cross_validate(rows)
+    if args.held_out:
+        held = evaluate_all(load_held_out())
+        print()
+        report_slices(held, f"held-out sources ({len(held)} runs, constants as fitted on the calibration rows only):")
+        for r in held:
+            print(f"  {r['id']:48} measured {r['measured']:8.1f} predicted {r['predicted']:8.1f} ({r['error']:+.0%})"
+                  f"{'' if r['fits'] else '  predicted NOT to fit'}")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,14 @@
 #!/usr/bin/env bash
-# A real single-node Slurm (22.05, Debian 12) on localhost for specc's tests and CI:
-# munge + slurmctld + slurmd, and accounting (slurmdbd + MariaDB) so that submitit can
+# A real Slurm cluster (22.05, Debian 12) on localhost for specc's tests and CI: munge +
+# slurmctld + one slurmd per node, and accounting (slurmdbd + MariaDB) so that submitit can
 # see job states (without it a cancelled job leaves `result()` waiting forever).
+#
+# Several nodes on one machine: Slurm's multiple-slurmd mode (Debian's build has it: each
+# node is a NodeName with its own Port, and `slurmd -N NAME` runs it; %n in the slurmd
+# spool, pid and log paths keeps them apart). Nodes are specc-n1 .. specc-nN, all at
+# 127.0.0.1, named in /etc/hosts so that a job's rendezvous at its head node resolves;
+# nothing listens beyond the loopback interface's addresses. SLURM_LOCAL_NODES=N (default 3:
+# two for the 2-node tests and a spare that takes over when one of them is killed).
 #
 #   scripts/slurm-local.sh start    install missing packages, write configs, start daemons (idempotent)
 #   scripts/slurm-local.sh stop     stop the daemons this script started, by the PIDs in their pidfiles
@@ -13,13 +20,30 @@
 #   DependencyParameters=kill_invalid_depend   dependants of a failed job are cancelled;
 #   MailProg=/bin/true                         slurmctld refuses to start without a valid one.
 # SLURM_ACCOUNTING=0 skips slurmdbd and MariaDB (job states then read UNKNOWN in submitit).
+#
+# SLURM_LOCAL_DIR=DIR runs a second, private cluster beside the system one (a shared
+# development machine): its config, state, logs and pidfiles under DIR, its ports from
+# SLURM_LOCAL_PORT_BASE (default 7817), its own slurmdbd; munge and MariaDB shared (slurmdbd reads
+# the slurmdbd.conf beside $SLURM_CONF). Point the Slurm commands at it with
+# SLURM_CONF=DIR/etc/slurm.conf (`status` prints it).
 set -euo pipefail
 
 ACCOUNTING="${SLURM_ACCOUNTING:-1}"
-CONF_DIR=/etc/slurm
-LOG_DIR=/var/log/slurm
-STATE_DIR=/var/spool/slurmctld
-SPOOL_DIR=/var/spool/slurmd
+NODES="${SLURM_LOCAL_NODES:-3}"
+NODE_PREFIX=specc-n
+LOCAL_DIR="${SLURM_LOCAL_DIR:-}"
+if [ -n "$LOCAL_DIR" ]; then
+  LOCAL_DIR="$(realpath -m "$LOCAL_DIR")"
+  CONF_DIR="$LOCAL_DIR/etc" LOG_DIR="$LOCAL_DIR/log" STATE_DIR="$LOCAL_DIR/state"
+  SPOOL_DIR="$LOCAL_DIR/spool" RUN_DIR="$LOCAL_DIR/run"
+  PORT_BASE="${SLURM_LOCAL_PORT_BASE:-7817}" CLUSTER="specc$PORT_BASE"
+else
+  CONF_DIR=/etc/slurm LOG_DIR=/var/log/slurm STATE_DIR=/var/spool/slurmctld
+  SPOOL_DIR=/var/spool/slurmd RUN_DIR=/run PORT_BASE=6817 CLUSTER=localcluster
+fi
+export SLURM_CONF="$CONF_DIR/slurm.conf"
+FIRST_NODE_PORT=$((PORT_BASE + 13))
+HOSTS_MARK="# specc scripts/slurm-local.sh $CLUSTER"
 DB_PASSWORD=slurm
 
 log() { echo "slurm-local: $*" >&2; }
@@ -98,45 +122,69 @@ install_packages() {
 
 # --- configuration ---------------------------------------------------------------------
 
-# node_line: this machine's NodeName line, with the CPU topology slurmd itself reports
-# (giving only CPUs= makes slurmd log "reconfigured socket/core boundaries").
-node_line() {
-  local host probe
+# node_names: specc-n1 .. specc-nN, one per line.
+node_names() {
+  seq 1 "$NODES" | sed "s/^/$NODE_PREFIX/"
+}
+
+# node_lines: one NodeName line per node, all on this machine (own port each), with the CPU
+# topology slurmd itself reports (giving only CPUs= makes slurmd log "reconfigured socket/core
+# boundaries").
+node_lines() {
+  local host probe fields="" index=0
   host="$(hostname -s)"
   probe="$(slurmd -C | head -n1)"
-  local fields=""
   for key in CPUs Boards SocketsPerBoard CoresPerSocket ThreadsPerCore RealMemory; do
     local value
     value="$(tr ' ' '\n' <<<"$probe" | sed -n "s/^$key=//p")"
     [ -n "$value" ] && fields+=" $key=$value"
   done
-  echo "NodeName=$host NodeAddr=127.0.0.1$fields State=UNKNOWN"
+  for name in $(node_names); do
+    echo "NodeName=$name NodeHostname=$host NodeAddr=127.0.0.1 Port=$((FIRST_NODE_PORT + index))$fields State=UNKNOWN"
+    index=$((index + 1))
+  done
+}
+
+# hosts_entry: make the node names resolve to 127.0.0.1 (a job's torchrun meets at its head node
+# by name). /etc/hosts is rewritten in place, not replaced: containers bind-mount it.
+hosts_entry() {
+  local line kept
+  line="127.0.0.1 $(node_names | tr '\n' ' ')$HOSTS_MARK"
+  grep -qxF "$line" /etc/hosts && return 0
+  kept="$(grep -vF "$HOSTS_MARK" /etc/hosts || true)"
+  printf '%s\n%s\n' "$kept" "$line" >/etc/hosts
+}
+
+remove_hosts_entry() {
+  local kept
+  grep -qF "$HOSTS_MARK" /etc/hosts 2>/dev/null || return 0
+  kept="$(grep -vF "$HOSTS_MARK" /etc/hosts || true)"
+  printf '%s\n' "$kept" >/etc/hosts
 }
 
 slurm_conf() {
   local host accounting
   host="$(hostname -s)"
   if [ "$ACCOUNTING" = 1 ]; then
-    accounting=$'AccountingStorageType=accounting_storage/slurmdbd\nAccountingStorageHost=localhost'
+    accounting=$'AccountingStorageType=accounting_storage/slurmdbd\nAccountingStorageHost=localhost\nAccountingStoragePort='"$((PORT_BASE + 2))"
   else
     accounting='AccountingStorageType=accounting_storage/none'
   fi
   cat <<EOF
 # Written by specc's scripts/slurm-local.sh; regenerated on every start.
-ClusterName=localcluster
+ClusterName=$CLUSTER
 SlurmctldHost=$host(127.0.0.1)
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
 AuthInfo=cred_expire=5
 StateSaveLocation=$STATE_DIR
-SlurmdSpoolDir=$SPOOL_DIR
-SlurmctldPidFile=/run/slurmctld.pid
-SlurmdPidFile=/run/slurmd.pid
+SlurmdSpoolDir=$SPOOL_DIR/%n
+SlurmctldPidFile=$RUN_DIR/slurmctld.pid
+SlurmdPidFile=$RUN_DIR/slurmd-%n.pid
 SlurmctldLogFile=$LOG_DIR/slurmctld.log
-SlurmdLogFile=$LOG_DIR/slurmd.log
-SlurmctldPort=6817
-SlurmdPort=6818
+SlurmdLogFile=$LOG_DIR/slurmd-%n.log
+SlurmctldPort=$PORT_BASE
 MailProg=/bin/true
 MpiDefault=none
 ProctrackType=proctrack/linuxproc
@@ -156,7 +204,7 @@ KillWait=5
 InactiveLimit=0
 SlurmctldTimeout=30
 SlurmdTimeout=30
-$(node_line)
+$(node_lines)
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 EOF
 }
@@ -166,14 +214,14 @@ slurmdbd_conf() {
 # Written by specc's scripts/slurm-local.sh.
 AuthType=auth/munge
 DbdHost=localhost
-DbdPort=6819
+DbdPort=$((PORT_BASE + 2))
 SlurmUser=root
 StorageType=accounting_storage/mysql
 StorageHost=localhost
 StorageUser=slurm
 StoragePass=$DB_PASSWORD
 StorageLoc=slurm_acct_db
-PidFile=/run/slurmdbd.pid
+PidFile=$RUN_DIR/slurmdbd.pid
 LogFile=$LOG_DIR/slurmdbd.log
 EOF
 }
@@ -223,29 +271,41 @@ FLUSH PRIVILEGES;
 EOF
 }
 
+# stop_slurmds: every slurmd this script started (the pre-multi-node /run/slurmd.pid too).
+stop_slurmds() {
+  local pidfile
+  for pidfile in "$RUN_DIR/slurmd.pid" "$RUN_DIR/slurmd-$NODE_PREFIX"*.pid; do
+    [ -e "$pidfile" ] && stop_pidfile "$pidfile" slurmd
+  done
+  return 0
+}
+
 start_slurm_daemons() {
   local restart="$1"
   if [ "$restart" = 1 ]; then
-    stop_pidfile /run/slurmd.pid slurmd
-    stop_pidfile /run/slurmctld.pid slurmctld
+    stop_slurmds
+    stop_pidfile "$RUN_DIR/slurmctld.pid" slurmctld
   fi
-  if [ "$ACCOUNTING" = 1 ] && ! pid_alive /run/slurmdbd.pid slurmdbd; then
+  if [ "$ACCOUNTING" = 1 ] && ! pid_alive "$RUN_DIR/slurmdbd.pid" slurmdbd; then
     /usr/sbin/slurmdbd
     wait_for slurmdbd 30 sacctmgr -n list cluster
   fi
-  pid_alive /run/slurmctld.pid slurmctld || /usr/sbin/slurmctld
+  pid_alive "$RUN_DIR/slurmctld.pid" slurmctld || /usr/sbin/slurmctld -f "$SLURM_CONF"
   wait_for slurmctld 30 scontrol ping
-  pid_alive /run/slurmd.pid slurmd || /usr/sbin/slurmd
-  wait_for "the node" 30 node_usable
+  for name in $(node_names); do
+    install -d "$SPOOL_DIR/$name"
+    pid_alive "$RUN_DIR/slurmd-$name.pid" slurmd || /usr/sbin/slurmd -f "$SLURM_CONF" -N "$name"
+    # a node left DOWN by a test that killed it returns with ReturnToService=2; make sure
+    scontrol update NodeName="$name" State=RESUME >/dev/null 2>&1 || true
+  done
+  wait_for "the nodes" 30 nodes_usable
 }
 
-node_usable() {
-  local state
-  state="$(sinfo -h -N -o '%T' 2>/dev/null | head -n1)"
-  case "$state" in
-    idle|mixed|allocated|completing) return 0 ;;
-    *) return 1 ;;
-  esac
+# nodes_usable: every configured node is up (idle, mixed, allocated or completing).
+nodes_usable() {
+  local usable
+  usable="$(sinfo -h -N -o '%T' 2>/dev/null | grep -cE '^(idle|mixed|allocated|completing)$' || true)"
+  [ "$usable" -ge "$NODES" ]
 }
 
 # --- commands --------------------------------------------------------------------------
@@ -253,28 +313,29 @@ node_usable() {
 cmd_start() {
   [ "$(id -u)" = 0 ] || die "must run as root (installs packages and runs the Slurm daemons)"
   install_packages
-  install -d "$CONF_DIR" "$LOG_DIR" "$STATE_DIR" "$SPOOL_DIR"
+  install -d "$CONF_DIR" "$LOG_DIR" "$STATE_DIR" "$SPOOL_DIR" "$RUN_DIR"
   local changed=0
   if slurm_conf | write_if_changed "$CONF_DIR/slurm.conf" 644; then
     changed=1
   fi
   if [ "$ACCOUNTING" = 1 ] && slurmdbd_conf | write_if_changed "$CONF_DIR/slurmdbd.conf" 600; then
-    stop_pidfile /run/slurmdbd.pid slurmdbd
+    stop_pidfile "$RUN_DIR/slurmdbd.pid" slurmdbd
   fi
   start_munge
   if [ "$ACCOUNTING" = 1 ]; then
     start_mariadb
   fi
+  hosts_entry
   start_slurm_daemons "$changed"
-  # A node left DOWN/DRAIN by an earlier crash comes back with ReturnToService=2; make sure.
-  scontrol update NodeName="$(hostname -s)" State=RESUME >/dev/null 2>&1 || true
   log "up: $(sinfo -h -o '%P %a %D %T %N' | head -n1)"
 }
 
 cmd_stop() {
-  stop_pidfile /run/slurmd.pid slurmd
-  stop_pidfile /run/slurmctld.pid slurmctld
-  stop_pidfile /run/slurmdbd.pid slurmdbd
+  stop_slurmds
+  stop_pidfile "$RUN_DIR/slurmctld.pid" slurmctld
+  stop_pidfile "$RUN_DIR/slurmdbd.pid" slurmdbd
+  remove_hosts_entry
+  [ -n "$LOCAL_DIR" ] && return 0  # a private cluster leaves the shared munged (and MariaDB) alone
   stop_pidfile /run/mysqld/mysqld.pid mariadbd
   stop_pidfile /run/munge/munged.pid munged
 }
@@ -282,7 +343,7 @@ cmd_stop() {
 cmd_status() {
   local ok=0
   for entry in munged:/run/munge/munged.pid mariadbd:/run/mysqld/mysqld.pid \
-               slurmdbd:/run/slurmdbd.pid slurmctld:/run/slurmctld.pid slurmd:/run/slurmd.pid; do
+               slurmdbd:$RUN_DIR/slurmdbd.pid slurmctld:$RUN_DIR/slurmctld.pid; do
     local name="${entry%%:*}" pidfile="${entry#*:}"
     if pid_alive "$pidfile" "$name"; then
       echo "$name: running ($(tr -dc '0-9' <"$pidfile"))"
@@ -290,10 +351,18 @@ cmd_status() {
       echo "$name: stopped"
     fi
   done
-  if command -v sinfo >/dev/null && node_usable; then
+  for name in $(node_names); do
+    if pid_alive "$RUN_DIR/slurmd-$name.pid" slurmd; then
+      echo "slurmd $name: running ($(tr -dc '0-9' <"$RUN_DIR/slurmd-$name.pid"))"
+    else
+      echo "slurmd $name: stopped"
+    fi
+  done
+  if command -v sinfo >/dev/null && nodes_usable; then
     sinfo -h -o '%P %a %D %T %N'
+    echo "SLURM_CONF=$SLURM_CONF"
   else
-    echo "node: not usable"
+    echo "nodes: not all usable"
     ok=1
   fi
   return "$ok"

@@ -1,4 +1,4 @@
-"""The `specc` command line: validate, schema, rules, catalog, plan, launch, status, cancel.
+"""The `specc` command line: validate, schema, rules, catalog, plan, calibrate, launch, status, cancel.
 
 Exit codes (dbt's convention): 0 success, 1 the user's input is wrong, 2 an internal
 error. User mistakes never print a traceback; internal errors do, to stderr, with a
@@ -42,6 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     validate = commands.add_parser("validate", help="check specs and report every problem at file:line:col")
     validate.add_argument("specs", nargs="+", type=Path, help="spec files")
     validate.add_argument("--strict", action="store_true", help="treat warnings as errors")
+    validate.add_argument("--no-path-checks", dest="path_checks", action="store_false",
+                          help="skip the pre-flight checks that input files relative to the spec exist (R200-R207)")
     _add_spec_arguments(validate)
 
     schema = commands.add_parser("schema", help="write the spec's JSON Schema (for editor completion)")
@@ -75,6 +77,12 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--max-shard-mib", type=int, default=5120, help="weights above this are sharded (default 5120)")
     export.add_argument("--model", type=Path, help="architecture of a training checkpoint: a model directory or config.json")
 
+    calibrate = commands.add_parser("calibrate", help="fit this cluster's step-time profile from bundles that ran or a CSV table")
+    calibrate.add_argument("inputs", nargs="+", type=Path, metavar="BUNDLE_OR_TABLE",
+                           help="bundle directories whose pretrain stage ran, or CSV tables (spec, measured_step_s, overrides)")
+    calibrate.add_argument("-o", "--output", type=Path, help="write the profile (a partial spec to `extends:`) here")
+    calibrate.add_argument("--name", help="the profile's name (default: the accelerator and run count)")
+
     from specc.launch import cli as launch_cli  # launch, status, cancel; light to import (no torch)
 
     launch_cli.add_parsers(commands)
@@ -85,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         handler = {"validate": _cmd_validate, "schema": _cmd_schema, "rules": _cmd_rules,
-                   "catalog": _cmd_catalog, "plan": _cmd_plan, "export": _cmd_export}.get(args.command, _cmd_launch)
+                   "catalog": _cmd_catalog, "plan": _cmd_plan, "calibrate": _cmd_calibrate,
+                   "export": _cmd_export}.get(args.command, _cmd_launch)
         return handler(args)
     except UsageError as error:
         print(f"specc: error: {error}", file=sys.stderr)
@@ -136,6 +145,10 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     reports: list[dict] = []
     for path in args.specs:
         result = check_file(path, args.overrides)
+        if result.valid and args.path_checks:
+            from specc.diagnostics.preflight import preflight
+
+            result.diagnostics.extend(preflight(result.spec, result.source_map, path, check_absolute=False))
         failed = not result.valid or (args.strict and result.diagnostics)
         status = max(status, EXIT_INVALID if failed else EXIT_OK)
         if args.format == "json":
@@ -166,11 +179,11 @@ def _cmd_schema(args: argparse.Namespace) -> int:
 def _cmd_rules(args: argparse.Namespace) -> int:
     import inspect
 
-    from specc.diagnostics.rules import RULES
+    from specc.diagnostics.rules import PATH_RULES, RULES
 
     from specc.diagnostics.rules.hf_rules import SOURCE_RULES
 
-    listed = [(r.code, r.name, ", ".join(r.needs), r.documentation) for r in RULES]
+    listed = [(r.code, r.name, ", ".join(r.needs), r.documentation) for r in (*RULES, *PATH_RULES)]
     listed += [(code, check.__name__, "model.init_from's directory", check.__doc__ or "") for code, check in SOURCE_RULES]
     chosen = [rule for rule in listed if args.code in (None, rule[0])]
     if not chosen:
@@ -192,6 +205,42 @@ def _cmd_catalog(args: argparse.Namespace) -> int:
         print(json.dumps({"accelerators": rows}, indent=2))
     else:
         render_catalog(rows)
+    return EXIT_OK
+
+
+def _cmd_calibrate(args: argparse.Namespace) -> int:
+    """Fit, report before / after / leave-one-run-out, write the profile; a bad input exits 1."""
+    from specc.plan import calibrate as cal
+    from specc.runtime.io import atomic_write_text
+
+    runs = []
+    try:
+        for path in args.inputs:
+            if path.is_dir():
+                runs.append(cal.run_from_bundle(path))
+            elif path.suffix.lower() == ".csv" and path.is_file():
+                runs.extend(cal.runs_from_table(path))
+            else:
+                raise cal.CalibrationError(f"{path}: neither a bundle directory nor a .csv table")
+    except (cal.CalibrationError, OSError) as error:
+        print(f"specc: error: {error}", file=sys.stderr)
+        return EXIT_INVALID
+    accelerators = sorted({run.accelerator for run in runs})
+    if len(accelerators) > 1:
+        raise UsageError(f"the runs are on different accelerators ({', '.join(accelerators)}): a profile is one "
+                         "cluster's; calibrate each separately")
+    result = cal.calibrate(runs)
+    print(cal.report(result))
+    profile = result.profile(args.name or f"{accelerators[0]}, {len(runs)} run(s)")
+    text = cal.profile_yaml(profile)
+    if args.output:
+        try:
+            atomic_write_text(args.output, text)
+        except OSError as error:
+            raise UsageError(f"cannot write {args.output}: {error.strerror}") from None
+        print(f"wrote {args.output}: apply it with `extends: {args.output.name}` in this cluster's specs")
+    else:
+        print(text, end="")
     return EXIT_OK
 
 

@@ -105,7 +105,8 @@ def test_plan_and_runtime_agree(overrides):
 
 @pytest.mark.parametrize("accelerator", ["tpu-v5p", "tpu-v4"])
 def test_tpu_search_proposes_only_what_the_tpu_runtime_runs(accelerator):
-    """Was: pp 2/4 layouts and a ZeRO-1 layout (run as full sharding) ranked for the TPU spec."""
+    """Was: pp 2/4 layouts, a ZeRO-1 layout (run as full sharding) and selective recompute (run as
+    full) ranked for the TPU spec."""
     spec = check_file(SPECS / "llama2-7b-tpu-v5p.yaml", [f"cluster.accelerator={accelerator}"]).spec
     plan = build_plan(spec, force_search=True, top=20).model_dump()
     assert plan["candidates"]
@@ -113,4 +114,5 @@ def test_tpu_search_proposes_only_what_the_tpu_runtime_runs(accelerator):
         layout = candidate["layout"]
         assert (layout["pp"], layout["cp"], layout["ep"], layout["sp"]) == (1, 1, 1, False), layout
         assert layout["zero_stage"] in (0, 3)
+        assert layout["recompute"] in ("none", "full"), layout
         mesh_shape(ParallelSpec.model_validate(pretrain_params(spec, layout)["parallel"]), plan["hardware"]["count"])

@@ -15,9 +15,9 @@ import importlib.util
 from dataclasses import dataclass, field, replace
 
 from specc.catalog import load_catalog
+from specc.emit.resources import stage_resources
 from specc.spec.derived import devices_per_node, total_devices
 from specc.spec.root import Spec
-from specc.spec.units import format_minutes_for_slurm
 
 RUN_DIR_NAME = "runs"
 """Stage outputs go to `<out>/runs/<name>/`, beside the bundles and shared by all bundles of
@@ -147,22 +147,17 @@ def slurm_directives(stage: Stage, spec: Spec) -> dict[str, str | bool]:
     slurm = spec.cluster.slurm
     directives: dict[str, str | bool] = {
         "job-name": f"{spec.name}-{stage.name}",
-        "nodes": str(stage.nodes),
         "ntasks-per-node": "1",
-        "time": format_minutes_for_slurm(slurm.time),
         "signal": f"USR2@{slurm.signal_seconds}",
     }
-    optional = {"partition": slurm.partition, "account": slurm.account, "qos": slurm.qos,
-                "constraint": slurm.constraint, "mail-user": slurm.mail_user, "mem": slurm.mem,
-                "cpus-per-task": str(slurm.cpus_per_task) if slurm.cpus_per_task else None,
-                "gpus-per-node": str(stage.gpus_per_node) if stage.gpus_per_node else None,
-                "mail-type": ",".join(slurm.mail_type) if slurm.mail_type else None}
+    directives.update(stage_resources(spec, stage.name, nodes=stage.nodes, gpus_per_node=stage.gpus_per_node)
+                      .directives())
+    optional = {"account": slurm.account, "qos": slurm.qos, "constraint": slurm.constraint,
+                "mail-user": slurm.mail_user, "mail-type": ",".join(slurm.mail_type) if slurm.mail_type else None}
     directives.update({key: value for key, value in optional.items() if value is not None})
     if spec.cluster.container:  # pyxis takes its options as sbatch options too (pyxis >= 0.12)
         directives["container-image"] = spec.cluster.container
         if spec.cluster.container_mounts:
             directives["container-mounts"] = ",".join(spec.cluster.container_mounts)
-    if slurm.exclusive and stage.name in ("pretrain", "pretrain_tpu"):
-        directives["exclusive"] = True
     directives["requeue" if slurm.requeue else "no-requeue"] = True
     return dict(sorted(directives.items()))

@@ -56,14 +56,25 @@ def _add_launch(commands) -> None:
                              "predicted memory does not fit its devices)")
     launch.add_argument("--no-wait", dest="wait", action="store_false",
                         help="slurm: return after submitting (see `specc status BUNDLE`)")
+    launch.add_argument("--wait-for-lock", dest="lock_wait_s", type=float, nargs="?", const=float("inf"),
+                        default=0.0, metavar="SECONDS",
+                        help="when another launch of this bundle holds its lock, wait for it to finish (at most "
+                             "SECONDS, default forever) instead of refusing")
+    launch.add_argument("--no-path-checks", dest="path_checks", action="store_false",
+                        help="skip the pre-flight checks that every input file the stages read exists here "
+                             "(R200-R207); for paths that exist only on the cluster")
 
 
 def cmd_launch(args: argparse.Namespace) -> int:
     """Exit 0 when every stage succeeded (or was emitted, with --dry-run), 1 otherwise."""
     from specc.emit.bundle import EmitError
     from specc.launch.launcher import LaunchError
+    from specc.launch.readback import ReadbackError
     from specc.runtime.integrity import StorageError
 
+    if args.lock_wait_s < 0:
+        print("specc launch: error: --wait-for-lock takes a number of seconds >= 0", file=sys.stderr)
+        return 1
     try:
         bundle_dir = _bundle_for(args)
         if bundle_dir is None:
@@ -71,7 +82,7 @@ def cmd_launch(args: argparse.Namespace) -> int:
         if args.dry_run:
             return 0
         return _launch(bundle_dir, args)
-    except (LaunchUsageError, EmitError, LaunchError, StorageError) as error:
+    except (LaunchUsageError, EmitError, LaunchError, StorageError, ReadbackError) as error:
         print(f"specc launch: error: {error}", file=sys.stderr)
         return 1
 
@@ -80,8 +91,6 @@ def _bundle_for(args: argparse.Namespace) -> Path | None:
     """The bundle directory to launch, emitting it first unless TARGET is one."""
     target: Path = args.target
     if target.is_dir():
-        if args.overrides or args.spec or args.force:
-            raise LaunchUsageError(f"{target} is a bundle: --set, --spec and --force apply to specs and plans")
         return _existing_bundle(target, args)
     if not target.is_file():
         raise LaunchUsageError(f"{target}: no such file or directory")
@@ -96,16 +105,38 @@ def _existing_bundle(directory: Path, args: argparse.Namespace) -> Path | None:
     from specc.diagnostics.diagnostic import Position
     from specc.launch.launcher import read_stages, verify_manifest
     from specc.launch.planned import StageRun
+    from specc.launch.readback import load_plan
 
-    verify_manifest(directory)
+    _refuse_spec_flags(directory, args)
+    manifest = verify_manifest(directory)
+    _note_strays(directory, manifest)
     plan_file = directory / "plan.json"
-    plan = json.loads(plan_file.read_text())
+    plan = load_plan(plan_file, hint="re-emit the bundle from its spec")
     if not _honour_plan(plan, lambda path: Position(str(plan_file)), "specc plan SPEC", args):
         print(f"{directory}: not launched", file=sys.stderr)
         return None
     _print_differences(plan, [StageRun(stage.name, stage.config.get("params", {})) for stage in read_stages(directory)])
     print(f"bundle: {directory} (existing, verified against its manifest)")
     return directory
+
+
+def _refuse_spec_flags(bundle: Path, args: argparse.Namespace) -> None:
+    """A bundle launches as emitted: flags that would change what it runs are errors, not ignored."""
+    given = [flag for flag, value in (("--set", args.overrides), ("--spec", args.spec), ("--force", args.force))
+             if value]
+    if given:
+        raise LaunchUsageError(f"{bundle} is an emitted bundle: it launches exactly as emitted, so "
+                               f"{', '.join(given)} cannot apply (those flags apply to specs and saved plans); "
+                               f"launch the spec with them to emit a new bundle")
+
+
+def _note_strays(bundle: Path, manifest: dict) -> None:
+    """Name what sits in `stages/` without being a stage of the bundle (never run, never shown)."""
+    from specc.launch.readback import stray_stage_entries
+
+    for entry in stray_stage_entries(bundle, manifest):
+        print(f"note: {bundle}/{entry} is not a stage of this bundle (not in its manifest.json); ignored",
+              file=sys.stderr)
 
 
 def _overrides(args: argparse.Namespace) -> list[str]:
@@ -118,13 +149,12 @@ def _overrides(args: argparse.Namespace) -> list[str]:
 
 def _emit_from_plan(path: Path, args: argparse.Namespace) -> Path | None:
     """A plan inside a bundle launches that bundle; a standalone plan is emitted as saved."""
-    if (path.parent / "manifest.json").is_file():
+    from specc.launch.readback import load_plan
+
+    if _in_bundle(path):
         return _existing_bundle(path.parent, args)
-    try:
-        plan = json.loads(path.read_text())
-        spec_info = plan["spec"]
-    except (OSError, json.JSONDecodeError, KeyError, TypeError) as error:
-        raise LaunchUsageError(f"{path}: not a specc plan ({error})") from None
+    plan = load_plan(path)
+    spec_info = plan["spec"]
     spec_path = args.spec or (Path(spec_info["path"]) if spec_info.get("path") else None)
     if spec_path is None:
         raise LaunchUsageError(f"{path}: pass --spec SPEC, the spec this plan was made from")
@@ -139,18 +169,33 @@ def _emit_from_plan(path: Path, args: argparse.Namespace) -> Path | None:
     return _emit_from_spec(spec_path, args, saved_plan=plan)
 
 
+def _in_bundle(path: Path) -> bool:
+    """A plan.json inside an emitted bundle (launching it launches the bundle)."""
+    return path.suffix == ".json" and (path.parent / "manifest.json").is_file()
+
+
 def _emit_from_spec(path: Path, args: argparse.Namespace, saved_plan: dict | None) -> Path | None:
     from specc.diagnostics.check import check_file
     from specc.diagnostics.diagnostic import render_text
     from specc.emit.bundle import build_bundle, write_bundle
     from specc.launch.planned import emitted_stage_runs
 
+    if args.spec and saved_plan is None:
+        raise LaunchUsageError(f"--spec names the spec of a saved plan.json; {path} is itself a spec")
     overrides = _overrides(args)
     result = check_file(path, overrides)
+    valid = result.valid
+    if valid and args.path_checks:
+        from specc.diagnostics.preflight import preflight
+
+        result.diagnostics.extend(preflight(result.spec, result.source_map, path, check_absolute=True))
     if result.diagnostics:
         print(render_text(result.diagnostics), file=sys.stderr)
     if not result.valid:
         print(f"{path}: invalid; nothing emitted", file=sys.stderr)
+        if valid:
+            print("  (pre-flight: input files the stages would read are missing here; pass --no-path-checks "
+                  "if they exist only on the cluster)", file=sys.stderr)
         return None
     plan = _plan(result.spec, overrides, saved_plan, path, args.target)
     if not _honour_plan(plan, result.source_map.key_at, _plan_command(path, overrides), args):
@@ -175,8 +220,11 @@ def _plan(spec, overrides: list[str], saved_plan: dict | None, path: Path, plan_
 
     if saved_plan is None:
         return json.loads(plan_json(build_plan(spec, overrides=overrides)))
+    from specc.launch.readback import check_layout_against_spec
+
     if spec_sha256(spec) != saved_plan["spec"].get("sha256"):
         raise LaunchUsageError(_mismatch(path, spec, overrides, saved_plan, plan_path))
+    check_layout_against_spec(saved_plan, spec, plan_path)
     return saved_plan
 
 
@@ -246,10 +294,10 @@ def _launch(bundle_dir: Path, args: argparse.Namespace) -> int:
     from specc.launch.launcher import launch
 
     target = yaml.safe_load((bundle_dir / "spec.resolved.yaml").read_text())["cluster"]["executor"]
-    if args.executor and args.executor != target and args.target.is_dir():
+    if args.executor and args.executor != target and (args.target.is_dir() or _in_bundle(args.target)):
         raise LaunchUsageError(f"{bundle_dir} was emitted for the {target} executor; emit from the spec "
                                f"with --executor {args.executor}")
-    record = launch(bundle_dir, target, wait=args.wait)
+    record = launch(bundle_dir, target, wait=args.wait, lock_wait_s=args.lock_wait_s)
     if args.wait or target == "local":
         _print_summary(bundle_dir)
     return 0 if record.ok else 1
@@ -258,9 +306,10 @@ def _launch(bundle_dir: Path, args: argparse.Namespace) -> int:
 def _print_summary(bundle_dir: Path) -> None:
     """After a run that was waited for: each stage's state and last metrics, and where results are."""
     from specc.launch.launcher import read_stages
+    from specc.launch.readback import load_plan
     from specc.launch.status import render_status, stage_status
 
-    predicted = json.loads((bundle_dir / "plan.json").read_text()).get("time", {}).get("step_s")
+    predicted = load_plan(bundle_dir / "plan.json").get("time", {}).get("step_s")
     print()
     print(render_status(bundle_dir, stage_status(bundle_dir), predicted))
     for stage in read_stages(bundle_dir):
@@ -271,30 +320,33 @@ def _print_summary(bundle_dir: Path) -> None:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from specc.launch.launcher import LaunchError
+    from specc.launch.readback import ReadbackError, load_manifest, load_plan
     from specc.launch.status import render_status, stage_status
 
     try:
         _require_bundle(args.bundle)
+        _note_strays(args.bundle, load_manifest(args.bundle / "manifest.json"))
         rows = stage_status(args.bundle)
-    except (LaunchUsageError, LaunchError) as error:
+        plan = load_plan(args.bundle / "plan.json", hint="re-emit the bundle from its spec")
+    except (LaunchUsageError, LaunchError, ReadbackError) as error:
         print(f"specc status: error: {error}", file=sys.stderr)
         return 1
     if args.format == "json":
         print(json.dumps({"bundle": args.bundle.name, "stages": rows}, indent=2, sort_keys=True))
         return 0
-    plan = json.loads((args.bundle / "plan.json").read_text())
     print(render_status(args.bundle, rows, plan.get("time", {}).get("step_s")))
     return 0
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
     from specc.launch.launcher import LaunchError
+    from specc.launch.readback import ReadbackError
     from specc.launch.status import cancel
 
     try:
         _require_bundle(args.bundle)
         cancelled = cancel(args.bundle)
-    except (LaunchUsageError, LaunchError) as error:
+    except (LaunchUsageError, LaunchError, ReadbackError) as error:
         print(f"specc cancel: error: {error}", file=sys.stderr)
         return 1
     print("\n".join(cancelled) if cancelled else "nothing to cancel")

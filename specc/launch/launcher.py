@@ -35,6 +35,7 @@ import yaml
 from specc.emit.bundle import MANIFEST, STATE_DIR, sha256_text
 from specc.emit.stages import output_dirname
 from specc.launch.lock import LockHeld, launch_lock
+from specc.launch.readback import load_manifest, load_stage_config, read_text, stage_dirnames
 from specc.runtime.integrity import listing
 from specc.runtime.io import atomic_write_json, config_hash, is_complete, output_problems, read_marker
 
@@ -97,7 +98,7 @@ def verify_manifest(bundle_dir: Path) -> dict:
     path = bundle_dir / MANIFEST
     if not path.is_file():
         raise LaunchError(f"{bundle_dir}: not a bundle (no {MANIFEST}); emit one with `specc launch SPEC --dry-run`")
-    manifest = json.loads(path.read_text())
+    manifest = load_manifest(path)
     for relative, digest in manifest["files"].items():
         file = bundle_dir / relative
         if not file.is_file():
@@ -109,11 +110,17 @@ def verify_manifest(bundle_dir: Path) -> dict:
 
 
 def read_stages(bundle_dir: Path) -> list[BundleStage]:
-    """Stages in order, with config and the Slurm options of their job.sbatch."""
+    """Stages in order, with config and the Slurm options of their job.sbatch: the stage
+    directories the manifest lists (anything else in `stages/` is not a stage of this bundle;
+    `specc.launch.readback.stray_stage_entries` names it)."""
     stages = []
-    for directory in sorted((bundle_dir / "stages").iterdir()):
-        config = json.loads((directory / "config.json").read_text())
-        directives = parse_sbatch_directives((directory / "job.sbatch").read_text())
+    for name in stage_dirnames(load_manifest(bundle_dir / MANIFEST)):
+        directory = bundle_dir / "stages" / name
+        config = load_stage_config(directory / "config.json")
+        try:
+            directives = parse_sbatch_directives(read_text(directory / "job.sbatch"))
+        except ValueError as error:  # an unbalanced quote in an edited #SBATCH line
+            raise LaunchError(f"{directory / 'job.sbatch'}: {error}; re-emit the bundle") from None
         stages.append(BundleStage(directory.name, config, directives))
     return stages
 
@@ -147,14 +154,16 @@ def stages_to_run(bundle_dir: Path, stages: list[BundleStage]) -> int:
 Echo = Callable[[str], None]
 
 
-def launch(bundle_dir: Path, executor: str, wait: bool = True, echo: Echo = print) -> LaunchRecord:
-    """Submit the stages of `bundle_dir` that must run; wait for them unless `wait` is False (Slurm)."""
+def launch(bundle_dir: Path, executor: str, wait: bool = True, echo: Echo = print,
+           lock_wait_s: float = 0.0) -> LaunchRecord:
+    """Submit the stages of `bundle_dir` that must run; wait for them unless `wait` is False (Slurm).
+    Another launch holding the bundle is waited for up to `lock_wait_s` seconds, else refused."""
     if executor not in EXECUTORS:
         raise LaunchError(f"unknown executor {executor!r}; use one of {', '.join(EXECUTORS)}")
     bundle_dir = bundle_dir.resolve()
     verify_manifest(bundle_dir)
     try:
-        with launch_lock(bundle_dir / STATE_DIR):
+        with launch_lock(bundle_dir / STATE_DIR, lock_wait_s, on_wait=echo):
             return _launch_locked(bundle_dir, executor, wait, echo)
     except LockHeld as held:
         raise LaunchError(f"{bundle_dir}: {held}") from None
@@ -276,7 +285,7 @@ def _collect(job, stage: BundleStage, entry: StageRecord, echo: Echo) -> bool:
     import submitit
 
     try:
-        result = job.result()
+        result = job.results()[0]  # a multi-node stage has one task per node; node 0's result speaks for it
     except (submitit.core.utils.FailedJobError, submitit.core.utils.UncompletedJobError) as error:
         entry.state, entry.reason = "failed", failure_reason(str(error))
         echo(f"{stage.dirname}: FAILED: {entry.reason}")

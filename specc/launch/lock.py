@@ -15,6 +15,8 @@ import time
 from pathlib import Path
 
 LOCK_NAME = "launch.lock"
+POLL_S = 0.5
+"""How often a waiting launch looks at the lock again."""
 
 
 class LockHeld(Exception):
@@ -59,22 +61,30 @@ def _stale(holder: dict | None) -> bool:
 
 
 @contextlib.contextmanager
-def launch_lock(state_dir: Path, wait_s: float = 0.0):
-    """Hold the bundle's launch lock for the block; LockHeld names the holder if taken."""
+def launch_lock(state_dir: Path, wait_s: float = 0.0, on_wait=None, poll_s: float = POLL_S):
+    """Hold the bundle's launch lock for the block; LockHeld names the holder if taken.
+
+    With `wait_s` > 0 a held lock is polled until it is released (or goes stale) for at most
+    `wait_s` seconds; `on_wait(message)` is told once whom it waits for."""
     state_dir.mkdir(parents=True, exist_ok=True)
     path = state_dir / LOCK_NAME
     deadline = time.monotonic() + wait_s
+    told = False
     while not _try_create(path):
         holder = _holder(path)
         if _stale(holder):
             path.unlink(missing_ok=True)
             continue
+        who = (f"pid {holder.get('pid')} on {holder.get('host')} since {holder.get('started')}"
+               if holder else "an unreadable lock")
         if time.monotonic() >= deadline:
-            who = (f"pid {holder.get('pid')} on {holder.get('host')} since {holder.get('started')}"
-                   if holder else "an unreadable lock")
-            raise LockHeld(f"another `specc launch` of this run is in progress ({who}); "
-                           f"wait for it, or remove {path} if that process is gone")
-        time.sleep(0.5)
+            waited = f" (waited {wait_s:g} s)" if wait_s > 0 else ""
+            raise LockHeld(f"another `specc launch` of this run is in progress ({who}){waited}; "
+                           f"wait for it (--wait-for-lock), or remove {path} if that process is gone")
+        if not told and on_wait is not None:
+            on_wait(f"waiting for the launch in progress ({who}) to finish; Ctrl-C to stop")
+            told = True
+        time.sleep(min(poll_s, max(0.0, deadline - time.monotonic())))
     try:
         yield path
     finally:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from specc.emit.bundle import STATE_DIR
 from specc.launch.launcher import LAUNCH_RECORD, LaunchError, read_stages
+from specc.launch.readback import load_launch_record
 from specc.runtime.io import is_complete
 
 
@@ -23,7 +24,7 @@ def load_record(bundle_dir: Path) -> dict:
     path = bundle_dir / STATE_DIR / LAUNCH_RECORD
     if not path.is_file():
         raise LaunchError(f"{bundle_dir}: never launched (no {STATE_DIR}/{LAUNCH_RECORD})")
-    return json.loads(path.read_text())
+    return load_launch_record(path)
 
 
 def slurm_state(job_id: str) -> str | None:

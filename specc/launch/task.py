@@ -13,7 +13,10 @@ Failure policy (what is retried and what is not):
   requeues a `--requeue` job itself; the stage checkpoints on SIGTERM and exits 75, and
   the job leaves without a result so that the requeued run resumes (if no requeue comes
   within REQUEUE_GRACE_S, the job asks for one). A node that dies outright is requeued by
-  Slurm, and the stage resumes from its last periodic checkpoint.
+  Slurm, and the stage resumes from its last periodic checkpoint. On the nodes that survive,
+  the stage fails first (its collectives lose their peer): when its stderr says a peer went away
+  and Slurm then reports one of the job's nodes down or not responding, that is the node failure,
+  and the job leaves for the requeue too (Slurm places it on other nodes).
 - anything else (a config error, out of memory, an exception at step 0, any non-zero
   exit): deterministic or unknown, so the job fails at once with the reason classified
   from the exit status and the end of stderr; dependants (afterok) never start.
@@ -37,6 +40,7 @@ from submitit import JobEnvironment
 from submitit.helpers import Checkpointable, DelayedSubmission
 
 from specc.emit.stages import output_dirname
+from specc.launch.readback import load_stage_config
 
 EXIT_REQUEUE = 75
 """A stage's exit status after it saved a checkpoint on SIGTERM/SIGUSR2 (sysexits EX_TEMPFAIL,
@@ -45,6 +49,11 @@ STDERR_TAIL_LINES = 200
 REQUEUE_GRACE_S = 30.0
 """After a stage checkpointed on SIGTERM, how long to leave the scheduler to kill and requeue
 us itself before asking for the requeue."""
+LOST_PEER = re.compile(r"Connection (closed|reset) by peer|Broken pipe|RendezvousConnectionError|"
+                       r"RendezvousClosedError|remote process exited|Socket Timeout")
+"""What a multi-node stage's stderr shows when another node's processes vanished (gloo, NCCL, torchrun)."""
+NODE_CHECK_MARGIN_S = 15.0
+"""How long past Slurm's SlurmdTimeout to wait for it to report a silent node down."""
 CHECKPOINT_WAIT_S = 60.0
 """How long `checkpoint()` waits for the stage to save and exit after the signal
 (well inside submitit's 90 s warning)."""
@@ -129,6 +138,31 @@ def restart_count() -> int:
     return int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0)
 
 
+def _slurm_output(*command: str) -> str:
+    try:
+        return subprocess.run(command, capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+
+
+def lost_nodes() -> list[str]:
+    """The nodes of this multi-node Slurm job that Slurm reports down or not responding, waiting
+    up to its SlurmdTimeout (+ NODE_CHECK_MARGIN_S) for it to notice; [] for a one-node job or when
+    every node answers (then the failure is the stage's own)."""
+    nodelist = os.environ.get("SLURM_JOB_NODELIST", "")
+    if int(os.environ.get("SLURM_JOB_NUM_NODES", "1") or 1) < 2 or not nodelist:
+        return []
+    found = re.search(r"SlurmdTimeout\s*=\s*(\d+)", _slurm_output("scontrol", "show", "config"))
+    deadline = time.time() + (int(found.group(1)) if found else 300) + NODE_CHECK_MARGIN_S
+    while True:
+        states = [line.split() for line in _slurm_output("sinfo", "-h", "-N", "-n", nodelist, "-o", "%N %T").splitlines()]
+        lost = sorted({name for name, state in (s for s in states if len(s) == 2)
+                       if state.endswith("*") or state.startswith(("down", "fail"))})
+        if lost or time.time() >= deadline:
+            return lost
+        time.sleep(2)
+
+
 class StageTask(Checkpointable):
     """Run `stages/<NN-stage>/run.sh` of a bundle as one job."""
 
@@ -142,7 +176,7 @@ class StageTask(Checkpointable):
 
     def __call__(self) -> dict:
         bundle = Path(self.bundle_dir)
-        config = json.loads((bundle / self.stage_dir / "config.json").read_text())
+        config = load_stage_config(bundle / self.stage_dir / "config.json")
         if restart_count() > self.max_requeues:
             raise StageFailed(f"{config['stage']}: restarted {restart_count()} times, "
                               f"more than max_requeues={self.max_requeues}")
@@ -154,6 +188,12 @@ class StageTask(Checkpointable):
             # Stopped by the scheduler (preemption, `scontrol requeue`, node going down), not failed:
             # torchrun reports its workers' status 75 as a failure of its own, hence the flag.
             self._requeue_after_checkpoint(config["stage"])
+        if returncode != 0 and LOST_PEER.search(tail):
+            lost = lost_nodes()
+            if lost:
+                print(f"specc: node(s) {', '.join(lost)} of this job went down; requeueing to resume elsewhere",
+                      file=sys.stderr, flush=True)
+                self._requeue_after_checkpoint(config["stage"])
         if returncode != 0:
             failure = classify_failure(returncode, tail, last_step(outputs / "metrics.jsonl"))
             raise StageFailed(f"{config['stage']}: {failure.kind}: {failure.reason}")

@@ -27,14 +27,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from specc.catalog import load_catalog
 from specc.plan.layout import Layout
 from specc.plan.memory import GIB, logits_memory
 from specc.plan.params import count_parameters
 from specc.plan.serving import kv_cache_bytes
 from specc.spec.alignment import stage_seq_len
 from specc.spec.capabilities import Capabilities, capabilities_for
-from specc.spec.derived import total_devices
+from specc.spec.derived import cluster_accelerator, total_devices
 from specc.spec.parallel import ParallelSpec
 from specc.spec.root import Spec
 
@@ -67,7 +66,7 @@ def _activation_bytes(spec: Spec, sequences: float, seq_len: int, precision: str
 
 
 def _capabilities(spec: Spec) -> Capabilities | None:
-    accelerator = load_catalog().get(spec.cluster.accelerator)
+    accelerator = cluster_accelerator(spec.cluster)
     return capabilities_for(accelerator) if accelerator is not None else None
 
 
@@ -128,7 +127,7 @@ def stage_memory(spec: Spec, stage, devices: int | None = None, precision: str |
     sequences = batch * (2 if stage.type in ("dpo", "reward_model") else 1)  # chosen + rejected
     activations = _activation_bytes(spec, sequences / trained_devices, seq_len, precision) \
         if stage.type != "constitutional" else 0.0
-    accelerator = load_catalog().get(spec.cluster.accelerator)
+    accelerator = cluster_accelerator(spec.cluster)
     tpu = accelerator is not None and accelerator.kind == "tpu"
     logits = _logits_bytes(spec, stage, sequences / trained_devices, seq_len, precision, tpu)
     colocated = stage.type != "ppo" or stage.colocate

@@ -39,6 +39,13 @@ def _get(data: dict, dotted: str):
     return data
 
 
+def _get_raw(data: dict, dotted: str):
+    """The value at `dotted`, or None where a key on the way is absent."""
+    for key in dotted.split("."):
+        data = data.get(key) if isinstance(data, dict) else None
+    return data
+
+
 def _differs(old, new) -> bool:
     if isinstance(old, (int, float)) and isinstance(new, (int, float)) and not isinstance(old, bool):
         return abs(new - old) > RELATIVE_TOLERANCE * max(abs(old), abs(new), 1e-300)
@@ -77,6 +84,10 @@ def compare_with_file(path: Path, new: dict, as_json: bool, new_name: str) -> tu
         raise ValueError(f"cannot read plan {path}: not JSON ({error})") from None
     if not isinstance(old, dict) or old.get("schema_version") != new["schema_version"]:
         raise ValueError(f"{path} is not a schema_version {new['schema_version']} plan")
+    for section in COMPARED:  # a hand-edited section of another shape is named, not a traceback
+        value = _get_raw(old, section)
+        if value is not None and not isinstance(value, dict):
+            raise ValueError(f"{path}: {section}: expected a JSON object, got {type(value).__name__}")
     changes = diff_plans(old, new)
     if as_json:
         return json.dumps({"changes": [vars(c) for c in changes]}, indent=2, sort_keys=True), bool(changes)

@@ -35,6 +35,11 @@ FINDINGS: dict[str, FindingKind] = {
     "P205": FindingKind("warning", "parallel", "communication-bound layout"),
     "P206": FindingKind("error", "parallel", "no searched layout fits in device memory"),
     "P207": FindingKind("warning", "parallel", "a searched layout is faster than the spec's"),
+    "P210": FindingKind("warning", "schedule.checkpoint_interval",
+                        "the checkpoint interval is far from the optimum for the cluster's failure rate"),
+    "P211": FindingKind("warning", "cluster.slurm.max_requeues",
+                        "max_requeues cannot cover the time-limit requeues and expected interruptions"),
+    "P212": FindingKind("warning", "cluster.reliability", "low expected goodput even at the optimal checkpoint interval"),
     "P301": FindingKind("warning", "deploy.targets", "a deploy target does not fit its serving hardware"),
     "P302": FindingKind("error", "alignment", "an alignment stage does not fit in device memory"),
 }

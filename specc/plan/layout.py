@@ -122,6 +122,10 @@ class Hardware:
     """Per-device bandwidth between fast domains (InfiniBand/RoCE, TPU DCN), GB/s."""
     fast_domain: int
     """Devices joined by the fast interconnect: a node (GPU) or a slice (TPU)."""
+    compute_scale: float = 1.0
+    """`cluster.profile.compute_scale`: measured / predicted compute time on this cluster."""
+    comm_scale: float = 1.0
+    """`cluster.profile.communication_scale`: measured / predicted exposed communication."""
 
     @property
     def is_tpu(self) -> bool:
@@ -158,7 +162,12 @@ def hardware_for(accelerator: Accelerator, count: int, devices_per_node: int, pr
     if accelerator.kind == "tpu":
         fast, slow, domain = tpu.interconnect(accelerator, count)
     else:
-        fast, slow, domain = accelerator.intra_node_gbps, accelerator.inter_node_gbps, devices_per_node
+        # an NVLink domain may span nodes (GB200 NVL72, `cluster.network.fast_domain_devices`)
+        domain = max(devices_per_node, int(accelerator.extra.get("fast_domain_devices", devices_per_node)))
+        fast, slow = accelerator.intra_node_gbps, accelerator.inter_node_gbps
+    profile = accelerator.extra.get("calibration") or {}
     return Hardware(accelerator=accelerator, count=count, devices_per_node=devices_per_node, precision=precision,
                     peak_tflops=peak_tflops(accelerator, precision), memory_gib=accelerator.memory_gib,
-                    memory_bw_tbps=accelerator.memory_bw_tbps, fast_gbps=fast, slow_gbps=slow, fast_domain=domain)
+                    memory_bw_tbps=accelerator.memory_bw_tbps, fast_gbps=fast, slow_gbps=slow, fast_domain=domain,
+                    compute_scale=float(profile.get("compute_scale", 1.0)),
+                    comm_scale=float(profile.get("communication_scale", 1.0)))

@@ -14,16 +14,17 @@ import math
 from pydantic import BaseModel, ConfigDict
 
 from specc import __version__
-from specc.catalog import load_catalog
 from specc.plan.estimate import Estimate, Workload, evaluate
 from specc.plan.findings import classified
 from specc.plan.layout import Layout, layout_from_spec
+from specc.plan.reliability import failure_budget
 from specc.plan.scaling import scaling_check
 from specc.plan.search import SearchResult, search
 from specc.plan.alignment_memory import alignment_memory
 from specc.plan.serving import estimate_target
 from specc.spec.capabilities import capabilities_for
-from specc.spec.derived import devices_per_node, total_devices
+from specc.plan.calibrate import error_bars
+from specc.spec.derived import cluster_accelerator, devices_per_node, total_devices
 from specc.spec.parallel_dims import data_parallel_size
 from specc.spec.root import Spec
 
@@ -34,11 +35,12 @@ MFU_CONVENTION = ("model FLOPs = 6 x active matmul parameters (output head inclu
                   "over the dense peak of the compute precision")
 
 ERROR_BARS = {
-    "throughput_median_abs_pct": 6.9,
-    "throughput_p90_abs_pct": 15.8,
+    "throughput_median_abs_pct": 7.0,
+    "throughput_p90_abs_pct": 16.8,
     "throughput_basis": "leave-one-source-out over 181 published runs from 6 sources (llm-foundry A100/H100, "
                         "Megatron SC21, Korthikanti 2022, torchtitan, MaxText TPU): each source predicted with "
-                        "constants fitted on the other five; 6.0% in-sample (benchmarks/plan_vs_published.py --cv)",
+                        "constants fitted on the other five; 6.2% in-sample (benchmarks/plan_vs_published.py --cv); "
+                        "15.9% median on 23 never-fitted NeMo runs (H100/B200/GB200, fp8, MoE, 64k; --held-out)",
     "memory_median_abs_pct": 1.4,
     "memory_basis": "whole-step peak vs torch FSDPMemTracker on specc's runtime model, 27 of the 51 configs re-run "
                     "after parallel.loss (17 full-logits, 10 chunked: sizes, batch, recompute policies, eager/sdpa "
@@ -152,7 +154,7 @@ def spec_sha256(spec: Spec) -> str:
 
 
 def _workload(spec: Spec) -> Workload:
-    accelerator = load_catalog()[spec.cluster.accelerator]
+    accelerator = cluster_accelerator(spec.cluster)  # catalog entry, cluster overrides and network applied
     devices = total_devices(spec.cluster)
     batch = spec.schedule.batch_sequences()
     if not batch:
@@ -229,15 +231,24 @@ def _checkpoint_warning(spec: Spec, step_s: float) -> list[dict]:
     if spec.cluster.executor != "slurm":
         return []
     slurm = spec.cluster.slurm
-    usable_s = slurm.time * 60 - slurm.signal_seconds
+    usable_s = slurm.training_time() * 60 - slurm.signal_seconds
     interval_s = spec.schedule.checkpoint_interval * step_s
     if spec.schedule.checkpoint_every is None and interval_s >= usable_s:
         return [{"code": "P202", "message": (
             f"checkpoint_interval ({spec.schedule.checkpoint_interval} steps x {step_s:.3g} s = "
-            f"{interval_s / 3600:.1f} h) is longer than the Slurm time limit ({slurm.time / 60:.1f} h): only the "
+            f"{interval_s / 3600:.1f} h) is longer than the Slurm time limit ({slurm.training_time() / 60:.1f} h): only the "
             f"pre-emption signal would save progress; set checkpoint_interval <= {max(1, int(usable_s / 2 / step_s))} "
             f"or checkpoint_every")}]
     return []
+
+
+def _failure_budget(spec: Spec, work: Workload, chosen: Estimate):
+    """Goodput, the optimal checkpoint interval and the requeues the run needs (`specc.plan.reliability`)."""
+    time = _time_contract(chosen, spec, work)
+    slurm = spec.cluster.slurm if spec.cluster.executor == "slurm" else None
+    return failure_budget(spec.cluster.reliability, slurm, spec.schedule, devices=work.devices,
+                          nodes=spec.cluster.nodes, params=work.counts.total, layout=chosen.layout,
+                          step_s=chosen.time.step_s, steps=time["steps"])
 
 
 def build_plan(spec: Spec, *, force_search: bool = False, top: int = 5, overrides: list[str] | None = None) -> Plan:
@@ -277,6 +288,9 @@ def build_plan(spec: Spec, *, force_search: bool = False, top: int = 5, override
     warnings.extend(_layout_warnings(chosen))
     warnings.extend(_checkpoint_warning(spec, chosen.time.step_s))
     counts = work.counts
+    budget = _failure_budget(spec, work, chosen)
+    if budget is not None:
+        warnings.extend(budget.findings())
     tokens = spec.schedule.token_budget or (spec.schedule.total_steps() or 0) * work.tokens_per_step
     scaling = scaling_check(counts.active - counts.embedding, float(tokens))
     if scaling.warning():
@@ -318,7 +332,8 @@ def build_plan(spec: Spec, *, force_search: bool = False, top: int = 5, override
         "search": result.summary() if result else None,
         "searched": searching,
         "batch": {"sequences": work.batch_sequences, "seq_len": work.seq_len, "tokens": work.tokens_per_step},
-        "error_bars": ERROR_BARS,
+        "error_bars": error_bars(ERROR_BARS, work.accelerator),  # + the cluster.profile's, if any
+        "reliability": budget.contract() if budget is not None else None,
     }
     return Plan.model_validate(data)
 

@@ -111,7 +111,13 @@ def render(plan: Plan, console: Console | None = None) -> None:
                  f"{bars['throughput_p90_abs_pct']}%) vs published runs, each source held out; memory ±{bars['memory_median_abs_pct']}% "
                  f"median vs torch's memory tracker, ±{bars['memory_published_median_abs_pct']}% vs published peaks",
                  style="dim")
+    if bars.get("profile"):
+        profile = bars["profile"]
+        error.append(f"\ncalibrated with profile `{profile['name']}`: step time ±{profile['error_median_pct']}% median "
+                     f"(p90 {profile['error_p90_pct']}%), {profile['method']} over {profile['runs']} run(s)")
     parts = [header, layout, _memory_table(plan), _time_table(plan), scale, error]
+    if data.get("reliability"):
+        parts.append(Text.assemble(("failures  ", "bold"), reliability_text(data["reliability"])))
     if len(plan.candidates) > 1:
         parts.append(_candidates_table(plan))
     for target in data.get("deploy") or []:
@@ -127,6 +133,21 @@ def render(plan: Plan, console: Console | None = None) -> None:
         severity = severity_of(finding)
         parts.append(Text.assemble((f"{severity}[{finding['code']}] ", SEVERITY_STYLE[severity]), finding["message"]))
     console.print(Group(*parts))
+
+
+def reliability_text(budget: dict) -> str:
+    """The failure budget in one line: interruptions, checkpoint cost, goodput and the advised interval."""
+    mtbf = f"one interruption every {budget['mtbf_h']:.3g} h" if budget.get("mtbf_h") else "no interruptions"
+    text = (f"{mtbf} ({budget['devices']} devices); checkpoint {budget['checkpoint_gib']:.3g} GiB written in "
+            f"{budget['checkpoint_write_s']:.3g} s; goodput {budget['goodput']:.1%} checkpointing every "
+            f"{budget['interval_steps']} steps")
+    if budget.get("optimal_interval_steps"):
+        text += (f", {budget['goodput_at_optimum']:.1%} at the optimal {budget['optimal_interval_steps']} steps "
+                 f"({budget['optimal_interval_s']:.3g} s, Young/Daly)")
+    restarts = f"{budget['expected_restarts']:.3g} restarts expected"
+    if budget.get("max_requeues") is not None:
+        restarts += f" (max_requeues {budget['max_requeues']})"
+    return f"{text}; {restarts} over {budget['wall_days']:.3g} days"
 
 
 def _params_text(count: float) -> str:
@@ -159,6 +180,8 @@ def render_summary(plan: dict) -> str:
         f"  time    step {time['step_s']:.3g} s, MFU {time['mfu']:.1%}, {time.get('steps', 0):,} steps, "
         f"{time['train_days']:.3g} days, {_amount(time['device_hours'])} device-hours{cost}",
     ]
+    if plan.get("reliability"):
+        lines.append(f"  failure {reliability_text(plan['reliability'])}")
     for stage in plan.get("alignment") or []:
         lines.append(f"  align   {stage['stage']} ({stage['type']}): {stage['per_device_gib']:.2f} of "
                      f"{stage['capacity_gib']:.1f} GiB per device: {'fits' if stage['fits'] else 'DOES NOT FIT'}")

@@ -130,6 +130,12 @@ def _shardings(shard_ranks: int, caps: Capabilities) -> tuple[int, ...]:
     return tuple(reversed(caps.sharded_stages))
 
 
+def _recompute_choices(work: Workload) -> tuple[tuple[str, str], ...]:
+    """RECOMPUTE_ORDER less the modes the target's runtime does not run (the TPU has no selective)."""
+    modes = capabilities_for(work.accelerator).recompute_modes
+    return tuple((mode, policy) for mode, policy in RECOMPUTE_ORDER if mode in modes)
+
+
 def _rank_key(estimate: Estimate) -> tuple:
     layout = estimate.layout
     # Ties (identical predicted time) break towards simpler layouts, deterministically.
@@ -148,7 +154,7 @@ def _best_micro_batch(work: Workload, hardware, result: SearchResult, *, tp: int
             micro *= 2
             continue
         fitted = None
-        for recompute, policy in RECOMPUTE_ORDER:
+        for recompute, policy in _recompute_choices(work):
             layout = Layout(dp=dp, tp=tp, pp=pp, cp=cp, ep=ep, vpp=vpp, zero_stage=0 if sharding == 3 else sharding,
                             fsdp=sharding == 3, sp=sp, micro_batch=micro, grad_accum=per_replica // micro,
                             recompute=recompute, selective_policy=policy,

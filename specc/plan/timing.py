@@ -23,6 +23,7 @@ free either: its kernels take SMs and HBM bandwidth from the compute they run be
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from specc.plan import fp8
@@ -174,10 +175,36 @@ def matmul_efficiency(model: ModelSpec, layout: Layout, hardware: Hardware, seq_
             / (1 + GEMM_HALF_TOKENS / tokens))
 
 
+RUNTIME_ATTENTION_KERNEL = "flash2"
+"""The kernel `attention_kernel: auto` (and `attention: flash`) runs on a GPU: torch's SDPA tries its
+backends in the order `torch._C._get_sdp_priority_order()` gives, flash (FlashAttention-2), memory-efficient,
+math, cuDNN last (torch 2.13, the pinned release; cuDNN was moved last after 2.5.0, pytorch PR 138587)."""
+
+
+def attention_kernel(model: ModelSpec, layout: Layout) -> str:
+    """The attention kernel the step runs: `model.attention_kernel`, `auto` resolved to the runtime's.
+    The runtime pins the named kernel only for unmasked attention (`Attention._kernel_choice`): ALiBi,
+    sliding windows and context parallelism (its mask over true positions) keep SDPA's own choice."""
+    kernel = model.attention_kernel
+    masked = model.position == "alibi" or model.sliding_window is not None or layout.cp > 1
+    return RUNTIME_ATTENTION_KERNEL if kernel == "auto" or masked else kernel
+
+
+def attention_kernel_fraction(hardware: Hardware, kernel: str) -> float:
+    """Best-case attention throughput over the bf16 peak for `kernel`: the catalog's
+    `attention_kernel_fractions[kernel]` (Hopper: cuDNN 0.601, FlashAttention-3 0.655, FA3 paper's forward
+    figure, head dim 128, 16k tokens), else its FlashAttention-2 figure `achievable_attention_fraction`:
+    no speed-up is claimed where no measurement is catalogued."""
+    extra = hardware.accelerator.extra
+    fa2 = float(extra.get("achievable_attention_fraction", DEFAULT_ATTENTION_FRACTION))
+    return float(extra.get("attention_kernel_fractions", {}).get(kernel, fa2))
+
+
 def attention_efficiency(model: ModelSpec, layout: Layout, hardware: Hardware, seq_len: int) -> float:
-    """Achievable fraction of the bf16 peak for the attention core: the catalog's FlashAttention-2 best case
-    x ATTENTION_EFFICIENCY x a head-size factor x the sequence-length factor (ATTENTION_HALF_SEQ)."""
-    fraction = float(hardware.accelerator.extra.get("achievable_attention_fraction", DEFAULT_ATTENTION_FRACTION))
+    """Achievable fraction of the bf16 peak for the attention core: the kernel's best case
+    (`attention_kernel_fraction`) x ATTENTION_EFFICIENCY x a head-size factor x the sequence-length
+    factor (ATTENTION_HALF_SEQ)."""
+    fraction = attention_kernel_fraction(hardware, attention_kernel(model, layout))
     head = model.head_size
     row = dims.local_seq_len(seq_len, layout.cp)
     # The per-tile-row overheads are the GPU/TPU kernels'; a CPU has no tiles to under-fill.
@@ -194,12 +221,18 @@ def compute_time(model: ModelSpec, flops: FlopsPerToken, hardware_flops: float, 
     attention = (hardware_flops - flops.matmul * recompute_factor) * tokens_per_step / devices
     # specc's runtime replicates MoE FFNs over tp: every tp rank computes the experts' FLOPs whole
     matmul += _expert_flops_per_token(model) * recompute_factor * tokens_per_step / devices * (layout.tp - 1)
+    # ...and runs the routed experts over capacity-padded buffers (moe.py): capacity_factor x their FLOPs
+    routed = _routed_flops_per_token(model) * recompute_factor * tokens_per_step / devices * layout.tp
+    matmul += (_capacity_factor(model) - 1) * routed
     eff = matmul_efficiency(model, layout, hardware, seq_len)
     attn_eff = attention_efficiency(model, layout, hardware, seq_len)
     # Each device runs L/pp layers on B/dp sequences of s/cp tokens, 1/tp of each tensor.
     elementwise = _elementwise_bytes_per_token_layer(model) * model.num_layers * tokens_per_step / devices
     elementwise *= ELEMENTWISE_PASSES * (4 / 3 if layout.recompute == "full" else 1)
     matmul_s = matmul / (hardware.peak_tflops * 1e12 * eff)
+    # grouped expert GEMMs on few rows per expert waste part of each 128-row tile (tile quantisation)
+    matmul_s += (_capacity_factor(model) * routed / (hardware.peak_tflops * 1e12 * eff)
+                 * (1 / _expert_tile_fill(model, layout, seq_len) - 1))
     if layout.precision == "fp8":
         converted = min(matmul, fp8.converted_flops_per_token(model, layout.tp) * recompute_factor
                         * tokens_per_step / devices)
@@ -210,6 +243,8 @@ def compute_time(model: ModelSpec, flops: FlopsPerToken, hardware_flops: float, 
                         * tokens_per_step * layout.tp / devices)
     if layout.compile or hardware.is_tpu:
         elementwise *= COMPILED_ELEMENTWISE_FRACTION
+    # token permutation (dispatch into the capacity buffer, gather, weight, index_add back): not fused
+    elementwise += _permutation_bytes_per_token(model) * tokens_per_step * layout.tp / devices
     return matmul_s + attention / (bf16_peak * attn_eff) + elementwise / (hardware.memory_bw_tbps * 1e12)
 
 
@@ -237,6 +272,56 @@ def _expert_flops_per_token(model: ModelSpec) -> float:
     matrices = 3 if model.activation == "swiglu" else 2
     moe_layers = len(dims.moe_layer_ids(model))
     return 6.0 * moe_layers * (moe.top_k + moe.num_shared_experts) * matrices * model.hidden_size * width
+
+
+def _routed_flops_per_token(model: ModelSpec) -> float:
+    """Training matmul FLOPs of the routed experts alone per token (top_k of them in every MoE layer)."""
+    if model.moe is None:
+        return 0.0
+    moe = model.moe
+    return _expert_flops_per_token(model) * moe.top_k / (moe.top_k + moe.num_shared_experts)
+
+
+def _capacity_factor(model: ModelSpec) -> float:
+    """Rows the routed experts compute per routed token: specc's runtime fills fixed buffers of
+    `capacity = ceil(capacity_factor x tokens x top_k / num_experts)` slots per expert, empty slots
+    included (specc/runtime/train/moe.py; GShard sec. 2.2), so its expert GEMMs cost capacity_factor x
+    the routed FLOPs; above capacity tokens are dropped, so a factor below 1 computes less."""
+    return float(model.moe.capacity_factor) if model.moe is not None else 1.0
+
+
+GEMM_TILE_ROWS = 128
+"""Rows (tokens) per output tile of the tensor-core GEMM kernels: cuBLAS/CUTLASS Hopper and Ampere bf16
+kernels tile M in 128 (or 64 x 2) rows (NVIDIA Deep Learning Performance Guide, 'Matrix Multiplication
+Background', tile quantization); an expert with m rows computes ceil(m / 128) full tiles."""
+
+
+def _expert_tile_fill(model: ModelSpec, layout: Layout, seq_len: int) -> float:
+    """Useful share of the tiles an expert's GEMM computes: m / (ceil(m / 128) x 128), m = the rows one
+    local expert receives per micro-batch, ep x capacity (each of the ep ranks sends it a full
+    capacity buffer, specc/runtime/train/moe.py `_run_experts`). 1 for dense models and on TPUs/CPUs."""
+    if model.moe is None:
+        return 1.0
+    moe = model.moe
+    tokens = layout.micro_batch * dims.local_seq_len(seq_len, layout.cp)
+    rows = layout.ep * math.ceil(moe.capacity_factor * tokens * moe.top_k / moe.num_experts)
+    return rows / (math.ceil(rows / GEMM_TILE_ROWS) * GEMM_TILE_ROWS)
+
+
+MOE_PERMUTE_PASSES = 30.0
+"""Bytes moved per routed token-row of width h per training pass, in units of 2h (bf16): the forward
+of specc's MoE (moe.py) reads and writes each routed row about 10 times (zero-fill and index_copy into
+the capacity buffer, gather of the expert outputs, the routing-weight multiply, index_add into the
+output), and the backward moves the gradients of the same gathers and scatters twice over
+(input and output gradients): 30 passes. Counted from the code, not fitted."""
+
+
+def _permutation_bytes_per_token(model: ModelSpec) -> float:
+    """HBM bytes of MoE token permutation/unpermutation per token over all MoE layers (memory-bound)."""
+    if model.moe is None:
+        return 0.0
+    rows = model.moe.top_k * max(1.0, float(model.moe.capacity_factor))
+    return MOE_PERMUTE_PASSES * 2.0 * model.hidden_size * rows * len(dims.moe_layer_ids(model))
 
 
 def _elementwise_bytes_per_token_layer(model: ModelSpec) -> float:
@@ -271,8 +356,9 @@ def _link(hardware: Hardware, group: int, stride: int) -> float:
 
 def step_time(model: ModelSpec, counts: ParameterCount, flops: FlopsPerToken, hardware_flops: float,
               layout: Layout, hardware: Hardware, seq_len: int, tokens_per_step: int) -> StepTime:
-    """Predicted time of one optimizer step for this layout."""
-    compute = compute_time(model, flops, hardware_flops, layout, hardware, seq_len, tokens_per_step)
+    """Predicted time of one optimizer step for this layout (a `cluster.profile` scales compute, bubble and
+    optimizer by its compute_scale, the exposed communication by its communication_scale)."""
+    compute = compute_time(model, flops, hardware_flops, layout, hardware, seq_len, tokens_per_step) * hardware.compute_scale
     m, p, v = layout.grad_accum, layout.pp, layout.vpp
     per_micro = compute / m
     bubble = (p - 1) / v * per_micro if p > 1 else 0.0  # (p-1)/(m v) of the m micro-batches' compute
@@ -291,10 +377,16 @@ def step_time(model: ModelSpec, counts: ParameterCount, flops: FlopsPerToken, ha
     # CP ring attention: cp-1 K/V chunk passes forward, twice that backward (K/V and dK/dV).
     cp_comm = 0.0
     if layout.cp > 1:
-        kv_chunk = 2 * tokens_mb * model.kv_heads * model.head_size * act_dtype
+        # each tp rank holds and passes only its kv_heads / tp heads (Megatron-Core CP runs inside each
+        # TP group; with fewer KV heads than tp ranks each rank keeps one replicated head)
+        kv_heads = max(1.0, model.kv_heads / layout.tp)
+        kv_chunk = 2 * tokens_mb * kv_heads * model.head_size * act_dtype
         ring = 3 * (layout.cp - 1) * kv_chunk / (_link(hardware, layout.cp, layout.tp) * 1e9)
+        # the hiding window is the layer's attention compute, which runs at the bf16 rate even under
+        # fp8 (only the blocks' Linears are converted, `specc.plan.fp8`)
+        bf16_peak = peak_tflops(hardware.accelerator, "bf16" if layout.precision == "fp8" else layout.precision)
         attention_per_layer = (hardware_flops - flops.matmul) * tokens_per_step / layout.devices / max(1, layers) / m
-        attention_per_layer /= hardware.peak_tflops * 1e12 * attention_efficiency(model, layout, hardware, seq_len)
+        attention_per_layer /= bf16_peak * 1e12 * attention_efficiency(model, layout, hardware, seq_len)
         cp_comm = m * layers * max(0.0, ring - attention_per_layer)
 
     # PP: one activation send forward and one gradient back per micro-batch per chunk boundary.
@@ -309,12 +401,15 @@ def step_time(model: ModelSpec, counts: ParameterCount, flops: FlopsPerToken, ha
     # EP: dispatch + combine all-to-all forward and backward per MoE layer (docs/formulas.md section 5).
     ep_comm = 0.0
     if layout.ep > 1 and moe_layers:
-        routed = tokens_mb * model.moe.top_k * model.hidden_size * act_dtype
+        # the dispatch buffer is num_experts x capacity slots whatever the routing (moe.py): capacity_factor
+        # x top_k rows per token cross the wire, empty slots included
+        routed = tokens_mb * model.moe.top_k * _capacity_factor(model) * model.hidden_size * act_dtype
         ep_comm = m * moe_layers * 4 * _collective("all_to_all", routed, layout.ep, hardware, layout.tp)
 
-    optimizer = _optimizer_time(model, counts, layout, hardware)
-    return StepTime(compute=compute, bubble=bubble, tp_comm=tp_comm, cp_comm=cp_comm, pp_comm=pp_comm,
-                    dp_comm=dp_comm, ep_comm=ep_comm, optimizer=optimizer, tokens_per_step=tokens_per_step,
+    optimizer = _optimizer_time(model, counts, layout, hardware) * hardware.compute_scale
+    c = hardware.comm_scale
+    return StepTime(compute=compute, bubble=bubble, tp_comm=tp_comm * c, cp_comm=cp_comm * c, pp_comm=pp_comm * c,
+                    dp_comm=dp_comm * c, ep_comm=ep_comm * c, optimizer=optimizer, tokens_per_step=tokens_per_step,
                     devices=layout.devices, model_flops_per_token=flops.model,
                     hardware_flops_per_token=hardware_flops, peak_tflops=hardware.peak_tflops)
 
@@ -352,12 +447,17 @@ def _data_parallel_time(model: ModelSpec, counts: ParameterCount, layout: Layout
             per_micro += _collective("all_reduce", local * grad_bytes / ranks, layout.hsdp_replicas, hardware,
                                      layout.tp * ranks, layers) / m
         return m * _exposed(per_micro, compute / m, exposed_floor) + scales
+    backward = compute / m * 2 / 3  # window of the gradient sync: the backward of the last micro-batch
     if layout.sharded_states >= 1:
-        comm = (_collective("reduce_scatter", local * grad_bytes, ranks, hardware, layout.tp, layers)
-                + _collective("all_gather", local * param_bytes, ranks, hardware, layout.tp, layers))
-    else:
-        comm = _collective("all_reduce", local * grad_bytes, ranks, hardware, layout.tp, layers)
-    return _exposed(comm, compute / m * 2 / 3, exposed_floor) + scales  # window: backward of the last micro-batch
+        # The updated weights' all-gather runs under the next step's first forward, layer by layer as it
+        # needs them (FSDP2's forward prefetch in specc's runtime; Megatron's overlap_param_gather): it
+        # has a window of its own, the forward of one micro-batch.
+        reduce = _collective("reduce_scatter", local * grad_bytes, ranks, hardware, layout.tp, layers)
+        gather = _collective("all_gather", local * param_bytes, ranks, hardware, layout.tp, layers)
+        return (_exposed(reduce, backward, exposed_floor) + _exposed(gather, compute / m / 3, exposed_floor)
+                + scales)
+    comm = _collective("all_reduce", local * grad_bytes, ranks, hardware, layout.tp, layers)
+    return _exposed(comm, backward, exposed_floor) + scales
 
 
 def _exposed(comm: float, window: float, floor: float) -> float:

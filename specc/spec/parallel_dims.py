@@ -348,6 +348,12 @@ def capability_problems(parallel: ParallelSpec, capabilities: Capabilities, shar
         problems.append(Problem(("parallel", "sp"),
                                 f"sp: true is not run by the {capabilities.target} runtime ({capabilities.runtime})",
                                 "remove sp (the plan would charge sequence-parallel activations that never happen)"))
+    if parallel.recompute not in capabilities.recompute_modes:
+        modes = " or ".join(f"recompute: {m}" for m in sorted(capabilities.recompute_modes))
+        problems.append(Problem(("parallel", "recompute"),
+                                f"recompute: {parallel.recompute} is not run by the {capabilities.target} runtime "
+                                f"({capabilities.runtime}), which has {modes}",
+                                "use recompute: full (whole blocks) or none"))
     requested = 3 if parallel.fsdp else parallel.zero_stage
     effective = capabilities.effective_zero_stage(parallel.zero_stage, parallel.fsdp, shard_ranks)
     if shard_ranks > 1 and parallel.zero_stage and effective != requested:

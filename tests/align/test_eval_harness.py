@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 
-from align_helpers import codec, one_cpu_thread, pretrained, run_dir, tokenizer_path  # noqa: F401 (fixtures)
+from align_helpers import codec, one_cpu_thread, pretrained, run_dir, tiny_model_spec, tokenizer_path  # noqa: F401
 from specc.runtime.evaluate import harness
 from specc.runtime.evaluate.stage import run as run_eval
 from specc.runtime.evaluate.tasks import Example, extract_answer, fewshot_prompt, load_examples, reference_answer
@@ -56,6 +56,48 @@ def test_standard_error_is_sample_std_over_sqrt_n():
     assert math.isclose(stderr, math.sqrt(0.75 * 0.25 / 3))
 
 
+def test_acc_norm_divides_by_the_characters_of_the_choice_as_lm_eval_does():
+    # Per character of the choice: -1.0/1 < -1.9/2, so the second choice wins. Dividing by the
+    # bytes of " " + choice (specc's old rule) would pick the first: -1.0/2 > -1.9/3.
+    assert harness.choose([-1.0, -1.9], ("a", "bb")) == (0, 1)
+    # Characters, not UTF-8 bytes: "éé" is 2 characters (4 bytes); per byte the first would win.
+    assert harness.choose([-2.2, -2.0], ("éé", "xx")) == (1, 1)
+    assert harness.choose([-2.0, -2.2], ("xx", "éé")) == (0, 0)
+    assert harness.choose([-3.0, -4.4], ("ab", "éé")) == (0, 0)
+    assert harness.choose([-3.0, -2.8], ("abc", "éé")) == (1, 0)
+
+
+def test_rolling_windows_predict_every_token_once_with_full_context():
+    windows = harness.rolling_windows(list(range(1, 8)), 0, 3)
+    assert windows == [([0], [1, 2, 3]), ([1, 2, 3], [4, 5, 6]), ([4, 5, 6], [7])]
+    assert harness.rolling_windows([], 0, 3) == []
+    assert harness.word_count("two  words\nthree") == 3
+
+
+def test_perplexity_scores_each_document_after_eos_and_reports_bits_per_byte(codec):
+    from specc.runtime.train.model import build_model
+
+    model = build_model(tiny_model_spec(max_seq_len=8), seed=0).eval()
+    texts = ["the cat walks to the river and back again", "Grüße, 東京!"]
+    result = harness.perplexity(model, codec, texts, batch_size=3)
+    expected_nll, expected_tokens = 0.0, 0
+    for text in texts:  # brute force: every token of every document, at most 8 tokens of context
+        stream = [codec.eos_id] + codec.encode(text)
+        for position in range(1, len(stream)):
+            context = stream[max(0, position - 8):position]
+            with torch.no_grad():
+                logits = model(torch.tensor([context]))[0, -1].log_softmax(-1)
+            expected_nll -= float(logits[stream[position]])
+            expected_tokens += 1
+    assert result["tokens"] == expected_tokens
+    num_bytes = sum(len(t.encode()) for t in texts)
+    assert result["bytes"] == num_bytes and result["words"] == 9 + 2
+    assert math.isclose(result["nll"] * expected_tokens, expected_nll, rel_tol=1e-4)
+    assert math.isclose(result["bits_per_byte"], expected_nll / num_bytes / math.log(2), rel_tol=1e-4)
+    assert math.isclose(result["byte_perplexity"], 2 ** result["bits_per_byte"], rel_tol=1e-6)
+    assert math.isclose(math.log(result["word_perplexity"]) * 11, expected_nll, rel_tol=1e-4)
+
+
 def test_multiple_choice_labels_by_index_letter_or_text(tmp_path):
     path = tmp_path / "t.jsonl"
     rows = [{"question": "q", "choices": ["x", "y", "z"], "answer": answer} for answer in (1, "B", "y")]
@@ -88,7 +130,8 @@ def test_eval_stage_runs_resumes_and_beats_chance(run_dir):
     run_eval(config)
     results = json.loads((run_dir / "eval" / "results.json").read_text())["results"]
     by_key = {(r["task"], r["metric"]): r for r in results}
-    assert set(by_key) == {("heldout", "perplexity"), ("mc_arithmetic", "acc"), ("mc_arithmetic", "acc_norm"),
+    assert set(by_key) == {("heldout", "perplexity"), ("heldout", "word_perplexity"), ("heldout", "byte_perplexity"),
+                           ("heldout", "bits_per_byte"), ("mc_arithmetic", "acc"), ("mc_arithmetic", "acc_norm"),
                            ("mc_opposites", "acc"), ("mc_opposites", "acc_norm"), ("gen_arithmetic", "exact_match")}
     assert by_key[("mc_opposites", "acc")]["value"] > 0.5  # chance is 0.25 with four choices
     assert 1.0 < by_key[("heldout", "perplexity")]["value"] < 384

@@ -42,6 +42,16 @@ def emit(spec_path: Path, out: Path, overrides: list[str] = (), spec_dir: str | 
     return write_bundle(bundle, out, force=force)[0]
 
 
+def tiny_copy(directory: Path, text: str | None = None) -> Path:
+    """tiny.yaml (or `text`) written into `directory`, beside a link to the data files its stages
+    read (so that launch's pre-flight finds them, as it would next to the original)."""
+    spec = directory / "tiny.yaml"
+    spec.write_text(TINY.read_text() if text is None else text)
+    if not (directory / "data").exists():
+        (directory / "data").symlink_to(SPECS / "data")
+    return spec
+
+
 def specc(*args: str, cwd: Path | None = None, timeout: float = 600, env: dict | None = None) \
         -> subprocess.CompletedProcess:
     """Run the `specc` command line in a subprocess (as a user would)."""
@@ -87,7 +97,9 @@ def _cluster_up() -> bool:
 
 @pytest.fixture(scope="session")
 def slurm_cluster():
-    """A real single-node Slurm with accounting, started (and installed) by scripts/slurm-local.sh.
+    """A real Slurm cluster with accounting, three nodes on this machine, started (and installed)
+    by scripts/slurm-local.sh. With SLURM_LOCAL_DIR set, a private cluster under that directory
+    instead (no accounting; for machines whose system cluster others are using).
 
     Left running if it was already up; otherwise stopped after the session.
     """
@@ -95,6 +107,9 @@ def slurm_cluster():
         pytest.skip("the real-Slurm tests need root: scripts/slurm-local.sh installs and runs the daemons")
     if shutil.which("slurmctld") is None and shutil.which("apt-get") is None:
         pytest.skip("Slurm is not installed and apt-get is unavailable to install it")
+    private = os.environ.get("SLURM_LOCAL_DIR")
+    if private:  # a private cluster beside the system one (scripts/slurm-local.sh): point the commands at it
+        os.environ["SLURM_CONF"] = str(Path(private).resolve() / "etc" / "slurm.conf")
     was_up = _cluster_up()
     started = subprocess.run(["bash", str(SLURM_SCRIPT), "start"], capture_output=True, text=True, timeout=600)
     assert started.returncode == 0, f"scripts/slurm-local.sh start failed:\n{started.stdout}\n{started.stderr}"

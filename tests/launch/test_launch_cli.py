@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 import yaml
-from launch_helpers import TINY, specc
+from launch_helpers import TINY, specc, tiny_copy
 
 from specc.launch.task import classify_failure
 
@@ -74,8 +74,7 @@ def test_launch_saved_plan_emits_the_reviewed_plan(tmp_path):
 
 
 def test_launch_saved_plan_refuses_a_changed_spec(tmp_path):
-    spec = tmp_path / "tiny.yaml"
-    spec.write_text(TINY.read_text())
+    spec = tiny_copy(tmp_path)
     plan_file = tmp_path / "plan.json"
     assert specc("plan", str(spec), "-o", str(plan_file)).returncode == 0
     spec.write_text(TINY.read_text().replace("lr: 3e-3", "lr: 2e-3"))

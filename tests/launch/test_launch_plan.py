@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import json
 
-from launch_helpers import SPECS, TINY, specc
+from launch_helpers import SPECS, TINY, specc, tiny_copy
 
 from specc.diagnostics.check import check_file
 from specc.emit.stages import build_stages
@@ -184,17 +184,16 @@ def test_launch_plan_refuses_replicated_llama3_8b(tmp_path):
     """Issue 13's reproduction: 8B without FSDP or recompute emitted and submitted with exit 0."""
     out = tmp_path / "o"
     for extra in (["--dry-run"], ["--executor", "slurm", "--no-wait"]):
-        result = specc("launch", str(LLAMA8B), *_sets(REPLICATED), *extra, "--out", str(out))
+        result = specc("launch", str(LLAMA8B), *_sets(REPLICATED), *extra, "--no-path-checks", "--out", str(out))
         assert result.returncode == 1, (extra, result.stdout, result.stderr)
         assert "error[P201] parallel:" in result.stderr and "refusing to launch" in result.stderr
         assert not out.exists()
-    fitting = specc("launch", str(LLAMA8B), "--dry-run", "--out", str(out))
+    fitting = specc("launch", str(LLAMA8B), "--dry-run", "--no-path-checks", "--out", str(out))
     assert fitting.returncode == 0 and "fits" in fitting.stdout, fitting.stderr
 
 
 def test_launch_plan_saved_plan_cannot_be_changed_silently(tmp_path):
-    spec = tmp_path / "tiny.yaml"
-    spec.write_text(TINY.read_text())
+    spec = tiny_copy(tmp_path)
     plan_file = tmp_path / "plan.json"
     assert specc("plan", str(spec), "-o", str(plan_file)).returncode == 0
     out = tmp_path / "o"

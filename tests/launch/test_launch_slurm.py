@@ -1,4 +1,4 @@
-"""`specc launch --executor slurm` on a real single-node Slurm (scripts/slurm-local.sh, with accounting).
+"""`specc launch --executor slurm` on a real local Slurm (scripts/slurm-local.sh, with accounting), one node per job.
 
 Covers: the tiny pipeline end to end (pretrain as 2 gloo processes under torchrun), afterok
 chaining, relaunch skipping, a failed stage cancelling its dependants, a preempted training

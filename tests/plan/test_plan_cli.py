@@ -103,3 +103,12 @@ def test_against_unreadable_plan_exits_1(tmp_path, capsys):
     bad.write_text("{not json")
     assert main(["plan", SPEC, "--against", str(bad)]) == 1
     assert "cannot read plan" in capsys.readouterr().err
+
+
+def test_against_plan_of_another_shape_exits_1_naming_the_key(tmp_path, capsys):
+    """A hand-edited old plan whose section is not an object was an AttributeError traceback."""
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"schema_version": 1, "layout": [1], "time": {"step_s": 1.0}}')
+    assert main(["plan", SPEC, "--against", str(bad)]) == 1
+    err = capsys.readouterr().err
+    assert f"{bad}: layout: expected a JSON object, got list" in err and "Traceback" not in err

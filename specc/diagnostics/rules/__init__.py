@@ -4,7 +4,9 @@ shown by `specc rules`."""
 
 from __future__ import annotations
 
-from specc.diagnostics.rules import data_rules, model_rules, parallel_rules, precision_rules, run_rules, stage_rules
+from specc.diagnostics.rules import (data_rules, model_rules, parallel_rules, path_rules, precision_rules,
+                                     resource_rules, run_rules,
+                                     stage_rules)
 from specc.diagnostics.rules.base import Finding, Rule
 
 RULES: tuple[Rule, ...] = (
@@ -22,6 +24,10 @@ RULES: tuple[Rule, ...] = (
     Rule("R112", ("tokenizer",), model_rules.byte_bpe_has_room),
     Rule("R113", ("model",), model_rules.moe_routing_is_possible),
     Rule("R114", ("model",), model_rules.sliding_window_within_context),
+    Rule("R250", ("model", "cluster"), model_rules.attention_kernel_runs_on_target),
+    Rule("R251", ("model",), model_rules.attention_kernel_needs_sdpa),
+    Rule("R252", ("cluster",), parallel_rules.fast_domain_covers_whole_nodes),
+    Rule("R253", ("cluster",), parallel_rules.profile_matches_accelerator),
     Rule("R115", ("parallel",), parallel_rules.sequence_parallel_needs_tp),
     Rule("R116", ("parallel",), parallel_rules.zero_or_fsdp),
     Rule("R117", ("parallel", "cluster"), parallel_rules.tp_within_node),
@@ -36,6 +42,7 @@ RULES: tuple[Rule, ...] = (
     Rule("R125", ("filters",), data_rules.filter_patterns_compile),
     Rule("R126", ("filters",), data_rules.languages_are_identifiable),
     Rule("R127", ("corpus",), data_rules.mixture_has_one_target),
+    Rule("R230", ("filters",), data_rules.perplexity_filter_has_one_model),
     Rule("R130", ("schedule",), run_rules.budget_is_defined),
     Rule("R131", ("schedule",), run_rules.warmup_and_lr_make_sense),
     Rule("R132", ("schedule",), run_rules.optimizer_values_are_plausible),
@@ -43,6 +50,11 @@ RULES: tuple[Rule, ...] = (
     Rule("R141", ("cluster",), run_rules.devices_match_nodes),
     Rule("R142", ("cluster",), run_rules.local_runs_on_one_node),
     Rule("R143", ("schedule", "cluster"), run_rules.checkpoints_within_time_limit),
+    Rule("R240", ("cluster", "corpus", "alignment", "eval", "deploy"), resource_rules.stage_resources_name_stages),
+    Rule("R241", ("cluster", "corpus", "alignment", "eval", "deploy"), resource_rules.stage_nodes_are_used),
+    Rule("R242", ("cluster", "corpus", "alignment", "eval", "deploy"), resource_rules.stage_devices_are_used),
+    Rule("R243", ("cluster", "dedup"), resource_rules.data_cpus_cover_workers),
+    Rule("R244", ("cluster",), resource_rules.stage_time_exceeds_signal),
     Rule("R150", ("alignment",), run_rules.alignment_chain_is_valid),
     Rule("R151", ("model", "schedule", "alignment"), stage_rules.alignment_lengths_fit_model),
     Rule("R152", ("alignment",), stage_rules.alignment_values_are_plausible),
@@ -56,6 +68,20 @@ RULES: tuple[Rule, ...] = (
     Rule("R190", ("parallel",), precision_rules.fp8_recipe_needs_fp8),
     Rule("R185", ("parallel", "cluster"), parallel_rules.loss_runs_on_target),
     Rule("R186", ("parallel",), parallel_rules.loss_chunk_tokens_needs_chunked),
+    Rule("R208", ("corpus", "filters", "tokenizer", "alignment", "eval", "deploy"), path_rules.inputs_are_local_paths),
 )
 
-__all__ = ["RULES", "Rule", "Finding"]
+PATH_RULES: tuple[Rule, ...] = (
+    Rule("R200", ("corpus",), path_rules.corpus_files_exist),
+    Rule("R201", ("corpus", "filters"), path_rules.filter_files_exist),
+    Rule("R202", ("tokenizer",), path_rules.tokenizer_file_exists),
+    Rule("R203", ("alignment",), path_rules.alignment_data_exists),
+    Rule("R204", ("alignment",), path_rules.chat_template_exists),
+    Rule("R205", ("alignment",), path_rules.init_checkpoints_exist),
+    Rule("R206", ("eval",), path_rules.eval_files_exist),
+    Rule("R207", ("deploy",), path_rules.draft_checkpoint_exists),
+)
+"""Pre-flight rules: they read the filesystem (`check(spec, InputFiles)`), so they run apart from
+RULES, on a valid spec (`specc.diagnostics.preflight`)."""
+
+__all__ = ["RULES", "PATH_RULES", "Rule", "Finding"]

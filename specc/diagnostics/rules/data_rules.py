@@ -1,6 +1,6 @@
 """Rules about the data stage that mirror what its runtime (`specc.runtime.data`) would refuse or
 silently do differently: bounds that keep nothing, filters without a model, patterns that do not
-compile, languages the built-in identifier never reports, two mixture targets."""
+compile, languages the packaged identifier never reports, two mixture targets."""
 
 from __future__ import annotations
 
@@ -79,11 +79,12 @@ def regex_problem(pattern: str) -> str | None:
 
 
 def languages_are_identifiable(spec: Spec) -> Iterator[Finding]:
-    """Without a `model_path`, the language filter uses specc's built-in identifier, which reports
-    only the languages it knows; a document in any other language is reported as something else
-    and dropped, so listing it would silently keep nothing of it.
+    """Without a `model_path`, the language filter uses the packaged lid.176 model, which reports
+    only its 176 labels (ISO 639-1 where one exists); a document in any other language (or a code
+    spelled otherwise) is reported as something else and dropped, so listing it would silently
+    keep nothing of it.
 
-    passes: `{type: language, languages: [en, de]}`     fails: `{type: language, languages: [sw]}`
+    passes: `{type: language, languages: [en, sw]}`     fails: `{type: language, languages: [eng]}`
     """
     known = known_languages()
     for index, item in enumerate(spec.filters):
@@ -92,8 +93,9 @@ def languages_are_identifiable(spec: Spec) -> Iterator[Finding]:
         for position, language in enumerate(item.languages):
             if language not in known:
                 yield Finding(("filters", index, "languages", position),
-                              f"the built-in language identifier cannot recognise `{language}`; its documents would all be dropped",
-                              f"it knows {', '.join(sorted(known))}; or give `model_path` (a fastText-style model)")
+                              f"the packaged language identifier (lid.176) cannot report `{language}`; its documents would all be dropped",
+                              "lid.176 uses ISO 639-1 codes where one exists (`en`, `sw`, `zh`, `no`), else Wikipedia's "
+                              "(`als`, `yue`); or give `model_path` (a fastText model with its own labels)")
         for language in item.thresholds:
             if language not in item.languages:
                 yield Finding(("filters", index, "thresholds", language),
@@ -111,3 +113,22 @@ def mixture_has_one_target(spec: Spec) -> Iterator[Finding]:
     if corpus is not None and corpus.target_tokens is not None and corpus.target_documents is not None:
         yield Finding(("corpus", "target_documents"), "give target_tokens or target_documents, not both",
                       "remove one of them")
+
+
+def perplexity_filter_has_one_model(spec: Spec) -> Iterator[Finding]:
+    """A perplexity filter scores with the user's KenLM model (`model_path`) or with one specc
+    trains on `reference` text: exactly one of the two (the data stage refuses anything else).
+
+    passes: `{type: perplexity, reference: wiki/*.txt, max_perplexity: 300}`
+    fails:  `{type: perplexity, max_perplexity: 300}`
+    """
+    for index, item in enumerate(spec.filters):
+        if item.type != "perplexity" or (item.model_path is None) != (item.reference is None):
+            continue
+        both = item.model_path is not None
+        yield Finding(("filters", index, "model_path") if both else ("filters", index),
+                      "the perplexity filter has both `model_path` and `reference`" if both else
+                      "the perplexity filter needs a model: `model_path` or `reference`",
+                      "keep `model_path: lm.arpa` (a KenLM ARPA or binary model) or `reference: wiki/*.txt` "
+                      "(specc trains a Kneser-Ney model on it), not both" if both else
+                      "give `model_path: lm.arpa` (a KenLM ARPA or binary model) or `reference: wiki/*.txt`")

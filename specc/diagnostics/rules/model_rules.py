@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from specc.catalog import load_catalog
 from specc.diagnostics.rules.base import Finding, divisors, nearest_multiple
+from specc.spec.capabilities import capabilities_for
 from specc.spec.root import Spec
 
 
@@ -124,3 +126,39 @@ def sliding_window_within_context(spec: Spec) -> Iterator[Finding]:
         yield Finding(("model", "sliding_window"),
                       f"sliding_window ({model.sliding_window}) is not shorter than max_seq_len ({model.max_seq_len}); it has no effect",
                       "remove it or make it shorter", "warning")
+
+
+def attention_kernel_runs_on_target(spec: Spec) -> Iterator[Finding]:
+    """`model.attention_kernel` must be one specc's runtime can pin SDPA to on the target
+    (`Capabilities.attention_kernels`): flash2 and cudnn on CUDA GPUs; flash3 nowhere (planned only).
+
+    passes: `attention_kernel: cudnn` on h100-sxm      fails: `attention_kernel: flash3`, or `cudnn` on cpu
+    """
+    kernel = spec.model.attention_kernel
+    accelerator = load_catalog().get(spec.cluster.accelerator)
+    if kernel == "auto" or accelerator is None:
+        return
+    capabilities = capabilities_for(accelerator)
+    if kernel not in capabilities.attention_kernels:
+        runs = " or ".join(capabilities.attention_kernels) or "only auto"
+        why = ("torch's FlashAttention-3 needs the flash-attn-3 kernels, which specc does not install"
+               if kernel == "flash3" else f"specc's {capabilities.runtime} runtime on {accelerator.name} has no {kernel} backend")
+        yield Finding(("model", "attention_kernel"),
+                      f"attention_kernel: {kernel} cannot run here: {why}",
+                      f"use attention_kernel: auto (FlashAttention-2 on GPUs); this target runs {runs}")
+
+
+def attention_kernel_needs_sdpa(spec: Spec) -> Iterator[Finding]:
+    """A kernel choice pins SDPA's backend; `attention: eager` does not call SDPA and `attention: flash`
+    already pins FlashAttention-2, so another kernel there would be ignored.
+
+    passes: `attention: sdpa, attention_kernel: cudnn`      fails: `attention: eager, attention_kernel: cudnn`
+    """
+    model = spec.model
+    if model.attention_kernel == "auto" or model.attention == "sdpa":
+        return
+    if model.attention == "flash" and model.attention_kernel == "flash2":
+        return
+    yield Finding(("model", "attention_kernel"),
+                  f"attention_kernel: {model.attention_kernel} has no effect with attention: {model.attention}",
+                  "set attention: sdpa to choose the kernel, or remove attention_kernel")

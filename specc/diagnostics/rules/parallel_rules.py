@@ -185,6 +185,9 @@ def tp_within_node(spec: Spec) -> Iterator[Finding]:
     """
     parallel = _explicit(spec)
     per_node = devices_per_node(spec.cluster)
+    network = spec.cluster.network
+    if network is not None and network.fast_domain_devices:  # NVLink across nodes (NVL72)
+        per_node = max(per_node, network.fast_domain_devices)
     if parallel is not None and parallel.tp > per_node and spec.cluster.nodes > 1:
         yield Finding(("parallel", "tp"),
                       f"tp ({parallel.tp}) spans more than one node ({per_node} devices per node); its all-reduces cross the network",
@@ -254,3 +257,35 @@ def loss_chunk_tokens_needs_chunked(spec: Spec) -> Iterator[Finding]:
         yield Finding(("parallel", "loss_chunk_tokens"),
                       f"loss_chunk_tokens: {parallel.loss_chunk_tokens} has no effect with loss: full",
                       "set loss: chunked (or auto), or remove loss_chunk_tokens", "warning")
+
+
+def fast_domain_covers_whole_nodes(spec: Spec) -> Iterator[Finding]:
+    """`cluster.network.fast_domain_devices` counts devices joined by NVLink/ICI; a node's devices
+    always share it, so the domain is a whole number of nodes (GB200 NVL72: 18 nodes of 4 = 72).
+
+    passes: `fast_domain_devices: 72, devices_per_node: 4`      fails: `fast_domain_devices: 6, devices_per_node: 4`
+    """
+    network = spec.cluster.network
+    if network is None or network.fast_domain_devices is None:
+        return
+    per_node = devices_per_node(spec.cluster)
+    domain = network.fast_domain_devices
+    if domain % per_node:
+        fits = [per_node * k for k in (max(1, domain // per_node), domain // per_node + 1)]
+        yield Finding(("cluster", "network", "fast_domain_devices"),
+                      f"fast_domain_devices ({domain}) is not a whole number of nodes ({per_node} devices per node)",
+                      f"use a multiple of {per_node}, e.g. {' or '.join(str(f) for f in dict.fromkeys(fits))}")
+
+
+def profile_matches_accelerator(spec: Spec) -> Iterator[Finding]:
+    """A calibration profile scales the planner for the accelerator its runs ran on; on another
+    accelerator its scales and error bars mean nothing.
+
+    passes: `accelerator: h100-sxm` with a profile of h100-sxm runs      fails: the same profile on a100-80gb
+    """
+    profile = spec.cluster.profile
+    if profile is not None and profile.accelerator != spec.cluster.accelerator:
+        yield Finding(("cluster", "profile", "accelerator"),
+                      f"the profile `{profile.name}` was fitted on {profile.accelerator} runs, but this cluster is "
+                      f"{spec.cluster.accelerator}",
+                      f"calibrate on {spec.cluster.accelerator} runs (`specc calibrate`), or remove the profile")

@@ -191,11 +191,12 @@ def checkpoints_within_time_limit(spec: Spec) -> Iterator[Finding]:
     slurm = spec.cluster.slurm
     if spec.cluster.executor != "slurm" or every is None:
         return
-    usable = slurm.time - slurm.signal_seconds / 60
+    limit = slurm.training_time()
+    usable = limit - slurm.signal_seconds / 60
     if every >= usable:
         yield Finding(("schedule", "checkpoint_every"),
                       f"checkpoint_every ({every:g} min) is not shorter than the time limit less the signal margin "
-                      f"({slurm.time:g} - {slurm.signal_seconds / 60:g} = {usable:g} min)",
+                      f"({limit:g} - {slurm.signal_seconds / 60:g} = {usable:g} min)",
                       f"checkpoint at most every {max(1, int(usable // 2))} min")
 
 

@@ -10,6 +10,14 @@ with raw counts at the highest order and continuation counts N1+(. h w) below it
 (Kneser & Ney 1995; interpolated form of Chen & Goodman 1998, eq. 17), a discount per
 order D = n1 / (n1 + 2 n2) (Ney, Essen & Kneser 1994), and at the bottom the unigram
 interpolated with a uniform distribution over the vocabulary plus one unknown word.
+A sentence starts with one `<s>`; n-grams that begin with it keep raw counts at every order
+(nothing can precede them), as KenLM's lmplz adjusts counts (Heafield et al. 2013).
+
+specc fits the counts here and scores with KenLM (`kenlm`, C++): `save_arpa` writes the model
+in ARPA form, whose backoff semantics reproduce the interpolation exactly (the listed
+probability of a seen n-gram is the interpolated one; an unseen one backs off with weight
+gamma(h) = D N1+(h .) / c(h)), so KenLM's scores equal `perplexity` below, which stays as the
+reference the tests compare against. A user's own KenLM model (ARPA or binary) loads the same way.
 """
 
 from __future__ import annotations
@@ -17,7 +25,10 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from specc.runtime.data.documents import DataError
 
 TOKEN = re.compile(r"\w+|[^\w\s]", re.UNICODE)
 BOS, EOS, UNK = "<s>", "</s>", "<unk>"
@@ -46,9 +57,10 @@ class KneserNeyLM:
         for text in texts:
             tokens = tokenize(text)
             self.vocabulary.update(tokens)
-            sequence = [BOS] * (self.order - 1) + tokens + [EOS]
-            for i in range(self.order - 1, len(sequence)):
-                top[tuple(sequence[i - self.order + 1:i + 1])] += 1
+            sequence = [BOS] + tokens + [EOS]
+            for i in range(1, len(sequence)):
+                gram = tuple(sequence[max(0, i - self.order + 1):i + 1])
+                self.counts[len(gram)][gram] += 1  # shorter only when it starts with <s>: a raw count
         self.vocabulary.add(EOS)
         for k in range(self.order - 1, 0, -1):
             for gram in self.counts[k + 1]:
@@ -73,10 +85,10 @@ class KneserNeyLM:
 
     def probability(self, word: str, history: tuple[str, ...]) -> float:
         """P(word | the last order-1 words of history)."""
-        return self._probability(word, history[len(history) - self.order + 1:] if self.order > 1 else (), self.order)
+        return self._probability(word, history[max(0, len(history) - self.order + 1):] if self.order > 1 else (), self.order)
 
     def _probability(self, word: str, history: tuple[str, ...], k: int) -> float:
-        history = history[len(history) - (k - 1):] if k > 1 else ()
+        history = history[max(0, len(history) - (k - 1)):] if k > 1 else ()
         total = self.context_total[k].get(history, 0)
         if k == 1:
             uniform = 1.0 / (len(self.vocabulary) + 1)
@@ -93,11 +105,80 @@ class KneserNeyLM:
         return (kept + discount * self.context_types[k][history] * lower) / total
 
     def perplexity(self, text: str) -> float:
+        """The pure-Python score (the reference for KenLMScorer; ~50k words/s)."""
         tokens = [t if t in self.vocabulary else UNK for t in tokenize(text)[:MAX_TOKENS]] + [EOS]
-        history = (BOS,) * (self.order - 1)
+        history = (BOS,)
         log_sum = 0.0
         for token in tokens:
             log_sum += math.log(self._probability(token, history, self.order))
             if self.order > 1:
-                history = history[1:] + (token,)
+                history = (history + (token,))[-(self.order - 1):]
         return math.exp(-log_sum / len(tokens))
+
+    def arpa_lines(self) -> Iterator[str]:
+        """The model in ARPA form (log10 probabilities and backoff weights)."""
+        grams = {k: dict.fromkeys(self.counts[k]) for k in range(1, self.order + 1)}
+        grams[1].update(dict.fromkeys([(UNK,), (BOS,)]))
+        for k in range(1, self.order):  # every context must be listed to carry its backoff weight
+            grams[k].update(dict.fromkeys(self.context_total[k + 1]))
+        written = max(self.order, 2)  # KenLM reads bigram models and up: a unigram model gets no 2-grams
+        grams.setdefault(2, {})
+        yield "\\data\\"
+        for k in range(1, written + 1):
+            yield f"ngram {k}={len(grams[k])}"
+        for k in range(1, written + 1):
+            yield ""
+            yield f"\\{k}-grams:"
+            for gram in sorted(grams[k]):
+                seen = gram[-1] != BOS
+                logp = math.log10(self._probability(gram[-1], gram[:-1], k)) if seen else -99.0
+                line = f"{logp:.7f}\t{' '.join(gram)}"
+                if k < self.order and gram in self.context_total[k + 1]:
+                    gamma = self.discount[k + 1] * self.context_types[k + 1][gram] / self.context_total[k + 1][gram]
+                    line += f"\t{math.log10(gamma):.7f}"
+                yield line
+        yield ""
+        yield "\\end\\"
+
+    def save_arpa(self, path: Path) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(f".{path.name}.tmp")
+        with open(temporary, "w") as stream:
+            for line in self.arpa_lines():
+                stream.write(line + "\n")
+        temporary.replace(path)
+        return path
+
+
+class KenLMScorer:
+    """Perplexity under a KenLM model (ARPA or KenLM binary), with specc's tokenization (lowercase
+    words and punctuation), so a model `KneserNeyLM.save_arpa` wrote scores as `perplexity` does.
+    Pickles as its path (the data stage sends filters to worker processes)."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._model = None
+
+    def __getstate__(self) -> dict:
+        return {"path": self.path}
+
+    def __setstate__(self, state: dict) -> None:
+        self.path, self._model = state["path"], None
+
+    def _loaded(self):
+        if self._model is None:
+            import kenlm
+
+            try:
+                config = kenlm.Config()
+                config.show_progress = False
+                config.arpa_complain = kenlm.ARPALoadComplain.NONE
+                self._model = kenlm.Model(str(self.path), config)
+            except (OSError, RuntimeError) as error:
+                raise DataError(f"{self.path}: cannot load a KenLM model (ARPA or binary): {error}") from None
+        return self._model
+
+    def perplexity(self, text: str) -> float:
+        tokens = tokenize(text)[:MAX_TOKENS]
+        log10_sum = self._loaded().score(" ".join(tokens), bos=True, eos=True)
+        return 10.0 ** (-log10_sum / (len(tokens) + 1))

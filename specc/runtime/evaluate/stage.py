@@ -21,6 +21,11 @@ from specc.runtime.io import MetricsWriter, atomic_write_json, atomic_write_text
 from specc.spec.evaluation import EvalSpec, EvalTask, PerplexitySet
 
 
+PERPLEXITY_METRICS = (("perplexity", "tokens"), ("word_perplexity", "words"), ("byte_perplexity", "bytes"),
+                      ("bits_per_byte", "bytes"))
+"""The rows a perplexity set reports, each with the count it is averaged over."""
+
+
 def resolve(run_dir: Path, path: str) -> Path:
     """Paths in params are absolute or relative to the run directory."""
     candidate = Path(path)
@@ -65,8 +70,8 @@ def _evaluate_model(label: str, model_dir: Path, spec: EvalSpec, codec, out: Pat
             model = load_model(model_dir, "cuda" if torch.cuda.is_available() else "cpu")
         if isinstance(item, PerplexitySet):
             result = harness.perplexity(model, codec, perplexity_texts(item), spec.batch_size)
-            new_rows = [{"model": label, "task": name, "metric": "perplexity", "value": result["perplexity"],
-                         "stderr": None, "count": result["tokens"]}]
+            new_rows = [{"model": label, "task": name, "metric": metric, "value": result[metric], "stderr": None,
+                         "count": result[unit]} for metric, unit in PERPLEXITY_METRICS]
         else:
             scores, samples = score_task(model, codec, item, spec)
             new_rows = [{"model": label, **s.as_dict()} for s in scores]

@@ -13,15 +13,18 @@ import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from safetensors.torch import load_file, save_file
-from tokenizers import Tokenizer
 
 from specc.runtime.integrity import StageError, file_digest, read_json, storage_cause, storage_error
 from specc.runtime.io import atomic_write_json, check_upstream
 from specc.runtime.train.model import Transformer, build_model
 from specc.spec.model import ModelSpec
+
+if TYPE_CHECKING:  # the TPU environment, which imports this module for its weights, has no tokenizers
+    from tokenizers import Tokenizer
 
 WEIGHTS = "model.safetensors"
 
@@ -117,6 +120,8 @@ def load_codec(path: Path, eos_token: str = "<|endoftext|>", pad_token: str = "<
 
     A missing, truncated or hand-damaged file is a StageError naming it (the tokenizers
     library's own message is a bare JSON parse error without the path)."""
+    from tokenizers import Tokenizer
+
     try:
         tokenizer = Tokenizer.from_file(str(path))
     except Exception as error:  # noqa: BLE001 - the Rust side raises a plain Exception

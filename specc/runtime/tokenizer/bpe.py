@@ -2,9 +2,15 @@
 
 Byte-level (GPT-2 style, Radford et al. 2019): text is mapped to bytes before merging, so
 the 256 byte symbols are in the vocabulary and every string round-trips exactly.
-Special tokens come first (ids 0..k-1); the first is the end-of-document token. Their
-literal spellings inside documents are encoded as ordinary text (`encode_special_tokens`),
-so a document can never forge a document boundary.
+Special tokens come first (ids 0..k-1); the first is the end-of-document token.
+
+A literal special token in text (`<|endoftext|>` inside a document, `<|im_start|>` in a
+rendered chat) encodes as that one special token, for every consumer: the tokenize stage,
+eval, SFT/DPO/PPO and any Hugging Face client of the exported folder. That is the behaviour
+`tokenizer.json` itself records (its `added_tokens` with `"special": true`); the library's
+`encode_special_tokens` switch, which would spell them as ordinary text, is not saved in the
+file, so a stage that set it would disagree with every other reader; `save_tokenizer` checks
+that it is off.
 """
 
 from __future__ import annotations
@@ -25,7 +31,6 @@ def train_bpe(texts: list[str], vocab_size: int, special_tokens: list[str], min_
                                   special_tokens=list(special_tokens), show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tokenizer.train_from_iterator(texts, trainer, length=len(texts))
-    tokenizer.encode_special_tokens = True
     return tokenizer
 
 
@@ -38,11 +43,12 @@ def load_tokenizer(path: Path, special_tokens: list[str]) -> Tokenizer:
     if missing:
         raise DataError(f"{path}: the tokenizer has no special token(s) {missing}; "
                         "set `tokenizer.special_tokens` to tokens it has")
-    tokenizer.encode_special_tokens = True
     return tokenizer
 
 
 def save_tokenizer(tokenizer: Tokenizer, path: Path) -> None:
+    """Write tokenizer.json; its encoding behaviour must be what the file records (see above)."""
+    assert not tokenizer.encode_special_tokens, "encode_special_tokens is not saved in tokenizer.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.tmp")
     tokenizer.save(str(temporary))

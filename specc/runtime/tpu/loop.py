@@ -38,7 +38,7 @@ from specc.runtime.train.data import BatchLayout, SequenceStream, open_streams
 from specc.runtime.train.loop import EXIT_REQUEUE, StopSignal, TrainSettings, cross_entropy
 from specc.runtime.train.model import Transformer, build_model, num_parameters
 from specc.runtime.train.optim import build_lr_scheduler, build_optimizer
-from specc.spec.capabilities import TPU_PRECISIONS
+from specc.spec.capabilities import TPU, TPU_PRECISIONS
 from specc.spec.parallel import ParallelSpec
 
 
@@ -54,14 +54,15 @@ def init_hosts() -> None:
 
 def apply_recompute(model: Transformer, mode: str) -> None:
     """Recompute each block in the backward pass (torch-xla's checkpoint, whose optimization
-    barriers stop XLA's CSE from undoing it). `selective` has no finer XLA equivalent here and
-    recomputes whole blocks as well."""
+    barriers stop XLA's CSE from undoing it). `selective` has no XLA equivalent here: it is
+    refused (validate's R195 says so first, `capabilities.TPU.recompute_modes`), never run as full."""
+    if mode not in TPU.recompute_modes:
+        raise ValueError(f"recompute: {mode} is not run by the TPU runtime (it has "
+                         f"{', '.join(sorted(TPU.recompute_modes))}); use recompute: full")
     if mode == "none":
         return
     from torch_xla.utils.checkpoint import checkpoint
 
-    if mode == "selective":
-        print("pretrain_tpu: recompute 'selective' runs as 'full' (whole blocks) under XLA", flush=True)
     for layer in model.layers.values():
         layer.forward = functools.partial(checkpoint, layer.forward)
 

@@ -148,6 +148,7 @@ class Attention(nn.Module):
         self.wo = nn.Linear(model.num_heads * self.head_dim, h, bias=False)
         self.position = model.position
         self.implementation = model.attention
+        self.kernel = model.attention_kernel
         self.sliding_window = model.sliding_window
         self.window_block = WINDOW_BLOCK
         """Queries per block of the sliding-window kernel (tests shrink it to cut short sequences)."""
@@ -228,13 +229,15 @@ class Attention(nn.Module):
         return torch.cat(outputs, dim=2)
 
     def _kernel_choice(self, mask):
-        """`attention: flash` pins SDPA to the flash kernel; masks (ALiBi, windows, context
-        parallel) need the memory-efficient or math kernels, so they keep SDPA's own choice."""
-        if self.implementation != "flash" or mask is not None:
+        """`attention: flash` or `attention_kernel: flash2` pins SDPA to the flash (FlashAttention-2)
+        kernel, `attention_kernel: cudnn` to cuDNN's (validate admits it on CUDA only, R250); masks
+        (ALiBi, windows, context parallel) need the memory-efficient or math kernels, so they keep
+        SDPA's own choice."""
+        if mask is not None or (self.implementation != "flash" and self.kernel == "auto"):
             return contextlib.nullcontext()
         from torch.nn.attention import SDPBackend, sdpa_kernel
 
-        return sdpa_kernel([SDPBackend.FLASH_ATTENTION])
+        return sdpa_kernel([SDPBackend.CUDNN_ATTENTION if self.kernel == "cudnn" else SDPBackend.FLASH_ATTENTION])
 
     def _mask(self, local_heads: int, q_pos, k_pos, seq: int, device, dtype, window: int | None) -> torch.Tensor | None:
         """None for plain causal attention (lets SDPA pick flash kernels); else a bool mask or an
