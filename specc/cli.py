@@ -66,6 +66,17 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--detailed-exitcode", action="store_true",
                       help="with --against: exit 0 when nothing changed, 2 when something did (Terraform's convention)")
 
+    export = commands.add_parser("export", help="write a stage's model (final/ or a training checkpoint) as a "
+                                                "Hugging Face directory (imports torch)")
+    export.add_argument("checkpoint", type=Path, help="a model directory (<stage>/final) or <stage>/checkpoints/step-N")
+    export.add_argument("out", type=Path, help="the Hugging Face directory to write")
+    export.add_argument("--tokenizer", type=Path, help="tokenizer.json (default: the run's tokenize/tokenizer.json)")
+    export.add_argument("--chat-template", help="chatml, llama3 or a template file: the one the model was tuned with")
+    export.add_argument("--eos-token", help="end-of-document token (default: the tokenizer config's, else <|endoftext|>)")
+    export.add_argument("--pad-token", help="padding token (default: <|pad|> when the tokenizer has it)")
+    export.add_argument("--max-shard-mib", type=int, default=5120, help="weights above this are sharded (default 5120)")
+    export.add_argument("--model", type=Path, help="architecture of a training checkpoint: a model directory or config.json")
+
     calibrate = commands.add_parser("calibrate", help="fit this cluster's step-time profile from bundles that ran or a CSV table")
     calibrate.add_argument("inputs", nargs="+", type=Path, metavar="BUNDLE_OR_TABLE",
                            help="bundle directories whose pretrain stage ran, or CSV tables (spec, measured_step_s, overrides)")
@@ -82,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         handler = {"validate": _cmd_validate, "schema": _cmd_schema, "rules": _cmd_rules,
-                   "catalog": _cmd_catalog, "plan": _cmd_plan, "calibrate": _cmd_calibrate}.get(args.command, _cmd_launch)
+                   "catalog": _cmd_catalog, "plan": _cmd_plan, "calibrate": _cmd_calibrate,
+                   "export": _cmd_export}.get(args.command, _cmd_launch)
         return handler(args)
     except UsageError as error:
         print(f"specc: error: {error}", file=sys.stderr)
@@ -98,6 +110,22 @@ def main(argv: list[str] | None = None) -> int:
         print(f"specc {__version__}: internal error; please report it with the spec that caused it",
               file=sys.stderr)
         return EXIT_INTERNAL
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    """`specc export`: the runtime's HF export (`specc.runtime.hf.command`); user mistakes exit 1."""
+    from specc.runtime.hf.command import ExportError, export_command
+    from specc.runtime.integrity import StageError
+
+    if args.max_shard_mib < 1:
+        raise UsageError(f"--max-shard-mib must be at least 1 (got {args.max_shard_mib})")
+    try:
+        files = export_command(args.checkpoint, args.out, args.tokenizer, args.chat_template, args.eos_token,
+                               args.pad_token, args.max_shard_mib, args.model)
+    except (ExportError, StageError) as error:
+        raise UsageError(str(error)) from None
+    print(f"{args.out}: {len(files)} files ({', '.join(files[:3])}{', ...' if len(files) > 3 else ''})")
+    return EXIT_OK
 
 
 def _cmd_launch(args: argparse.Namespace) -> int:
@@ -153,12 +181,16 @@ def _cmd_rules(args: argparse.Namespace) -> int:
 
     from specc.diagnostics.rules import PATH_RULES, RULES
 
-    chosen = [r for r in (*RULES, *PATH_RULES) if args.code in (None, r.code)]
+    from specc.diagnostics.rules.hf_rules import SOURCE_RULES
+
+    listed = [(r.code, r.name, ", ".join(r.needs), r.documentation) for r in (*RULES, *PATH_RULES)]
+    listed += [(code, check.__name__, "model.init_from's directory", check.__doc__ or "") for code, check in SOURCE_RULES]
+    chosen = [rule for rule in listed if args.code in (None, rule[0])]
     if not chosen:
         raise UsageError(f"no rule {args.code!r}; run `specc rules` for the list")
-    for rule in chosen:
-        print(f"{rule.code}  {rule.name}  (reads: {', '.join(rule.needs)})")
-        print(inspect.cleandoc(rule.documentation))
+    for code, name, needs, documentation in chosen:
+        print(f"{code}  {name}  (reads: {needs})")
+        print(inspect.cleandoc(documentation))
         print()
     return EXIT_OK
 

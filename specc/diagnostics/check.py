@@ -16,6 +16,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from specc.diagnostics.diagnostic import Diagnostic, format_path
 from specc.diagnostics.rules import RULES
+from specc.diagnostics.rules.hf_rules import apply_init_from, suppresses
 from specc.diagnostics.schema_errors import diagnostics_from_validation
 from specc.spec.loader import Loaded, SourceMap, load_file
 from specc.spec.overrides import apply_overrides
@@ -48,8 +49,11 @@ def check_file(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) ->
     if loaded.data is None:
         return CheckResult(None, None, loaded.source_map, diagnostics, loaded.text_by_file)
     diagnostics.extend(apply_overrides(loaded.data, loaded.source_map, list(overrides)))
+    # model.init_from completes the model (and tokenizer) from a Hugging Face directory first
+    init_from = apply_init_from(loaded.data, loaded.source_map, Path(path).resolve().parent)
+    diagnostics.extend(init_from)
     spec, found = check_data(loaded.data, loaded.source_map)
-    diagnostics.extend(found)
+    diagnostics.extend(d for d in found if not suppresses(d, init_from))
     if any(d.is_error for d in diagnostics):
         spec = None
     return CheckResult(spec, loaded.data, loaded.source_map, diagnostics, loaded.text_by_file)

@@ -34,7 +34,9 @@ class SFTStage(_Stage):
     data: str = Field(min_length=1)
     """jsonl of `{"messages": [{"role", "content"}, ...]}` or `{"prompt", "response"}`."""
     chat_template: str = "chatml"
-    """`chatml`, `llama3`, or a path to a Jinja2 chat template."""
+    """`chatml`, `llama3`, a path to a Jinja2 chat template, or to a Hugging Face
+    `tokenizer_config.json` (its `chat_template`). Under `model.init_from`, default: the
+    directory's own template when it has one."""
     packing: bool = True
     """Pack several conversations per sequence."""
 

@@ -141,18 +141,24 @@ models `hf_export_incompatibilities` accepts."""
 
 
 def hf_export_incompatibilities(model: ModelSpec) -> list[str]:
-    """Why `model` cannot be exported as a Hugging Face LlamaForCausalLM (empty when it can).
+    """Why `model` cannot be exported as a Hugging Face checkpoint (empty when it can).
 
-    The `hf` export renames specc's dense RoPE/RMSNorm/SwiGLU weights to Llama's; anything
-    Llama's config cannot express is refused. Read by validate (R172) and by the export itself,
-    so a spec that validates is one the deploy stage exports.
+    The `hf` export (`specc.runtime.hf.export`) writes Llama, Mistral (a sliding window), Qwen2
+    (q/k/v biases) or Mixtral (MoE), as `specc.spec.hf_config.architecture_for` picks; anything
+    none of those configs can express is refused. Read by validate (R172) and by the export
+    itself, so a spec that validates is one the deploy stage exports.
     """
-    checks = [(model.moe is not None, "mixture-of-experts layers"),
-              (model.position != "rope", f"position encoding {model.position!r} (Llama uses rope)"),
-              (model.norm != "rmsnorm", f"norm {model.norm!r} (Llama uses rmsnorm)"),
-              (model.activation != "swiglu", f"activation {model.activation!r} (Llama uses swiglu)"),
-              (model.sliding_window is not None, "a sliding attention window"),
-              (model.init.mup_base_width is not None, "muP attention and output scaling")]
+    moe = model.moe
+    checks = [(model.position != "rope", f"position encoding {model.position!r} (HF exports use rope)"),
+              (model.norm != "rmsnorm", f"norm {model.norm!r} (HF exports use rmsnorm)"),
+              (model.activation != "swiglu", f"activation {model.activation!r} (HF exports use swiglu)"),
+              (model.init.mup_base_width is not None, "muP attention and output scaling"),
+              (model.qkv_bias and model.sliding_window is not None,
+               "q/k/v biases with a sliding window (Qwen2 exports full attention)"),
+              (model.qkv_bias and moe is not None, "q/k/v biases in a mixture-of-experts model (Mixtral has none)"),
+              (moe is not None and moe.num_shared_experts > 0, "shared experts (Mixtral has none)"),
+              (moe is not None and moe.layer_frequency != 1, "dense layers between MoE layers (Mixtral has none)"),
+              (moe is not None and moe.top_k < 2, "top_k 1 (Mixtral renormalises the top-k router weights)")]
     return [reason for failed, reason in checks if failed]
 
 

@@ -88,6 +88,11 @@ class ModelSpec(SpecModel):
     """Mixture-of-experts settings; omit for a dense model."""
     init: InitSpec = InitSpec()
     """Weight initialisation."""
+    init_from: str | None = None
+    """A local Hugging Face model directory (config.json, safetensors weights, tokenizer.json) to
+    start from, relative to the spec file: the architecture, weights and tokenizer come from it,
+    so the other model fields may be left out (those given must agree with config.json).
+    Llama, Mistral, Qwen2 and Mixtral. A Hub id is refused: download it first."""
 
     @property
     def kv_heads(self) -> int:

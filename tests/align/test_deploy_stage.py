@@ -8,7 +8,8 @@ import json
 import pytest
 import torch
 
-from specc.runtime.deploy.export import hf_state_dict, llama_incompatibilities
+from specc.runtime.deploy.export import hf_state_dict
+from specc.spec.capabilities import hf_export_incompatibilities
 from specc.runtime.deploy.quantize import Int8Linear, load_quantized_state
 from specc.runtime.deploy.stage import run as run_deploy
 from specc.runtime.infer.weights import load_model
@@ -97,11 +98,14 @@ def test_hf_export_with_qkv_bias_and_untied_head_loads(tmp_path, tokenizer_path)
         torch.testing.assert_close(hf_model(tokens).logits, model(tokens), atol=1e-4, rtol=1e-4)
 
 
-def test_hf_export_refuses_models_outside_the_llama_subset():
+def test_hf_export_refuses_models_no_hf_architecture_expresses():
     spec = tiny_model_spec(position="alibi", norm="layernorm")
-    assert llama_incompatibilities(spec) == ["position encoding 'alibi' (Llama uses rope)",
-                                             "norm 'layernorm' (Llama uses rmsnorm)"]
-    assert "lm_head.weight" not in hf_state_dict(build_model(tiny_model_spec(), 0))
+    assert hf_export_incompatibilities(spec) == ["position encoding 'alibi' (HF exports use rope)",
+                                                 "norm 'layernorm' (HF exports use rmsnorm)"]
+    assert hf_export_incompatibilities(tiny_model_spec(moe={"num_experts": 4, "top_k": 1, "num_shared_experts": 1})) \
+        == ["shared experts (Mixtral has none)", "top_k 1 (Mixtral renormalises the top-k router weights)"]
+    assert hf_export_incompatibilities(tiny_model_spec(sliding_window=16, moe={"num_experts": 4})) == []
+    assert "lm_head.weight" not in hf_state_dict(build_model(tiny_model_spec(), 0), tiny_model_spec())
 
 
 def test_runtime_implements_exactly_what_validate_accepts():

@@ -88,12 +88,12 @@ def generation_fits_context(spec: Spec) -> Iterator[Finding]:
 
 def deploy_target_is_implemented(spec: Spec) -> Iterator[Finding]:
     """The deploy stage produces only the quantizations in `DEPLOY_QUANTIZATIONS` and the formats
-    in `DEPLOY_FORMATS`, and `format: hf` (LlamaForCausalLM) only for models Llama's config can
-    express (`hf_export_incompatibilities`). `format: hf` holds full-precision weights; with a
+    in `DEPLOY_FORMATS`, and `format: hf` only for models a Llama, Mistral, Qwen2 or Mixtral
+    config can express (`hf_export_incompatibilities`). `format: hf` holds full-precision weights; with a
     quantization, the quantized weights are written in specc's safetensors layout beside it.
 
-    passes: `quantization: nf4, format: safetensors`; `format: hf` for a dense RoPE/RMSNorm/SwiGLU model
-    fails:  `quantization: gptq`; `format: hf` with `model.sliding_window: 4096` or an MoE model
+    passes: `quantization: nf4, format: safetensors`; `format: hf` for a RoPE/RMSNorm/SwiGLU model (MoE too)
+    fails:  `quantization: gptq`; `format: hf` with `norm: layernorm` or MoE shared experts
     """
     reasons = hf_export_incompatibilities(spec.model)
     for index, target in enumerate(spec.deploy.targets):
@@ -107,7 +107,7 @@ def deploy_target_is_implemented(spec: Spec) -> Iterator[Finding]:
                           f"implemented: {', '.join(DEPLOY_FORMATS)}")
         elif target.format == "hf" and reasons:
             yield Finding(where + ("format",),
-                          "format `hf` exports the Llama architecture only; this model has " + ", ".join(reasons),
+                          "format `hf` exports Llama, Mistral, Qwen2 and Mixtral models; this model has " + ", ".join(reasons),
                           "use format: safetensors (specc's layout, any model)")
         elif target.format == "hf" and target.quantization != "none" and target.quantization in DEPLOY_QUANTIZATIONS:
             yield Finding(where + ("format",),

@@ -34,6 +34,13 @@ def _template(name: str, spec_dir: str) -> str:
     return name if name in ("chatml", "llama3") else absolute(name, spec_dir)
 
 
+def special_tokens(spec: Spec) -> dict:
+    """The end-of-document and padding tokens the stages encode with (the tokenizer's first
+    special token is EOS; the second, if any, pads)."""
+    special = spec.tokenizer.special_tokens
+    return {"eos_token": special[0], **({"pad_token": special[1]} if len(special) > 1 else {})}
+
+
 def build_alignment_configs(spec: Spec, spec_dir: str) -> list[tuple[str, dict]]:
     """(stage name, config) for every alignment stage, in spec order."""
     earlier: dict[str, str] = {}
@@ -55,7 +62,8 @@ def build_alignment_configs(spec: Spec, spec_dir: str) -> list[tuple[str, dict]]
                   "tokenizer": tokenizer_location(spec, spec_dir), "chat_template": template,
                   "seq_len": stage_seq_len(stage, spec.schedule.seq_len, spec.model.max_seq_len),
                   "seed": spec.schedule.seed, "checkpoint_interval": spec.schedule.checkpoint_interval,
-                  "loss": parallel.loss, "loss_chunk_tokens": parallel.loss_chunk_tokens}
+                  "loss": parallel.loss, "loss_chunk_tokens": parallel.loss_chunk_tokens,
+                  **special_tokens(spec)}
         if stage.type == "dpo":
             reference = stage.init_from if stage.reference == "init" else stage.reference
             config["reference_checkpoint"] = _model_dir(reference, earlier, spec_dir)
@@ -77,9 +85,15 @@ def final_policy(spec: Spec) -> str:
     return f"{policies[-1]}/final" if policies else "pretrain/final"
 
 
+def trained_chat_template(spec: Spec, spec_dir: str) -> str | None:
+    """The chat template of the last SFT stage (what the served model was taught); None without SFT."""
+    templates = [_template(stage.chat_template, spec_dir) for stage in spec.alignment if stage.type == "sft"]
+    return templates[-1] if templates else None
+
+
 def build_deploy_config(spec: Spec, spec_dir: str) -> dict:
     special = spec.tokenizer.special_tokens
-    return {"targets": [target.model_dump(mode="json") for target in spec.deploy.targets],
+    return {"chat_template": trained_chat_template(spec, spec_dir),"targets": [target.model_dump(mode="json") for target in spec.deploy.targets],
             "model": spec.model.model_dump(mode="json"), "checkpoint": final_policy(spec),
             "tokenizer": tokenizer_location(spec, spec_dir), "shard_dir": "tokenize/shards",
             "eos_token": special[0], "pad_token": "<|pad|>" if "<|pad|>" in special else None,

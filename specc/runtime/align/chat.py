@@ -37,11 +37,13 @@ class ChatTemplate:
     source: str
     end_of_turn: str
     """Text that closes an assistant turn (generation stops there)."""
+    special_tokens: tuple[tuple[str, str], ...] = ()
+    """(`bos_token`, text) pairs a Hugging Face template reads (from its tokenizer_config.json)."""
 
     def render(self, messages: list[dict], add_generation_prompt: bool) -> str:
         environment = ImmutableSandboxedEnvironment(undefined=StrictUndefined, keep_trailing_newline=True)
-        return environment.from_string(self.source).render(messages=messages,
-                                                            add_generation_prompt=add_generation_prompt)
+        return environment.from_string(self.source).render(messages=messages, add_generation_prompt=add_generation_prompt,
+                                                            raise_exception=_raise, **dict(self.special_tokens))
 
     def spans(self, messages: list[dict]) -> list[tuple[str, bool]]:
         """(text, is_response) pieces whose concatenation is the rendered conversation."""
@@ -64,16 +66,35 @@ class ChatTemplate:
         return self.render(messages, add_generation_prompt=True)
 
 
+def _raise(message: str):
+    """`raise_exception(...)`, which Hugging Face chat templates call on conversations they refuse."""
+    raise ValueError(f"chat template: {message}")
+
+
 def load_template(name: str) -> ChatTemplate:
+    """`chatml`, `llama3`, a Jinja file, or a Hugging Face `tokenizer_config.json` (its `chat_template`,
+    with the special tokens it names: what `model.init_from` directories bring)."""
     if name in BUILTIN:
         path = templates_root() / "chat" / f"{name}.jinja"
         return ChatTemplate(path.read_text(), END_OF_TURN[name])
     path = Path(name)
     if not path.is_file():
         raise ValueError(f"chat_template {name!r} is neither {' nor '.join(BUILTIN)} nor a template file")
-    source = path.read_text()
+    special: tuple[tuple[str, str], ...] = ()
+    if path.name == "tokenizer_config.json":
+        import json
+
+        from specc.spec.hf_config import chat_template, token_text
+
+        config = json.loads(path.read_text())
+        source = chat_template(config)
+        if source is None:
+            raise ValueError(f"{path} has no chat_template")
+        special = tuple((key, token_text(config.get(key)) or "") for key in ("bos_token", "eos_token"))
+    else:
+        source = path.read_text()
     end = next((marker for marker in END_OF_TURN.values() if marker in source), "")
-    return ChatTemplate(source, end)
+    return ChatTemplate(source, end, special)
 
 
 def as_messages(row: dict) -> list[dict]:

@@ -72,13 +72,20 @@ class StageContext:
                             warmup_steps=min(10, total_steps // 10), stage_name=self.stage.name)
 
 
+def _special_tokens(params: dict) -> dict:
+    """eos/pad as the spec's tokenizer names them (a Hugging Face tokenizer's own, under
+    `model.init_from`); load_codec's defaults for those the params leave out."""
+    return {key: params[key] for key in ("eos_token", "pad_token") if params.get(key)}
+
+
 def stage_context(config: dict) -> StageContext:
     params = config["params"]
     stage = STAGE_ADAPTER.validate_python(params["stage"])
     run_dir = Path(config["run_dir"])
     template = load_template(getattr(stage, "chat_template", None) or params.get("chat_template", "chatml"))
     return StageContext(config=config, run_dir=run_dir, out_dir=run_dir / stage.name, stage=stage,
-                        codec=load_codec(resolve(run_dir, params["tokenizer"])), template=template,
+                        codec=load_codec(resolve(run_dir, params["tokenizer"]), **_special_tokens(params)),
+                        template=template,
                         seq_len=int(params["seq_len"]),
                         seed=int(params.get("seed", 0)),
                         checkpoint_interval=int(params.get("checkpoint_interval", 50)),
@@ -87,11 +94,16 @@ def stage_context(config: dict) -> StageContext:
 
 def inputs_record(context: StageContext, keys: tuple[str, ...]) -> dict:
     """sha256 of each input model's weights, recorded in the stage's outputs (provenance)."""
+    from specc.spec.hf_config import is_hf_directory, weight_files
+
     record = {}
     for key in keys:
         if key in context.config["params"]:
-            weights = context.path(key) / "model.safetensors"
-            record[key] = {"path": str(context.path(key)), "sha256": file_sha256(weights)}
+            directory = context.path(key)
+            # a Hugging Face directory may hold its weights as shards: one digest per file
+            files = weight_files(directory) if is_hf_directory(directory) else [directory / "model.safetensors"]
+            record[key] = {"path": str(directory), "sha256": file_sha256(files[0])} if len(files) == 1 else \
+                {"path": str(directory), "sha256": {f.name: file_sha256(f) for f in files}}
     return record
 
 

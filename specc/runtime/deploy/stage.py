@@ -47,7 +47,8 @@ def deploy_target(target: DeployTarget, params: dict, run_dir: Path, out: Path) 
     dev = device()
     model = load_model(checkpoint, dev)
     if target.format == "hf":
-        export_hf(model, out / "hf", tokenizer, params["eos_token"], params.get("pad_token"))
+        export_hf(model, out / "hf", tokenizer, params["eos_token"], params.get("pad_token"),
+                  **chat_template_args(params.get("chat_template")))
     windows = heldout_windows(shard_dir, min(params["seq_len"], model.spec.max_seq_len), params["measure_windows"])
     report: dict = {"target": target.name, "quantization": target.quantization,
                     "perplexity_full": window_perplexity(model, windows), "weight_bytes_full": weight_bytes(model),
@@ -67,6 +68,17 @@ def deploy_target(target: DeployTarget, params: dict, run_dir: Path, out: Path) 
         report["speculative"] = speculative_report(served, draft, prompts, params["speculative_new_tokens"],
                                                    target.speculative.num_tokens)
     return report
+
+
+def chat_template_args(name: str | None) -> dict:
+    """The chat template the alignment stages trained with (`chatml`, `llama3` or a file), as the
+    Jinja source and end-of-turn marker `export_hf` writes into the tokenizer config; none without SFT."""
+    if name is None:
+        return {}
+    from specc.runtime.align.chat import load_template
+
+    template = load_template(name)
+    return {"chat_template": template.source, "end_of_turn": template.end_of_turn or None}
 
 
 def _draft(target: DeployTarget, served, params: dict, run_dir: Path, out: Path):

@@ -38,7 +38,15 @@ def load_model(directory: Path, device: str | torch.device = "cpu") -> Transform
 
     When `directory` is a stage's `final/` (the stage's `_SUCCESS.json` records its files),
     the files are first checked against that record; an unreadable weights file is a
-    StageError naming it either way."""
+    StageError naming it either way. A Hugging Face directory (config.json with a `model_type`,
+    as `specc export` and the deploy stage write, or a downloaded snapshot) is read by
+    `specc.runtime.hf.load`."""
+    from specc.spec.hf_config import is_hf_directory
+
+    if is_hf_directory(directory):
+        from specc.runtime.hf.load import load_hf_model
+
+        return load_hf_model(directory, device)
     check_upstream(directory.parent, directory.parent.name)
     spec = model_spec_from_dir(directory)
     model = build_model(spec, seed=0)

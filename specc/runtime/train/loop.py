@@ -28,7 +28,8 @@ from specc.runtime.train import precision as prec
 from specc.runtime.train.checkpoint import all_gather, load_checkpoint, save_checkpoint
 from specc.runtime.train.data import BatchLayout, SequenceStream, local_batch, open_streams, verify_shards_once
 from specc.runtime.train.loss import runtime_loss
-from specc.runtime.train.model import build_model, num_parameters
+from specc.runtime.hf.load import initial_model, load_initial_weights
+from specc.runtime.train.model import num_parameters
 from specc.runtime.train.moe import AuxLossScaler
 from specc.runtime.train.optim import build_lr_scheduler, build_optimizer
 from specc.spec import parallel_dims
@@ -122,11 +123,12 @@ def build_parts(settings: TrainSettings, rt: Runtime) -> tuple[list[nn.Module], 
     """The model parts this rank runs, parallelized: [(stage index, chunk)] under pp, else [(0, model)]."""
     parallel, dims = settings.parallel, rt.dims
     par.check_model_fits_layout(settings.model, parallel, dims, settings.schedule.seq_len, settings.accelerator)
-    model = build_model(settings.model, settings.schedule.seed)
+    model = initial_model(settings.model, settings.schedule.seed)  # meta device under model.init_from
     model.set_loss(parallel.loss, parallel.loss_chunk_tokens)
     chunks = par.split_pipeline(model, parallel, rt.pp_rank) if dims.pp > 1 else [(0, model)]
     for _, part in chunks:
-        part.to(rt.device)
+        if not settings.model.init_from:
+            part.to(rt.device)
         if parallel.precision == "fp8":
             converted = prec.apply_float8(part, parallel.fp8_recipe, dims.tp,
                                           prec.uses_float8_all_gather("fp8", parallel.fp8_recipe, dims.dp_cp))
@@ -147,6 +149,8 @@ def build_parts(settings: TrainSettings, rt: Runtime) -> tuple[list[nn.Module], 
             reshard = (parallel.fsdp or parallel.zero_stage == 3) and dims.pp == 1
             par.apply_fsdp(part, par.fsdp_mesh(rt.meshes, dims), reshard, par.param_dtype_for(parallel.precision),
                            expert_mesh=rt.meshes["edp"] if dims.ep > 1 else None)
+        if settings.model.init_from:
+            load_initial_weights(part, settings.model, rt.device, rt.rank)
     return [part for _, part in chunks], chunks
 
 

@@ -91,6 +91,14 @@ def _local(param: torch.Tensor) -> torch.Tensor:
     return param.to_local() if hasattr(param, "to_local") else param
 
 
+def switch_aux_loss(probs: torch.Tensor, one_hot: torch.Tensor, num_experts: int) -> torch.Tensor:
+    """Switch eq. 4, `num_experts x sum_e f_e x P_e`: f_e the share of the (token, choice)
+    assignments that go to e, P_e the mean router probability of e. (HF Mixtral's loss sums the
+    shares of each choice instead, k times this: `specc.spec.hf_config` scales its weight.)"""
+    fraction = one_hot.float().mean(dim=0)
+    return num_experts * (fraction * probs.mean(dim=0)).sum()
+
+
 class MoE(nn.Module):
     """Router + routed experts + optional shared experts (DeepSeekMoE), replacing a dense FFN."""
 
@@ -141,9 +149,7 @@ class MoE(nn.Module):
         if self.shared_experts is not None:
             out = out + self.shared_experts(tokens)
         if self.training and self.aux_loss_weight > 0:
-            # Switch eq. 4: f_e = share of assignments to e, P_e = mean router probability.
-            fraction = one_hot.float().mean(dim=0)
-            aux = self.num_experts * (fraction * probs.mean(dim=0)).sum() * self.aux_loss_weight
+            aux = switch_aux_loss(probs, one_hot, self.num_experts) * self.aux_loss_weight
             out = AuxLossScaler.apply(out, aux)
         return out.view(shape)
 

@@ -1,0 +1,108 @@
+"""`specc export CHECKPOINT_DIR OUT_DIR`: any stage's model as a Hugging Face directory.
+
+CHECKPOINT_DIR is a model directory (`<stage>/final/`: specc's config.json + model.safetensors,
+or a Hugging Face directory) or a training checkpoint (`<stage>/checkpoints/step-N/`, DCP), whose
+architecture comes from `--model` (a model directory or a ModelSpec config.json; default the
+stage's `final/` or the checkpoint's run's `pretrain/final/`). The tokenizer defaults to the
+run's `tokenize/tokenizer.json` (or the HF directory's own); `--chat-template` names the template
+the alignment stages trained with (`chatml`, `llama3` or a file), written into the tokenizer config.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from specc.spec.hf_config import is_hf_directory, token_text, tokenizer_files
+
+
+class ExportError(ValueError):
+    """A user mistake in `specc export` (printed as `specc: error: ...`, exit 1)."""
+
+
+def run_dir_of(checkpoint: Path) -> Path | None:
+    """`<run>/<stage>/final` or `<run>/<stage>/checkpoints/step-N` -> `<run>`."""
+    if checkpoint.name == "final":
+        return checkpoint.parent.parent
+    if checkpoint.parent.name == "checkpoints":
+        return checkpoint.parent.parent.parent
+    return None
+
+
+def model_spec_for(checkpoint: Path, model: Path | None):
+    """The ModelSpec of a DCP training checkpoint: `--model`, else the stage's or pretrain's final/."""
+    from specc.runtime.infer.weights import model_spec_from_dir
+    from specc.spec.model import ModelSpec
+
+    candidates = [model] if model else [checkpoint.parent.parent / "final",
+                                        *([run_dir_of(checkpoint) / "pretrain" / "final"] if run_dir_of(checkpoint) else [])]
+    for candidate in candidates:
+        if candidate.is_file():
+            return ModelSpec.model_validate(json.loads(candidate.read_text()))
+        if (candidate / "config.json").exists():
+            if is_hf_directory(candidate):
+                from specc.runtime.hf.load import hf_model_spec
+
+                return hf_model_spec(candidate)
+            return model_spec_from_dir(candidate)
+    raise ExportError(f"{checkpoint} is a training checkpoint without the model's architecture; "
+                      "pass --model with a model directory or a ModelSpec config.json")
+
+
+def load_any(checkpoint: Path, model: Path | None):
+    """A whole model, in fp32 on the CPU, from a model directory or a DCP training checkpoint."""
+    from specc.runtime.infer.weights import load_model
+
+    if (checkpoint / "checkpoint.json").exists():
+        import torch.distributed.checkpoint as dcp
+
+        from specc.runtime.train.checkpoint import _quiet_single_process
+        from specc.runtime.train.model import build_model
+
+        transformer = build_model(model_spec_for(checkpoint, model), seed=0)
+        state = {"model": transformer.state_dict()}
+        with _quiet_single_process():
+            dcp.load(state, checkpoint_id=str(checkpoint))
+        transformer.load_state_dict(state["model"])
+        return transformer.eval()
+    if not (checkpoint / "config.json").exists():
+        raise ExportError(f"{checkpoint} is neither a model directory (config.json) nor a training checkpoint "
+                          "(checkpoint.json)")
+    return load_model(checkpoint)
+
+
+def tokenizer_for(checkpoint: Path, tokenizer: Path | None) -> tuple[Path, dict]:
+    """(tokenizer.json, tokenizer_config.json contents) for the export."""
+    if tokenizer is not None:
+        return tokenizer, {}
+    if is_hf_directory(checkpoint):
+        return tokenizer_files(checkpoint)
+    run = run_dir_of(checkpoint)
+    if run is not None and (run / "tokenize" / "tokenizer.json").exists():
+        return run / "tokenize" / "tokenizer.json", {}
+    raise ExportError(f"no tokenizer found for {checkpoint}; pass --tokenizer PATH/tokenizer.json")
+
+
+def export_command(checkpoint: Path, out: Path, tokenizer: Path | None, chat_template: str | None,
+                   eos_token: str | None, pad_token: str | None, max_shard_mib: int, model: Path | None) -> list[str]:
+    """Export and return the files written."""
+    from specc.runtime.deploy.stage import chat_template_args
+    from specc.runtime.hf.export import export_hf
+
+    if not checkpoint.is_dir():
+        raise ExportError(f"no directory {checkpoint}")
+    tokenizer_json, tokenizer_config = tokenizer_for(checkpoint, tokenizer)
+    eos = eos_token or token_text(tokenizer_config.get("eos_token")) or "<|endoftext|>"
+    pad = pad_token or token_text(tokenizer_config.get("pad_token")) or "<|pad|>"
+    try:
+        trained = chat_template_args(chat_template) if chat_template else None
+    except ValueError as error:
+        raise ExportError(str(error)) from None
+    template = trained if trained is not None else \
+        ({"chat_template": tokenizer_config["chat_template"]} if isinstance(tokenizer_config.get("chat_template"), str)
+         else {})
+    transformer = load_any(checkpoint, model)
+    try:
+        return export_hf(transformer, out, tokenizer_json, eos, pad, max_shard_bytes=max_shard_mib * 2**20, **template)
+    except ValueError as error:
+        raise ExportError(str(error)) from None
