@@ -249,7 +249,9 @@ def _launch(bundle_dir: Path, args: argparse.Namespace) -> int:
     if args.executor and args.executor != target and args.target.is_dir():
         raise LaunchUsageError(f"{bundle_dir} was emitted for the {target} executor; emit from the spec "
                                f"with --executor {args.executor}")
-    record = launch(bundle_dir, target, wait=args.wait)
+    from specc.launch.progress import LiveProgress
+
+    record = launch(bundle_dir, target, wait=args.wait, echo=LiveProgress(bundle_dir))
     if args.wait or target == "local":
         _print_summary(bundle_dir)
     return 0 if record.ok else 1
@@ -263,10 +265,14 @@ def _print_summary(bundle_dir: Path) -> None:
     predicted = json.loads((bundle_dir / "plan.json").read_text()).get("time", {}).get("step_s")
     print()
     print(render_status(bundle_dir, stage_status(bundle_dir), predicted))
+    from specc.launch.progress import eval_table
+
+    table = eval_table(bundle_dir)
     for stage in read_stages(bundle_dir):
         results = stage.outputs(bundle_dir) / "results.md"
         if stage.name == "eval" and results.exists():
-            print(f"evaluation results: {results}")
+            print(f"\nevaluation results ({results}):")
+            print(table or "  (none)")
 
 
 def cmd_status(args: argparse.Namespace) -> int:
