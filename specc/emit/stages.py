@@ -45,9 +45,15 @@ class Stage:
     def dirname(self) -> str:
         return f"{self.index:02d}-{self.name}"
 
+    tracking: dict | None = None
+    """Experiment tracking for this stage (`specc.runtime.tracking`), None when it tracks nothing."""
+
     def config(self, run_dir: str) -> dict:
-        """The stage's config.json (the runtime contract: stage, run_dir, params)."""
-        return {"stage": self.name, "run_dir": run_dir, "params": self.params}
+        """The stage's config.json (the runtime contract: stage, run_dir, params; tracking when on)."""
+        config = {"stage": self.name, "run_dir": run_dir, "params": self.params}
+        if self.tracking is not None:
+            config["tracking"] = self.tracking
+        return config
 
 
 def run_dir_for(spec: Spec) -> str:
@@ -115,7 +121,20 @@ def build_stages(spec: Spec, plan: dict, spec_dir: str) -> list[Stage]:
         duplicate = next(name for name in names if names.count(name) > 1)
         raise EmitError(f"two stages are named {duplicate!r}: an alignment stage may not reuse a pipeline "
                         f"stage's name (data, tokenize, pretrain, eval, deploy)")
-    return [_resources(index, name, params, spec, plan) for index, (name, params) in enumerate(named, start=1)]
+    stages = [_resources(index, name, params, spec, plan) for index, (name, params) in enumerate(named, start=1)]
+    return [replace(stage, tracking=tracking_params(spec, stage.name)) for stage in stages]
+
+
+UNTRACKED_STAGES = ("data", "tokenize", "deploy")
+"""Stages without training curves or scores: their metrics stay in metrics.jsonl (and `specc report`)."""
+
+
+def tracking_params(spec: Spec, stage: str) -> dict | None:
+    """The `tracking` block of a training, alignment or eval stage's config, from `spec.tracking`."""
+    if not spec.tracking.tensorboard or stage in UNTRACKED_STAGES:
+        return None
+    return {"tensorboard": True, "run_name": spec.tracking.run_name or spec.name,
+            "log_dir": f"tensorboard/{output_dirname(stage)}", "stage_dir": output_dirname(stage)}
 
 
 def output_dirname(stage: str) -> str:
