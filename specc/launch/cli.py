@@ -260,19 +260,23 @@ def _launch(bundle_dir: Path, args: argparse.Namespace) -> int:
 def _print_summary(bundle_dir: Path) -> None:
     """After a run that was waited for: each stage's state and last metrics, and where results are."""
     from specc.launch.launcher import read_stages
+    from specc.launch.progress import eval_table
     from specc.launch.status import render_status, stage_status
+    from specc.report.cli import write_run_report
 
     predicted = json.loads((bundle_dir / "plan.json").read_text()).get("time", {}).get("step_s")
     print()
     print(render_status(bundle_dir, stage_status(bundle_dir), predicted))
-    from specc.launch.progress import eval_table
-
     table = eval_table(bundle_dir)
     for stage in read_stages(bundle_dir):
         results = stage.outputs(bundle_dir) / "results.md"
         if stage.name == "eval" and results.exists():
             print(f"\nevaluation results ({results}):")
             print(table or "  (none)")
+    print(f"\nreport: {write_run_report(bundle_dir)} (open it in a browser)")
+    events = read_stages(bundle_dir)[0].outputs(bundle_dir).parent / "tensorboard"
+    if events.is_dir():
+        print(f"TensorBoard: tensorboard --logdir {events}")
 
 
 def cmd_status(args: argparse.Namespace) -> int:
