@@ -8,7 +8,7 @@ flushed at once; the launcher polls them while it waits for the job and shows
     03-pretrain  step 40/200  loss 5.1234  28,177 tok/s  elapsed 0:32  ETA 2:08
     01-data      filter 1,234/2,400 docs (51%) 4.1/8.0 MB, kept 1,000  elapsed 0:05  ETA 0:05
 
-ETA: from the measured time per step between the last two step records; before there are two,
+ETA: from the measured time per step over the last few step records; before there are two,
 from the plan's predicted step time (marked `(plan)`). Data: documents (or bytes) read against
 the totals of its `event: plan` record. Tokenizer: its phase, then parts encoded / parts.
 
@@ -28,6 +28,8 @@ from pathlib import Path
 
 DEFAULT_EVERY_S = 10.0
 POLL_S = 0.5
+ETA_WINDOW = 5
+"""Step records the measured step time is averaged over."""
 
 
 def format_duration(seconds: float | None) -> str:
@@ -162,9 +164,10 @@ class StageView:
     # --- the line ---------------------------------------------------------------------------
 
     def seconds_per_step(self) -> tuple[float | None, bool]:
-        """(seconds per step, measured?): from the last two step records, else the plan's prediction."""
+        """(seconds per step, measured?): over the last few step records (steadier than the last
+        interval alone, and still following a slowdown), else the plan's prediction."""
         if len(self.steps_seen) >= 2:
-            (t0, s0), (t1, s1) = self.steps_seen[-2], self.steps_seen[-1]
+            (t0, s0), (t1, s1) = self.steps_seen[-ETA_WINDOW:][0], self.steps_seen[-1]
             if s1 > s0 and t1 >= t0:
                 return (t1 - t0) / (s1 - s0), True
         if self.steps_seen and self.steps_seen[-1][1] > 0:
