@@ -30,6 +30,8 @@ DEFAULT_EVERY_S = 10.0
 POLL_S = 0.5
 ETA_WINDOW = 5
 """Step records the measured step time is averaged over."""
+QUEUED_STATES = ("PENDING", "REQUEUED", "CONFIGURING", "REQUEUE_HOLD", "SUSPENDED")
+"""Slurm states of a job that waits to run."""
 
 
 def format_duration(seconds: float | None) -> str:
@@ -110,6 +112,8 @@ class StageView:
     parts_done: int = 0
     items_done: set = field(default_factory=set)
     done: bool = False
+    queued: str | None = None
+    """The scheduler's state while the job waits for resources (`PENDING`), else None."""
 
     @classmethod
     def for_stage(cls, name: str, label: str, config: dict) -> StageView:
@@ -161,6 +165,13 @@ class StageView:
             self.steps_seen.append((float(record.get("time", time.time())), record["step"]))
             self.last = {**self.last, **{k: v for k, v in record.items() if k != "layout"}}
 
+    def scheduler_state(self, state: str | None) -> None:
+        """Note the job's state: elapsed time counts from when it leaves the queue."""
+        waiting = state in QUEUED_STATES
+        if self.queued and not waiting:
+            self.started = time.time()
+        self.queued = state if waiting else None
+
     # --- the line ---------------------------------------------------------------------------
 
     def seconds_per_step(self) -> tuple[float | None, bool]:
@@ -207,6 +218,8 @@ class StageView:
 
     def line(self, now: float | None = None) -> str:
         now = time.time() if now is None else now
+        if self.queued:
+            return f"{self.label:<14} queued ({self.queued})  waiting {format_duration(now - self.started)}"
         body = self._body()
         remaining, measured = self.eta(now)
         timing = f"elapsed {format_duration(now - self.started)}"
@@ -290,6 +303,7 @@ class LiveProgress:
         shown, shown_at = None, 0.0
         while not job.done():
             view.update(tail.read())
+            view.scheduler_state(_state(job))
             now = time.time()
             line = view.line(now)
             body = line.split("  elapsed")[0]
@@ -310,11 +324,20 @@ class LiveProgress:
             try:
                 while not job.done():
                     view.update(tail.read())
+                    view.scheduler_state(_state(job))
                     display.update(Text(view.line()))
                     time.sleep(POLL_S)
             finally:
                 self._display = None
         view.update(tail.read())
+
+
+def _state(job) -> str | None:
+    """The scheduler's state of a submitit job (`PENDING`, `RUNNING`, ...); None if it cannot tell."""
+    try:
+        return str(job.state)
+    except Exception:  # noqa: BLE001 - sacct failing now and then must not stop the wait
+        return None
 
 
 # --- the end of a launch -------------------------------------------------------------------

@@ -70,3 +70,12 @@ def test_partial_lines_wait_for_their_newline(tmp_path):
 
 def test_format_duration():
     assert [format_duration(s) for s in (None, 5, 125, 3725)] == ["?", "0:05", "2:05", "1:02:05"]
+
+
+def test_a_queued_job_says_so_and_its_clock_starts_when_it_runs():
+    view = StageView.for_stage("pretrain", "03-pretrain", {"params": {"schedule": {"steps": 10}}})
+    view.started = 0.0
+    view.scheduler_state("PENDING")
+    assert view.line(now=65.0) == "03-pretrain    queued (PENDING)  waiting 1:05"
+    view.scheduler_state("RUNNING")
+    assert view.queued is None and view.started > 65.0
