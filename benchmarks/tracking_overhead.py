@@ -7,7 +7,10 @@ RUN_DIR is a run directory whose tokenize stage finished (e.g. `bundles/runs/tin
 `--steps` steps logging every step (the worst case: TensorBoard gets a record per step, where the
 default logs every `log_interval` steps) once with tracking off and once on, alternating so that
 machine load hits both alike. Prints per run the median step time (first step excluded: warm-up)
-of each and their ratio, then the median ratio over the runs.
+of each and their ratio, then the median ratio over the runs. First, the cost per record in
+isolation: `MetricsWriter.write` of a training record with and without the TensorBoard sink
+(median over 5 repeats of 2,000 records), which bounds the overhead on a busy machine where
+step times are noisy.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 
@@ -49,12 +53,40 @@ def run_once(config: dict, run_dir: Path, shards: Path, steps: int, tracked: boo
     return statistics.median(r["step_s"] for r in records if "step_s" in r and r["step"] > 1)
 
 
+def write_cost(tracked: bool, records: int = 2000, repeats: int = 5) -> float:
+    """Median seconds per `MetricsWriter.write` of a pretrain-like record."""
+    from specc.runtime import tracking
+    from specc.runtime.io import MetricsWriter
+
+    times = []
+    for repeat in range(repeats):
+        with tempfile.TemporaryDirectory() as scratch:
+            root = Path(scratch)
+            config = {"stage": "pretrain", "run_dir": str(root), "params": {}}
+            if tracked:
+                config["tracking"] = {"tensorboard": True, "run_name": "cost", "log_dir": "tb", "stage_dir": "pretrain"}
+            (root / "b" / "stages" / "x").mkdir(parents=True)
+            tracking.configure(config, root / "b" / "stages" / "x" / "config.json")
+            with MetricsWriter(root / "pretrain" / "metrics.jsonl") as metrics:
+                metrics.write(step=0, loss=1.0)  # opens the event file outside the timing
+                started = time.perf_counter()
+                for step in range(1, records + 1):
+                    metrics.write(step=step, loss=1.0 / step, lr=1e-3, grad_norm=0.5, step_s=0.07, tokens_per_s=3e4,
+                                  peak_memory_gib=0.7, mfu=0.25, predicted_step_s=0.07, predicted_peak_memory_gib=0.77)
+                times.append((time.perf_counter() - started) / records)
+            tracking.configure({}, root)
+    return statistics.median(times)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
+    plain, tracked = write_cost(False), write_cost(True)
+    print(f"MetricsWriter.write: {plain * 1e6:.1f} us untracked, {tracked * 1e6:.1f} us with TensorBoard "
+          f"(+{(tracked - plain) * 1e6:.1f} us per logged record)", flush=True)
     config = pretrain_config(args.run_dir.resolve())
     shards = (args.run_dir / "tokenize" / "shards").resolve()
     ratios = []
