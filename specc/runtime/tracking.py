@@ -11,7 +11,7 @@ stages that train or evaluate, `specc.emit.stages`); `python -m specc.runtime` c
 `configure` with it before the stage runs. Event files go to `<run_dir>/<log_dir>`
 (`tensorboard/<stage>`), so `tensorboard --logdir <run_dir>/tensorboard` shows every stage as
 one run. The writer is created at the first plotted record, so short-lived writers (a stage's
-`start` record) leave no empty event files; `torch.utils.tensorboard` (which needs the
+`start` record) leave no empty event files; `torch.utils.tensorboard`'s event-file writer (which needs the
 `tensorboard` package) is imported only then.
 """
 
@@ -25,6 +25,7 @@ _active: dict | None = None
 """The running stage's tracking settings: {"config", "bundle_dir", "log_dir", ...}; None when off."""
 
 SKIPPED_KEYS = frozenset({"step", "time", "event"})
+QUEUE_EVENTS = 1000
 
 
 def configure(config: dict, config_path: Path) -> None:
@@ -79,28 +80,34 @@ class TensorBoardSink:
         self._writer = None
 
     def record(self, record: dict) -> None:
+        """One event per record holding all its values: a tenth of the events (and of the background
+        thread's checksumming) that one `add_scalar` per value would make (benchmarks/tracking_overhead.py)."""
+        from tensorboard.compat.proto.summary_pb2 import Summary
+
         step, values = scalars(record)
         if not values:
             return
-        writer = self._open()
-        for tag, value in values.items():
-            writer.add_scalar(tag, value, global_step=step, walltime=record.get("time"))
+        summary = Summary(value=[Summary.Value(tag=tag, simple_value=value) for tag, value in values.items()])
+        self._open().add_summary(summary, step, record.get("time"))
 
     def _open(self):
         if self._writer is None:
-            from torch.utils.tensorboard import SummaryWriter
+            from torch.utils.tensorboard.writer import FileWriter
 
-            self._writer = SummaryWriter(log_dir=str(self.active["log_dir"]), flush_secs=10)
+            # a queue long enough that the training thread never waits for the writer thread
+            self._writer = FileWriter(str(self.active["log_dir"]), max_queue=QUEUE_EVENTS, flush_secs=10)
             self._log_config(self._writer)
         return self._writer
 
     def _log_config(self, writer) -> None:
         """The run's name, the resolved spec and the stage's config, as text (TensorBoard's Text tab)."""
-        writer.add_text("run_name", self.active["run_name"])
+        from torch.utils.tensorboard.summary import text
+
+        writer.add_summary(text("run_name", self.active["run_name"]), 0)
         spec = self.active["bundle_dir"] / "spec.resolved.yaml"
         if spec.is_file():
-            writer.add_text("spec", _code(spec.read_text()))
-        writer.add_text("stage_config", _code(json.dumps(self.active["config"], indent=2, sort_keys=True)))
+            writer.add_summary(text("spec", _code(spec.read_text())), 0)
+        writer.add_summary(text("stage_config", _code(json.dumps(self.active["config"], indent=2, sort_keys=True))), 0)
 
     def close(self) -> None:
         if self._writer is not None:
