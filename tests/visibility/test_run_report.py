@@ -14,11 +14,13 @@ from pathlib import Path
 import pytest
 from browser import MATPLOTLIB_BLUE, chart_count, colour_share, dump_dom, screenshot, table_rows
 
+from specc.report.html import number
+
 ROOT = Path(__file__).resolve().parents[2]
-pytestmark = pytest.mark.slow  # runs data -> tokenize -> pretrain -> eval of the tiny spec
+pytestmark = pytest.mark.slow  # runs data -> tokenize -> pretrain -> eval -> deploy (int8) of the tiny spec
 
 TINY_RUN = ["corpus.sources.0.max_files=100", "corpus.sources.1.num_documents=500", "tokenizer.sample_documents=500",
-            "~alignment", "~deploy", "schedule.steps=10", "schedule.checkpoint_interval=5", "schedule.eval_interval=5",
+            "~alignment", "~deploy.targets.2", "~deploy.targets.0", "schedule.steps=10", "schedule.checkpoint_interval=5", "schedule.eval_interval=5",
             "schedule.eval_batches=2", "schedule.warmup_steps=2", "+schedule.log_interval=2"]
 
 
@@ -75,15 +77,20 @@ def test_run_report_opens_in_chromium(tiny_run, tmp_path):
     page = bundle / "report.html"
     dom = dump_dom(page)
     assert "<title>specc run report: tiny</title>" in dom
-    for heading in ("Stages", "Training curves", "Predicted vs measured", "Data funnel", "Tokenizer", "Evaluation"):
+    for heading in ("Stages", "Training curves", "Predicted vs measured", "Data funnel", "Tokenizer", "Evaluation",
+                    "Deployment"):
         assert f"<h2>{heading}</h2>" in dom, heading
-    assert chart_count(dom) >= 7
+    assert chart_count(dom) >= 8
     stages = {row[0]: row[1] for row in table_rows(dom, "stages-table")}
     assert stages == {"01-data": "completed", "02-tokenize": "completed", "03-pretrain": "completed",
-                      "04-eval": "completed"}
+                      "04-eval": "completed", "05-deploy": "completed"}
+    deployed = json.loads((bundle.parent / "runs" / "tiny" / "deploy" / "int8" / "report.json").read_text())
+    [int8] = table_rows(dom, "deploy-table")
+    assert int8[:2] == ["int8", "int8"] and int8[3] == number(deployed["weight_bytes_served"])
+    assert int8[6] == f"{deployed['perplexity_change']:+.2%}"
     results = json.loads((bundle.parent / "runs" / "tiny" / "eval" / "results.json").read_text())["results"]
     shown = table_rows(dom, "eval-table")
-    assert [(r[0], r[1], r[2], r[3]) for r in shown] == [(r["model"], r["task"], r["metric"], f"{r['value']:.4g}")
+    assert [(r[0], r[1], r[2], r[3]) for r in shown] == [(r["model"], r["task"], r["metric"], number(r["value"]))
                                                          for r in results]
     assert any(r[4] for r in shown)  # standard errors of the scored tasks
     stats = json.loads((bundle.parent / "runs" / "tiny" / "data" / "stats.json").read_text())
