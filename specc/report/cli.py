@@ -13,7 +13,7 @@ def add_parser(commands) -> None:
     report = commands.add_parser("report", help="write one offline HTML page about a launched run "
                                                 "(curves, predicted vs measured, data funnel, eval, deploy)")
     report.add_argument("bundle", type=Path, help="bundle directory")
-    report.add_argument("-o", "--output", type=Path, help="file to write (default: BUNDLE/report.html)")
+    report.add_argument("-o", "--output", type=Path, help="file to write (default: BUNDLE/jobs/report.html)")
 
 
 def cmd_report(args: argparse.Namespace) -> int:

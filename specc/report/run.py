@@ -15,11 +15,14 @@ import statistics
 import time
 from pathlib import Path
 
+from specc.emit.bundle import STATE_DIR
 from specc.report import charts
 from specc.report.html import Markup, escape, figures, page, paragraph, section, table
 
 TRAINING_KEYS = ("loss", "val_loss", "lr", "tokens_per_s")
-REPORT_FILE = "report.html"
+REPORT_FILE = f"{STATE_DIR}/report.html"
+"""Under the bundle's launch-state directory (`STATE_DIR`): the bundle itself must hold exactly what
+was emitted, or relaunching it from the spec would find it changed."""
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -290,7 +293,7 @@ def render(bundle_dir: Path) -> str:
 
 
 def write_report(bundle_dir: Path, output: Path | None = None) -> Path:
-    """Write the report (default `BUNDLE/report.html`) atomically; returns its path."""
+    """Write the report (default `BUNDLE/jobs/report.html`) atomically; returns its path."""
     from specc.runtime.io import atomic_write_text
 
     path = output or bundle_dir / REPORT_FILE

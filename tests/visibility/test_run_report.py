@@ -51,7 +51,7 @@ def test_launch_shows_progress_then_results_and_the_report(tiny_run):
     assert "evaluation results" in stdout
     for row in results:  # the eval table at the end, row by row
         assert re.search(rf"{row['model']} +{row['task']} +{row['metric']} +{row['value']:.4f}", stdout), row
-    assert f"report: {bundle / 'report.html'}" in stdout
+    assert f"report: {bundle / 'jobs' / 'report.html'}" in stdout
     assert "tensorboard --logdir" in stdout
 
 
@@ -74,7 +74,7 @@ def test_tensorboard_event_files_for_training_and_eval(tiny_run):
 
 def test_run_report_opens_in_chromium(tiny_run, tmp_path):
     bundle, _ = tiny_run
-    page = bundle / "report.html"
+    page = bundle / "jobs" / "report.html"
     dom = dump_dom(page)
     assert "<title>specc run report: tiny</title>" in dom
     for heading in ("Stages", "Training curves", "Predicted vs measured", "Data funnel", "Tokenizer", "Evaluation",
@@ -109,3 +109,14 @@ def test_report_command_rewrites_the_report(tiny_run, tmp_path):
     text = target.read_text()
     assert "<svg" in text and "<script" not in text and "<link" not in text
     assert set(re.findall(r"https?://[^\"' <]+", text)) <= {"http://www.w3.org/2000/svg", "http://www.w3.org/1999/xlink"}
+
+
+def test_the_report_leaves_the_bundle_as_emitted(tiny_run):
+    """The report lives under jobs/ with the launch state: relaunching the spec reuses the bundle."""
+    bundle, _ = tiny_run
+    arguments = [item for override in TINY_RUN for item in ("--set", override)]
+    result = subprocess.run([sys.executable, "-m", "specc.cli", "launch", str(ROOT / "specs" / "tiny.yaml"),
+                             "--executor", "local", "--out", str(bundle.parent), *arguments], capture_output=True,
+                            text=True, cwd=ROOT, timeout=600)
+    assert result.returncode == 0 and f"bundle: {bundle} (unchanged, reused)" in result.stdout, result.stderr
+    assert "03-pretrain: skipped" in result.stdout
