@@ -19,6 +19,7 @@ requirements=(
   "safetensors>=0.4"
   "requests"   # imported by torch-xla
   "absl-py"    # imported by torch-xla
+  "tensorboard==2.21.0"  # the trainer's TensorBoard event files (spec `tracking:`)
 )
 venv=.venv-tpu
 stamp="$venv/.specc-tpu-installed"

@@ -16,4 +16,8 @@ done
 if [ "${SPECC_SKIP_TPU:-0}" != 1 ] && [ "$fast_tier" != 1 ]; then
   scripts/setup-tpu-venv.sh
 fi
+# headless Chromium for the report tests (slow tier: they open the HTML reports and take screenshots)
+if [ "$fast_tier" != 1 ]; then
+  scripts/setup-chromium.sh
+fi
 .venv/bin/python -m pytest "$@"

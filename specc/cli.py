@@ -65,6 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--against", type=Path, metavar="OLD_JSON", help="show what changed since an earlier plan.json")
     plan.add_argument("--detailed-exitcode", action="store_true",
                       help="with --against: exit 0 when nothing changed, 2 when something did (Terraform's convention)")
+    plan.add_argument("--html", type=Path, metavar="PATH",
+                      help="also draw the plan as one offline HTML page (memory, time, candidates)")
 
     export = commands.add_parser("export", help="write a stage's model (final/ or a training checkpoint) as a "
                                                 "Hugging Face directory (imports torch)")
@@ -86,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     from specc.launch import cli as launch_cli  # launch, status, cancel; light to import (no torch)
 
     launch_cli.add_parsers(commands)
+    from specc.report import cli as report_cli  # light (matplotlib only when a report is written)
+
+    report_cli.add_parser(commands)
     return parser
 
 
@@ -94,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         handler = {"validate": _cmd_validate, "schema": _cmd_schema, "rules": _cmd_rules,
                    "catalog": _cmd_catalog, "plan": _cmd_plan, "calibrate": _cmd_calibrate,
-                   "export": _cmd_export}.get(args.command, _cmd_launch)
+                   "export": _cmd_export, "report": _cmd_report}.get(args.command, _cmd_launch)
         return handler(args)
     except UsageError as error:
         print(f"specc: error: {error}", file=sys.stderr)
@@ -133,6 +138,12 @@ def _cmd_launch(args: argparse.Namespace) -> int:
     from specc.launch.cli import run_command
 
     return run_command(args)
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from specc.report.cli import cmd_report
+
+    return cmd_report(args)
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
@@ -271,6 +282,14 @@ def _cmd_plan(args: argparse.Namespace) -> int:
             atomic_write_text(args.output, text)
         except OSError as error:
             raise UsageError(f"cannot write {args.output}: {error.strerror}") from None
+    if args.html:
+        from specc.report.cli import write_plan_report
+
+        try:
+            write_plan_report(json.loads(text), args.html)
+        except OSError as error:
+            raise UsageError(f"cannot write {args.html}: {error.strerror}") from None
+        print(f"plan report: {args.html}", file=sys.stderr)
     if args.against:
         return _plan_diff(args, json.loads(text))
     if args.json or args.format == "json":

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 
 from specc.catalog import load_catalog
 from specc.emit.resources import stage_resources
-from specc.pipeline import PIPELINE_STAGE_NAMES, StageKind, planned_stages
+from specc.pipeline import PIPELINE_STAGE_NAMES, StageKind, output_dirname, planned_stages
 from specc.spec.derived import devices_per_node, total_devices
 from specc.spec.root import Spec
 
@@ -47,9 +47,15 @@ class Stage:
     def dirname(self) -> str:
         return f"{self.index:02d}-{self.name}"
 
+    tracking: dict | None = None
+    """Experiment tracking for this stage (`specc.runtime.tracking`), None when it tracks nothing."""
+
     def config_file(self, run_dir: str) -> dict:
-        """The stage's config.json (the runtime contract: stage, run_dir, params)."""
-        return {"stage": self.name, "run_dir": run_dir, "params": self.config}
+        """The stage's config.json (the runtime contract: stage, run_dir, params; tracking when on)."""
+        config = {"stage": self.name, "run_dir": run_dir, "params": self.config}
+        if self.tracking is not None:
+            config["tracking"] = self.tracking
+        return config
 
 
 def run_dir_for(spec: Spec) -> str:
@@ -65,8 +71,21 @@ def build_stages(spec: Spec, plan: dict, spec_dir: str) -> list[Stage]:
         duplicate = next(name for name in names if names.count(name) > 1)
         raise EmitError(f"two stages are named {duplicate!r}: an alignment stage may not reuse a pipeline "
                         f"stage's name ({', '.join(PIPELINE_STAGE_NAMES)})")
-    return [_resources(Stage(index, name, kind, config), spec, plan)
-            for index, (kind, name, config) in enumerate(planned, start=1)]
+    stages = [_resources(Stage(index, name, kind, config), spec, plan)
+              for index, (kind, name, config) in enumerate(planned, start=1)]
+    return [replace(stage, tracking=tracking_config(spec, stage.name)) for stage in stages]
+
+
+UNTRACKED_STAGES = ("data", "tokenize", "deploy")
+"""Stages without training curves or scores: their metrics stay in metrics.jsonl (and `specc report`)."""
+
+
+def tracking_config(spec: Spec, stage: str) -> dict | None:
+    """The `tracking` block of a training, alignment or eval stage's config, from `spec.tracking`."""
+    if not spec.tracking.tensorboard or stage in UNTRACKED_STAGES:
+        return None
+    return {"tensorboard": True, "run_name": spec.tracking.run_name or spec.name,
+            "log_dir": f"tensorboard/{output_dirname(stage)}", "stage_dir": output_dirname(stage)}
 
 
 def _resources(stage: Stage, spec: Spec, plan: dict) -> Stage:

@@ -297,7 +297,9 @@ def _launch(bundle_dir: Path, args: argparse.Namespace) -> int:
     if args.executor and args.executor != target and (args.target.is_dir() or _in_bundle(args.target)):
         raise LaunchUsageError(f"{bundle_dir} was emitted for the {target} executor; emit from the spec "
                                f"with --executor {args.executor}")
-    record = launch(bundle_dir, target, wait=args.wait, lock_wait_s=args.lock_wait_s)
+    from specc.launch.progress import LiveProgress
+
+    record = launch(bundle_dir, target, wait=args.wait, lock_wait_s=args.lock_wait_s, echo=LiveProgress(bundle_dir))
     if args.wait or target == "local":
         _print_summary(bundle_dir)
     return 0 if record.ok else 1
@@ -307,15 +309,23 @@ def _print_summary(bundle_dir: Path) -> None:
     """After a run that was waited for: each stage's state and last metrics, and where results are."""
     from specc.launch.launcher import read_stages
     from specc.launch.readback import load_plan
+    from specc.launch.progress import eval_table
     from specc.launch.status import render_status, stage_status
+    from specc.report.cli import write_run_report
 
     predicted = load_plan(bundle_dir / "plan.json").get("time", {}).get("step_s")
     print()
     print(render_status(bundle_dir, stage_status(bundle_dir), predicted))
+    table = eval_table(bundle_dir)
     for stage in read_stages(bundle_dir):
         results = stage.outputs(bundle_dir) / "results.md"
         if stage.name == "eval" and results.exists():
-            print(f"evaluation results: {results}")
+            print(f"\nevaluation results ({results}):")
+            print(table or "  (none)")
+    print(f"\nreport: {write_run_report(bundle_dir)} (open it in a browser)")
+    events = read_stages(bundle_dir)[0].outputs(bundle_dir).parent / "tensorboard"
+    if events.is_dir():
+        print(f"TensorBoard: tensorboard --logdir {events}")
 
 
 def cmd_status(args: argparse.Namespace) -> int:

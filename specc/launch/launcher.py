@@ -284,6 +284,9 @@ def _collect(job, stage: BundleStage, entry: StageRecord, echo: Echo) -> bool:
     """Wait for one job; record and print its outcome. True if it succeeded."""
     import submitit
 
+    waiting = getattr(echo, "wait_for", None)  # specc.launch.progress.LiveProgress: live lines meanwhile
+    if waiting is not None:
+        waiting(job, stage)
     try:
         result = job.results()[0]  # a multi-node stage has one task per node; node 0's result speaks for it
     except (submitit.core.utils.FailedJobError, submitit.core.utils.UncompletedJobError) as error:

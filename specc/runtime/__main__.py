@@ -8,6 +8,7 @@ from pathlib import Path
 
 from specc.integrity import StageError
 from specc.runtime.stages import module_for_config
+from specc.runtime.tracking import configure as configure_tracking
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,6 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyError as error:
         print(f"specc.runtime: {error.args[0]}", file=sys.stderr)
         return 1
+    configure_tracking(config, config_path)
     try:
         module.run(config)
     except StageError as error:

@@ -15,6 +15,7 @@ from specc.spec.evaluation import EvalSpec
 from specc.spec.model import ModelSpec
 from specc.spec.parallel import ParallelSpec
 from specc.spec.schedule import ScheduleSpec
+from specc.spec.tracking import TrackingSpec
 from specc.spec.types import Identifier
 
 SCHEMA_URL = "../specc/schema/spec.schema.json"
@@ -52,6 +53,8 @@ class Spec(SpecModel):
     """Deployment targets."""
     cluster: ClusterSpec = Field(default_factory=ClusterSpec)
     """Hardware and scheduler."""
+    tracking: TrackingSpec = TrackingSpec()
+    """Experiment tracking (TensorBoard event files by default)."""
 
 
 SECTION_NAMES = tuple(Spec.model_fields)

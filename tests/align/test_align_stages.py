@@ -26,7 +26,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def metrics(run_dir: Path, stage: str) -> list[dict]:
-    return [json.loads(line) for line in (run_dir / stage / "metrics.jsonl").read_text().splitlines()]
+    """The per-step records (the `event: start` record with the stage's total steps comes first)."""
+    records = [json.loads(line) for line in (run_dir / stage / "metrics.jsonl").read_text().splitlines()]
+    return [record for record in records if "step" in record]
 
 
 def stage_config(run_dir: Path, stage: dict, init: str = "pretrain/final", **extra) -> dict:

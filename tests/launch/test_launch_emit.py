@@ -36,7 +36,8 @@ def test_launch_emit_layout_matches_the_bundle_contract(tmp_path):
         for name in ("config.json", "run.sh", "job.sbatch"):
             assert f"stages/{stage}/{name}" in files
         config = json.loads((bundle / "stages" / stage / "config.json").read_text())
-        assert set(config) == {"stage", "run_dir", "params"} and stage.endswith(config["stage"])
+        assert {"stage", "run_dir", "params"} <= set(config) <= {"stage", "run_dir", "params", "tracking"}
+        assert stage.endswith(config["stage"])
     manifest = json.loads((bundle / "manifest.json").read_text())
     assert manifest["bundle"] == bundle.name and set(manifest["files"]) == files - {"manifest.json"}
     assert manifest["specc_version"]

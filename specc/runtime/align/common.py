@@ -26,7 +26,7 @@ from pydantic import TypeAdapter
 from specc.runtime.align.chat import ChatTemplate, load_template
 from specc.runtime.align.trainer import LoopSettings
 from specc.runtime.infer.weights import TextCodec, file_sha256, load_codec, load_model
-from specc.runtime.io import atomic_write_json, mark_success
+from specc.runtime.io import MetricsWriter, atomic_write_json, mark_success
 from specc.spec.alignment import AlignmentStage
 
 STAGE_ADAPTER = TypeAdapter(AlignmentStage)
@@ -67,6 +67,9 @@ class StageContext:
         return resolve(self.run_dir, path)
 
     def loop_settings(self, total_steps: int) -> LoopSettings:
+        # the total first, so that `specc launch` shows step/total and an ETA (specc.launch.progress)
+        with MetricsWriter(self.out_dir / "metrics.jsonl") as metrics:
+            metrics.write(event="start", total_steps=total_steps)
         return LoopSettings(out_dir=self.out_dir, total_steps=total_steps, lr=self.stage.lr,
                             checkpoint_interval=self.checkpoint_interval,
                             warmup_steps=min(10, total_steps // 10), stage_name=self.stage.name)

@@ -40,6 +40,7 @@ from specc.runtime.data import mixture
 from specc.runtime.data.dedup import Signer, deduplicate, normalized_hash
 from specc.runtime.data.documents import DataError, Document, read_documents, write_documents
 from specc.runtime.data.filters import build_filters
+from specc.runtime.data.totals import source_totals
 from specc.runtime.data.progress import Progress, log
 from specc.runtime.data.report import merge_part_stats, summary_text
 from specc.runtime.data.sources import iter_source
@@ -189,6 +190,8 @@ def filter_parts(settings: dict, stage_dir: Path, filters: list, metrics: Metric
     initargs = (filters, settings["dedup"].minhash, stage_dir)
     progress = Progress("data", f"filtering and signing with {workers} worker(s)")
     done = skipped = 0
+    # totals first, so that `specc launch` can show progress against them (specc.launch.progress)
+    metrics.write(event="plan", phase="filter", sources=source_totals(settings["corpus"].sources, settings["spec_dir"]))
 
     def finished(stats: dict) -> None:
         nonlocal done
@@ -313,6 +316,7 @@ def run_stage(settings: dict, stage_dir: Path, metrics: MetricsWriter) -> dict:
     stats = merge_part_stats(part_stats, [built.name for built in filters])
 
     started = time.perf_counter()
+    metrics.write(event="phase", phase="dedup")
     arrays = load_part_arrays(stage_dir, keys)
     result = run_dedup(settings, stage_dir, keys, arrays)
     dedup_seconds = time.perf_counter() - started
@@ -322,6 +326,7 @@ def run_stage(settings: dict, stage_dir: Path, metrics: MetricsWriter) -> dict:
     log("data", f"dedup: {result.exact_removed} exact and {result.near_removed} near duplicates removed "
                 f"({dedup_seconds:.1f} s)")
 
+    metrics.write(event="phase", phase="mixture and output")
     repeat, mixture_report = mix(settings, keys, arrays, result.keep)
     offsets = list(itertools.accumulate([len(a["ids"]) for a in arrays], initial=0))[:-1]
     files = write_output(stage_dir, keys, repeat, offsets, arrays)

@@ -172,7 +172,9 @@ def run_stage(config: dict, stage_dir: Path, metrics: MetricsWriter) -> dict:
                         "token ids would fall outside the embedding table")
     data_dir = Path(config["run_dir"]) / "data"
     files = read_manifest(data_dir)
+    metrics.write(event="phase", phase="sampling")
     sample, held_out = sample_texts(data_dir, files, corpus, spec.sample_documents)
+    metrics.write(event="phase", phase="training tokenizer", sample_documents=len(sample))
     tokenizer, train_seconds = get_tokenizer(spec, spec.vocab_size, sample, stage_dir / "tokenizer.json")
     if tokenizer.get_vocab_size() > model_vocab_size:
         raise DataError(f"the tokenizer has {tokenizer.get_vocab_size()} tokens but model.vocab_size is "
@@ -184,6 +186,7 @@ def run_stage(config: dict, stage_dir: Path, metrics: MetricsWriter) -> dict:
     atomic_write_json(stage_dir / "compression.json", report)
 
     shards_dir = stage_dir / "shards"
+    metrics.write(event="phase", phase="encoding", parts_total=len(files))
     progress = Progress("tokenize", f"encoding {len(files)} data part(s)", total=len(files))
     records, encoded_seconds, encoded_tokens = [], 0.0, 0
     for entry in files:
