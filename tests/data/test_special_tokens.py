@@ -15,7 +15,7 @@ import pytest
 
 from specc.runtime.align.chat import load_template
 from specc.runtime.align.data import encode_conversation
-from specc.runtime.deploy.export import write_tokenizer
+from specc.runtime.hf.export import write_tokenizer
 from specc.runtime.infer.weights import load_codec
 from specc.runtime.tokenizer.bpe import encode, load_tokenizer, save_tokenizer, train_bpe
 
@@ -40,7 +40,7 @@ def test_every_consumer_reads_a_literal_special_token_as_that_token(tokenizer_js
     transformers = pytest.importorskip("transformers")
     stage = encode(load_tokenizer(tokenizer_json, SPECIAL), [TEXT])[0]  # the tokenize stage's encoder
     codec = load_codec(tokenizer_json)  # eval, SFT/DPO/PPO
-    write_tokenizer(tokenizer_json, tmp_path, "<|endoftext|>", "<|pad|>")  # the deploy stage's HF folder
+    write_tokenizer(tokenizer_json, tmp_path, "<|endoftext|>", "<|pad|>", None)  # the deploy stage's HF folder
     hf = transformers.AutoTokenizer.from_pretrained(tmp_path)
     assert stage == codec.encode(TEXT) == hf(TEXT, add_special_tokens=False)["input_ids"]
     assert stage.count(codec.eos_id) == 1 and stage.count(codec.pad_id) == 1
