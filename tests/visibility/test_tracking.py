@@ -84,7 +84,7 @@ def test_emitted_configs_track_training_alignment_and_eval_only():
 
     spec = check_file(ROOT / "specs" / "tiny.yaml", []).spec
     plan = json.loads(plan_json(build_plan(spec)))
-    tracked = {stage.name: stage.config("../runs/tiny").get("tracking") for stage in build_stages(spec, plan, str(ROOT))}
+    tracked = {stage.name: stage.config_file("../runs/tiny").get("tracking") for stage in build_stages(spec, plan, str(ROOT))}
     assert {name for name, block in tracked.items() if block} == {"pretrain", "sft", "rm", "dpo", "ppo", "eval"}
     assert tracked["sft"] == {"tensorboard": True, "run_name": "tiny", "log_dir": "tensorboard/sft", "stage_dir": "sft"}
     off = check_file(ROOT / "specs" / "tiny.yaml", ["+tracking.tensorboard=false", "+tracking.run_name=x"]).spec
