@@ -156,7 +156,9 @@ def test_launch_slurm_out_of_memory_fails_fast_without_requeue(tiny_on_slurm, tm
 
 
 def _broken_spec(directory: Path) -> Path:
-    """The tiny spec reading a corpus that does not exist: the data stage fails at run time."""
+    """The tiny spec reading a corpus that does not exist: launched with `--no-path-checks` (as for a
+    corpus that exists only on the cluster), the pre-flight lets it through and the data stage fails
+    at run time."""
     data = yaml.safe_load(TINY.read_text())
     data["corpus"]["sources"] = [{"type": "files", "name": "web", "path": "missing/*.jsonl"}]
     data["filters"] = [f for f in data["filters"] if "sources" not in f]
@@ -166,7 +168,7 @@ def _broken_spec(directory: Path) -> Path:
 
 
 def test_launch_slurm_failed_stage_cancels_its_dependants(slurm_cluster, tmp_path):
-    result = _launch(_broken_spec(tmp_path), tmp_path / "out", overrides=SHORT_RUN)
+    result = _launch(_broken_spec(tmp_path), tmp_path / "out", "--no-path-checks", overrides=SHORT_RUN)
     bundle = _bundle_of(result)
     assert result.returncode == 1
     assert states(bundle) == {"data": "failed", "tokenize": "cancelled", "pretrain": "cancelled",
