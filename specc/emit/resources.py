@@ -12,14 +12,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from specc.pipeline import STAGE_KINDS
 from specc.spec.cluster import StageResourcesSpec
 from specc.spec.root import Spec
 from specc.spec.units import format_minutes_for_slurm
 
-CPU_STAGES = ("data", "tokenize")
-"""Stages that use no accelerator (CPU work: filters, signatures, BPE training, encoding)."""
-CLUSTER_STAGES = ("pretrain", "pretrain_tpu")
-"""Stages that span every node of the cluster."""
+CPU_STAGES = tuple(kind.name for kind in STAGE_KINDS if not kind.uses_devices)
+"""Stages that use no accelerator (data, tokenize: filters, signatures, BPE training, encoding)."""
+CLUSTER_STAGES = tuple(kind.name for kind in STAGE_KINDS if kind.spans_cluster)
+"""Stages that span every node of the cluster (training), read from the stage registry."""
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from specc.catalog import load_catalog
 from specc.diagnostics.rules.base import Finding
 from specc.diagnostics.schema_index import suggest
+from specc.emit.configs.evaluate import eval_wanted
 from specc.emit.resources import CPU_STAGES
 from specc.spec.capabilities import capabilities_for
 from specc.spec.derived import total_devices
@@ -24,7 +25,7 @@ def _stage_names(spec: Spec) -> list[str]:
     names = list(CPU_STAGES) if spec.corpus is not None else []
     names.append(_training_name(spec))
     names += [stage.name for stage in spec.alignment]
-    if spec.eval.tasks or spec.eval.perplexity:
+    if eval_wanted(spec):
         names.append("eval")
     if spec.deploy.targets:
         names.append("deploy")

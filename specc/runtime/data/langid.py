@@ -22,6 +22,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from specc.runtime.data.documents import DataError
+from specc.runtime.data.model_file import LazyModelFile
 
 LABEL_PREFIX = "__label__"
 MAX_CHARS = 4000
@@ -65,31 +66,19 @@ def model_labels(path: Path) -> frozenset[str]:
     return frozenset(labels)
 
 
-class FastTextIdentifier:
+class FastTextIdentifier(LazyModelFile):
     """(language, probability) of a text under a supervised fastText model. Pickles as its path
     (the data stage sends filters to worker processes); each process loads the model once."""
 
-    def __init__(self, path: Path):
-        self.path = Path(path)
-        self._model = None
+    def _load(self):
+        import fasttext  # fasttext-predict: only the stages that filter by language need it
 
-    def __getstate__(self) -> dict:
-        return {"path": self.path}
-
-    def __setstate__(self, state: dict) -> None:
-        self.path, self._model = state["path"], None
-
-    def _loaded(self):
-        if self._model is None:
-            import fasttext  # fasttext-predict: only the stages that filter by language need it
-
-            if not self.path.is_file():
-                raise DataError(f"{self.path}: no such fastText model file")
-            try:
-                self._model = fasttext.load_model(str(self.path))
-            except ValueError as error:
-                raise DataError(f"{self.path}: cannot load a fastText model ({error})") from None
-        return self._model
+        if not self.path.is_file():
+            raise DataError(f"{self.path}: no such fastText model file")
+        try:
+            return fasttext.load_model(str(self.path))
+        except ValueError as error:
+            raise DataError(f"{self.path}: cannot load a fastText model ({error})") from None
 
     def predict(self, text: str) -> tuple[str, float]:
         """fastText reads one line: newlines become spaces, as datatrove does."""

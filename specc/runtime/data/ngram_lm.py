@@ -29,6 +29,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from specc.runtime.data.documents import DataError
+from specc.runtime.data.model_file import LazyModelFile
 
 TOKEN = re.compile(r"\w+|[^\w\s]", re.UNICODE)
 BOS, EOS, UNK = "<s>", "</s>", "<unk>"
@@ -150,33 +151,21 @@ class KneserNeyLM:
         return path
 
 
-class KenLMScorer:
+class KenLMScorer(LazyModelFile):
     """Perplexity under a KenLM model (ARPA or KenLM binary), with specc's tokenization (lowercase
     words and punctuation), so a model `KneserNeyLM.save_arpa` wrote scores as `perplexity` does.
     Pickles as its path (the data stage sends filters to worker processes)."""
 
-    def __init__(self, path: Path):
-        self.path = Path(path)
-        self._model = None
+    def _load(self):
+        import kenlm
 
-    def __getstate__(self) -> dict:
-        return {"path": self.path}
-
-    def __setstate__(self, state: dict) -> None:
-        self.path, self._model = state["path"], None
-
-    def _loaded(self):
-        if self._model is None:
-            import kenlm
-
-            try:
-                config = kenlm.Config()
-                config.show_progress = False
-                config.arpa_complain = kenlm.ARPALoadComplain.NONE
-                self._model = kenlm.Model(str(self.path), config)
-            except (OSError, RuntimeError) as error:
-                raise DataError(f"{self.path}: cannot load a KenLM model (ARPA or binary): {error}") from None
-        return self._model
+        try:
+            config = kenlm.Config()
+            config.show_progress = False
+            config.arpa_complain = kenlm.ARPALoadComplain.NONE
+            return kenlm.Model(str(self.path), config)
+        except (OSError, RuntimeError) as error:
+            raise DataError(f"{self.path}: cannot load a KenLM model (ARPA or binary): {error}") from None
 
     def perplexity(self, text: str) -> float:
         tokens = tokenize(text)[:MAX_TOKENS]
