@@ -23,11 +23,21 @@ def _layout_text(layout: dict) -> str:
         parts.append(f"cp{layout['cp']}")
     if layout["ep"] > 1:
         parts.append(f"ep{layout['ep']}")
-    sharding = "fsdp" if layout.get("fsdp") else f"zero{layout['zero_stage']}"
+    sharding = _sharding_text(layout)
     recompute = layout["recompute"]
     if recompute == "selective" and layout.get("selective_policy", "matmuls") != "matmuls":
         recompute += f" ({layout['selective_policy']})"
     return f"{' x '.join(parts)}  {sharding}  mb{layout['micro_batch']} x ga{layout['grad_accum']}  recompute={recompute}"
+
+
+def _sharding_text(layout: dict) -> str:
+    """FSDP under pipelining keeps each stage's parameters gathered from the first micro-batch's
+    forward to the step's last backward (the runtime does not reshard after forward when pp > 1,
+    as torchtitan does not), which the planner charges (`memory.persistent_fsdp_memory`): the
+    label says so rather than suggesting ZeRO-3's reshard-per-layer memory."""
+    if not layout.get("fsdp"):
+        return f"zero{layout['zero_stage']}"
+    return "fsdp (gathered per step under pp)" if layout.get("pp", 1) > 1 else "fsdp"
 
 
 def _memory_bar(memory: dict, capacity: float) -> Text:

@@ -112,3 +112,13 @@ def test_against_plan_of_another_shape_exits_1_naming_the_key(tmp_path, capsys):
     assert main(["plan", SPEC, "--against", str(bad)]) == 1
     err = capsys.readouterr().err
     assert f"{bad}: layout: expected a JSON object, got list" in err and "Traceback" not in err
+
+
+def test_fsdp_under_pipelining_is_labelled_as_it_runs(capsys):
+    """The runtime keeps FSDP parameters gathered across micro-batches when pp > 1 (no reshard after
+    forward); the plan's layout line says so instead of plain `fsdp`."""
+    assert main(["plan", SPEC, "--set", "+parallel.dp=4", "--set", "+parallel.pp=2"]) == 0
+    assert "fsdp (gathered per step under pp)" in capsys.readouterr().out
+    assert main(["plan", SPEC, "--set", "+parallel.dp=8"]) == 0
+    out = capsys.readouterr().out
+    assert "fsdp" in out and "gathered per step" not in out
