@@ -61,3 +61,12 @@ def test_saving_a_tokenizer_that_spells_special_tokens_as_text_is_refused(tokeni
     tokenizer.encode_special_tokens = True
     with pytest.raises(AssertionError, match="not saved in tokenizer.json"):
         save_tokenizer(tokenizer, tmp_path / "tokenizer.json")
+
+
+def test_the_fast_batch_encoder_gives_the_ids_of_the_full_one(tokenizer_json):
+    """`encode` uses `encode_batch_fast` (no offsets); its ids must be `encode_batch`'s, special
+    tokens, non-ASCII and empty texts included."""
+    tokenizer = load_tokenizer(tokenizer_json, SPECIAL)
+    texts = [TEXT, "", "zażółć gęślą jaźń — 東京 <|im_start|>user\nhi<|im_end|>", " leading  spaces\t\n"]
+    full = [e.ids for e in tokenizer.encode_batch(texts, add_special_tokens=False)]
+    assert encode(tokenizer, texts) == full and all(full[i] for i in (0, 2, 3))
