@@ -66,11 +66,13 @@ def stages_have_a_tokenizer(spec: Spec) -> Iterator[Finding]:
 
     passes: no corpus, `model: {init_from: Llama-3-8B}`     fails: no corpus, sft from `/ckpt/base`, no tokenizer.path
     """
-    readers = [stage.name for stage in spec.alignment] + (["eval"] if eval_wanted(spec) else []) + \
-        (["deploy"] if spec.deploy.targets else [])
+    readers = [(("alignment", index), stage.name) for index, stage in enumerate(spec.alignment)]
+    readers += [(("eval",), "eval")] if eval_wanted(spec) else []
+    readers += [(("deploy", "targets"), "deploy")] if spec.deploy.targets else []
     if readers and tokenizer_location(spec, ".") is None:
-        yield Finding(("tokenizer",), f"no tokenizer for {', '.join(readers)}: the spec has no corpus (so no tokenize "
-                                      "stage) and no tokenizer.path",
+        # located at the first stage that would read it: the spec has no tokenizer section to point at
+        yield Finding(readers[0][0], f"no tokenizer for {', '.join(name for _, name in readers)}: the spec has no "
+                                     "corpus (so no tokenize stage) and no tokenizer.path",
                       "set tokenizer.path to a tokenizer.json, or model.init_from to a Hugging Face directory "
                       "(its tokenizer.json is used)")
 
