@@ -64,9 +64,11 @@ def init_from_is_a_local_directory(source: InitFrom) -> Iterator[Finding]:
                       f"download it first: `huggingface-cli download {source.value} --local-dir {local}`, "
                       f"then set init_from: {local}")
     else:
+        elsewhere = "; or pass --no-path-checks if it exists only on the cluster" \
+            if os.path.isabs(os.path.expanduser(source.value)) else ""
         yield Finding(WHERE, f"no directory `{source.directory}`",
                       "init_from is a local Hugging Face model directory (config.json, safetensors weights, "
-                      "tokenizer.json), relative to the spec file")
+                      f"tokenizer.json), relative to the spec file{elsewhere}")
 
 
 def init_from_architecture_is_supported(source: InitFrom) -> Iterator[Finding]:
@@ -231,6 +233,7 @@ def _complete(data: dict, source: InitFrom) -> None:
 
 
 def suppresses(diagnostic: Diagnostic, init_from: list[Diagnostic]) -> bool:
-    """A model field reported missing when init_from failed to supply it says nothing new."""
+    """A model field (or the tokenizer, R263) reported missing when init_from failed to supply it
+    says nothing new."""
     failed = any(d.is_error and d.code != "R224" for d in init_from)
-    return failed and diagnostic.code == "S002" and diagnostic.path.startswith("model.")
+    return failed and (diagnostic.code == "S002" and diagnostic.path.startswith("model.") or diagnostic.code == "R263")
