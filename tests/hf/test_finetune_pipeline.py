@@ -48,7 +48,7 @@ def _write_data(directory: Path) -> None:
         (directory / name).write_text("".join(json.dumps(row) + "\n" for row in rows))
 
 
-@pytest.mark.slow  # transformers, and four stages launched by the local executor (~40 s on 2 shared cores)
+@pytest.mark.slow  # transformers and four stage processes: ~40 CPU s (2-2.5 min wall on a loaded 2-core machine)
 def test_finetune_launches_sft_dpo_eval_deploy_and_transformers_loads_the_export(tmp_path):
     import torch
     import transformers
