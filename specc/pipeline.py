@@ -1,6 +1,8 @@
 """The stage registry: every stage kind of the pipeline, declared once, in pipeline order.
 
 data -> tokenize -> pretrain (pretrain_tpu on TPU) -> alignment stages -> eval -> deploy.
+Which of them a spec runs, and which model each starts from, is `specc.stage_graph`'s to say
+(a fine-tune, `model.init_from` without a corpus, has no data, tokenize or pretrain stage).
 
 Each kind says what the phases need to know about it, so that none of them keeps its own list:
 the emitter (`specc.emit.stages`) builds each stage's config with `build_configs` and its
@@ -19,8 +21,8 @@ import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from specc.catalog import load_catalog
 from specc.spec.root import Spec
+from specc.stage_graph import eval_wanted, is_tpu, prepares_data, pretrains
 
 ConfigBuilder = Callable[[Spec, dict, str], list[tuple[str, dict]]]
 """(spec, plan, spec directory) -> (stage name, config) for each stage of the kind the spec runs."""
@@ -59,11 +61,6 @@ class StageKind:
 # --- which stages of each kind a spec runs -------------------------------------------------
 
 
-def is_tpu(spec: Spec) -> bool:
-    accelerator = load_catalog().get(spec.cluster.accelerator)
-    return accelerator is not None and accelerator.kind == "tpu"
-
-
 def _predicted(plan: dict) -> dict:
     """The plan's predictions the trainer logs beside its measurements."""
     return {**plan.get("time", {}), "peak_memory_gib": plan.get("memory", {}).get("per_device_gib"),
@@ -74,25 +71,29 @@ def _predicted(plan: dict) -> dict:
 def _data(spec: Spec, plan: dict, spec_dir: str) -> list[tuple[str, dict]]:
     from specc.emit.configs.data import build_data_config
 
-    return [("data", build_data_config(spec, spec_dir))] if spec.corpus is not None else []
+    return [("data", build_data_config(spec, spec_dir))] if prepares_data(spec) else []
 
 
 def _tokenize(spec: Spec, plan: dict, spec_dir: str) -> list[tuple[str, dict]]:
     from specc.emit.configs.data import build_tokenize_config
 
-    return [("tokenize", build_tokenize_config(spec, spec_dir))] if spec.corpus is not None else []
+    return [("tokenize", build_tokenize_config(spec, spec_dir))] if prepares_data(spec) else []
 
 
 def _pretrain(spec: Spec, plan: dict, spec_dir: str) -> list[tuple[str, dict]]:
     from specc.emit.configs.pretrain import build_pretrain_config
 
-    return [] if is_tpu(spec) else [("pretrain", build_pretrain_config(spec, plan["layout"], _predicted(plan)))]
+    if is_tpu(spec) or not pretrains(spec):
+        return []
+    return [("pretrain", build_pretrain_config(spec, plan["layout"], _predicted(plan)))]
 
 
 def _pretrain_tpu(spec: Spec, plan: dict, spec_dir: str) -> list[tuple[str, dict]]:
     from specc.emit.configs.pretrain import build_pretrain_config
 
-    return [("pretrain_tpu", build_pretrain_config(spec, plan["layout"], _predicted(plan)))] if is_tpu(spec) else []
+    if not is_tpu(spec) or not pretrains(spec):
+        return []
+    return [("pretrain_tpu", build_pretrain_config(spec, plan["layout"], _predicted(plan)))]
 
 
 def _alignment(spec: Spec, plan: dict, spec_dir: str) -> list[tuple[str, dict]]:
@@ -102,7 +103,7 @@ def _alignment(spec: Spec, plan: dict, spec_dir: str) -> list[tuple[str, dict]]:
 
 
 def _eval(spec: Spec, plan: dict, spec_dir: str) -> list[tuple[str, dict]]:
-    from specc.emit.configs.evaluate import build_eval_config, eval_wanted
+    from specc.emit.configs.evaluate import build_eval_config
 
     return [("eval", build_eval_config(spec, spec_dir))] if eval_wanted(spec) else []
 

@@ -42,15 +42,16 @@ class CheckResult:
         return [d for d in self.diagnostics if d.is_error]
 
 
-def check_file(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> CheckResult:
-    """Load, override, validate and rule-check one spec file."""
+def check_file(path: str | Path, overrides: list[str] | tuple[str, ...] = (), check_absolute: bool = False) -> CheckResult:
+    """Load, override, validate and rule-check one spec file. `check_absolute`: an absolute
+    `model.init_from` must exist here (`specc launch`; validate and plan leave it to the cluster)."""
     loaded: Loaded = load_file(Path(path), str(path))
     diagnostics = list(loaded.diagnostics)
     if loaded.data is None:
         return CheckResult(None, None, loaded.source_map, diagnostics, loaded.text_by_file)
     diagnostics.extend(apply_overrides(loaded.data, loaded.source_map, list(overrides)))
     # model.init_from completes the model (and tokenizer) from a Hugging Face directory first
-    init_from = apply_init_from(loaded.data, loaded.source_map, Path(path).resolve().parent)
+    init_from = apply_init_from(loaded.data, loaded.source_map, Path(path).resolve().parent, check_absolute)
     diagnostics.extend(init_from)
     spec, found = check_data(loaded.data, loaded.source_map)
     diagnostics.extend(d for d in found if not suppresses(d, init_from))

@@ -124,8 +124,14 @@ def _stage_summary(stage: Stage) -> dict:
 
 def _plan_rows(plan: dict) -> list[tuple[str, str]]:
     """The headline figures of the plan, for people (plan.json holds all of them)."""
-    model, layout, time = plan.get("model", {}), plan.get("layout", {}), plan.get("time", {})
-    memory, hardware = plan.get("memory", {}), plan.get("hardware", {})
+    model, hardware = plan.get("model") or {}, plan.get("hardware") or {}
+    if plan.get("layout") is None and "layout" in plan:
+        rows = [("parameters", _count(model.get("params"))),
+                ("hardware", f"{hardware.get('count', '?')} x {hardware.get('accelerator', '?')}"),
+                ("pretraining", "none: no pretrain stage (model.init_from without a corpus)")]
+        rows.extend((severity_of(w), f"{w.get('code')}: {w.get('message')}") for w in plan.get("warnings", []))
+        return rows
+    layout, time, memory = plan.get("layout") or {}, plan.get("time") or {}, plan.get("memory") or {}
     rows = [
         ("parameters", _count(model.get("params"))),
         ("hardware", f"{hardware.get('count', '?')} x {hardware.get('accelerator', '?')}"),
@@ -150,7 +156,9 @@ def _count(value: object) -> str:
 
 
 def _cost_text(spec: Spec, plan: dict) -> str:
-    hours = plan.get("time", {}).get("device_hours")
+    if plan.get("time") is None and "time" in plan:
+        return "No pretraining is charged (no pretrain stage); the plan has no time model for alignment stages."
+    hours = (plan.get("time") or {}).get("device_hours")
     rate = spec.cluster.cost_per_device_hour
     accelerator = load_catalog().get(spec.cluster.accelerator)
     if rate is None and accelerator is not None:

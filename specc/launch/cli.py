@@ -183,7 +183,7 @@ def _emit_from_spec(path: Path, args: argparse.Namespace, saved_plan: dict | Non
     if args.spec and saved_plan is None:
         raise LaunchUsageError(f"--spec names the spec of a saved plan.json; {path} is itself a spec")
     overrides = _overrides(args)
-    result = check_file(path, overrides)
+    result = check_file(path, overrides, check_absolute=args.path_checks)
     valid = result.valid
     if valid and args.path_checks:
         from specc.diagnostics.preflight import preflight
@@ -313,7 +313,7 @@ def _print_summary(bundle_dir: Path) -> None:
     from specc.launch.status import render_status, stage_status
     from specc.report.cli import write_run_report
 
-    predicted = load_plan(bundle_dir / "plan.json").get("time", {}).get("step_s")
+    predicted = (load_plan(bundle_dir / "plan.json").get("time") or {}).get("step_s")
     print()
     print(render_status(bundle_dir, stage_status(bundle_dir), predicted))
     table = eval_table(bundle_dir)
@@ -344,7 +344,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.format == "json":
         print(json.dumps({"bundle": args.bundle.name, "stages": rows}, indent=2, sort_keys=True))
         return 0
-    print(render_status(args.bundle, rows, plan.get("time", {}).get("step_s")))
+    print(render_status(args.bundle, rows, (plan.get("time") or {}).get("step_s")))
     return 0
 
 

@@ -188,6 +188,8 @@ def layout_arithmetic(plan: dict) -> list[tuple[str, str]]:
     device count, and dp x micro_batch x grad_accum the global batch (Narayanan et al. 2021,
     sec. 2: B = b x d x accumulation steps)."""
     layout, hardware, batch = plan["layout"], plan["hardware"], plan["batch"]
+    if layout is None:  # no pretrain stage: nothing to multiply out
+        return []
     problems = []
     for key in ("dp", "tp", "pp", "cp", "ep", "vpp", "micro_batch", "grad_accum"):
         if layout[key] < 1:
@@ -215,6 +217,8 @@ def check_layout_against_spec(plan: dict, spec, path: Path) -> None:
     from specc.spec.derived import total_devices
 
     devices = total_devices(spec.cluster)
+    if plan["layout"] is None:  # no pretrain stage (the spec hash already matched)
+        return
     if plan["hardware"]["count"] != devices:
         raise ReadbackError("B005", path, "hardware.count", f"{plan['hardware']['count']} devices, but the spec's "
                                                             f"cluster has {devices}", PLAN_HINT)

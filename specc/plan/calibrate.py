@@ -49,7 +49,7 @@ class Run:
 
 def run_from_plan(name: str, plan: dict, measured_s: float) -> Run:
     """A run from a plan contract (its breakdown with any profile it was made with taken out again)."""
-    breakdown = plan.get("time", {}).get("breakdown_s")
+    breakdown = (plan.get("time") or {}).get("breakdown_s")
     if not breakdown:
         raise CalibrationError(f"{name}: the plan has no time.breakdown_s")
     profile = plan.get("error_bars", {}).get("profile") or {}

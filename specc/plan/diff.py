@@ -34,8 +34,9 @@ class Change:
 
 
 def _get(data: dict, dotted: str):
+    """The mapping at `dotted`; {} where a key is absent or null (a plan without a pretrain stage)."""
     for key in dotted.split("."):
-        data = data.get(key, {}) if isinstance(data, dict) else {}
+        data = data.get(key) or {} if isinstance(data, dict) else {}
     return data
 
 

@@ -71,7 +71,7 @@ def error_findings(plan: dict) -> list[dict]:
     """The plan's error-level findings; a plan whose memory does not fit without a finding
     saying so (a hand-edited or foreign plan.json) gets P201's."""
     errors = [finding for finding in plan.get("warnings", []) if severity_of(finding) == "error"]
-    memory = plan.get("memory", {})
+    memory = plan.get("memory") or {}
     if memory.get("fits") is False and not any(finding.get("code") in ("P201", "P206") for finding in errors):
         capacity = plan.get("hardware", {}).get("memory_gib", 0.0)
         errors.insert(0, {"code": "P201", "severity": "error", "path": "parallel", "message": (

@@ -28,6 +28,7 @@ from specc.plan.calibrate import error_bars
 from specc.spec.derived import cluster_accelerator, devices_per_node, total_devices
 from specc.spec.parallel_dims import data_parallel_size
 from specc.spec.root import Spec
+from specc.stage_graph import pretrains, stage_names
 
 SCHEMA_VERSION = 1
 
@@ -134,12 +135,14 @@ class Plan(_Open):
     spec: PlanSpec
     model: PlanModel
     hardware: PlanHardware
-    layout: PlanLayout
-    memory: PlanMemory
-    time: PlanTime
+    layout: PlanLayout | None
+    """The pretrain stage's layout; None when the spec has no pretrain stage (a fine-tune)."""
+    memory: PlanMemory | None
+    time: PlanTime | None
+    """Pretraining time and cost; None without a pretrain stage (nothing is charged for it)."""
     candidates: list[Candidate]
     warnings: list[PlanWarning]
-    scaling: PlanScaling
+    scaling: PlanScaling | None
 
 
 def _sig(value: float, digits: int = 6) -> float:
@@ -252,9 +255,62 @@ def _failure_budget(spec: Spec, work: Workload, chosen: Estimate):
                           step_s=chosen.time.step_s, steps=time["steps"])
 
 
+def _stages_findings(spec: Spec) -> tuple[list[dict], list[dict], list[dict]]:
+    """(deploy targets, alignment stages) with their P301/P302 findings."""
+    warnings: list[dict] = []
+    deploy = []
+    for index, target in enumerate(spec.deploy.targets):
+        served = estimate_target(spec.model, target)
+        deploy.append(served.contract())
+        if not served.fits:
+            warnings.append({"code": "P301", "path": f"deploy.targets[{index}]", "message": (
+                f"deploy target `{served.name}` needs {served.per_device_gib:.1f} GiB per device on {served.count} x "
+                f"{served.accelerator} ({served.capacity_gib:.1f} GiB): raise count, quantize, or lower "
+                f"max_batch x max_context")})
+    alignment = alignment_memory(spec)
+    for index, stage in enumerate(alignment):
+        if not stage["fits"]:
+            warnings.append({"code": "P302", "path": f"alignment[{index}]", "message": (
+                f"alignment stage `{stage['stage']}` ({stage['type']}) needs {stage['per_device_gib']:.1f} GiB per "
+                f"device ({stage['placement']}) but a device has {stage['capacity_gib']:.1f} GiB")})
+    return warnings, deploy, alignment
+
+
+def _common(spec: Spec, work: Workload, precision: str, overrides: list[str] | None) -> dict:
+    """The plan's fields that do not depend on a pretrain stage."""
+    counts, hardware = work.counts, work.hardware(precision)
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "specc_version": __version__,
+        "spec": {"name": spec.name, "sha256": spec_sha256(spec), "overrides": list(overrides or [])},
+        "stages": stage_names(spec),
+        "model": {"params": counts.total, "active_params": counts.active, "embedding_params": counts.embedding,
+                  "non_embedding_params": counts.non_embedding, "flops_per_token": _sig(work.flops.model),
+                  "flops_convention": MFU_CONVENTION},
+        "hardware": {"accelerator": work.accelerator.id, "count": work.devices, "peak_tflops": hardware.peak_tflops,
+                     "memory_gib": round(hardware.memory_gib, 4), "precision": precision, "kind": work.accelerator.kind,
+                     "devices_per_node": work.devices_per_node},
+        "batch": {"sequences": work.batch_sequences, "seq_len": work.seq_len, "tokens": work.tokens_per_step},
+        "error_bars": error_bars(ERROR_BARS, work.accelerator),  # + the cluster.profile's, if any
+    }
+
+
+def _fine_tune_plan(spec: Spec, work: Workload, precision: str, overrides: list[str] | None) -> Plan:
+    """A spec without a pretrain stage (`specc.stage_graph.pretrains`): nothing is charged for
+    pretraining (no layout, memory, time, cost or scaling check); the alignment stages' memory and
+    the deploy targets are planned as always; `stages` lists what runs."""
+    warnings, deploy, alignment = _stages_findings(spec)
+    data = {**_common(spec, work, precision, overrides), "layout": None, "memory": None, "time": None,
+            "candidates": [], "warnings": classified(warnings), "scaling": None, "deploy": deploy,
+            "alignment": alignment, "search": None, "searched": False, "reliability": None}
+    return Plan.model_validate(data)
+
+
 def build_plan(spec: Spec, *, force_search: bool = False, top: int = 5, overrides: list[str] | None = None) -> Plan:
     """The plan of a validated spec."""
     work = _workload(spec)
+    if not pretrains(spec):
+        return _fine_tune_plan(spec, work, _default_precision(spec, work), overrides)
     precision = _default_precision(spec, work)
     hardware = work.hardware(precision)
     warnings: list[dict] = []
@@ -296,32 +352,12 @@ def build_plan(spec: Spec, *, force_search: bool = False, top: int = 5, override
     scaling = scaling_check(counts.active - counts.embedding, float(tokens))
     if scaling.warning():
         warnings.append({"code": "P203", "message": scaling.warning()})
-    deploy = []
-    for index, target in enumerate(spec.deploy.targets):
-        served = estimate_target(spec.model, target)
-        deploy.append(served.contract())
-        if not served.fits:
-            warnings.append({"code": "P301", "path": f"deploy.targets[{index}]", "message": (
-                f"deploy target `{served.name}` needs {served.per_device_gib:.1f} GiB per device on {served.count} x "
-                f"{served.accelerator} ({served.capacity_gib:.1f} GiB): raise count, quantize, or lower "
-                f"max_batch x max_context")})
-    alignment = alignment_memory(spec)
-    for index, stage in enumerate(alignment):
-        if not stage["fits"]:
-            warnings.append({"code": "P302", "path": f"alignment[{index}]", "message": (
-                f"alignment stage `{stage['stage']}` ({stage['type']}) needs {stage['per_device_gib']:.1f} GiB per "
-                f"device ({stage['placement']}) but a device has {stage['capacity_gib']:.1f} GiB")})
+    stage_warnings, deploy, alignment = _stages_findings(spec)
+    warnings.extend(stage_warnings)
+    common = _common(spec, work, precision, overrides)
+    common["model"]["hardware_flops_per_token"] = _sig(chosen.time.hardware_flops_per_token)
     data = {
-        "schema_version": SCHEMA_VERSION,
-        "specc_version": __version__,
-        "spec": {"name": spec.name, "sha256": spec_sha256(spec), "overrides": list(overrides or [])},
-        "model": {"params": counts.total, "active_params": counts.active, "embedding_params": counts.embedding,
-                  "non_embedding_params": counts.non_embedding, "flops_per_token": _sig(work.flops.model),
-                  "hardware_flops_per_token": _sig(chosen.time.hardware_flops_per_token),
-                  "flops_convention": MFU_CONVENTION},
-        "hardware": {"accelerator": work.accelerator.id, "count": work.devices, "peak_tflops": hardware.peak_tflops,
-                     "memory_gib": round(hardware.memory_gib, 4), "precision": precision, "kind": work.accelerator.kind,
-                     "devices_per_node": work.devices_per_node},
+        **common,
         "layout": chosen.layout.contract(),
         "memory": chosen.memory.contract(),
         "time": _time_contract(chosen, spec, work),
@@ -332,8 +368,6 @@ def build_plan(spec: Spec, *, force_search: bool = False, top: int = 5, override
         "alignment": alignment,
         "search": result.summary() if result else None,
         "searched": searching,
-        "batch": {"sequences": work.batch_sequences, "seq_len": work.seq_len, "tokens": work.tokens_per_step},
-        "error_bars": error_bars(ERROR_BARS, work.accelerator),  # + the cluster.profile's, if any
         "reliability": budget.contract() if budget is not None else None,
     }
     return Plan.model_validate(data)

@@ -111,6 +111,9 @@ def render(plan: Plan, console: Console | None = None) -> None:
         f"  {model['params'] / 1e9:.3f}B params ({model['active_params'] / 1e9:.3f}B active), "
         f"{model['flops_per_token']:.3g} FLOPs/token  on {hardware['count']} x {hardware['accelerator']} "
         f"({hardware['peak_tflops']:g} TFLOP/s {hardware['precision']}, {hardware['memory_gib']:.1f} GiB)")
+    if data["layout"] is None:
+        console.print(Group(header, *_fine_tune_lines(data)))
+        return
     layout = Text.assemble(("layout  ", "bold"), _layout_text(data["layout"]),
                            "  (searched)" if data.get("searched") else "  (from the spec)")
     scale = Text.assemble(("scaling  ", "bold"),
@@ -130,6 +133,19 @@ def render(plan: Plan, console: Console | None = None) -> None:
         parts.append(Text.assemble(("failures  ", "bold"), reliability_text(data["reliability"])))
     if len(plan.candidates) > 1:
         parts.append(_candidates_table(plan))
+    parts += _stage_lines(data)
+    console.print(Group(*parts))
+
+
+def _fine_tune_lines(data: dict) -> list[Text]:
+    """A plan without a pretrain stage: what runs, and that no pretraining is charged."""
+    return [Text.assemble(("stages  ", "bold"), " -> ".join(data.get("stages") or []),
+                          "  (no pretrain stage: no pretraining time, cost or memory is charged)"),
+            *_stage_lines(data)]
+
+
+def _stage_lines(data: dict) -> list[Text]:
+    parts = []
     for target in data.get("deploy") or []:
         parts.append(Text(f"deploy {target['name']}: {target['per_device_gib']:.1f} / {target['capacity_gib']:.1f} GiB per "
                           f"device on {target['count']} x {target['accelerator']} (weights {target['weights_gib']:.1f}, "
@@ -142,7 +158,7 @@ def render(plan: Plan, console: Console | None = None) -> None:
     for finding in data["warnings"]:
         severity = severity_of(finding)
         parts.append(Text.assemble((f"{severity}[{finding['code']}] ", SEVERITY_STYLE[severity]), finding["message"]))
-    console.print(Group(*parts))
+    return parts
 
 
 def reliability_text(budget: dict) -> str:
@@ -179,17 +195,15 @@ def render_summary(plan: dict) -> str:
     memory, time = plan["memory"], plan["time"]
     capacity = hardware["memory_gib"]
     active = "" if model["active_params"] == model["params"] else f" ({_params_text(model['active_params'])} active)"
-    share = f" ({memory['per_device_gib'] / capacity:.0%})" if capacity else ""
-    cost = f", ${time['cost_usd']:,.0f}" if time.get("cost_usd") is not None else ""
     lines = [
         f"plan: {plan['spec']['name']}  {_params_text(model['params'])} params{active} on {hardware['count']} x "
-        f"{hardware['accelerator']} ({hardware.get('precision', '?')}, {capacity:.1f} GiB per device)",
-        f"  layout  {_layout_text(layout)}  {'(searched)' if plan.get('searched') else '(from the spec)'}",
-        f"  memory  {memory['per_device_gib']:.2f} of {capacity:.1f} GiB per device{share}: "
-        f"{'fits' if memory['fits'] else 'DOES NOT FIT'}",
-        f"  time    step {time['step_s']:.3g} s, MFU {time['mfu']:.1%}, {time.get('steps', 0):,} steps, "
-        f"{time['train_days']:.3g} days, {_amount(time['device_hours'])} device-hours{cost}",
-    ]
+        f"{hardware['accelerator']} ({hardware.get('precision', '?')}, {capacity:.1f} GiB per device)"]
+    if plan.get("stages") is not None:
+        lines.append(f"  stages  {' -> '.join(plan['stages'])}")
+    if layout is None:
+        lines.append("  no pretrain stage: no pretraining time, cost or memory is charged")
+    else:
+        lines += _training_summary(plan, layout, memory, time, capacity)
     if plan.get("reliability"):
         lines.append(f"  failure {reliability_text(plan['reliability'])}")
     for stage in plan.get("alignment") or []:
@@ -198,3 +212,15 @@ def render_summary(plan: dict) -> str:
     for finding in plan.get("warnings", []):
         lines.append(f"  {severity_of(finding)}[{finding['code']}] {finding['message']}")
     return "\n".join(lines)
+
+
+def _training_summary(plan: dict, layout: dict, memory: dict, time: dict, capacity: float) -> list[str]:
+    share = f" ({memory['per_device_gib'] / capacity:.0%})" if capacity else ""
+    cost = f", ${time['cost_usd']:,.0f}" if time.get("cost_usd") is not None else ""
+    return [
+        f"  layout  {_layout_text(layout)}  {'(searched)' if plan.get('searched') else '(from the spec)'}",
+        f"  memory  {memory['per_device_gib']:.2f} of {capacity:.1f} GiB per device{share}: "
+        f"{'fits' if memory['fits'] else 'DOES NOT FIT'}",
+        f"  time    step {time['step_s']:.3g} s, MFU {time['mfu']:.1%}, {time.get('steps', 0):,} steps, "
+        f"{time['train_days']:.3g} days, {_amount(time['device_hours'])} device-hours{cost}",
+    ]

@@ -34,7 +34,7 @@ def memory_section(plan: dict) -> str:
     rows += [[f"  of which {name}", value, None] for name, value in (memory.get("detail_gib") or {}).items()]
     rows.append(["total per device", memory.get("per_device_gib"), 1.0])
     rows.append(["capacity", capacity, None])
-    stages = [("pretrain", memory.get("per_device_gib"), capacity)]
+    stages = [("pretrain", memory.get("per_device_gib"), capacity)] if memory else []
     stages += [(entry["stage"], entry.get("per_device_gib"), entry.get("capacity_gib")) for entry in plan.get("alignment", [])]
     stages += [(f"deploy {entry['name']}", entry.get("per_device_gib"), entry.get("capacity_gib"))
                for entry in plan.get("deploy", [])]

@@ -141,11 +141,11 @@ def predicted_section(report: dict) -> str:
         predicted_step = _first([r.get("predicted_step_s") for r in steps])
         predicted_memory = _first([r.get("predicted_peak_memory_gib") for r in steps])
         if predicted_step is None and stage["name"] in ("pretrain", "pretrain_tpu"):
-            predicted_step = plan.get("time", {}).get("step_s")
+            predicted_step = (plan.get("time") or {}).get("step_s")
         if predicted_memory is None:
             predicted_memory = (aligned.get(stage["name"]) or {}).get("per_device_gib")
             if predicted_memory is None and stage["name"] in ("pretrain", "pretrain_tpu"):
-                predicted_memory = plan.get("memory", {}).get("per_device_gib")
+                predicted_memory = (plan.get("memory") or {}).get("per_device_gib")
         names.append(stage["name"])
         step_rows["predicted"].append(predicted_step)
         step_rows["measured"].append(measured_step)

@@ -15,7 +15,8 @@ class _Stage(SpecModel):
     name: Identifier
     """Stage name; later stages refer to it (`init_from`, `reference`, `reward_model`)."""
     init_from: str = "pretrain"
-    """Weights to start from: `pretrain`, the name of an earlier stage, or a checkpoint path."""
+    """Weights to start from: `pretrain` (the pretrained model: the pretrain stage's, or
+    `model.init_from` in a fine-tune without a corpus), the name of an earlier stage, or a checkpoint path."""
     lr: Annotated[Number, Field(gt=0, le=1)] = 1e-5
     """Peak learning rate (AdamW; typical: SFT 2e-5, DPO 5e-7 to 1e-6, PPO 1e-6 to 1e-5)."""
     epochs: Annotated[Number, Field(gt=0)] = 1.0

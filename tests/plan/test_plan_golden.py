@@ -50,10 +50,15 @@ def test_plan_is_deterministic():
 
 
 def test_every_example_plans_with_contract_fields():
-    """Every example (GPU and TPU) gets memory, time, MFU, cost and a scaling check."""
+    """Every example (GPU and TPU) that pretrains gets memory, time, MFU, cost and a scaling check;
+    a fine-tune (no pretrain stage) gets none of them, and its alignment stages' memory."""
     for path in example_specs():
         plan = build_plan(check_file(path).spec).model_dump()
         assert plan["schema_version"] == 1
+        if "pretrain" not in plan["stages"] and "pretrain_tpu" not in plan["stages"]:
+            assert plan["layout"] is plan["memory"] is plan["time"] is plan["scaling"] is None
+            assert plan["candidates"] == [] and plan["alignment"]
+            continue
         assert set(plan["memory"]["breakdown_gib"]) == {"params", "grads", "optimizer", "activations", "other"}
         assert plan["memory"]["per_device_gib"] > 0
         assert plan["time"]["step_s"] > 0 and 0 < plan["time"]["mfu"] < 1

@@ -4,9 +4,8 @@ shown by `specc rules`."""
 
 from __future__ import annotations
 
-from specc.diagnostics.rules import (data_rules, model_rules, parallel_rules, path_rules, precision_rules,
-                                     resource_rules, run_rules,
-                                     stage_rules)
+from specc.diagnostics.rules import (data_rules, graph_rules, model_rules, parallel_rules, path_rules,
+                                     precision_rules, resource_rules, run_rules, stage_rules)
 from specc.diagnostics.rules.base import Finding, Rule
 
 RULES: tuple[Rule, ...] = (
@@ -43,19 +42,24 @@ RULES: tuple[Rule, ...] = (
     Rule("R126", ("filters",), data_rules.languages_are_identifiable),
     Rule("R127", ("corpus",), data_rules.mixture_has_one_target),
     Rule("R230", ("filters",), data_rules.perplexity_filter_has_one_model),
-    Rule("R130", ("schedule",), run_rules.budget_is_defined),
+    Rule("R130", ("schedule", "corpus", "model"), run_rules.budget_is_defined),
     Rule("R131", ("schedule",), run_rules.warmup_and_lr_make_sense),
     Rule("R132", ("schedule",), run_rules.optimizer_values_are_plausible),
     Rule("R140", ("cluster", "deploy"), run_rules.accelerator_known),
     Rule("R141", ("cluster",), run_rules.devices_match_nodes),
     Rule("R142", ("cluster",), run_rules.local_runs_on_one_node),
     Rule("R143", ("schedule", "cluster"), run_rules.checkpoints_within_time_limit),
-    Rule("R240", ("cluster", "corpus", "alignment", "eval", "deploy"), resource_rules.stage_resources_name_stages),
-    Rule("R241", ("cluster", "corpus", "alignment", "eval", "deploy"), resource_rules.stage_nodes_are_used),
-    Rule("R242", ("cluster", "corpus", "alignment", "eval", "deploy"), resource_rules.stage_devices_are_used),
+    Rule("R240", ("cluster", "corpus", "model", "alignment", "eval", "deploy"), resource_rules.stage_resources_name_stages),
+    Rule("R241", ("cluster", "corpus", "model", "alignment", "eval", "deploy"), resource_rules.stage_nodes_are_used),
+    Rule("R242", ("cluster", "corpus", "model", "alignment", "eval", "deploy"), resource_rules.stage_devices_are_used),
     Rule("R243", ("cluster", "dedup"), resource_rules.data_cpus_cover_workers),
     Rule("R244", ("cluster",), resource_rules.stage_time_exceeds_signal),
     Rule("R150", ("alignment",), run_rules.alignment_chain_is_valid),
+    Rule("R260", ("corpus", "model", "alignment"), graph_rules.alignment_starts_from_a_model),
+    Rule("R261", ("corpus", "model", "alignment", "eval"), graph_rules.eval_has_a_model),
+    Rule("R262", ("corpus", "model", "alignment", "deploy"), graph_rules.deploy_has_a_model),
+    Rule("R263", ("corpus", "tokenizer", "alignment", "eval", "deploy"), graph_rules.stages_have_a_tokenizer),
+    Rule("R264", ("corpus", "deploy"), graph_rules.speculative_needs_heldout_text),
     Rule("R151", ("model", "schedule", "alignment"), stage_rules.alignment_lengths_fit_model),
     Rule("R152", ("alignment",), stage_rules.alignment_values_are_plausible),
     Rule("R153", ("model", "eval"), stage_rules.generation_fits_context),

@@ -6,6 +6,12 @@ fields config.json describes (and `tokenizer.path` / `tokenizer.special_tokens`)
 where the spec leaves them out, so a spec need not restate the model; a field the spec does
 state must agree with config.json. `init_from` is rewritten to an absolute path for the bundle.
 Reading is torch-free (`specc.spec.hf_config`).
+
+An absolute `init_from` that is not on this machine follows the pre-flight convention of
+`path_rules`: it may exist only on the cluster, so `specc validate` and `specc plan` leave it to
+`specc launch` (which checks it, unless `--no-path-checks`), and read the architecture from the
+spec itself, which must then state it (the schema reports each missing field). `tokenizer.path`
+defaults to the directory's tokenizer.json, where the stages will read it.
 """
 
 from __future__ import annotations
@@ -58,9 +64,11 @@ def init_from_is_a_local_directory(source: InitFrom) -> Iterator[Finding]:
                       f"download it first: `huggingface-cli download {source.value} --local-dir {local}`, "
                       f"then set init_from: {local}")
     else:
+        elsewhere = "; or pass --no-path-checks if it exists only on the cluster" \
+            if os.path.isabs(os.path.expanduser(source.value)) else ""
         yield Finding(WHERE, f"no directory `{source.directory}`",
                       "init_from is a local Hugging Face model directory (config.json, safetensors weights, "
-                      "tokenizer.json), relative to the spec file")
+                      f"tokenizer.json), relative to the spec file{elsewhere}")
 
 
 def init_from_architecture_is_supported(source: InitFrom) -> Iterator[Finding]:
@@ -165,13 +173,17 @@ SOURCE_RULES: tuple[tuple[str, Callable[[InitFrom], Iterator[Finding]]], ...] = 
 """Run in order; the first that fails stops the rest (each needs the one before)."""
 
 
-def apply_init_from(data: dict, source_map: SourceMap, spec_dir: Path) -> list[Diagnostic]:
-    """Check `model.init_from` and complete the raw spec from the HF directory (in place)."""
+def apply_init_from(data: dict, source_map: SourceMap, spec_dir: Path, check_absolute: bool = False) -> list[Diagnostic]:
+    """Check `model.init_from` and complete the raw spec from the HF directory (in place); an
+    absolute directory absent here is checked only when `check_absolute` (module docstring)."""
     model = data.get("model")
     if not isinstance(model, dict) or not isinstance(model.get("init_from"), str):
         return []
     value = model["init_from"]
     directory = Path(os.path.normpath(spec_dir / os.path.expanduser(value)))
+    if os.path.isabs(os.path.expanduser(value)) and not directory.exists() and not check_absolute:
+        _elsewhere(data, directory)
+        return []
     source = InitFrom(model, value, directory, data, spec_dir)
     diagnostics = []
     for code, rule in SOURCE_RULES:
@@ -183,6 +195,13 @@ def apply_init_from(data: dict, source_map: SourceMap, spec_dir: Path) -> list[D
             return diagnostics
     _complete(data, source)
     return diagnostics
+
+
+def _elsewhere(data: dict, directory: Path) -> None:
+    """An init_from directory that exists only on the cluster: the stages read its tokenizer.json."""
+    tokenizer = data.setdefault("tokenizer", {})
+    if isinstance(tokenizer, dict):
+        tokenizer.setdefault("path", str(directory / "tokenizer.json"))
 
 
 def _as_written(text: str, source: InitFrom) -> str:
@@ -214,6 +233,7 @@ def _complete(data: dict, source: InitFrom) -> None:
 
 
 def suppresses(diagnostic: Diagnostic, init_from: list[Diagnostic]) -> bool:
-    """A model field reported missing when init_from failed to supply it says nothing new."""
+    """A model field (or the tokenizer, R263) reported missing when init_from failed to supply it
+    says nothing new."""
     failed = any(d.is_error and d.code != "R224" for d in init_from)
-    return failed and diagnostic.code == "S002" and diagnostic.path.startswith("model.")
+    return failed and (diagnostic.code == "S002" and diagnostic.path.startswith("model.") or diagnostic.code == "R263")

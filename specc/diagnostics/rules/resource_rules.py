@@ -8,28 +8,12 @@ from collections.abc import Iterator
 from specc.catalog import load_catalog
 from specc.diagnostics.rules.base import Finding
 from specc.diagnostics.schema_index import suggest
-from specc.emit.configs.evaluate import eval_wanted
 from specc.emit.resources import CPU_STAGES
 from specc.spec.capabilities import capabilities_for
 from specc.spec.derived import total_devices
 from specc.spec.root import Spec
-
-
-def _training_name(spec: Spec) -> str:
-    accelerator = load_catalog().get(spec.cluster.accelerator)
-    return "pretrain_tpu" if accelerator is not None and accelerator.kind == "tpu" else "pretrain"
-
-
-def _stage_names(spec: Spec) -> list[str]:
-    """The stages this spec runs, by the names its bundle gives them."""
-    names = list(CPU_STAGES) if spec.corpus is not None else []
-    names.append(_training_name(spec))
-    names += [stage.name for stage in spec.alignment]
-    if eval_wanted(spec):
-        names.append("eval")
-    if spec.deploy.targets:
-        names.append("deploy")
-    return names
+from specc.stage_graph import stage_names as _stage_names
+from specc.stage_graph import training_stage as _training_name
 
 
 def _planned(spec: Spec, stage: str) -> tuple[int, int]:

@@ -69,11 +69,23 @@ def minhash_bands_rows(spec: Spec) -> Iterator[Finding]:
 
 
 def budget_is_defined(spec: Spec) -> Iterator[Finding]:
-    """Exactly one of steps / token_budget, and exactly one of global_batch_size / global_batch_tokens.
+    """Exactly one of steps / token_budget, and exactly one of global_batch_size / global_batch_tokens,
+    when the spec pretrains (`specc.stage_graph.pretrains`). A fine-tune (model.init_from, no corpus)
+    has no pretrain stage: a budget or batch there is ignored, with a warning.
 
     passes: `steps: 1000, global_batch_size: 32`   fails: `steps: 1000, token_budget: 2T`
     """
+    from specc.stage_graph import pretrains
+
     schedule = spec.schedule
+    if not pretrains(spec):
+        given = [key for key in ("steps", "token_budget", "global_batch_size", "global_batch_tokens")
+                 if getattr(schedule, key) is not None]
+        if given:
+            yield Finding(("schedule", given[0]), f"schedule.{', schedule.'.join(given)} ignored: the spec has no "
+                          "pretrain stage (model.init_from and no corpus: a fine-tune)",
+                          "leave them out, or add a corpus for continued pretraining", severity="warning")
+        return
     if (schedule.steps is None) == (schedule.token_budget is None):
         both = schedule.steps is not None
         yield Finding(("schedule", "steps") if both else ("schedule",),

@@ -4,26 +4,44 @@ Spec (called by the bundle emitter; see `specc.runtime.align.common` and
 
 Models and data produced by earlier stages are named relative to the run directory
 (`pretrain/final`, `<stage>/final`, `<constitutional stage>/data.jsonl`); files named in the
-spec are made absolute against the spec's directory.
+spec are made absolute against the spec's directory. Which model a stage starts from (`pretrain`
+is `model.init_from` when the spec has no pretrain stage) is `specc.stage_graph`'s to say.
 """
 
 from __future__ import annotations
 
-from specc.emit.configs.evaluate import POLICY_TYPES, absolute, tokenizer_location
+from pathlib import Path
+
 from specc.spec.alignment import stage_seq_len
 from specc.spec.parallel import ParallelSpec
 from specc.spec.root import Spec
+from specc.stage_graph import absolute, final_model, heldout_tokens, start_model, tokenizer_location
 
 DEFAULT_CHAT_TEMPLATE = "chatml"
 
 
-def _model_dir(reference: str, earlier: dict[str, str], spec_dir: str) -> str:
-    """`pretrain`, an earlier stage's name, or a checkpoint directory path."""
-    if reference == "pretrain":
-        return "pretrain/final"
-    if reference in earlier:
-        return f"{reference}/final"
-    return absolute(reference, spec_dir)
+def _model_dir(spec: Spec, reference: str, earlier: dict[str, str], spec_dir: str) -> str:
+    """`pretrain`, an earlier stage's name, or a checkpoint directory path (validate, R260,
+    refuses `pretrain` when nothing produces it)."""
+    model = start_model(spec, reference, set(earlier), spec_dir)
+    if model is None:
+        raise ValueError(f"`{reference}` names no model: the spec has no corpus and no model.init_from")
+    return model
+
+
+def base_chat_template(spec: Spec) -> str | None:
+    """The chat template `model.init_from`'s tokenizer_config.json carries (its path), if the
+    directory is here and has one: what stages that name none use (validate fills SFT stages'
+    `chat_template` with it; a DPO stage without an SFT before it takes it from here)."""
+    if not spec.model.init_from:
+        return None
+    from specc.spec.hf_config import chat_template, tokenizer_files, HFConfigError
+
+    try:
+        tokenizer, config = tokenizer_files(Path(spec.model.init_from))
+    except HFConfigError:
+        return None
+    return str(tokenizer.with_name("tokenizer_config.json")) if chat_template(config) is not None else None
 
 
 def _data_path(value: str, constitutional: set[str], spec_dir: str) -> str:
@@ -45,7 +63,7 @@ def build_alignment_configs(spec: Spec, spec_dir: str) -> list[tuple[str, dict]]
     """(stage name, config) for every alignment stage, in spec order."""
     earlier: dict[str, str] = {}
     constitutional: set[str] = set()
-    template = DEFAULT_CHAT_TEMPLATE
+    template = base_chat_template(spec) or DEFAULT_CHAT_TEMPLATE
     out = []
     # the loss implementation the policies' log-probabilities use (`parallel.loss`; defaults under `auto`)
     parallel = spec.parallel if isinstance(spec.parallel, ParallelSpec) else ParallelSpec()
@@ -58,7 +76,7 @@ def build_alignment_configs(spec: Spec, spec_dir: str) -> list[tuple[str, dict]]
             if key in body:
                 body[key] = _data_path(body[key], constitutional, spec_dir)
         config = {"stage": body, "model": spec.model.model_dump(mode="json"),
-                  "init_checkpoint": _model_dir(stage.init_from, earlier, spec_dir),
+                  "init_checkpoint": _model_dir(spec, stage.init_from, earlier, spec_dir),
                   "tokenizer": tokenizer_location(spec, spec_dir), "chat_template": template,
                   "seq_len": stage_seq_len(stage, spec.schedule.seq_len, spec.model.max_seq_len),
                   "seed": spec.schedule.seed, "checkpoint_interval": spec.schedule.checkpoint_interval,
@@ -66,7 +84,7 @@ def build_alignment_configs(spec: Spec, spec_dir: str) -> list[tuple[str, dict]]
                   **special_tokens(spec)}
         if stage.type == "dpo":
             reference = stage.init_from if stage.reference == "init" else stage.reference
-            config["reference_checkpoint"] = _model_dir(reference, earlier, spec_dir)
+            config["reference_checkpoint"] = _model_dir(spec, reference, earlier, spec_dir)
         if stage.type == "ppo":
             if earlier.get(stage.reward_model) != "reward_model":
                 raise ValueError(f"alignment stage {stage.name!r}: reward_model {stage.reward_model!r} is not an "
@@ -79,23 +97,18 @@ def build_alignment_configs(spec: Spec, spec_dir: str) -> list[tuple[str, dict]]
     return out
 
 
-def final_policy(spec: Spec) -> str:
-    """The model directory deployment serves: the last alignment stage that trains a policy."""
-    policies = [stage.name for stage in spec.alignment if stage.type in POLICY_TYPES]
-    return f"{policies[-1]}/final" if policies else "pretrain/final"
-
-
 def trained_chat_template(spec: Spec, spec_dir: str) -> str | None:
-    """The chat template of the last SFT stage (what the served model was taught); None without SFT."""
+    """The chat template of the last SFT stage (what the served model was taught), else the one
+    `model.init_from` came with; None without either."""
     templates = [_template(stage.chat_template, spec_dir) for stage in spec.alignment if stage.type == "sft"]
-    return templates[-1] if templates else None
+    return templates[-1] if templates else base_chat_template(spec)
 
 
 def build_deploy_config(spec: Spec, spec_dir: str) -> dict:
     special = spec.tokenizer.special_tokens
     return {"chat_template": trained_chat_template(spec, spec_dir),"targets": [target.model_dump(mode="json") for target in spec.deploy.targets],
-            "model": spec.model.model_dump(mode="json"), "checkpoint": final_policy(spec),
-            "tokenizer": tokenizer_location(spec, spec_dir), "shard_dir": "tokenize/shards",
+            "model": spec.model.model_dump(mode="json"), "checkpoint": final_model(spec, spec_dir),
+            "tokenizer": tokenizer_location(spec, spec_dir), "shard_dir": heldout_tokens(spec),
             "eos_token": special[0], "pad_token": "<|pad|>" if "<|pad|>" in special else None,
             "seq_len": min(spec.schedule.seq_len, spec.model.max_seq_len), "seed": spec.schedule.seed,
             "measure_windows": 32, "draft_steps": 200, "draft_batch_size": 16, "draft_lr": 1e-3,

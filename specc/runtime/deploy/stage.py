@@ -43,21 +43,24 @@ def deploy_target(target: DeployTarget, params: dict, run_dir: Path, out: Path) 
                          f"is not implemented by the deploy stage; quantization one of "
                          f"{', '.join(DEPLOY_QUANTIZATIONS)}, format one of {', '.join(DEPLOY_FORMATS)}")
     checkpoint, tokenizer = resolve(run_dir, params["checkpoint"]), resolve(run_dir, params["tokenizer"])
-    shard_dir = resolve(run_dir, params["shard_dir"])
     dev = device()
     model = load_model(checkpoint, dev)
     if target.format == "hf":
         export_hf(model, out / "hf", tokenizer, params["eos_token"], params.get("pad_token"),
                   **chat_template_args(params.get("chat_template")))
-    windows = heldout_windows(shard_dir, min(params["seq_len"], model.spec.max_seq_len), params["measure_windows"])
+    # a fine-tune (no corpus: `shard_dir` null) has no held-out tokens: perplexity is not measured
+    # and says so (validate, R264, refuses speculative targets, which need them)
+    windows = heldout_windows(resolve(run_dir, params["shard_dir"]), min(params["seq_len"], model.spec.max_seq_len),
+                              params["measure_windows"]) if params.get("shard_dir") else []
     report: dict = {"target": target.name, "quantization": target.quantization,
-                    "perplexity_full": window_perplexity(model, windows), "weight_bytes_full": weight_bytes(model),
-                    "heldout_tokens": sum(len(w) - 1 for w in windows)}
+                    "perplexity_full": window_perplexity(model, windows) if windows else None,
+                    "weight_bytes_full": weight_bytes(model), "heldout_tokens": sum(len(w) - 1 for w in windows)}
     served = model
     if target.quantization != "none":
         served = quantize_model(load_model(checkpoint, dev), target.quantization, target.group_size)
-        report["perplexity_quantized"] = window_perplexity(served, windows)
-        report["perplexity_change"] = report["perplexity_quantized"] / report["perplexity_full"] - 1.0
+        if windows:
+            report["perplexity_quantized"] = window_perplexity(served, windows)
+            report["perplexity_change"] = report["perplexity_quantized"] / report["perplexity_full"] - 1.0
     report["weight_bytes_served"] = weight_bytes(served)
     export_safetensors(quantized_state(served), model.spec, out / "model", tokenizer,
                        {"method": target.quantization, "group_size": target.group_size})

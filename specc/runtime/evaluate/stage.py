@@ -101,13 +101,16 @@ def run(config: dict) -> None:
     out = run_dir / "eval"
     params = config["params"]
     spec = EvalSpec.model_validate(params["eval"])
-    codec = load_codec(resolve(run_dir, params["tokenizer"]))
+    # eos/pad as the spec's tokenizer names them (a Hugging Face tokenizer's own under model.init_from)
+    codec = load_codec(resolve(run_dir, params["tokenizer"]),
+                       **{key: params[key] for key in ("eos_token", "pad_token") if params.get(key)})
     fingerprint = config_hash(config)
     rows: list[dict] = []
     with MetricsWriter(out / "metrics.jsonl") as metrics:
         for label, directory in params["checkpoints"].items():
             model_dir = resolve(run_dir, directory)
-            if not (model_dir / "model.safetensors").exists():
+            # one file, or a Hugging Face directory's shards (model.init_from)
+            if not any((model_dir / name).exists() for name in ("model.safetensors", "model.safetensors.index.json")):
                 print(f"eval: skipping {label}: no weights at {model_dir}")
                 continue
             rows.extend(_evaluate_model(label, model_dir, spec, codec, out, metrics, fingerprint))
