@@ -138,3 +138,24 @@ def test_mxfp8_reproduces_torchtitans_b200_speedup_and_gathers_in_bf16():
     rowwise = _torchtitan_b200("fp8", "rowwise")
     assert mx.memory.fsdp_buffers == rowwise.memory.fsdp_buffers  # bf16 all-gathers, like rowwise
     assert fp8.cast_bytes_per_token(LLAMA_8B, 1, 8192, False, "mxfp8") < fp8.cast_bytes_per_token(LLAMA_8B, 1, 8192, False)
+
+
+def test_launch_compares_the_planned_recompute_every_with_the_stage():
+    """A plan that recomputes 1 block in 2 and a pretrain stage that would recompute another share differ."""
+    import json
+
+    from conftest import SPECS
+    from specc.diagnostics.check import check_file
+    from specc.emit.stages import build_stages
+    from specc.launch.planned import differences, emitted_stage_runs
+    from specc.plan import build_plan, plan_json
+
+    overrides = ["parallel.recompute=full", "+parallel.recompute_every=2"]
+    result = check_file(SPECS / "llama3-8b-h100x8.yaml", overrides)
+    plan = json.loads(plan_json(build_plan(result.spec, overrides=overrides)))
+    assert plan["layout"]["recompute_every"] == 2
+    stages = emitted_stage_runs(build_stages(result.spec, plan, str(SPECS)))
+    assert not [d for d in differences(plan, stages) if d.setting == "parallel.recompute_every"]
+    del plan["layout"]["recompute_every"]
+    found = [d for d in differences(plan, stages) if d.setting == "parallel.recompute_every"]
+    assert [(d.planned, d.runs) for d in found] == [(1, 2)]
