@@ -165,7 +165,7 @@ def pipeline_stage_params(model: ModelSpec, counts: ParameterCount, layout: Layo
         head = (counts.output_head or counts.token_embedding) / vocab_shards  # tied: the embedding matrix
         own_matrix = counts.output_head or stage == "last"  # tied on the only stage: already counted
         root += counts.final_norm + (head if own_matrix else 0.0)
-    if stage in ("last", "only") and counts.mtp:  # MTP modules sit with the head (DeepSeek-V3 sec. 3.2.1)
+    if stage in ("last", "only") and counts.mtp:  # MTP modules share the head, so sit on its stage (DeepSeek-V3 sec. 3.2.3)
         mtp_dense = counts.mtp - counts.mtp_experts
         body += mtp_dense / tp + model.mtp_depth * (1 - 1 / tp) * counts.attention_replicated_per_layer
         experts += counts.mtp_experts / layout.ep
