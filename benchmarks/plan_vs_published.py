@@ -27,7 +27,7 @@ without the chunked loss's head recompute, which none of these stacks runs.
 
 Held out: benchmarks/data/held_out_runs.json holds runs from sources the calibration never saw (NVIDIA
 NeMo / Megatron-Core with Transformer Engine, fp8, on H100, B200 and GB200, dense and MoE, up to 64k
-tokens), each with its source URL. No constant is ever fitted on them; `--held-out` reports them by
+tokens; DeepSeek-V3 on 2048 H800, with MLA, first-k-dense MoE and MTP), each with its source URL. No constant is ever fitted on them; `--held-out` reports them by
 source, precision, MoE vs dense and sequence length.
 
 Usage: python benchmarks/plan_vs_published.py [--fit] [--cv] [--held-out] [--rows] [--loss source|auto|chunked|full]
@@ -59,7 +59,7 @@ long context): never fitted, evaluated with the constants as they are (`--held-o
 
 HARDWARE = {"A100-SXM4-80GB": "a100-80gb", "A100-SXM4-40GB": "a100-40gb", "H100-SXM5-80GB": "h100-sxm",
             "H100-96GB-HBM2e(500W)": "h100-sxm", "TPU-v5e": "tpu-v5e", "TPU-v4": "tpu-v4", "B200": "b200",
-            "GB200": "gb200"}
+            "GB200": "gb200", "H800": "h800"}
 
 
 def accelerator_for(hardware_type: str):
@@ -93,6 +93,7 @@ def model_of(row: dict) -> ModelSpec:
         norm=m.get("norm") or ("layernorm" if gpt_like else "rmsnorm"),
         position=m.get("position") or ("learned" if gpt_like else "rope"),
         vocab_size=m["vocab"], max_seq_len=m["seq_len"], tie_embeddings=gpt_like, moe=moe,
+        mla=m.get("mla"), mtp_depth=m.get("mtp_depth") or 0,  # DeepSeek-V3 (planned only, docs/formulas.md section 9)
         attention_kernel=row["layout"].get("attention_kernel") or "auto",
         # Megatron 2021-22 stored the attention scores (fused softmax, no flash) and used dropout 0.1.
         attention="eager" if group in ("megatron_sc21_a100", "korthikanti_a100") else "flash",

@@ -39,16 +39,44 @@ class Accelerator:
 
 
 @cache
-def load_catalog() -> dict[str, Accelerator]:
-    """Catalog id -> Accelerator."""
+def builtin_catalog() -> dict[str, Accelerator]:
+    """Catalog id -> Accelerator, from `accelerators.json` only."""
     raw = json.loads((Path(__file__).parent / "accelerators.json").read_text())
+    return {entry["id"]: accelerator_from_entry(entry) for entry in raw["devices"]}
+
+
+def accelerator_from_entry(entry: dict) -> Accelerator:
+    """One catalog entry (the JSON object of `accelerators.json`, or of a user catalog file) as an
+    Accelerator: the known fields as such, every other key in `extra`."""
     known = set(Accelerator.__dataclass_fields__) - {"extra"}
-    catalog = {}
-    for entry in raw["devices"]:
-        fields = {k: v for k, v in entry.items() if k in known}
-        extra = {k: v for k, v in entry.items() if k not in known}
-        catalog[entry["id"]] = Accelerator(**fields, extra=extra)
-    return catalog
+    fields = {k: v for k, v in entry.items() if k in known}
+    extra = {k: v for k, v in entry.items() if k not in known}
+    return Accelerator(**fields, extra=extra)
+
+
+def entry_of(accelerator: Accelerator) -> dict:
+    """The catalog entry an Accelerator was read from (`accelerator_from_entry`'s inverse)."""
+    fields = {name: getattr(accelerator, name) for name in Accelerator.__dataclass_fields__ if name != "extra"}
+    return {**fields, **accelerator.extra}
+
+
+_user: dict[str, dict[str, Accelerator]] = {"entries": {}, "merged": {}}
+"""The spec's `cluster.catalog` accelerators, registered by `use_user_catalog`."""
+
+
+def load_catalog() -> dict[str, Accelerator]:
+    """Catalog id -> Accelerator: the built-in entries, plus those of the spec's `cluster.catalog` file
+    once validate has loaded it (`use_user_catalog`): the CLI checks one spec per process, so every
+    phase after validate (rules, plan, search, calibrate, bundle) sees the same accelerators."""
+    return _user["merged"] if _user["entries"] else builtin_catalog()
+
+
+def use_user_catalog(entries: dict[str, Accelerator]) -> None:
+    """Make `entries` (a user catalog file's accelerators, ids distinct from the built-in ones) part of
+    `load_catalog()` until the next call; an empty dict goes back to the built-in catalog. Called for
+    every spec checked (`specc.diagnostics.check.check_file`), so one spec's entries never leak into the next."""
+    _user["entries"] = dict(entries)
+    _user["merged"] = {**builtin_catalog(), **entries}
 
 
 def accelerator_ids() -> list[str]:

@@ -18,6 +18,7 @@ from specc.diagnostics.diagnostic import Diagnostic, format_path
 from specc.diagnostics.rules import RULES
 from specc.diagnostics.rules.hf_rules import apply_init_from, suppresses
 from specc.diagnostics.schema_errors import diagnostics_from_validation
+from specc.diagnostics.user_catalog import apply_user_catalog
 from specc.spec.loader import Loaded, SourceMap, load_file
 from specc.spec.overrides import apply_overrides
 from specc.spec.root import Spec
@@ -53,7 +54,13 @@ def check_file(path: str | Path, overrides: list[str] | tuple[str, ...] = (), ch
     # model.init_from completes the model (and tokenizer) from a Hugging Face directory first
     init_from = apply_init_from(loaded.data, loaded.source_map, Path(path).resolve().parent, check_absolute)
     diagnostics.extend(init_from)
+    # cluster.catalog adds accelerators before the schema and the rules look any up
+    found_in_catalog, catalog_text = apply_user_catalog(loaded.data, loaded.source_map, Path(path).resolve().parent)
+    diagnostics.extend(found_in_catalog)
+    loaded.text_by_file.update(catalog_text)
     spec, found = check_data(loaded.data, loaded.source_map)
+    if any(d.is_error for d in found_in_catalog):  # its accelerators are unknown because the file is wrong
+        found = [d for d in found if d.code != "R140"]
     diagnostics.extend(d for d in found if not suppresses(d, init_from))
     if any(d.is_error for d in diagnostics):
         spec = None

@@ -145,6 +145,8 @@ def _training_differences(plan: dict, stage: StageRun, capabilities: Capabilitie
     for key in LAYOUT_SETTINGS:
         if key in layout:
             _check(found, name, f"parallel.{key}", layout[key], getattr(parallel, key))
+    if layout.get("recompute") == "full":  # the layout names recompute_every only when it is not 1
+        _check(found, name, "parallel.recompute_every", layout.get("recompute_every", 1), parallel.recompute_every)
     if layout.get("precision") is None or layout.get("precision") == parallel.precision:
         _check(found, name, "precision", hardware.get("precision"), parallel.precision,
                "the plan's peak FLOP/s and memory are for the planned precision")

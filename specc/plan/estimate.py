@@ -7,7 +7,8 @@ from functools import cached_property
 
 from specc.plan.layout import Hardware, Layout, hardware_for
 from specc.plan.memory import MemoryBreakdown, device_memory, loss_implementation
-from specc.plan.params import FlopsPerToken, ParameterCount, count_parameters, flops_per_token, hardware_flops_per_token
+from specc.plan.params import (FlopsPerToken, ParameterCount, count_parameters, flops_per_token, hardware_flops_per_token,
+                               recomputed_share)
 from specc.plan.timing import StepTime, step_time
 from specc.catalog import Accelerator
 from specc.spec.model import ModelSpec
@@ -60,7 +61,8 @@ def estimate_layout(work: Workload, layout: Layout, hardware: Hardware | None = 
     memory = device_memory(work.model, work.counts, layout, hardware, work.seq_len)
     hw_flops = hardware_flops_per_token(work.flops, layout.recompute, layout.selective_policy,
                                         work.model.attention == "eager",
-                                        loss_implementation(layout, hardware.is_tpu) == "chunked")
+                                        loss_implementation(layout, hardware.is_tpu) == "chunked",
+                                        recomputed_share(work.model.num_layers, layout.recompute, layout.recompute_every))
     time = step_time(work.model, work.counts, work.flops, hw_flops, layout, hardware, work.seq_len,
                      work.tokens_per_step)
     return Estimate(layout=layout, memory=memory, time=time)

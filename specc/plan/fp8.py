@@ -21,6 +21,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from specc.plan import mla
+from specc.spec import parallel_dims as dims
 from specc.spec.capabilities import fp8_linear_converts
 from specc.spec.model import ModelSpec
 
@@ -33,10 +35,24 @@ benchmarks', torchao 0.10): +25.03% tensorwise with fp8 all-gather, +10.05% roww
 (`tests/plan/test_plan_fp8.py` pins both). Rowwise is slower: its scaled GEMMs are CUTLASS kernels
 that apply a scale per row and column in the epilogue, tensorwise uses cuBLAS's fp8 GEMM."""
 
+MXFP8_GEMM_GAIN = 0.51
+"""The same share for `fp8_recipe: mxfp8` on Blackwell (planned only; `capabilities.has_mx_tensor_cores`):
+solved so that the planner reproduces torchtitan's published MXFP8 run, Llama3-8B on 8 x B200 (power
+limited), seq 8192, batch 1, FSDP2, torch.compile, per-op SAC: 8307.5 tokens/s bf16, 9969.0 mxfp8_cublas
+(+20.0%; float8 tensorwise +25.4% on the same machine) (torchtitan docs/mxfp8.md 'Performance', from
+torchao's mx_formats benchmarks; `tests/plan/test_plan_architectures.py` pins it). All-gathers stay bf16
+('all distributed communication for MXFP8 training is currently done in high precision')."""
+FP8_GEMM_GAIN["mxfp8"] = MXFP8_GEMM_GAIN
+
 CAST_BYTES = 5.0
 """Bytes moved per element of one dynamic cast of a bf16 tensor: read 2 for the amax, read 2 and write
 1 for the scaled fp8 copy (torchao `hp_tensor_to_float8_dynamic`), before torch.compile fuses the amax
 into the producing kernel (`COMPILED_ELEMENTWISE_FRACTION` in timing.py applies)."""
+
+MX_CAST_BYTES = 2.0 + 1.0 + 1.0 / 32
+"""Bytes per element of one MXFP8 cast: one pass, each 32-element block's amax found in registers
+(torchao mx_formats `to_mx` / its triton and CUDA dim0/dim1 cast kernels): read 2, write the 1-byte
+element and one e8m0 scale per 32 elements."""
 
 CASTS_PER_TENSOR = 2
 """Casts per input, grad_output and (without fp8 all-gather) weight element per micro-batch: one
@@ -69,8 +85,11 @@ def block_linears(model: ModelSpec, moe_layer: bool) -> list[Linear]:
     dense FFN (w1, w2, and w3 for SwiGLU) or, in an MoE layer, the router and the shared experts'
     FFN (one FFN of width n_shared x expert width). Routed experts are grouped GEMMs, not Linears."""
     h, d = model.hidden_size, model.head_size
-    linears = [Linear("wq", h, model.num_heads * d), Linear("wk", h, model.kv_heads * d),
-               Linear("wv", h, model.kv_heads * d), Linear("wo", model.num_heads * d, h, "in")]
+    if model.mla is not None:  # planned only: MLA's projections, split as Megatron-Core splits them
+        linears = [Linear(name, k, n, split) for name, (k, n, split) in mla.mla_matrices(model).items()]
+    else:
+        linears = [Linear("wq", h, model.num_heads * d), Linear("wk", h, model.kv_heads * d),
+                   Linear("wv", h, model.kv_heads * d), Linear("wo", model.num_heads * d, h, "in")]
     width, ffn_split = model.ffn_hidden_size, ("out", "in")
     if moe_layer:
         moe = model.moe
@@ -91,15 +110,11 @@ def converted_linears(model: ModelSpec, moe_layer: bool, tp: int) -> list[Linear
             if linear.name != "router" and fp8_linear_converts(linear.in_features, linear.out_features, tp)]
 
 
-def _is_moe_layer(model: ModelSpec, index: int) -> bool:
-    return model.moe is not None and index % model.moe.layer_frequency == model.moe.layer_frequency - 1
-
-
 def _per_layer_sum(model: ModelSpec, tp: int, value) -> float:
     """Sum of value(K, N) over the converted Linears' local shapes, every layer."""
     by_kind = {moe: sum(value(*linear.local(tp)) for linear in converted_linears(model, moe, tp))
                for moe in ((False, True) if model.moe else (False,))}
-    return sum(by_kind[_is_moe_layer(model, i)] for i in range(model.num_layers))
+    return sum(by_kind[dims.is_moe_layer(model, i)] for i in range(model.num_layers))
 
 
 def converted_flops_per_token(model: ModelSpec, tp: int) -> float:
@@ -125,13 +140,14 @@ def gemm_speedup(fp8_peak: float, bf16_peak: float, recipe: str) -> float:
     return 1.0 + (fp8_peak / bf16_peak - 1.0) * FP8_GEMM_GAIN[recipe]
 
 
-def cast_bytes_per_token(model: ModelSpec, tp: int, tokens_per_micro_batch: float, fp8_all_gather: bool) -> float:
+def cast_bytes_per_token(model: ModelSpec, tp: int, tokens_per_micro_batch: float, fp8_all_gather: bool,
+                         recipe: str = "tensorwise") -> float:
     """HBM bytes the dynamic casts move per token (all layers, forward + backward): CASTS_PER_TENSOR
     casts of CAST_BYTES for every input (K) and grad_output (N) element, and for every local weight
     element once per micro-batch unless weights arrive in fp8 (tensorwise FSDP all-gather)."""
     activations = _per_layer_sum(model, tp, lambda k, n: k + n)
     weights = 0.0 if fp8_all_gather else _per_layer_sum(model, tp, lambda k, n: k * n) / tokens_per_micro_batch
-    return CASTS_PER_TENSOR * CAST_BYTES * (activations + weights)
+    return CASTS_PER_TENSOR * (MX_CAST_BYTES if recipe == "mxfp8" else CAST_BYTES) * (activations + weights)
 
 
 def cast_memory(model: ModelSpec, tp: int, tokens_per_micro_batch: float, fp8_all_gather: bool) -> float:

@@ -36,6 +36,8 @@ class Layout:
     selective_policy: str = "matmuls"
     """What `selective` recompute keeps (`parallel.selective_policy`): every matmul output, or
     torchtitan's alternate matmuls."""
+    recompute_every: int = 1
+    """Under `full` recompute, every n-th block is recomputed (`parallel.recompute_every`)."""
     pp_schedule: str = "1f1b"
     precision: str = "bf16"
     fp8_recipe: str = "tensorwise"
@@ -76,6 +78,8 @@ class Layout:
         data["zero_stage"] = self.sharded_states
         if self.precision != "fp8":
             del data["fp8_recipe"]  # read only under fp8
+        if self.recompute != "full" or self.recompute_every == 1:
+            del data["recompute_every"]  # read only under full recompute; 1 is every block
         return data
 
     def to_parallel_spec(self) -> ParallelSpec:
@@ -84,7 +88,7 @@ class Layout:
                             zero_stage=0 if self.fsdp else self.zero_stage, fsdp=self.fsdp,
                             hsdp_replicas=self.hsdp_replicas, sp=self.sp, micro_batch=self.micro_batch,
                             recompute=self.recompute, selective_policy=self.selective_policy,
-                            pp_schedule=self.pp_schedule, precision=self.precision, fp8_recipe=self.fp8_recipe,
+                            recompute_every=self.recompute_every, pp_schedule=self.pp_schedule, precision=self.precision, fp8_recipe=self.fp8_recipe,
                             compile=self.compile, grad_sync=self.grad_sync, loss=self.loss,
                             loss_chunk_tokens=self.loss_chunk_tokens)
 
@@ -100,7 +104,7 @@ def layout_from_spec(parallel: ParallelSpec, dp: int, batch_sequences: int | Non
                   zero_stage=0 if stage == 3 else stage, fsdp=stage == 3, hsdp_replicas=replicas,
                   sp=parallel.sp, micro_batch=parallel.micro_batch, grad_accum=grad_accum,
                   recompute=parallel.recompute, selective_policy=parallel.selective_policy,
-                  pp_schedule=parallel.pp_schedule, precision=parallel.precision, fp8_recipe=parallel.fp8_recipe,
+                  recompute_every=parallel.recompute_every, pp_schedule=parallel.pp_schedule, precision=parallel.precision, fp8_recipe=parallel.fp8_recipe,
                   compile=parallel.compile, grad_sync=parallel.grad_sync, loss=parallel.loss,
                   loss_chunk_tokens=parallel.loss_chunk_tokens)
 

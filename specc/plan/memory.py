@@ -12,7 +12,7 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
-from specc.plan import fp8, tpu
+from specc.plan import fp8, mla, tpu
 from specc.plan.layout import Hardware, Layout
 from specc.plan.params import ParameterCount
 from specc.spec import parallel_dims as dims
@@ -153,7 +153,8 @@ def pipeline_stage_params(model: ModelSpec, counts: ParameterCount, layout: Layo
     layers, moe_layers = stage_layers(model, layout)
     dense_layers = layers - moe_layers
     shared = counts.shared_experts * counts.expert_ffn
-    body = layers * (counts.attention_per_layer / tp + counts.norms_per_layer)
+    attention = _local_attention(counts, tp)
+    body = layers * (attention + counts.norms_per_layer)
     body += dense_layers * counts.dense_ffn_per_layer / tp
     body += moe_layers * (counts.router_per_layer + shared)
     experts = moe_layers * counts.routed_experts * counts.expert_ffn / layout.ep
@@ -164,12 +165,23 @@ def pipeline_stage_params(model: ModelSpec, counts: ParameterCount, layout: Layo
         head = (counts.output_head or counts.token_embedding) / vocab_shards  # tied: the embedding matrix
         own_matrix = counts.output_head or stage == "last"  # tied on the only stage: already counted
         root += counts.final_norm + (head if own_matrix else 0.0)
+    if stage in ("last", "only") and counts.mtp:  # MTP modules share the head, so sit on its stage (DeepSeek-V3 sec. 3.2.3)
+        mtp_dense = counts.mtp - counts.mtp_experts
+        body += mtp_dense / tp + model.mtp_depth * (1 - 1 / tp) * counts.attention_replicated_per_layer
+        experts += counts.mtp_experts / layout.ep
     body += root
-    layer = counts.attention_per_layer / tp + counts.norms_per_layer + max(
+    layer = attention + counts.norms_per_layer + max(
         counts.dense_ffn_per_layer / tp if dense_layers else 0,
         (counts.router_per_layer + shared + counts.routed_experts * counts.expert_ffn / layout.ep)
         if moe_layers else 0)
     return PipelineStageParams(dense=body, experts=experts, layer=layer, root=root, head=head)
+
+
+def _local_attention(counts: ParameterCount, tp: int) -> float:
+    """One layer's attention parameters on a tp rank: split by heads over tp, except MLA's
+    down-projections and latent norms, which every rank holds (`mla.mla_matrices`)."""
+    replicated = counts.attention_replicated_per_layer
+    return (counts.attention_per_layer - replicated) / tp + replicated
 
 
 def state_bytes(layout: Layout) -> tuple[float, float, float]:
@@ -233,6 +245,9 @@ def activation_bytes_per_layer(model: ModelSpec, layout: Layout, seq_len: int, m
     s = dims.local_seq_len(seq_len, layout.cp)
     b = layout.micro_batch
     h, a, g, d = model.hidden_size, model.num_heads, model.kv_heads, model.head_size
+    qk, v = mla.qk_head_dim(model), mla.v_head_dim(model)
+    if model.mla is not None:
+        g = model.num_heads  # MLA up-projects a key and a value per head (`mla.kv_heads_computed`)
     tp = layout.tp
     e = compute_element_bytes(layout)  # the "2" of 16-bit tensors in Korthikanti's terms; 4 in fp32 training
     dropout = model.dropout > 0
@@ -251,13 +266,14 @@ def activation_bytes_per_layer(model: ModelSpec, layout: Layout, seq_len: int, m
         # block input and, with flash/sdpa, the attention output. Eager attention's batched matmuls are
         # not counted and are recomputed with the softmax. MoE expert FFNs are treated like w1 (approximate).
         sharded, gathered = e * s * b * h, (e * s * b * h if model.activation == "swiglu" else 0.0)
-        attention = e * s * b * d * (a + g) + (e * s * b * d * a if model.attention != "eager" else 0.0)
+        attention = e * s * b * (a * qk + g * v) + (e * s * b * v * a if model.attention != "eager" else 0.0)
         ffn = ffn_scale * e * s * b * width + dispatched
     elif matmul_saving:
         # Block input 2sbh; Q, K, V, attention output 2sbd(2a + 2g); o-proj and w2 outputs 4sbh;
         # FFN matmul outputs (w1, w3 for SwiGLU): 2sbf each. Norm outputs and activations recomputed.
         sharded, gathered = e * s * b * h, 2 * e * s * b * h
-        attention = e * s * b * d * (2 * a + 2 * g)
+        attention = e * s * b * (a * qk + g * qk + g * v + a * v)
+        gathered += e * s * b * mla.attention_activation_elements(model, False)[1] / 2  # MLA latents (matmul outputs)
         ffn = ffn_scale * e * s * b * width * (2 if model.activation == "swiglu" else 1) + dispatched
     else:
         # norm inputs (+ dropout masks) sharded; attention and MLP inputs gathered
@@ -265,8 +281,9 @@ def activation_bytes_per_layer(model: ModelSpec, layout: Layout, seq_len: int, m
         if model.norm == "rmsnorm" and layout.recompute == "none" and not layout.compile:
             sharded += 2 * rmsnorm_eager_bytes(layout) * s * b * h
         # eager attention's batched matmuls keep K and V expanded to every query head (GQA/MQA)
-        kept_kv_heads = a if model.attention == "eager" else g
-        attention = e * s * b * d * (2 * a + 2 * kept_kv_heads)
+        inside_elements, latents = mla.attention_activation_elements(model, model.attention == "eager")
+        attention = e * s * b * inside_elements
+        gathered += e * s * b * latents  # MLA latents: replicated down-projections, outside the tp split
         stored_ffn = 4 if model.activation == "swiglu" else 2
         ffn = ffn_scale * e * s * b * width * stored_ffn + dispatched
         if moe_layer:
@@ -315,20 +332,45 @@ def in_flight_micro_batches(layout: Layout, stage: str) -> float:
 
 def activation_memory(model: ModelSpec, layout: Layout, seq_len: int, stage: str) -> float:
     """Activations a stage stores for backward: per-layer terms x layers x in-flight micro-batches
-    (full recompute: each layer's input only), plus the token ids and embedding output."""
+    (full recompute: each recomputed layer's input only; with `recompute_every: n` the other blocks
+    keep everything, `parallel_dims.is_recomputed_layer`), plus the token ids and embedding output,
+    and on the head's stage the MTP modules (`mtp_activation_memory`)."""
     layers, moe_layers = stage_layers(model, layout)
     if layout.recompute == "full":
-        per_micro_batch = layers * _layer_input_bytes(model, layout, seq_len)
+        recomputed, recomputed_moe = dims.recomputed_layers_of_most_loaded_stage(model, layout.pp, layout.vpp,
+                                                                                 layout.recompute_every)
+        per_micro_batch = recomputed * _layer_input_bytes(model, layout, seq_len)
+        kept = dataclasses.replace(layout, recompute="none")
+        layers, moe_layers = layers - recomputed, moe_layers - recomputed_moe
     else:
-        dense = activation_bytes_per_layer(model, layout, seq_len, moe_layer=False)
-        sparse = activation_bytes_per_layer(model, layout, seq_len, moe_layer=True) if moe_layers else 0.0
-        per_micro_batch = (layers - moe_layers) * dense + moe_layers * sparse
+        per_micro_batch, kept = 0.0, layout
+    if layers:
+        dense = activation_bytes_per_layer(model, kept, seq_len, moe_layer=False)
+        sparse = activation_bytes_per_layer(model, kept, seq_len, moe_layer=True) if moe_layers else 0.0
+        per_micro_batch += (layers - moe_layers) * dense + moe_layers * sparse
     total = per_micro_batch * in_flight_micro_batches(layout, stage)
     if stage in ("first", "only"):
         # Token ids (int64) and the embedding output per in-flight micro-batch (Megatron code: 8sbp + sbhp).
         s, b = dims.local_seq_len(seq_len, layout.cp), layout.micro_batch
         total += in_flight_micro_batches(layout, stage) * (8 * s * b + compute_element_bytes(layout) * s * b * model.hidden_size / (
             layout.tp if layout.sequence_parallel else 1))
+    if stage in ("last", "only"):
+        total += mtp_activation_memory(model, layout, seq_len) * in_flight_micro_batches(layout, stage)
+    return total
+
+
+def mtp_activation_memory(model: ModelSpec, layout: Layout, seq_len: int) -> float:
+    """Activations the D multi-token prediction modules keep (DeepSeek-V3 eqs. 21-22): per module its
+    block's (as a main-model block under the same recompute) plus the two normed inputs of M_k, the
+    shifted embedding and M_k's input (2h wide): 4 x 2sbh in 16 bits, not split by tp."""
+    total = 0.0
+    s, b = dims.local_seq_len(seq_len, layout.cp), layout.micro_batch
+    for depth in range(model.mtp_depth):
+        if layout.recompute == "full":
+            block = _layer_input_bytes(model, layout, seq_len)
+        else:
+            block = activation_bytes_per_layer(model, layout, seq_len, mla.mtp_block_is_moe(model, depth))
+        total += block + 4 * compute_element_bytes(layout) * s * b * model.hidden_size
     return total
 
 
@@ -404,7 +446,8 @@ def logits_memory(model: ModelSpec, layout: Layout, seq_len: int, xla: bool = Fa
         per_element = LOSS_PARALLEL_LOGIT_BYTES if _vocab_shards(model, layout) > 1 else FULL_LOGIT_BYTES
         if layout.pp > 1 and PIPELINE_HELD_LOGITS:
             per_element += compute_element_bytes(layout)
-    return per_element * _local_logits(model, layout, seq_len)
+    # each MTP depth's loss keeps its own logits' working set for the one backward (DeepSeek-V3 eq. 25)
+    return per_element * _local_logits(model, layout, seq_len) * (1 + model.mtp_depth)
 
 
 def _vocab_shards(model: ModelSpec, layout: Layout) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from specc.plan import mla
 from specc.spec import parallel_dims as dims
 from specc.spec.attention_window import executed_keys_per_query
 from specc.spec.model import ModelSpec
@@ -48,6 +49,22 @@ class ParameterCount:
     routed_experts: int = 0
     shared_experts: int = 0
     top_k: int = 0
+    attention_replicated_per_layer: int = 0
+    """Part of `attention_per_layer` replicated over tp: MLA's down-projections and latent norms."""
+    mtp: int = 0
+    """Parameters of the multi-token prediction modules (`model.mtp_depth`), included in `total`;
+    the embedding and head they share are not counted again (`specc.plan.mla`)."""
+    mtp_active: int = 0
+    """Parameters of the MTP modules one token touches (included in `active`)."""
+    mtp_experts: int = 0
+    """Routed-expert parameters inside the MTP modules (part of `mtp`; what ep divides)."""
+    mtp_norms: int = 0
+    """Norm weights of the MTP modules (elementwise: no matmul FLOPs)."""
+
+    @property
+    def main_model(self) -> int:
+        """`total` without the MTP modules: DeepSeek-V3's convention for its 671B."""
+        return self.total - self.mtp
 
 
 def _norm_params(model: ModelSpec) -> int:
@@ -62,7 +79,10 @@ def _ffn_params(model: ModelSpec, width: int) -> int:
 
 
 def attention_params(model: ModelSpec) -> int:
-    """Wq, Wk, Wv, Wo with GQA/MQA (Megatron: 2·h·h·(1 + g/a)·(q/h)) plus optional qkv biases."""
+    """Wq, Wk, Wv, Wo with GQA/MQA (Megatron: 2·h·h·(1 + g/a)·(q/h)) plus optional qkv biases;
+    multi-head latent attention's matrices and latent norms under `model.mla` (`specc.plan.mla`)."""
+    if model.mla is not None:
+        return mla.mla_params(model)[0]
     h, d = model.hidden_size, model.head_size
     q, kv = model.num_heads * d, model.kv_heads * d
     weights = h * q + 2 * h * kv + q * h
@@ -98,8 +118,16 @@ def count_parameters(model: ModelSpec) -> ParameterCount:
     moe_active = router + (min(top_k, routed) + shared) * expert_ffn
     embedding = token_embedding + output_head + positions
     body = model.num_layers * per_layer_common + dense_layers * dense_ffn + final_norm
-    total = embedding + body + moe_layers * moe_total
-    active = embedding + body + moe_layers * moe_active
+    mtp = mtp_active = mtp_experts = mtp_norms = 0
+    for depth in range(model.mtp_depth):
+        extra, extra_norms = mla.mtp_extra_params(model)
+        moe_block = mla.mtp_block_is_moe(model, depth)
+        mtp += per_layer_common + extra + (moe_total if moe_block else dense_ffn)
+        mtp_active += per_layer_common + extra + (moe_active if moe_block else dense_ffn)
+        mtp_experts += routed * expert_ffn if moe_block else 0
+        mtp_norms += norms + extra_norms
+    total = embedding + body + moe_layers * moe_total + mtp
+    active = embedding + body + moe_layers * moe_active + mtp_active
     return ParameterCount(
         total=total, active=active, embedding=embedding, non_embedding=total - embedding,
         token_embedding=token_embedding, output_head=output_head, positions=positions,
@@ -107,6 +135,8 @@ def count_parameters(model: ModelSpec) -> ParameterCount:
         expert_ffn=expert_ffn, router_per_layer=router, dense_layers=dense_layers,
         moe_layers=moe_layers, final_norm=final_norm, routed_experts=routed,
         shared_experts=shared, top_k=top_k,
+        attention_replicated_per_layer=mla.mla_params(model)[1] if model.mla else 0,
+        mtp=mtp, mtp_active=mtp_active, mtp_experts=mtp_experts, mtp_norms=mtp_norms,
     )
 
 
@@ -170,18 +200,21 @@ def flops_per_token(model: ModelSpec, seq_len: int, causal: bool = True,
     counts = counts or count_parameters(model)
     linear = counts.active - counts.token_embedding - counts.positions
     # Norm weights and biases are elementwise, not matmuls; the router is a matmul.
-    linear -= model.num_layers * counts.norms_per_layer + counts.final_norm
+    linear -= model.num_layers * counts.norms_per_layer + counts.final_norm + counts.mtp_norms
+    linear -= (model.num_layers + model.mtp_depth) * mla.latent_norm_params(model)
     if model.qkv_bias:
         linear -= model.num_layers * (model.num_heads + 2 * model.kv_heads) * model.head_size
     if model.tie_embeddings:
         linear += counts.token_embedding  # the tied head is still a matmul
-    per_key = 12.0 * model.num_layers * model.num_heads * model.head_size
+    # each MTP module runs the shared output head once more (DeepSeek-V3 eq. 23)
+    linear += model.mtp_depth * model.vocab_size * model.hidden_size
+    per_key = mla.attention_flops_per_key(model, model.num_layers + model.mtp_depth)
     attention = per_key * attention_context(model, seq_len, causal)
     executed = None
     if model.sliding_window and model.sliding_window < seq_len:
         executed = per_key * executed_keys_per_query(seq_len, model.sliding_window)
     embedding = 6.0 * (counts.token_embedding + counts.positions)
-    head = 6.0 * model.vocab_size * model.hidden_size
+    head = 6.0 * model.vocab_size * model.hidden_size * (1 + model.mtp_depth)
     return FlopsPerToken(matmul=6.0 * linear, attention=attention, embedding=embedding, head=head,
                          alternate_recompute=_alternate_recompute_flops(model), attention_executed=executed)
 
@@ -198,7 +231,8 @@ def _alternate_recompute_flops(model: ModelSpec) -> float:
 
 
 def hardware_flops_per_token(flops: FlopsPerToken, recompute: str, selective_policy: str = "matmuls",
-                             eager_attention: bool = True, chunked_loss: bool = False) -> float:
+                             eager_attention: bool = True, chunked_loss: bool = False,
+                             recomputed_share: float = 1.0) -> float:
     """FLOPs the device really executes: model FLOPs, with the attention its kernel computes
     (`FlopsPerToken.executed`: a sliding window's blocks), + recomputation, plus, with the chunked
     loss (`parallel.loss: chunked`, specc/runtime/train/loss.py), the head's forward again in its
@@ -210,15 +244,27 @@ def hardware_flops_per_token(flops: FlopsPerToken, recompute: str, selective_pol
     et al. 2022, section 5: 1T model MFU 56.3% vs HFU 57.0%) with eager attention, nothing but
     pointwise ops with flash/sdpa (specc's policy keeps their output), or with `alternate_matmuls`
     half the block's matmuls (see `FlopsPerToken.alternate_recompute`). Block recompute never covers
-    the output head; only the chunked loss recomputes its forward.
+    the output head; only the chunked loss recomputes its forward. `recomputed_share`: the share of
+    blocks `recompute: full` recomputes (`recompute_every: n` -> `recomputed_share`), which scales its
+    extra forward (blocks are alike, so each costs 1/L of it).
     """
-    return _block_flops(flops, recompute, selective_policy, eager_attention) + (flops.head / 3.0 if chunked_loss else 0.0)
+    return (_block_flops(flops, recompute, selective_policy, eager_attention, recomputed_share)
+            + (flops.head / 3.0 if chunked_loss else 0.0))
 
 
-def _block_flops(flops: FlopsPerToken, recompute: str, selective_policy: str, eager_attention: bool) -> float:
+def recomputed_share(num_layers: int, recompute: str, recompute_every: int) -> float:
+    """Share of the blocks that `recompute: full` with `recompute_every` recomputes, model-wide
+    (`parallel_dims.is_recomputed_layer`: floor(L / n) of L blocks); 0 without full recompute."""
+    if recompute != "full":
+        return 0.0
+    return (num_layers // recompute_every) / num_layers  # ids n-1, 2n-1, ... below L
+
+
+def _block_flops(flops: FlopsPerToken, recompute: str, selective_policy: str, eager_attention: bool,
+                 share: float = 1.0) -> float:
     """Model FLOPs plus the blocks' recomputation (`hardware_flops_per_token`)."""
     if recompute == "full":
-        return flops.executed + (flops.matmul - flops.head + flops.kernel_attention) / 3.0
+        return flops.executed + share * (flops.matmul - flops.head + flops.kernel_attention) / 3.0
     if recompute == "selective" and selective_policy == "alternate_matmuls":
         # torchtitan's policy keeps the attention output but recomputes wk, wo and w3 (or w2).
         return flops.executed + flops.alternate_recompute

@@ -27,6 +27,8 @@ def _layout_text(layout: dict) -> str:
     recompute = layout["recompute"]
     if recompute == "selective" and layout.get("selective_policy", "matmuls") != "matmuls":
         recompute += f" ({layout['selective_policy']})"
+    if layout.get("recompute_every", 1) > 1:
+        recompute += f" (1 block in {layout['recompute_every']})"
     return f"{' x '.join(parts)}  {sharding}  mb{layout['micro_batch']} x ga{layout['grad_accum']}  recompute={recompute}"
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from specc.catalog import load_catalog
+from specc.plan import mla
 from specc.plan.memory import GIB
 from specc.plan.params import ParameterCount, count_parameters
 from specc.spec.deploy import DeployTarget, serving_context
@@ -46,12 +47,13 @@ def model_weight_bytes(counts: ParameterCount, model: ModelSpec, quantization: s
 
 
 def kv_cache_bytes(model: ModelSpec, batch: int, context: int, dtype: str, rolling_window: bool = True) -> float:
-    """K and V per layer: 2 x kv_heads x head_dim per token (Pope et al. 2022, sec. 3.1), capped by a
+    """K and V per layer: 2 x kv_heads x head_dim per token (Pope et al. 2022, sec. 3.1), or MLA's latent
+    d_c + d_h^R (`mla.kv_cache_elements`, DeepSeek-V2 Table 1), capped by a
     sliding window when the cache rolls (serving engines such as vLLM keep only the window;
     specc's own `KVCache`, used by PPO rollouts, keeps every position: `rolling_window=False`)."""
     capped = rolling_window and model.sliding_window
     tokens = min(context, model.sliding_window) if capped else context
-    return 2.0 * model.num_layers * model.kv_heads * model.head_size * tokens * batch * KV_BYTES[dtype]
+    return mla.kv_cache_elements(model) * model.num_layers * tokens * batch * KV_BYTES[dtype]
 
 
 @dataclass(frozen=True)

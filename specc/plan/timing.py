@@ -28,7 +28,8 @@ from dataclasses import dataclass
 
 from specc.plan import fp8
 from specc.plan.layout import Hardware, Layout, peak_tflops
-from specc.plan.params import FlopsPerToken, ParameterCount
+from specc.plan import mla
+from specc.plan.params import FlopsPerToken, ParameterCount, recomputed_share
 from specc.plan.memory import stage_layers, pipeline_stage_params
 from specc.spec import parallel_dims as dims
 from specc.spec.model import ModelSpec
@@ -205,7 +206,7 @@ def attention_efficiency(model: ModelSpec, layout: Layout, hardware: Hardware, s
     (`attention_kernel_fraction`) x ATTENTION_EFFICIENCY x a head-size factor x the sequence-length
     factor (ATTENTION_HALF_SEQ)."""
     fraction = attention_kernel_fraction(hardware, attention_kernel(model, layout))
-    head = model.head_size
+    head = mla.qk_head_dim(model)
     row = dims.local_seq_len(seq_len, layout.cp)
     # The per-tile-row overheads are the GPU/TPU kernels'; a CPU has no tiles to under-fill.
     half_seq = 0.0 if _kind(hardware) == "cpu" else ATTENTION_HALF_SEQ
@@ -221,14 +222,16 @@ def compute_time(model: ModelSpec, flops: FlopsPerToken, hardware_flops: float, 
     attention = (hardware_flops - flops.matmul * recompute_factor) * tokens_per_step / devices
     # specc's runtime replicates MoE FFNs over tp: every tp rank computes the experts' FLOPs whole
     matmul += _expert_flops_per_token(model) * recompute_factor * tokens_per_step / devices * (layout.tp - 1)
+    # ...and MLA's down-projections (replicated over tp, `mla.mla_matrices`)
+    matmul += mla.replicated_matmul_flops_per_token(model) * recompute_factor * tokens_per_step / devices * (layout.tp - 1)
     # ...and runs the routed experts over capacity-padded buffers (moe.py): capacity_factor x their FLOPs
     routed = _routed_flops_per_token(model) * recompute_factor * tokens_per_step / devices * layout.tp
     matmul += (_capacity_factor(model) - 1) * routed
     eff = matmul_efficiency(model, layout, hardware, seq_len)
     attn_eff = attention_efficiency(model, layout, hardware, seq_len)
     # Each device runs L/pp layers on B/dp sequences of s/cp tokens, 1/tp of each tensor.
-    elementwise = _elementwise_bytes_per_token_layer(model) * model.num_layers * tokens_per_step / devices
-    elementwise *= ELEMENTWISE_PASSES * (4 / 3 if layout.recompute == "full" else 1)
+    elementwise = _elementwise_bytes_per_token_layer(model) * (model.num_layers + model.mtp_depth) * tokens_per_step / devices
+    elementwise *= ELEMENTWISE_PASSES * (1 + _recomputed_share(model, layout) / 3)
     matmul_s = matmul / (hardware.peak_tflops * 1e12 * eff)
     # grouped expert GEMMs on few rows per expert waste part of each 128-row tile (tile quantisation)
     matmul_s += (_capacity_factor(model) * routed / (hardware.peak_tflops * 1e12 * eff)
@@ -239,7 +242,7 @@ def compute_time(model: ModelSpec, flops: FlopsPerToken, hardware_flops: float, 
         matmul_s = _fp8_matmul_time(layout, hardware, matmul, converted, bf16_peak * eff)
         # casts of every converted Linear: local shapes, on each device's tokens (B/dp x s/cp) over L/pp layers
         tokens_mb = layout.micro_batch * dims.local_seq_len(seq_len, layout.cp)
-        elementwise += (fp8.cast_bytes_per_token(model, layout.tp, tokens_mb, _fp8_all_gather(layout))
+        elementwise += (fp8.cast_bytes_per_token(model, layout.tp, tokens_mb, _fp8_all_gather(layout), layout.fp8_recipe)
                         * tokens_per_step * layout.tp / devices)
     if layout.compile or hardware.is_tpu:
         elementwise *= COMPILED_ELEMENTWISE_FRACTION
@@ -260,6 +263,11 @@ def _fp8_all_gather(layout: Layout) -> bool:
     """Tensorwise fp8 gathers weights in fp8 wherever FSDP2 gathers them (more than one data- or
     context-parallel rank; `precision.uses_float8_all_gather` in the runtime)."""
     return layout.precision == "fp8" and layout.fp8_recipe == "tensorwise" and layout.dp * layout.cp > 1
+
+
+def _recomputed_share(model: ModelSpec, layout: Layout) -> float:
+    """Share of the blocks full recompute runs forward again (`params.recomputed_share`)."""
+    return recomputed_share(model.num_layers, layout.recompute, layout.recompute_every)
 
 
 def _expert_flops_per_token(model: ModelSpec) -> float:
@@ -334,7 +342,8 @@ def _elementwise_bytes_per_token_layer(model: ModelSpec) -> float:
         f = model.moe.expert_ffn_hidden_size or f
         scale = model.moe.top_k + model.moe.num_shared_experts
     stored_ffn = 3 if model.activation == "swiglu" else 2
-    return 2.0 * (6 * h + 2 * model.head_size * (model.num_heads + model.kv_heads) + stored_ffn * f * scale)
+    attention, latents = mla.attention_activation_elements(model, False)
+    return 2.0 * (6 * h + attention + latents + stored_ffn * f * scale)
 
 
 def _collective(kind: str, size_bytes: float, ranks: int, hardware: Hardware, stride: int, count: int = 1) -> float:
@@ -369,7 +378,7 @@ def step_time(model: ModelSpec, counts: ParameterCount, flops: FlopsPerToken, ha
 
     # TP: 2 all-reduces forward + 2 backward per layer (+2 with full recompute), Megatron; SP swaps
     # each for all-gather + reduce-scatter of the same volume (Korthikanti et al. 2022, sec. 4.2.2).
-    tp_count = 4 + (2 if layout.recompute == "full" else 0)
+    tp_count = 4 + 2 * _recomputed_share(model, layout)
     tp_comm = m * layers * tp_count * _collective("all_reduce", activation, layout.tp, hardware, 1)
     if hardware.is_tpu:  # XLA async collectives run under the layer's compute (module docstring)
         tp_comm = max(TPU_TP_EXPOSED * tp_comm, tp_comm - compute)
@@ -379,8 +388,9 @@ def step_time(model: ModelSpec, counts: ParameterCount, flops: FlopsPerToken, ha
     if layout.cp > 1:
         # each tp rank holds and passes only its kv_heads / tp heads (Megatron-Core CP runs inside each
         # TP group; with fewer KV heads than tp ranks each rank keeps one replicated head)
-        kv_heads = max(1.0, model.kv_heads / layout.tp)
-        kv_chunk = 2 * tokens_mb * kv_heads * model.head_size * act_dtype
+        # (MLA passes the up-projected per-head K and V: d_qk + d_v per head, Megatron-Core's MLA under CP)
+        kv_heads = max(1.0, mla.kv_heads_computed(model) / layout.tp)
+        kv_chunk = tokens_mb * kv_heads * (mla.qk_head_dim(model) + mla.v_head_dim(model)) * act_dtype
         ring = 3 * (layout.cp - 1) * kv_chunk / (_link(hardware, layout.cp, layout.tp) * 1e9)
         # the hiding window is the layer's attention compute, which runs at the bf16 rate even under
         # fp8 (only the blocks' Linears are converted, `specc.plan.fp8`)

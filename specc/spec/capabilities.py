@@ -60,6 +60,13 @@ class Capabilities:
     CPU flash kernel), XLA lowers attention itself; FlashAttention-3 runs nowhere, since torch's FA3 needs
     the separate flash-attn-3 kernels, which specc does not install."""
 
+    fp8_recipes: tuple[str, ...] = ()
+    """torchao float8 recipes (`parallel.fp8_recipe`) the runtime executes under `precision: fp8`: the
+    torch runtime's `tensorwise` and `rowwise` (`Float8LinearConfig`). `mxfp8` runs nowhere: torchao
+    0.18 (this stack's pin) has no MX training Linear any more (`torchao.prototype.mx_formats` keeps
+    the MX casts and an inference workflow; its MX GEMM kernels need sm100 and CUDA 12.8), so
+    it is planned only, and only on accelerators with MX tensor cores (`has_mx_tensor_cores`)."""
+
     def resolve_loss(self, requested: str) -> str:
         """The loss implementation that runs for `parallel.loss` = `requested` (`auto`: the preferred one)."""
         return resolve_loss(requested, self.losses)
@@ -97,6 +104,9 @@ TPU = Capabilities(target="tpu", runtime="pretrain_tpu", parallel_axes=frozenset
 
 TORCH_LOSSES = ("chunked", "full")
 
+TORCH_FP8_RECIPES = ("tensorwise", "rowwise")
+"""torchao `Float8LinearConfig` recipes the torch runtime converts Linears with (`Capabilities.fp8_recipes`)."""
+
 
 def resolve_loss(requested: str, losses: tuple[str, ...]) -> str:
     """`parallel.loss` on a runtime that executes `losses` (preferred first): `auto` is the first."""
@@ -125,7 +135,31 @@ def capabilities_for(accelerator: Accelerator) -> Capabilities:
         precisions.add("fp8")
     return Capabilities(target="gpu", runtime="pretrain", parallel_axes=TORCH_AXES, sharded_stages=(2, 3),
                         precisions=frozenset(precisions), sequence_parallel=True,
-                        losses=TORCH_LOSSES, attention_kernels=("flash2", "cudnn"))
+                        losses=TORCH_LOSSES, attention_kernels=("flash2", "cudnn"),
+                        fp8_recipes=TORCH_FP8_RECIPES if accelerator.fp8 else ())
+
+
+def has_mx_tensor_cores(accelerator: Accelerator) -> bool:
+    """Whether the accelerator's tensor cores run OCP microscaling (MXFP8) GEMMs natively, block
+    scales applied inside the MMA at the fp8 rate: NVIDIA Blackwell (B200, GB200), the catalog's
+    `mx_tensor_cores` flag. Hopper has no block-scaled MMA (MXFP8 there would be emulated)."""
+    return bool(accelerator.extra.get("mx_tensor_cores", False))
+
+
+PLANNED_ONLY_MODEL_FEATURES = {
+    "mla": "multi-head latent attention (specc's runtime builds MHA/GQA attention only)",
+    "mtp_depth": "multi-token prediction modules (specc's runtime trains the next-token head only)",
+}
+"""Model fields the planner models (parameters, FLOPs, memory, time) for planning published runs, but
+no specc runtime builds: validate (R295) rejects them for every target, as it does `attention_kernel:
+flash3` (R250) and the deploy stage's `gptq`/`fp8` (R172)."""
+
+
+def planned_only_features(model: ModelSpec) -> list[tuple[str, str]]:
+    """(field, why) for each field of `model` set to something no specc runtime builds
+    (`PLANNED_ONLY_MODEL_FEATURES`); empty when the runtime builds the model as written."""
+    used = {"mla": model.mla is not None, "mtp_depth": model.mtp_depth > 0}
+    return [(name, why) for name, why in PLANNED_ONLY_MODEL_FEATURES.items() if used[name]]
 
 
 # --- what the deploy stage produces (`specc.runtime.deploy`) -------------------------------
@@ -158,6 +192,7 @@ def hf_export_incompatibilities(model: ModelSpec) -> list[str]:
               (model.qkv_bias and moe is not None, "q/k/v biases in a mixture-of-experts model (Mixtral has none)"),
               (moe is not None and moe.num_shared_experts > 0, "shared experts (Mixtral has none)"),
               (moe is not None and moe.layer_frequency != 1, "dense layers between MoE layers (Mixtral has none)"),
+              (moe is not None and moe.first_k_dense > 0, "leading dense layers (Mixtral has none)"),
               (moe is not None and moe.top_k < 2, "top_k 1 (Mixtral renormalises the top-k router weights)")]
     return [reason for failed, reason in checks if failed]
 

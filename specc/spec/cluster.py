@@ -171,6 +171,10 @@ class ClusterSpec(SpecModel):
     """Interruption rate, checkpoint storage bandwidth and requeue delay: the plan's failure budget."""
     cost_per_device_hour: Annotated[Number, Field(ge=0)] | None = None
     """USD per device-hour for cost estimates; default from the catalog."""
+    catalog: Annotated[str, Field(min_length=1, max_length=4096)] | None = None
+    """A YAML file of accelerators the built-in catalog lacks, relative to this spec, in its schema
+    (`devices: [{id, name, kind, peak_tflops, memory_gb, ...}]`, `specc.spec.catalog_file`): their
+    ids can then be used as `accelerator` by validate, plan, search, calibrate and the runtime."""
     accelerator_overrides: AcceleratorOverrides | None = None
     """Catalog figures replaced for this cluster's devices (custom memory, clocks, power caps)."""
     network: NetworkSpec | None = None

@@ -27,6 +27,28 @@ class MoESpec(SpecModel):
     """Weight of the load-balancing auxiliary loss (Switch Transformer, eq. 4)."""
     layer_frequency: Annotated[int, Field(ge=1)] = 1
     """Every n-th layer is an MoE layer (1 = all layers)."""
+    first_k_dense: Annotated[int, Field(ge=0)] = 0
+    """The first k layers keep a dense FFN of `ffn_hidden_size` whatever `layer_frequency` says
+    (DeepSeek-V2/V3's `first_k_dense_replace`: V3 has 3 dense layers, then 58 MoE layers)."""
+
+
+class MLASpec(SpecModel):
+    """Multi-head latent attention (DeepSeek-V2, Liu et al. 2024, sec. 2.1): keys and values are
+    up-projected from a shared low-rank latent, queries optionally too, and RoPE runs on a separate
+    `qk_rope_head_dim` slice whose key is shared by all heads. Planned only: validate rejects it
+    for specc's runtimes (`specc.spec.capabilities.planned_only_features`)."""
+
+    kv_lora_rank: PositiveCount
+    """Width of the compressed key/value latent c_KV (d_c; DeepSeek-V2/V3: 512). The KV cache holds
+    this plus `qk_rope_head_dim` per token and layer."""
+    q_lora_rank: PositiveCount | None = None
+    """Width of the compressed query latent c_Q (d_c'; V2/V3: 1536); omit for a full-rank W_Q (V2-Lite)."""
+    qk_rope_head_dim: PositiveCount = 64
+    """Per-head width of the rotary query/key part (d_h^R)."""
+    qk_nope_head_dim: PositiveCount = 128
+    """Per-head width of the query/key part without position encoding (d_h)."""
+    v_head_dim: PositiveCount = 128
+    """Per-head width of the values (and of the output projection's input)."""
 
 
 class InitSpec(SpecModel):
@@ -86,6 +108,13 @@ class ModelSpec(SpecModel):
     """Dropout probability (0 for pretraining at scale)."""
     moe: MoESpec | None = None
     """Mixture-of-experts settings; omit for a dense model."""
+    mla: MLASpec | None = None
+    """Multi-head latent attention instead of MHA/GQA (DeepSeek-V2/V3); `num_heads` counts its heads,
+    `num_kv_heads` and `head_dim` do not apply. Planned only (validate rejects it for a runtime target)."""
+    mtp_depth: Annotated[int, Field(ge=0)] = 0
+    """Multi-token prediction modules (DeepSeek-V3 sec. 2.2: D = 1): each adds a norm pair, a 2h x h
+    projection and one transformer block, shares the embedding and output head, and predicts one more
+    token ahead. Planned only (validate rejects it for a runtime target)."""
     init: InitSpec = InitSpec()
     """Weight initialisation."""
     init_from: str | None = None

@@ -51,6 +51,11 @@ class ParallelSpec(SpecModel):
     `last` one (less communication, but each rank holds unsharded fp32 gradients: +4 B/param)."""
     recompute: Literal["none", "selective", "full"] = "none"
     """Activation recomputation: `selective` recomputes attention internals (Korthikanti et al. 2022), `full` whole blocks."""
+    recompute_every: PositiveCount = 1
+    """With `recompute: full`, recompute only every n-th block (blocks i with i % n == n - 1, counted
+    over the whole model), keeping the others' activations: torchtitan's layer SAC
+    (`selective_ac_option: "n"`), a partial rematerialisation trading memory for 1/n of full
+    recompute's extra forward. 1 (default) recomputes every block."""
     selective_policy: Literal["matmuls", "alternate_matmuls"] = "matmuls"
     """What `recompute: selective` keeps: `matmuls` keeps every matmul and attention output and
     recomputes only pointwise ops (no extra matmul FLOPs); `alternate_matmuls` is torchtitan's
@@ -61,11 +66,13 @@ class ParallelSpec(SpecModel):
     `fp16`: fp16 compute with dynamic loss scaling (for GPUs without bf16, e.g. V100). `fp8`: the
     transformer blocks' Linear layers run as torchao float8 matmuls (`fp8_recipe`); attention,
     the output head, MoE routers and routed experts stay bf16 (needs fp8 tensor cores: H100 or newer)."""
-    fp8_recipe: Literal["tensorwise", "rowwise"] = "tensorwise"
+    fp8_recipe: Literal["tensorwise", "rowwise", "mxfp8"] = "tensorwise"
     """With `precision: fp8`, torchao's float8 scaling recipe. `tensorwise`: one dynamic scale per
     tensor, cuBLAS fp8 GEMMs, and under FSDP the weights are all-gathered in fp8 (fastest: +25%
     tokens/s on Llama3-8B, 8xH100, in torchao's benchmarks). `rowwise`: one scale per row,
-    better with outliers, CUTLASS GEMMs and bf16 all-gathers (+10% there)."""
+    better with outliers, CUTLASS GEMMs and bf16 all-gathers (+10% there). `mxfp8`: OCP microscaling,
+    one e8m0 scale per 32 elements, run by Blackwell's tensor cores at the fp8 rate (B200/GB200 only;
+    planned only: validate rejects it for specc's runtime, see `Capabilities.fp8_recipes`)."""
     compile: bool = False
     """Wrap the model with torch.compile."""
     loss: Literal["auto", "chunked", "full"] = "auto"

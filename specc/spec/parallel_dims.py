@@ -279,12 +279,24 @@ def grad_accum_steps(batch_sequences: int, dp: int, micro_batch: int) -> int:
 
 def is_moe_layer(model: ModelSpec, layer_id: int) -> bool:
     """Layers i with i % layer_frequency == layer_frequency - 1 are MoE layers (every layer at
-    frequency 1; every second, starting with layer 1, at frequency 2, as in GShard/Switch)."""
-    return model.moe is not None and layer_id % model.moe.layer_frequency == model.moe.layer_frequency - 1
+    frequency 1; every second, starting with layer 1, at frequency 2, as in GShard/Switch), except
+    the first `first_k_dense` layers, which stay dense (DeepSeek's `first_k_dense_replace`)."""
+    return model.moe is not None and _is_moe_id(layer_id, model.moe.layer_frequency, model.moe.first_k_dense)
+
+
+def _is_moe_id(layer_id: int, frequency: int, first_k_dense: int) -> bool:
+    """`is_moe_layer` on plain numbers; frequency 0 means a dense model."""
+    return bool(frequency) and layer_id >= first_k_dense and layer_id % frequency == frequency - 1
 
 
 def moe_layer_ids(model: ModelSpec) -> list[int]:
     return [i for i in range(model.num_layers) if is_moe_layer(model, i)]
+
+
+def is_recomputed_layer(layer_id: int, recompute_every: int) -> bool:
+    """Whether `recompute: full` with `recompute_every: n` recomputes block `layer_id` (a model-wide
+    id): every n-th block, i % n == n - 1, as torchtitan's layer SAC counts them (1-based count % n == 0)."""
+    return layer_id % recompute_every == recompute_every - 1
 
 
 def pipeline_layer_ranges(num_layers: int, num_chunks: int) -> list[range]:
@@ -313,22 +325,46 @@ def layers_of_rank(num_layers: int, pp: int, vpp: int, pp_rank: int) -> list[int
 def most_loaded_stage(model: ModelSpec, pp: int, vpp: int) -> tuple[int, int]:
     """(layers, MoE layers) on the pipeline rank holding the most layers (ties: most MoE layers),
     as specc's runtime splits them."""
-    frequency = model.moe.layer_frequency if model.moe is not None else 0
-    return _most_loaded_stage(model.num_layers, frequency, pp, vpp)
+    moe = model.moe
+    return _most_loaded_stage(model.num_layers, moe.layer_frequency if moe else 0, pp, vpp, moe.first_k_dense if moe else 0)
+
+
+def recomputed_layers_of_most_loaded_stage(model: ModelSpec, pp: int, vpp: int, recompute_every: int) -> tuple[int, int]:
+    """(recomputed layers, recomputed MoE layers) on the rank `most_loaded_stage` picks, for
+    `recompute: full` with `recompute_every` (`is_recomputed_layer`)."""
+    moe = model.moe
+    return _recomputed_on_most_loaded(model.num_layers, moe.layer_frequency if moe else 0, pp, vpp,
+                                      moe.first_k_dense if moe else 0, recompute_every)
 
 
 @lru_cache(maxsize=4096)
-def _most_loaded_stage(num_layers: int, moe_frequency: int, pp: int, vpp: int) -> tuple[int, int]:
+def _most_loaded_stage(num_layers: int, moe_frequency: int, pp: int, vpp: int, first_k_dense: int = 0) -> tuple[int, int]:
     """Cached on plain numbers: the layout search asks the same (layers, pp, vpp) thousands of
     times (the 405B search: 9,209 calls, 15 s uncached), and the split is a pure function of them.
     `moe_frequency` 0 means a dense model (no MoE layers)."""
+    return max(_stage_counts(num_layers, moe_frequency, pp, vpp, first_k_dense, 1))[:2]
+
+
+@lru_cache(maxsize=4096)
+def _recomputed_on_most_loaded(num_layers: int, moe_frequency: int, pp: int, vpp: int, first_k_dense: int,
+                               recompute_every: int) -> tuple[int, int]:
+    """`recomputed_layers_of_most_loaded_stage` on plain numbers (cached like `_most_loaded_stage`)."""
+    # the most-loaded rank; among equally loaded ones the one recomputing least (the most memory)
+    stages = _stage_counts(num_layers, moe_frequency, pp, vpp, first_k_dense, recompute_every)
+    return max(stages, key=lambda c: (c[0], c[1], -c[2], -c[3]))[2:]
+
+
+def _stage_counts(num_layers: int, moe_frequency: int, pp: int, vpp: int, first_k_dense: int,
+                  recompute_every: int) -> list[tuple[int, int, int, int]]:
+    """Per pipeline rank: (layers, MoE layers, recomputed layers, recomputed MoE layers)."""
     ranges = pipeline_layer_ranges(num_layers, pp * vpp)
-    best = (0, 0)
+    counts = []
     for rank in range(pp):
         ids = [i for s in stage_ids_for_rank(rank, pp, vpp) for i in ranges[s]]
-        moe = sum(1 for i in ids if moe_frequency and i % moe_frequency == moe_frequency - 1)
-        best = max(best, (len(ids), moe))
-    return best
+        moe = [i for i in ids if _is_moe_id(i, moe_frequency, first_k_dense)]
+        recomputed = [i for i in ids if is_recomputed_layer(i, recompute_every)]
+        counts.append((len(ids), len(moe), len(recomputed), sum(1 for i in moe if is_recomputed_layer(i, recompute_every))))
+    return counts
 
 
 # ---------------------------------------------------------------- what the target runs

@@ -4,8 +4,8 @@ shown by `specc rules`."""
 
 from __future__ import annotations
 
-from specc.diagnostics.rules import (data_rules, graph_rules, model_rules, parallel_rules, path_rules,
-                                     precision_rules, resource_rules, run_rules, stage_rules)
+from specc.diagnostics.rules import (architecture_rules, data_rules, graph_rules, model_rules, parallel_rules,
+                                     path_rules, precision_rules, resource_rules, run_rules, stage_rules)
 from specc.diagnostics.rules.base import Finding, Rule
 
 RULES: tuple[Rule, ...] = (
@@ -70,6 +70,11 @@ RULES: tuple[Rule, ...] = (
     Rule("R173", ("model", "deploy"), stage_rules.serving_context_fits_model),
     Rule("R174", ("model", "deploy"), stage_rules.draft_architecture_is_valid),
     Rule("R190", ("parallel",), precision_rules.fp8_recipe_needs_fp8),
+    Rule("R295", ("model",), architecture_rules.model_is_built_by_runtime),
+    Rule("R296", ("model",), architecture_rules.mla_replaces_kv_heads),
+    Rule("R297", ("model",), architecture_rules.first_k_dense_leaves_moe_layers),
+    Rule("R298", ("model", "parallel"), architecture_rules.recompute_every_needs_full),
+    Rule("R299", ("parallel", "cluster"), architecture_rules.fp8_recipe_runs_on_target),
     Rule("R185", ("parallel", "cluster"), parallel_rules.loss_runs_on_target),
     Rule("R186", ("parallel",), parallel_rules.loss_chunk_tokens_needs_chunked),
     Rule("R208", ("corpus", "filters", "tokenizer", "alignment", "eval", "deploy"), path_rules.inputs_are_local_paths),

@@ -143,7 +143,7 @@ def model_matches_init_from(source: InitFrom) -> Iterator[Finding]:
             yield _differs(source, (key,), stated, expected)
 
 
-_DEFAULT_MOE = {"expert_ffn_hidden_size": None, "num_shared_experts": 0, "layer_frequency": 1}
+_DEFAULT_MOE = {"expert_ffn_hidden_size": None, "num_shared_experts": 0, "layer_frequency": 1, "first_k_dense": 0}
 
 
 def _same(stated, expected) -> bool:

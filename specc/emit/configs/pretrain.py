@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from specc.catalog import entry_of, load_catalog
 from specc.spec import parallel_dims
 from specc.spec.derived import total_devices
 from specc.spec.parallel import ParallelSpec
@@ -40,7 +41,7 @@ def build_pretrain_config(spec: Spec, layout: ParallelSpec | Mapping | None = No
                     predicted: Mapping | None = None) -> dict:
     """JSON-ready config of the pretrain stage: only its own sections of the spec."""
     parallel = resolve_layout(spec, layout)
-    return {
+    config = {
         "model": spec.model.model_dump(mode="json"),
         "parallel": parallel.model_dump(mode="json"),
         "schedule": spec.schedule.model_dump(mode="json"),
@@ -49,3 +50,6 @@ def build_pretrain_config(spec: Spec, layout: ParallelSpec | Mapping | None = No
         "predicted": ({k: float(predicted[k]) for k in PREDICTED_KEYS if predicted.get(k) is not None}
                       if predicted else None),
     }
+    if spec.cluster.catalog:  # a user catalog's accelerator travels with the stage (`cluster.catalog`)
+        config["accelerator_entry"] = entry_of(load_catalog()[spec.cluster.accelerator])
+    return config

@@ -39,6 +39,7 @@ from specc.runtime.train.model import Transformer, build_model, num_parameters
 from specc.runtime.train.optim import build_lr_scheduler, build_optimizer
 from specc.spec.capabilities import TPU, TPU_PRECISIONS
 from specc.spec.parallel import ParallelSpec
+from specc.spec.parallel_dims import is_recomputed_layer
 
 
 def init_hosts() -> None:
@@ -51,8 +52,9 @@ def init_hosts() -> None:
         dist.init_process_group("gloo", init_method="xla://")
 
 
-def apply_recompute(model: Transformer, mode: str) -> None:
-    """Recompute each block in the backward pass (torch-xla's checkpoint, whose optimization
+def apply_recompute(model: Transformer, mode: str, every: int = 1) -> None:
+    """Recompute each block (with `every` = n, every n-th block by model-wide id,
+    `parallel_dims.is_recomputed_layer`) in the backward pass (torch-xla's checkpoint, whose optimization
     barriers stop XLA's CSE from undoing it). `selective` has no XLA equivalent here: it is
     refused (validate's R195 says so first, `capabilities.TPU.recompute_modes`), never run as full."""
     if mode not in TPU.recompute_modes:
@@ -62,8 +64,9 @@ def apply_recompute(model: Transformer, mode: str) -> None:
         return
     from torch_xla.utils.checkpoint import checkpoint
 
-    for layer in model.layers.values():
-        layer.forward = functools.partial(checkpoint, layer.forward)
+    for key, layer in model.layers.items():
+        if is_recomputed_layer(int(key), every):
+            layer.forward = functools.partial(checkpoint, layer.forward)
 
 
 def check_precision(parallel: ParallelSpec) -> None:
@@ -170,7 +173,7 @@ def build(settings: TrainSettings) -> tuple[Transformer, xs.Mesh, MeshShape]:
     model = spmd.to_device(build_model(settings.model, settings.schedule.seed))
     spmd.shard_parameters(model, mesh)
     spmd.shard_activations(model, mesh)
-    apply_recompute(model, settings.parallel.recompute)
+    apply_recompute(model, settings.parallel.recompute, settings.parallel.recompute_every)
     return model, mesh, shape
 
 

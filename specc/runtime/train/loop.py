@@ -142,7 +142,7 @@ def build_parts(settings: TrainSettings, rt: Runtime) -> tuple[list[nn.Module], 
             par.apply_ep(part, rt.meshes["ep"])
         if dims.cp > 1:
             rt.cp = par.apply_cp(part, rt.meshes["cp"], parallel.cp_load_balance)
-        par.apply_ac(part, parallel.recompute, parallel.selective_policy)
+        par.apply_ac(part, parallel.recompute, parallel.selective_policy, parallel.recompute_every)
         if parallel.compile:
             par.apply_compile(part)
         if dims.dp_cp > 1:

@@ -24,6 +24,7 @@ from specc.runtime.train.feed_forward import FeedForward
 from specc.runtime.train.loss import chunk_tokens_for, head_logprobs
 from specc.runtime.train.moe import MoE
 from specc.spec.attention_window import WINDOW_BLOCK, window_blocks
+from specc.spec.capabilities import planned_only_features
 from specc.spec.parallel_dims import is_moe_layer
 from specc.spec.model import ModelSpec
 
@@ -322,6 +323,9 @@ class Transformer(nn.Module):
 
     def __init__(self, model: ModelSpec):
         super().__init__()
+        unbuilt = planned_only_features(model)
+        if unbuilt:  # validate's R295 says so first; never build a different model silently
+            raise ValueError("specc's runtime does not build " + "; ".join(f"model.{name}: {why}" for name, why in unbuilt))
         self.spec = model
         self.embeddings = Embeddings(model)
         self.layers = nn.ModuleDict({str(i): TransformerBlock(model, i) for i in range(model.num_layers)})

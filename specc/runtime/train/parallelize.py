@@ -253,15 +253,21 @@ def _alternate_matmuls_contexts():
     return create_selective_checkpoint_contexts(policy)
 
 
-def apply_ac(model: Transformer, mode: str, selective_policy: str = "matmuls") -> None:
-    """Wrap every block for recompute; checkpoint FQNs stay clean (DCP strips the wrapper prefix).
-    `selective_policy` picks what `selective` keeps (spec `parallel.selective_policy`)."""
+def apply_ac(model: Transformer, mode: str, selective_policy: str = "matmuls", every: int = 1) -> list[int]:
+    """Wrap blocks for recompute; checkpoint FQNs stay clean (DCP strips the wrapper prefix).
+    `selective_policy` picks what `selective` keeps (spec `parallel.selective_policy`); under `full`,
+    `every` = n wraps only every n-th block by its model-wide id (`parallel_dims.is_recomputed_layer`,
+    torchtitan's layer SAC), so a pipeline stage recomputes the same blocks as the whole model would.
+    Returns the ids of the wrapped blocks (what the planner charges)."""
     if mode == "none":
-        return
+        return []
     from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
     from torch.utils.checkpoint import create_selective_checkpoint_contexts
 
+    wrapped_ids = []
     for key, block in list(model.layers.items()):
+        if mode == "full" and not parallel_dims.is_recomputed_layer(int(key), every):
+            continue
         if mode == "full":
             wrapped = checkpoint_wrapper(block, preserve_rng_state=False)
         elif selective_policy == "alternate_matmuls":
@@ -270,6 +276,8 @@ def apply_ac(model: Transformer, mode: str, selective_policy: str = "matmuls") -
             wrapped = checkpoint_wrapper(block, preserve_rng_state=False,
                                          context_fn=partial(create_selective_checkpoint_contexts, _save_matmuls_policy))
         model.layers[key] = wrapped
+        wrapped_ids.append(int(key))
+    return wrapped_ids
 
 
 def apply_compile(model: Transformer) -> None:

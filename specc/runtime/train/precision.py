@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from specc.catalog import load_catalog
-from specc.spec.capabilities import capabilities_for, fp8_linear_converts
+from specc.spec.capabilities import TORCH_FP8_RECIPES, capabilities_for, fp8_linear_converts
 
 TORCHAO_VERSION = "0.18.0"
 """The torchao release `precision: fp8` is tested with (pinned in pyproject.toml)."""
@@ -109,6 +109,8 @@ def apply_float8(model: nn.Module, recipe: str, tp: int, fsdp_float8_all_gather:
     """
     from dataclasses import replace
 
+    if recipe not in TORCH_FP8_RECIPES:  # validate's R299 says so first (`Capabilities.fp8_recipes`)
+        raise ValueError(f"fp8_recipe: {recipe} is not run by specc's runtime (it runs {' or '.join(TORCH_FP8_RECIPES)})")
     float8 = _import_torchao_float8()
     config = float8.Float8LinearConfig.from_recipe_name(recipe)
     if fsdp_float8_all_gather:

@@ -21,6 +21,7 @@ import torch
 import torch.distributed as dist
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
+from specc.catalog import accelerator_from_entry, use_user_catalog
 from specc.runtime.infer.weights import write_safetensors
 from specc.runtime.io import atomic_write_json, mark_success
 from specc.runtime.stages import skips_when_complete
@@ -34,6 +35,9 @@ def settings_from_config(config: dict) -> TrainSettings:
     """Re-validate the stage params with the spec models (the config is data, not trusted code)."""
     params = config["params"]
     run_dir = Path(config["run_dir"])
+    if params.get("accelerator_entry"):  # the spec's `cluster.catalog` accelerator (build_pretrain_config)
+        entry = accelerator_from_entry(params["accelerator_entry"])
+        use_user_catalog({entry.id: entry})
     return TrainSettings(
         model=ModelSpec.model_validate(params["model"]),
         parallel=ParallelSpec.model_validate(params["parallel"]),
