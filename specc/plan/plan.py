@@ -18,6 +18,7 @@ from specc.catalog import load_catalog
 from specc.plan.estimate import Estimate, Workload, estimate_layout
 from specc.plan.findings import classified
 from specc.plan.layout import Layout, layout_from_spec
+from specc.plan.data_stage import data_estimate
 from specc.plan.reliability import failure_budget
 from specc.plan.scaling import scaling_check
 from specc.plan.search import SearchResult, search
@@ -335,6 +336,7 @@ def build_plan(spec: Spec, *, force_search: bool = False, top: int = 5, override
         "batch": {"sequences": work.batch_sequences, "seq_len": work.seq_len, "tokens": work.tokens_per_step},
         "error_bars": error_bars(ERROR_BARS, work.accelerator),  # + the cluster.profile's, if any
         "reliability": budget.contract() if budget is not None else None,
+        "data": data_estimate(spec),
     }
     return Plan.model_validate(data)
 

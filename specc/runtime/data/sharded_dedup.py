@@ -27,7 +27,7 @@ earlier *kept* document (query-then-insert), this one removes every document con
 earlier one through a chain of verified pairs (A~B, B~C, A!~C: one-process keeps A and C, this
 keeps A). Chains are what connected components buy: they need no sequential pass over the corpus.
 
-Per-task memory (docs/formulas.md, "Sharded dedup memory"): `memory_per_task` below.
+Per-task memory (docs/formulas.md, "Sharded dedup memory"): `specc.plan.data_stage.sharded_dedup_memory`.
 """
 
 from __future__ import annotations
@@ -48,10 +48,6 @@ MANIFEST = "sharded-dedup.json"
 PHASES = ("bands", "buckets", "clusters", "filter")
 ROW_BITS = 32
 MIX = np.uint64(0x9E3779B97F4A7C15)
-KEY_BYTES = 16
-"""One band or exact entry: uint64 key + uint64 document id."""
-SORT_BYTES = 16
-"""np.lexsort's int64 order plus the gathered copy of one column while sorting."""
 
 
 def doc_id(part: int, rows: np.ndarray) -> np.ndarray:
@@ -345,28 +341,6 @@ def result(job: Job, counts: list[int]) -> DedupResult:
         out.exact_removed, out.near_removed = int(exact.sum()), int((~exact).sum())
         out.exact_clusters, out.near_clusters = int(archive["exact_clusters"]), int(archive["near_clusters"])
     return out
-
-
-# --- memory bound ---------------------------------------------------------------------------
-
-def memory_per_task(documents: int, tasks: int, part_documents: int, minhash: MinHashSpec | None,
-                    exact: bool, duplicate_fraction: float) -> dict[str, int]:
-    """Bytes of the arrays each phase's task holds (docs/formulas.md, "Sharded dedup memory").
-
-    bands    one part: its signatures (num_perm x 4 B) and band keys with ids (bands x 16 B), twice
-             while they are split by owner.
-    buckets  its key range: (documents x bands + documents) / tasks entries of 16 B, plus 16 B each
-             while sorting: bounded by documents / tasks, whatever the corpus size.
-    clusters every verified pair (at most one per duplicate per band, about one in practice):
-             documents x duplicate_fraction pairs of 16 B, with ~40 B per node for the labels.
-    filter   one part's drop list slice and one document at a time: ~part_documents x 8 B.
-    """
-    bands = lsh_params(minhash)[0] if minhash else 0
-    entries = documents * (bands + (1 if exact else 0)) / tasks
-    pairs = documents * duplicate_fraction
-    sign = part_documents * ((minhash.num_perm * 4 if minhash else 0) + 2 * bands * KEY_BYTES + 2 * KEY_BYTES)
-    return {"bands": int(sign), "buckets": int(entries * (KEY_BYTES + SORT_BYTES)),
-            "clusters": int(pairs * (KEY_BYTES + 40)), "filter": int(part_documents * 8)}
 
 
 def main(argv: list[str] | None = None) -> None:
