@@ -33,6 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 from specc.runtime.data import sharded_dedup as sd  # noqa: E402
 from specc.runtime.data.dedup import lsh_params  # noqa: E402
+from specc.plan.data_stage import ENTRY_BYTES, sharded_dedup_memory  # noqa: E402
 from specc.runtime.data.documents import write_documents  # noqa: E402
 from specc.runtime.data.synthetic import generate  # noqa: E402
 from specc.spec.data import MinHashSpec, SyntheticSource  # noqa: E402
@@ -110,10 +111,11 @@ def median_of(runs: list[dict]) -> dict:
 
 def projection(rates: dict, documents: float, task_memory: float, bands: int) -> dict:
     """CPU-hours from the measured docs/s per task, and tasks sized so a bucket task holds
-    `task_memory` bytes of entries (32 B each: key, id and the sort's index and copy)."""
-    tasks = int(np.ceil(documents * (bands + 1) * 32 / task_memory))
+    `task_memory` bytes of entries (ENTRY_BYTES each, specc.plan.data_stage)."""
+    tasks = int(np.ceil(documents * (bands + 1) * ENTRY_BYTES / task_memory))
     hours = {phase: documents / rates[phase]["docs_per_s_per_task"] / 3600 for phase in sd.PHASES}
-    clusters = sd.memory_per_task(int(documents), tasks, PART_DOCUMENTS, SPEC, True, DUPLICATE_FRACTION)["clusters"]
+    pairs = int(documents * DUPLICATE_FRACTION)  # about one verified pair per removed duplicate
+    clusters = sharded_dedup_memory(int(documents), tasks, PART_DOCUMENTS, SPEC, True, pairs)["clusters"]
     return {"bucket_tasks": tasks, "cpu_hours": {k: round(v) for k, v in hours.items()},
             "cpu_hours_total": round(sum(hours.values())), "clusters_task_bytes": clusters,
             "clusters_task_hours": round(hours["clusters"], 1)}

@@ -19,9 +19,10 @@ from specc.spec.data import MinHashSpec
 from specc.spec.root import Spec
 
 RATES_FILE = Path(__file__).with_name("data_rates.json")
-ENTRY_BYTES = 32
-"""A bucket-task entry: uint64 key + uint64 document id, plus np.lexsort's int64 index and the
-gathered copy of one column while sorting."""
+ENTRY_BYTES = 40
+"""A bucket-task entry at its peak (`sharded_dedup._load_bucket_entries`): uint64 key and id (16 B),
+np.lexsort's int64 order (8 B) and the sorted copies of key and id before the unsorted ones are
+freed (16 B)."""
 NODE_BYTES = 40
 """A clusters-task node: np.unique's sorted id and inverse index, the label and its updated copy."""
 PAIR_BYTES = 16
