@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from array import array
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,6 +48,9 @@ from specc.spec.data import MinHashSpec
 MANIFEST = "sharded-dedup.json"
 PHASES = ("bands", "buckets", "clusters", "filter")
 ROW_BITS = 32
+CACHED_ROWS = 4096
+"""Signature rows a bucket task keeps per bucket (4096 x num_perm x 4 B = 2 MiB at 128 permutations):
+a bucket of a million copies costs reads, not memory."""
 MIX = np.uint64(0x9E3779B97F4A7C15)
 
 
@@ -226,16 +230,28 @@ def exact_pairs(keys: np.ndarray, ids: np.ndarray) -> np.ndarray:
 def near_pairs(keys: np.ndarray, ids: np.ndarray, reader: SignatureReader, needed: float) -> np.ndarray:
     """In each band bucket (ids ascending), each document paired with the earliest earlier member
     its signature agrees with on at least `needed` of the permutations: (later, earlier)."""
-    pairs = set()
+    later_ids, earlier_ids = array("Q"), array("Q")  # 8 B per pair, whatever the bucket sizes
     for start, end in _groups(keys):
         members = ids[start:end].tolist()
-        rows = [reader.row(ident) for ident in members]
+        cached: dict[int, np.ndarray] = {}  # the earliest members' rows, which every later one tries first
+
+        def row(position: int) -> np.ndarray:
+            found = cached.get(position)
+            if found is None:
+                found = reader.row(members[position])
+                if len(cached) < CACHED_ROWS:
+                    cached[position] = found
+            return found
+
         for later in range(1, len(members)):
+            signature = row(later)
             for earlier in range(later):
-                if np.mean(rows[later] == rows[earlier]) >= needed:
-                    pairs.add((members[later], members[earlier]))
+                if np.mean(signature == row(earlier)) >= needed:
+                    later_ids.append(members[later])
+                    earlier_ids.append(members[earlier])
                     break
-    return np.array(sorted(pairs), dtype=np.uint64).reshape(-1, 2)
+    pairs = np.stack([np.frombuffer(later_ids, np.uint64), np.frombuffer(earlier_ids, np.uint64)], axis=1)
+    return np.unique(pairs, axis=0) if len(pairs) else pairs.reshape(-1, 2)  # one pair found in several bands
 
 
 def run_buckets(job: Job, task: int) -> None:
