@@ -4,7 +4,7 @@ Rates come from `data_rates.json` (written by `benchmarks/data_rates.py`, which 
 machine, date and corpus); the corpus size from the spec where it states it (a synthetic
 source's `num_documents`). File and python_stdlib sources are only counted by reading them, which
 `specc plan` does not do: then the estimate is skipped with a note, never guessed.
-Formulas: docs/formulas.md, "Data-stage time" and "Sharded dedup memory".
+Formulas: docs/formulas.md section 9.
 """
 
 from __future__ import annotations

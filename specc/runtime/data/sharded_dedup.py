@@ -27,7 +27,7 @@ earlier *kept* document (query-then-insert), this one removes every document con
 earlier one through a chain of verified pairs (A~B, B~C, A!~C: one-process keeps A and C, this
 keeps A). Chains are what connected components buy: they need no sequential pass over the corpus.
 
-Per-task memory (docs/formulas.md, "Sharded dedup memory"): `specc.plan.data_stage.sharded_dedup_memory`.
+Per-task memory (docs/formulas.md section 9): `specc.plan.data_stage.sharded_dedup_memory`.
 """
 
 from __future__ import annotations
