@@ -19,10 +19,11 @@ from specc.spec.data import MinHashSpec
 from specc.spec.root import Spec
 
 RATES_FILE = Path(__file__).with_name("data_rates.json")
-ENTRY_BYTES = 40
-"""A bucket-task entry at its peak (`sharded_dedup._load_bucket_entries`): uint64 key and id (16 B),
-np.lexsort's int64 order (8 B) and the sorted copies of key and id before the unsorted ones are
-freed (16 B)."""
+ENTRY_BYTES = 52
+"""A bucket-task entry at its peak (`sharded_dedup._load_bucket_entries`): 40 B of arrays by count
+(uint64 key and id, np.lexsort's int64 order, the sorted copies of key and id before the unsorted
+ones are freed) plus lexsort's temporaries: the measured slope was 48-53 B per entry
+(benchmarks/dedup_scaling.py, 5,000 -> 20,000 documents at 1, 2 and 4 tasks, medians of 3 runs)."""
 NODE_BYTES = 40
 """A clusters-task node: np.unique's sorted id and inverse index, the label and its updated copy."""
 PAIR_BYTES = 16
