@@ -18,6 +18,7 @@ from specc.catalog import load_catalog
 from specc.plan.estimate import Estimate, Workload, estimate_layout
 from specc.plan.findings import classified
 from specc.plan.layout import Layout, layout_from_spec
+from specc.plan.data_stage import data_estimate
 from specc.plan.reliability import failure_budget
 from specc.plan.scaling import scaling_check
 from specc.plan.search import SearchResult, search
@@ -369,6 +370,7 @@ def build_plan(spec: Spec, *, force_search: bool = False, top: int = 5, override
         "search": result.summary() if result else None,
         "searched": searching,
         "reliability": budget.contract() if budget is not None else None,
+        "data": data_estimate(spec),
     }
     return Plan.model_validate(data)
 

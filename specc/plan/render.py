@@ -133,6 +133,8 @@ def render(plan: Plan, console: Console | None = None) -> None:
     parts = [header, layout, _memory_table(plan), _time_table(plan), scale, error]
     if data.get("reliability"):
         parts.append(Text.assemble(("failures  ", "bold"), reliability_text(data["reliability"])))
+    if data.get("data"):
+        parts.append(Text.assemble(("data  ", "bold"), data_text(data["data"])))
     if len(plan.candidates) > 1:
         parts.append(_candidates_table(plan))
     parts += _stage_lines(data)
@@ -161,6 +163,25 @@ def _stage_lines(data: dict) -> list[Text]:
         severity = severity_of(finding)
         parts.append(Text.assemble((f"{severity}[{finding['code']}] ", SEVERITY_STYLE[severity]), finding["message"]))
     return parts
+
+
+def data_text(estimate: dict) -> str:
+    """The data and tokenize stages' estimate in one paragraph (`specc.plan.data_stage`)."""
+    if estimate.get("documents") is None:
+        return estimate["note"]
+    text = (f"{estimate['documents']:,} documents: data stage ~{_duration(estimate['data_seconds'])} "
+            f"(filter+sign {_duration(estimate['filter_seconds'])}, dedup {_duration(estimate['dedup_seconds'])}, "
+            f"index {estimate['dedup_index_bytes'] / 2**20:,.1f} MiB), tokenizer ~{_duration(estimate['tokenizer_seconds'])}")
+    sharded = estimate.get("sharded_dedup")
+    if sharded:
+        text += (f"; sharded dedup at {sharded['tasks']} task(s): bucket task "
+                 f"{sharded['buckets_bytes_per_task'] / 2**20:,.1f} MiB = documents x "
+                 f"{estimate['sharded_bucket_bytes_per_document']} B / tasks")
+    return text + f" [{estimate['note']}; rates: {estimate['rates_measured']}]"
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.1f} s" if seconds < 120 else f"{seconds / 3600:.2f} h" if seconds >= 7200 else f"{seconds / 60:.1f} min"
 
 
 def reliability_text(budget: dict) -> str:
