@@ -196,6 +196,11 @@ FORMATS: dict[str, Format] = {
 library format: it runs on the built-in backend only, R290.)"""
 
 
+def generates(task_type: str) -> bool:
+    """Whether a task of this `type` generates text (and so needs `max_new_tokens` of room)."""
+    return task_type == "generative" or (task_type in FORMATS and FORMATS[task_type].recipe.output_type == "generate_until")
+
+
 def read_rows(path: Path, limit: int | None = None) -> list[tuple[int, dict]]:
     """(line number, object) of a jsonl file's first `limit` non-blank lines."""
     rows: list[tuple[int, dict]] = []
