@@ -90,3 +90,26 @@ def test_builtin_and_lm_eval_backends_agree_on_every_format(tmp_path, tokenizer_
                 assert mine == reference
     # the task YAML lm-eval ran is left for the `lm_eval` command (--include_path)
     assert "dataset_path: json" in (tmp_path / "lm_eval" / "eval" / "lm_eval" / "tasks" / "arc.yaml").read_text()
+
+
+def test_context_continuation_split_equals_lm_eval(codec):
+    """The built-in splits (context, continuation) into tokens as lm-eval's TemplateLM does: trailing
+    spaces move to the continuation, tokens merging across the boundary count as continuation,
+    an empty context scores after the end-of-document token."""
+    pytest.importorskip("lm_eval")
+    from specc.runtime.evaluate.harness import encode_pair
+    from specc.runtime.evaluate.lm_eval_backend import specc_lm_class
+    from specc.runtime.train.model import build_model
+
+    lm = specc_lm_class()(build_model(tiny_model_spec(), seed=0), codec, batch_size=4)
+    pairs = [("Question: What is 2 plus 3?\nAnswer:", " 5"), ("Answer: ", "7"), ("The cat walks", "ed home"),
+             ("Question:\n", "\nx"), ("ab", "cd"), ("", " hello there")]
+    for context, continuation in pairs:
+        if context:
+            expected = lm._encode_pair(context, continuation)
+        else:
+            tokens = lm.tok_encode(continuation, add_special_tokens=False)
+            expected = ([lm.prefix_token_id], tokens)
+        assert encode_pair(codec, context, continuation) == expected, (context, continuation)
+    # the split differs from encoding the two parts apart for at least one pair (so the test can fail)
+    assert any(encode_pair(codec, c, k) != (codec.encode(c), codec.encode(k)) for c, k in pairs if c)
