@@ -113,3 +113,26 @@ def test_context_continuation_split_equals_lm_eval(codec):
         assert encode_pair(codec, context, continuation) == expected, (context, continuation)
     # the split differs from encoding the two parts apart for at least one pair (so the test can fail)
     assert any(encode_pair(codec, c, k) != (codec.encode(c), codec.encode(k)) for c, k in pairs if c)
+
+
+def test_a_tokenizer_that_adds_bos_gets_it_before_the_context_only(codec):
+    """BOS handling follows the tokenizer, as lm-eval's `hf` model does: a post-processor that
+    prepends a BOS puts it before every context, never inside the scored continuation."""
+    pytest.importorskip("lm_eval")
+    from tokenizers import Tokenizer
+    from tokenizers.processors import TemplateProcessing
+
+    from specc.runtime.evaluate.harness import encode_pair
+    from specc.runtime.evaluate.lm_eval_backend import specc_lm_class
+    from specc.runtime.infer.weights import TextCodec
+    from specc.runtime.train.model import build_model
+
+    tokenizer = Tokenizer.from_str(codec.tokenizer.to_str())
+    bos = codec.pad_id  # any special token serves as the BOS here
+    tokenizer.post_processor = TemplateProcessing(single="<|pad|> $A", special_tokens=[("<|pad|>", bos)])
+    with_bos = TextCodec(tokenizer, codec.eos_id, codec.pad_id)
+    lm = specc_lm_class()(build_model(tiny_model_spec(), seed=0), with_bos, batch_size=4)
+    context, continuation = encode_pair(with_bos, "Question: What is 2 plus 3?\nAnswer:", " 5")
+    assert context[0] == bos and bos not in continuation and continuation == codec.encode(" 5")
+    assert (context, continuation) == lm._encode_pair("Question: What is 2 plus 3?\nAnswer:", " 5")
+    assert encode_pair(with_bos, "", " 5") == ([codec.eos_id], codec.encode(" 5"))
