@@ -9,6 +9,12 @@ toward short choices. That is lm-evaluation-harness's definition (`lm_eval/api/t
 `ConfigurableTask.process_results`: `completion_len = [len(i) for i in choices]`,
 `pred_norm = argmax(lls / completion_len)`), so the figure compares with published ones.
 
+Library-format tasks (`specc.evaltasks`: hellaswag, mmlu, arc, gsm8k, multiple_choice) get their
+prompts from `prompts.fewshot_contexts`; the (context, continuation) token split, truncation,
+greedy generation with stop strings and the scores here follow lm-evaluation-harness 0.4.13
+(`encode_pair`, `generate_text`), so the `lm_eval` backend, which calls the same model code
+through `lm_eval_backend.SpeccLM`, gets the same numbers.
+
 Perplexity sets are scored like lm-evaluation-harness's `loglikelihood_rolling` tasks
 (wikitext): each document on its own, its first token predicted after the end-of-document token,
 every token predicted once in disjoint windows. Reported: token perplexity, word perplexity

@@ -4,9 +4,10 @@ config.json: {"stage": "eval", "run_dir": ..., "params": see `specc.emit.configs
 `eval.backend` picks the scorer: the built-in harness or lm-evaluation-harness
 (`lm_eval_backend`: its task YAMLs and datasets cache go under `<run_dir>/eval/lm_eval/`).
 Outputs under `<run_dir>/eval/`: `parts/<model>--<item>.json` (one per model and task, written
-atomically: a killed run resumes with the parts it has), `samples/<model>--<task>.jsonl`
-(generations), `results.json`, `results.md` (a table with accuracy +- standard error),
-`metrics.jsonl`, then `_SUCCESS.json`.
+atomically: a killed run resumes with the parts it has), `samples/<model>--<task>.jsonl` (per
+item: the prompt and each choice's log-likelihood, or the generation and extracted answers),
+`results.json`, `results.md` (a table with accuracy +- standard error), `metrics.jsonl`, then
+`_SUCCESS.json`.
 """
 
 from __future__ import annotations
@@ -49,32 +50,42 @@ def perplexity_texts(item: PerplexitySet) -> list[str]:
 
 def library_rows(model, codec, task: EvalTask, spec: EvalSpec, out: Path) -> tuple[list[dict], list[dict]]:
     """Rows and samples of a library-format task, from the backend the spec names."""
-    recipe = FORMATS[task.type].recipe
     files = task_files(task.path)
     fewshot_files = task_files(task.fewshot_path) if task.fewshot_path else None
     k = spec.num_fewshot if task.num_fewshot is None else task.num_fewshot
-    if spec.backend == "lm_eval":
-        config = lm_eval_backend.task_config(f"{task.name}", task.type, files, fewshot_files, k,
-                                             task.max_new_tokens, out / "lm_eval" / "cache")
-        path = lm_eval_backend.write_task(out / "lm_eval" / "tasks", config, task.type)
-        lm = lm_eval_backend.specc_lm_class()(model, codec, spec.batch_size, task.max_new_tokens)
-        results, count, samples = lm_eval_backend.evaluate(lm, path, task.limit)
-        keys = ([(m, f"{m},none") for m in recipe.metrics] if recipe.output_type == "multiple_choice" else
-                [(harness.generation_metric(i, f.name), f"exact_match,{f.name}") for i, f in enumerate(recipe.filters)])
-        return lm_eval_backend.rows_from_results(task.name, results, count, keys), \
-            lm_eval_backend.samples_as_builtin(samples, recipe)
+    scorer = _lm_eval_rows if spec.backend == "lm_eval" else _builtin_rows
+    return scorer(model, codec, task, files, fewshot_files, k, spec.batch_size, out)
+
+
+def _builtin_rows(model, codec, task: EvalTask, files: list[Path], fewshot_files: list[Path] | None, k: int,
+                  batch_size: int, out: Path) -> tuple[list[dict], list[dict]]:
+    recipe = FORMATS[task.type].recipe
     documents = load_documents(files, task.type)
     pool = load_documents(fewshot_files, task.type) if fewshot_files else documents
     contexts = fewshot_contexts(documents, pool, k, recipe, fewshot_files is None, task.limit)
     scored = documents[:len(contexts)]
     if recipe.output_type == "multiple_choice":
-        per_metric, samples = harness.multiple_choice(model, codec, scored, contexts, recipe, spec.batch_size)
+        per_metric, samples = harness.multiple_choice(model, codec, scored, contexts, recipe, batch_size)
     else:
         generations = [harness.generate_text(model, codec, c, recipe.until, task.max_new_tokens) for c in contexts]
         per_metric, samples = harness.generation_scores(scored, contexts, generations, recipe)
     rows = [harness.Score(task.name, metric, *harness.mean_and_stderr(values), len(values)).as_dict()
             for metric, values in per_metric.items()]
     return rows, samples
+
+
+def _lm_eval_rows(model, codec, task: EvalTask, files: list[Path], fewshot_files: list[Path] | None, k: int,
+                  batch_size: int, out: Path) -> tuple[list[dict], list[dict]]:
+    recipe = FORMATS[task.type].recipe
+    config = lm_eval_backend.task_config(task.name, task.type, files, fewshot_files, k, task.max_new_tokens,
+                                         out / "lm_eval" / "cache")
+    path = lm_eval_backend.write_task(out / "lm_eval" / "tasks", config, task.type)
+    lm = lm_eval_backend.specc_lm_class()(model, codec, batch_size, task.max_new_tokens)
+    results, count, samples = lm_eval_backend.evaluate(lm, path, task.limit)
+    keys = ([(m, f"{m},none") for m in recipe.metrics] if recipe.output_type == "multiple_choice" else
+            [(harness.generation_metric(i, f.name), f"exact_match,{f.name}") for i, f in enumerate(recipe.filters)])
+    return (lm_eval_backend.rows_from_results(task.name, results, count, keys),
+            lm_eval_backend.samples_as_builtin(samples, recipe))
 
 
 def score_task(model, codec, task: EvalTask, spec: EvalSpec, out: Path) -> tuple[list[dict], list[dict]]:
