@@ -27,7 +27,9 @@ import torch.nn.functional as F
 from specc.runtime.deploy.distill import distill_draft
 from specc.runtime.deploy.measure import heldout_windows, speculative_report, window_perplexity
 from specc.runtime.deploy.quantize import quantize_model, weight_bytes
+from specc.evaltasks import FORMATS, load_documents
 from specc.runtime.evaluate import harness
+from specc.runtime.evaluate.prompts import fewshot_contexts
 from specc.runtime.evaluate.tasks import load_examples
 from specc.runtime.evaluate.tiny import GENERATIVE_PATTERN, tiny_corpus, train_tiny_tokenizer, write_tiny_tasks
 from specc.runtime.infer.decode import SamplingSettings
@@ -114,7 +116,9 @@ def eval_figures(model, codec, work: Path) -> list[dict]:
     files = write_tiny_tasks(work / "tasks", seed=1, num_examples=100)
     rows = []
     for name, k in (("mc_arithmetic", 3), ("mc_opposites", 3)):
-        acc, _ = harness.multiple_choice(model, codec, load_examples(files[name], "multiple_choice"), k, 32)
+        documents, recipe = load_documents([files[name]], "multiple_choice"), FORMATS["multiple_choice"].recipe
+        contexts = fewshot_contexts(documents, documents, k, recipe, pool_is_scored=True)
+        acc = harness.multiple_choice(model, codec, documents, contexts, recipe, 32)[0]["acc"]
         mean, stderr = harness.mean_and_stderr(acc)
         rows.append({"task": name, "metric": "acc", "value": mean, "stderr": stderr, "count": len(acc)})
     correct, _ = harness.generative(model, codec, load_examples(files["gen_arithmetic"], "generative"), 3,

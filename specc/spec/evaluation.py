@@ -20,13 +20,24 @@ class PerplexitySet(SpecModel):
     max_documents: PositiveCount | None = None
 
 
+TaskType = Literal["multiple_choice", "generative", "hellaswag", "mmlu", "arc", "gsm8k"]
+
+
 class EvalTask(SpecModel):
     """A benchmark task from local jsonl."""
 
     name: Identifier
-    type: Literal["multiple_choice", "generative"]
-    """`multiple_choice`: `{question, choices, answer}` scored by log-likelihood; `generative`: `{question, answer}` scored by exact match or regex."""
+    type: TaskType
+    """The task's format (docs/evaltasks.md lists each one's jsonl fields). `hellaswag`, `mmlu`, `arc`
+    (multiple choice: acc, acc_norm) and `gsm8k` (generation: exact match) read the benchmark's own
+    Hugging Face field layout and prompt as lm-evaluation-harness's task of that name;
+    `multiple_choice`: `{question, choices, answer}` prompted `Question: ...\nAnswer:`;
+    `generative`: `{question, answer}` scored by exact match or `answer_pattern` (built-in backend only)."""
     path: str = Field(min_length=1)
+    """Glob of the jsonl files scored."""
+    fewshot_path: str | None = Field(default=None, min_length=1)
+    """Glob of the jsonl files few-shot examples come from (MMLU's dev split, ARC's or GSM8K's train
+    split); default: the scored files themselves, never the item being scored."""
     num_fewshot: Annotated[int, Field(ge=0, le=64)] | None = None
     """Examples in the prompt; default `eval.num_fewshot`."""
     answer_pattern: str | None = None
@@ -40,6 +51,9 @@ class EvalTask(SpecModel):
 class EvalSpec(SpecModel):
     """Evaluation after training (and after each alignment stage)."""
 
+    backend: Literal["builtin", "lm_eval"] = "builtin"
+    """`builtin`: specc's harness; `lm_eval`: lm-evaluation-harness (the `eval` extra) on the same
+    model, tokenizer and files. Both build the same prompts and agree within standard error."""
     perplexity: list[PerplexitySet] = []
     tasks: list[EvalTask] = []
     num_fewshot: Annotated[int, Field(ge=0, le=64)] = 0

@@ -4,8 +4,9 @@ shown by `specc rules`."""
 
 from __future__ import annotations
 
-from specc.diagnostics.rules import (architecture_rules, data_rules, graph_rules, model_rules, parallel_rules,
-                                     path_rules, precision_rules, resource_rules, run_rules, stage_rules)
+from specc.diagnostics.rules import (architecture_rules, data_rules, eval_rules, graph_rules, model_rules,
+                                     parallel_rules, path_rules, precision_rules, resource_rules, run_rules,
+                                     stage_rules)
 from specc.diagnostics.rules.base import Finding, Rule
 
 RULES: tuple[Rule, ...] = (
@@ -64,6 +65,8 @@ RULES: tuple[Rule, ...] = (
     Rule("R152", ("alignment",), stage_rules.alignment_values_are_plausible),
     Rule("R153", ("model", "eval"), stage_rules.generation_fits_context),
     Rule("R160", ("eval",), run_rules.eval_names_unique),
+    Rule("R290", ("eval",), eval_rules.backend_runs_task_type),
+    Rule("R291", ("eval",), eval_rules.task_options_apply),
     Rule("R170", ("model", "deploy"), run_rules.quantization_fits_accelerator),
     Rule("R171", ("model", "deploy"), run_rules.draft_model_matches_target),
     Rule("R172", ("model", "deploy"), stage_rules.deploy_target_is_implemented),
@@ -89,6 +92,9 @@ PATH_RULES: tuple[Rule, ...] = (
     Rule("R205", ("alignment",), path_rules.init_checkpoints_exist),
     Rule("R206", ("eval",), path_rules.eval_files_exist),
     Rule("R207", ("deploy",), path_rules.draft_checkpoint_exists),
+    Rule("R292", ("eval",), eval_rules.fewshot_files_exist),
+    Rule("R293", ("eval",), eval_rules.task_files_have_fields),
+    Rule("R294", ("eval",), eval_rules.lm_eval_is_installed),
 )
 """Pre-flight rules: they read the filesystem (`check(spec, InputFiles)`), so they run apart from
 RULES, on a valid spec (`specc.diagnostics.preflight`)."""

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 from specc.diagnostics.rules.base import Finding
 from specc.diagnostics.rules.data_rules import regex_problem
+from specc.evaltasks import generates
 from specc.spec.alignment import stage_seq_len
 from specc.spec.capabilities import DEPLOY_FORMATS, DEPLOY_QUANTIZATIONS, hf_export_incompatibilities
 from specc.spec.deploy import serving_context
@@ -66,7 +67,7 @@ def alignment_values_are_plausible(spec: Spec) -> Iterator[Finding]:
 
 
 def generation_fits_context(spec: Spec) -> Iterator[Finding]:
-    """A generative eval task writes `max_new_tokens` after its prompt within model.max_seq_len;
+    """A generative eval task (`generative`, `gsm8k`) writes `max_new_tokens` after its prompt within model.max_seq_len;
     at or past it the prompt would be cut to one token (the question lost). Its
     `answer_pattern` must compile as a Python regular expression.
 
@@ -74,7 +75,7 @@ def generation_fits_context(spec: Spec) -> Iterator[Finding]:
     """
     context = spec.model.max_seq_len
     for index, task in enumerate(spec.eval.tasks):
-        if task.type == "generative" and task.max_new_tokens >= context:
+        if generates(task.type) and task.max_new_tokens >= context:
             yield Finding(("eval", "tasks", index, "max_new_tokens"),
                           f"max_new_tokens ({task.max_new_tokens}) leaves no room for the prompt within model.max_seq_len ({context})",
                           f"use max_new_tokens < {context}, e.g. {max(1, min(256, context // 4))}")

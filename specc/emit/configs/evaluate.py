@@ -24,6 +24,8 @@ def build_eval_config(spec: Spec, spec_dir: str) -> dict:
     evaluation = spec.eval.model_dump(mode="json")
     for item in evaluation["perplexity"] + evaluation["tasks"]:
         item["path"] = absolute(item["path"], spec_dir)
+        if item.get("fewshot_path"):
+            item["fewshot_path"] = absolute(item["fewshot_path"], spec_dir)
     from specc.emit.configs.alignment import special_tokens
 
     return {"eval": evaluation, "model": spec.model.model_dump(mode="json"),

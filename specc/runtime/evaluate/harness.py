@@ -9,6 +9,12 @@ toward short choices. That is lm-evaluation-harness's definition (`lm_eval/api/t
 `ConfigurableTask.process_results`: `completion_len = [len(i) for i in choices]`,
 `pred_norm = argmax(lls / completion_len)`), so the figure compares with published ones.
 
+Library-format tasks (`specc.evaltasks`: hellaswag, mmlu, arc, gsm8k, multiple_choice) get their
+prompts from `prompts.fewshot_contexts`; the (context, continuation) token split, truncation,
+greedy generation with stop strings and the scores here follow lm-evaluation-harness 0.4.13
+(`encode_pair`, `generate_text`), so the `lm_eval` backend, which calls the same model code
+through `lm_eval_backend.SpeccLM`, gets the same numbers.
+
 Perplexity sets are scored like lm-evaluation-harness's `loglikelihood_rolling` tasks
 (wikitext): each document on its own, its first token predicted after the end-of-document token,
 every token predicted once in disjoint windows. Reported: token perplexity, word perplexity
@@ -25,6 +31,8 @@ from dataclasses import dataclass
 
 import torch
 
+from specc.evaltasks import Recipe
+from specc.runtime.evaluate.prompts import apply_filter, exact_match, truncate_at_stops
 from specc.runtime.evaluate.tasks import (
     FEWSHOT_SEPARATOR, Example, extract_answer, fewshot_prompt, reference_answer)
 from specc.runtime.infer.decode import generate
@@ -76,7 +84,7 @@ def perplexity(model: torch.nn.Module, codec: TextCodec, texts: list[str], batch
     """Token, word and byte perplexity and bits per byte of the documents, each scored alone
     after the end-of-document token (see the module docstring)."""
     window = model.spec.max_seq_len
-    pieces = [p for text in texts for p in rolling_windows(codec.encode(text), codec.eos_id, window)]
+    pieces = [p for text in texts for p in rolling_windows(encode(codec, text), codec.eos_id, window)]
     total_nll, total_tokens = 0.0, 0
     for start in range(0, len(pieces), batch_size):
         chunk = pieces[start:start + batch_size]
@@ -94,29 +102,104 @@ def perplexity(model: torch.nn.Module, codec: TextCodec, texts: list[str], batch
             "bytes": num_bytes, "documents": len(texts)}
 
 
+def encode(codec: TextCodec, text: str, special_tokens: bool = True) -> list[int]:
+    """Text as the evaluation feeds it: with the tokenizer's own special tokens (a BOS when its
+    post-processor adds one; specc's byte-level BPE adds none), as lm-eval's `hf` model encodes
+    (`tokenizer.encode(text)`, add_special_tokens left at the tokenizer's default)."""
+    return codec.tokenizer.encode(text, add_special_tokens=special_tokens).ids
+
+
+def encode_pair(codec: TextCodec, context: str, continuation: str) -> tuple[list[int], list[int]]:
+    """(context, continuation) tokens as lm-eval splits them (lm_eval/api/model.py, TemplateLM
+    `loglikelihood` and `_encode_pair`): trailing spaces of the context move to the
+    continuation, the pair is encoded whole and cut after the context's tokens, so tokens that
+    merge across the boundary are scored as the model reads them; an empty context becomes the
+    end-of-document token."""
+    if context == "":
+        tokens = encode(codec, continuation, special_tokens=False)
+        return ([codec.eos_id], tokens) if tokens[0] != codec.eos_id else (tokens[:1], tokens[1:])
+    spaces = len(context) - len(context.rstrip())
+    if spaces:
+        context, continuation = context[:-spaces], context[-spaces:] + continuation
+    whole = encode(codec, context + continuation)
+    context_tokens = encode(codec, context)
+    return context_tokens, whole[len(context_tokens):]
+
+
 @torch.no_grad()
-def multiple_choice(model: torch.nn.Module, codec: TextCodec, examples: list[Example], num_fewshot: int,
-                    batch_size: int, limit: int | None = None) -> tuple[list[float], list[float]]:
-    """Per-example (acc, acc_norm) as 0/1 lists."""
-    pairs, owners = [], []
-    scored = examples[:limit] if limit else examples
-    for index, example in enumerate(scored):
-        context = codec.encode(fewshot_prompt(examples, index, num_fewshot))
-        for choice in example.choices:
-            pairs.append((context, codec.encode(f" {choice}")))
-            owners.append(index)
-    logprobs: list[float] = []
+def loglikelihoods(model: torch.nn.Module, codec: TextCodec, pairs: list[tuple[list[int], list[int]]],
+                   batch_size: int) -> list[tuple[float, bool]]:
+    """(sum of log-probs, whether greedy decoding gives it) of each tokenised continuation."""
+    results: list[tuple[float, bool]] = []
     for start in range(0, len(pairs), batch_size):
         batch = pad_pairs(pairs[start:start + batch_size], codec.pad_id, model.spec.max_seq_len)
-        logprobs.extend(continuation_scores(model, batch)[0].tolist())
-    acc, acc_norm, cursor = [], [], 0
-    for example in scored:
-        scores = logprobs[cursor:cursor + len(example.choices)]
-        cursor += len(example.choices)
-        picked, picked_norm = choose(scores, example.choices)
-        acc.append(float(picked == example.label))
-        acc_norm.append(float(picked_norm == example.label))
-    return acc, acc_norm
+        logprob, _, greedy = continuation_scores(model, batch)
+        results.extend(zip(logprob.tolist(), greedy.tolist()))
+    return results
+
+
+@torch.no_grad()
+def multiple_choice(model: torch.nn.Module, codec: TextCodec, documents: list[dict], contexts: list[str],
+                    recipe: Recipe, batch_size: int) -> tuple[dict[str, list[float]], list[dict]]:
+    """Per-document 0/1 scores for each of the recipe's metrics (`acc`, `acc_norm`), and samples
+    with each choice's log-likelihood."""
+    pairs = [encode_pair(codec, context, recipe.target_delimiter + choice)
+             for document, context in zip(documents, contexts) for choice in document["choices"]]
+    scores = [logprob for logprob, _ in loglikelihoods(model, codec, pairs, batch_size)]
+    per_metric: dict[str, list[float]] = {"acc": [], "acc_norm": []}
+    samples, cursor = [], 0
+    for document, context in zip(documents, contexts):
+        choices = tuple(document["choices"])
+        picked, picked_norm = choose(scores[cursor:cursor + len(choices)], choices)
+        samples.append({"context": context, "loglikelihoods": scores[cursor:cursor + len(choices)],
+                        "gold": document["gold"]})
+        cursor += len(choices)
+        per_metric["acc"].append(float(picked == document["gold"]))
+        per_metric["acc_norm"].append(float(picked_norm == document["gold"]))
+    return {metric: per_metric[metric] for metric in recipe.metrics}, samples
+
+
+@torch.no_grad()
+def generate_text(model: torch.nn.Module, codec: TextCodec, context: str, until: tuple[str, ...],
+                  max_new_tokens: int) -> str:
+    """Greedy continuation of `context`, cut at the first stop string (lm-eval's generate_until:
+    the context keeps its last max_seq_len - max_new_tokens tokens; generation stops at a stop
+    string or the end-of-document token)."""
+    room = model.spec.max_seq_len - max_new_tokens
+    if room <= 0:
+        raise ValueError(f"max_new_tokens {max_new_tokens} leaves no room for a prompt in max_seq_len "
+                         f"{model.spec.max_seq_len}")
+    prompt = encode(codec, context)[-room:]
+
+    def stop(tokens: list[int]) -> bool:
+        text = codec.decode(tokens)
+        return any(s and s in text for s in until)
+
+    tokens = generate(model, prompt, max_new_tokens, stop_ids=(codec.eos_id,), stop_when=stop).tokens
+    return truncate_at_stops(codec.tokenizer.decode([t for t in tokens if t != codec.eos_id]), until)
+
+
+def generation_scores(documents: list[dict], contexts: list[str], generations: list[str], recipe: Recipe
+                      ) -> tuple[dict[str, list[float]], list[dict]]:
+    """Exact match per answer filter (`exact_match` for the first, `exact_match_<name>` for the
+    others) and the samples."""
+    per_metric: dict[str, list[float]] = {}
+    samples = []
+    for document, context, text in zip(documents, contexts, generations):
+        sample = {"context": context, "generation": text, "target": document["target"]}
+        for index, answer_filter in enumerate(recipe.filters):
+            predicted = apply_filter(text, answer_filter)
+            metric = generation_metric(index, answer_filter.name)
+            per_metric.setdefault(metric, []).append(exact_match(predicted, document["target"], recipe))
+            sample[metric] = predicted
+        samples.append(sample)
+    return per_metric, samples
+
+
+def generation_metric(index: int, filter_name: str) -> str:
+    """The row name of a filter's exact match: the first filter (GSM8K's strict `#### N`) is the
+    published figure, `exact_match`; later ones carry the filter's name."""
+    return "exact_match" if index == 0 else "exact_match_" + filter_name.split("-")[0]
 
 
 def choose(logprobs: list[float], choices: tuple[str, ...]) -> tuple[int, int]:

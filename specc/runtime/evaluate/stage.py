@@ -1,10 +1,13 @@
 """The `eval` stage: perplexity sets and benchmark tasks for every model the pipeline trained.
 
 config.json: {"stage": "eval", "run_dir": ..., "params": see `specc.emit.configs.evaluate`}.
+`eval.backend` picks the scorer: the built-in harness or lm-evaluation-harness
+(`lm_eval_backend`: its task YAMLs and datasets cache go under `<run_dir>/eval/lm_eval/`).
 Outputs under `<run_dir>/eval/`: `parts/<model>--<item>.json` (one per model and task, written
-atomically: a killed run resumes with the parts it has), `samples/<model>--<task>.jsonl`
-(generations), `results.json`, `results.md` (a table with accuracy +- standard error),
-`metrics.jsonl`, then `_SUCCESS.json`.
+atomically: a killed run resumes with the parts it has), `samples/<model>--<task>.jsonl` (per
+item: the prompt and each choice's log-likelihood, or the generation and extracted answers),
+`results.json`, `results.md` (a table with accuracy +- standard error), `metrics.jsonl`, then
+`_SUCCESS.json`.
 """
 
 from __future__ import annotations
@@ -14,7 +17,9 @@ from pathlib import Path
 
 import torch
 
-from specc.runtime.evaluate import harness
+from specc.evaltasks import FORMATS, load_documents
+from specc.runtime.evaluate import harness, lm_eval_backend
+from specc.runtime.evaluate.prompts import fewshot_contexts
 from specc.runtime.evaluate.tasks import load_examples, read_jsonl, task_files
 from specc.runtime.infer.weights import load_codec, load_model
 from specc.runtime.io import MetricsWriter, atomic_write_json, atomic_write_text, config_hash, mark_success
@@ -43,17 +48,70 @@ def perplexity_texts(item: PerplexitySet) -> list[str]:
     return texts[:item.max_documents] if item.max_documents else texts
 
 
-def score_task(model, codec, task: EvalTask, spec: EvalSpec) -> tuple[list[harness.Score], list[dict]]:
+def library_rows(model, codec, task: EvalTask, spec: EvalSpec, out: Path) -> tuple[list[dict], list[dict]]:
+    """Rows and samples of a library-format task, from the backend the spec names."""
+    files = task_files(task.path)
+    fewshot_files = task_files(task.fewshot_path) if task.fewshot_path else None
+    k = spec.num_fewshot if task.num_fewshot is None else task.num_fewshot
+    scorer = _lm_eval_rows if spec.backend == "lm_eval" else _builtin_rows
+    return scorer(model, codec, task, files, fewshot_files, k, spec.batch_size, out)
+
+
+def _builtin_rows(model, codec, task: EvalTask, files: list[Path], fewshot_files: list[Path] | None, k: int,
+                  batch_size: int, out: Path) -> tuple[list[dict], list[dict]]:
+    recipe = FORMATS[task.type].recipe
+    documents = load_documents(files, task.type)
+    pool = load_documents(fewshot_files, task.type) if fewshot_files else documents
+    contexts = fewshot_contexts(documents, pool, k, recipe, fewshot_files is None, task.limit)
+    scored = documents[:len(contexts)]
+    if recipe.output_type == "multiple_choice":
+        per_metric, samples = harness.multiple_choice(model, codec, scored, contexts, recipe, batch_size)
+    else:
+        generations = [harness.generate_text(model, codec, c, recipe.until, task.max_new_tokens) for c in contexts]
+        per_metric, samples = harness.generation_scores(scored, contexts, generations, recipe)
+    rows = [harness.Score(task.name, metric, *harness.mean_and_stderr(values), len(values)).as_dict()
+            for metric, values in per_metric.items()]
+    return rows, samples
+
+
+def _lm_eval_rows(model, codec, task: EvalTask, files: list[Path], fewshot_files: list[Path] | None, k: int,
+                  batch_size: int, out: Path) -> tuple[list[dict], list[dict]]:
+    recipe = FORMATS[task.type].recipe
+    config = lm_eval_backend.task_config(task.name, task.type, files, fewshot_files, k, task.max_new_tokens,
+                                         out / "lm_eval" / "cache")
+    path = lm_eval_backend.write_task(out / "lm_eval" / "tasks", config, task.type)
+    lm = lm_eval_backend.specc_lm_class()(model, codec, batch_size, task.max_new_tokens)
+    results, count, samples = lm_eval_backend.evaluate(lm, path, task.limit)
+    keys = ([(m, f"{m},none") for m in recipe.metrics] if recipe.output_type == "multiple_choice" else
+            [(harness.generation_metric(i, f.name), f"exact_match,{f.name}") for i, f in enumerate(recipe.filters)])
+    return (lm_eval_backend.rows_from_results(task.name, results, count, keys),
+            lm_eval_backend.samples_as_builtin(samples, recipe))
+
+
+def score_task(model, codec, task: EvalTask, spec: EvalSpec, out: Path) -> tuple[list[dict], list[dict]]:
+    if task.type in FORMATS:
+        return library_rows(model, codec, task, spec, out)
     examples = [e for path in task_files(task.path) for e in load_examples(path, task.type)]
     k = spec.num_fewshot if task.num_fewshot is None else task.num_fewshot
-    if task.type == "multiple_choice":
-        acc, acc_norm = harness.multiple_choice(model, codec, examples, k, spec.batch_size, task.limit)
-        scores = [harness.Score(task.name, metric, *harness.mean_and_stderr(values), len(values))
-                  for metric, values in (("acc", acc), ("acc_norm", acc_norm))]
-        return scores, []
     correct, samples = harness.generative(model, codec, examples, k, task.answer_pattern, task.max_new_tokens,
                                           task.limit)
-    return [harness.Score(task.name, "exact_match", *harness.mean_and_stderr(correct), len(correct))], samples
+    return [harness.Score(task.name, "exact_match", *harness.mean_and_stderr(correct), len(correct)).as_dict()], \
+        samples
+
+
+def perplexity_rows(model, codec, item: PerplexitySet, spec: EvalSpec, out: Path) -> list[dict]:
+    texts = perplexity_texts(item)
+    if spec.backend == "lm_eval":
+        documents = lm_eval_backend.write_documents(out / "lm_eval" / "documents" / f"{item.name}.jsonl", texts)
+        path = lm_eval_backend.write_task(out / "lm_eval" / "tasks", lm_eval_backend.perplexity_config(
+            item.name, documents, out / "lm_eval" / "cache"), None)
+        lm = lm_eval_backend.specc_lm_class()(model, codec, spec.batch_size)
+        results, count, _ = lm_eval_backend.evaluate(lm, path, None)
+        return lm_eval_backend.rows_from_results(item.name, results, count, [
+            (m, f"{m},none") for m in ("word_perplexity", "byte_perplexity", "bits_per_byte")])
+    result = harness.perplexity(model, codec, texts, spec.batch_size)
+    return [{"task": item.name, "metric": metric, "value": result[metric], "stderr": None, "count": result[unit]}
+            for metric, unit in PERPLEXITY_METRICS]
 
 
 def _evaluate_model(label: str, model_dir: Path, spec: EvalSpec, codec, out: Path, metrics: MetricsWriter,
@@ -70,12 +128,10 @@ def _evaluate_model(label: str, model_dir: Path, spec: EvalSpec, codec, out: Pat
         if model is None:
             model = load_model(model_dir, "cuda" if torch.cuda.is_available() else "cpu")
         if isinstance(item, PerplexitySet):
-            result = harness.perplexity(model, codec, perplexity_texts(item), spec.batch_size)
-            new_rows = [{"model": label, "task": name, "metric": metric, "value": result[metric], "stderr": None,
-                         "count": result[unit]} for metric, unit in PERPLEXITY_METRICS]
+            new_rows = [{"model": label, **row} for row in perplexity_rows(model, codec, item, spec, out)]
         else:
-            scores, samples = score_task(model, codec, item, spec)
-            new_rows = [{"model": label, **s.as_dict()} for s in scores]
+            task_rows, samples = score_task(model, codec, item, spec, out)
+            new_rows = [{"model": label, **row} for row in task_rows]
             if samples:
                 atomic_write_text(out / "samples" / f"{label}--{name}.jsonl",
                                   "".join(json.dumps(s) + "\n" for s in samples))

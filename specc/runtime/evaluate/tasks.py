@@ -1,14 +1,15 @@
-"""Task files and prompts: jsonl loading, answer normalisation and k-shot prompt building.
+"""Task files for specc's `generative` type: jsonl loading, answer normalisation and k-shot
+prompt building, plus the glob resolution every eval path uses (`task_files`).
 
-Formats (one JSON object per line):
-- multiple choice (HellaSwag / MMLU / C-Eval style): `{"question", "choices": [...], "answer"}`
-  where `answer` is the index of the right choice, its letter (`"B"`), or its text;
-- generative (GSM8K style): `{"question", "answer"}`; with an `answer_pattern` the reference
-  and the generation are both reduced to the pattern's first group before comparing.
+The library formats (`multiple_choice`, `hellaswag`, `mmlu`, `arc`, `gsm8k`) are read by
+`specc.evaltasks` and prompted by `specc.runtime.evaluate.prompts`, as lm-evaluation-harness does.
+`load_examples` still reads the `{"question", "choices", "answer"}` layout for callers that want
+`Example`s.
 
-Prompts follow the lm-evaluation-harness convention: `Question: ...\\nAnswer:` and the
-continuation ` <choice>`, few-shot examples separated by a blank line. Few-shot examples are
-drawn from the same file, never the item being scored, deterministically per item.
+- generative: `{"question", "answer"}`; with an `answer_pattern` the reference and the generation
+  are both reduced to the pattern's first group before comparing. Prompts: `Question: ...\\nAnswer:`,
+  few-shot examples separated by a blank line, drawn from the same file (never the item being
+  scored), deterministically per item.
 """
 
 from __future__ import annotations

@@ -1,0 +1,143 @@
+"""Evaluation rules (R290-R294): the backend can run each task, and task files hold the fields their
+format reads (`specc.evaltasks`), found before the run rather than after training.
+
+R290 and R291 read the spec alone (RULES). R292-R294 read the filesystem or the environment, so
+they are pre-flight rules (PATH_RULES, `specc.diagnostics.preflight`): `specc launch` checks every
+path, `specc validate` the paths relative to the spec; R294 runs at launch only.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from specc.diagnostics.rules.base import Finding
+from specc.diagnostics.rules.path_rules import SKIP_HINT, InputFiles
+from specc.evaltasks import FORMATS, FormatError, read_rows
+from specc.spec.root import Spec
+
+ROWS_CHECKED = 1000
+"""Rows read per file by R293 (a benchmark file is small; a glob may name many)."""
+FILES_CHECKED = 20
+
+
+def backend_runs_task_type(spec: Spec) -> Iterator[Finding]:
+    """`eval.backend: lm_eval` runs the library formats (`hellaswag`, `mmlu`, `arc`, `gsm8k`,
+    `multiple_choice`); specc's regex-scored `generative` type exists on the built-in backend only.
+
+    passes: `backend: lm_eval` with `{type: gsm8k, path: gsm8k/test.jsonl}`
+    fails:  `backend: lm_eval` with `{type: generative, path: arith.jsonl, answer_pattern: "(\\d+)"}`
+    """
+    if spec.eval.backend != "lm_eval":
+        return
+    for index, task in enumerate(spec.eval.tasks):
+        if task.type not in FORMATS:
+            yield Finding(("eval", "tasks", index, "type"),
+                          f"type {task.type!r} is scored by specc's built-in harness only; backend lm_eval runs "
+                          f"{', '.join(FORMATS)}",
+                          "use `type: gsm8k` (a `#### <answer>` reference) for generation, or `eval.backend: builtin`")
+
+
+def task_options_apply(spec: Spec) -> Iterator[Finding]:
+    """`fewshot_path` is read by the library formats only; `answer_pattern` by `generative` only
+    (a library format extracts answers with its own filters, e.g. GSM8K's `#### (...)`).
+
+    passes: `{type: mmlu, path: mmlu/test.jsonl, fewshot_path: mmlu/dev.jsonl}`
+    fails:  `{type: generative, path: arith.jsonl, fewshot_path: shots.jsonl}`; `{type: gsm8k, answer_pattern: "(\\d+)"}` (warning)
+    """
+    for index, task in enumerate(spec.eval.tasks):
+        if task.fewshot_path is not None and task.type not in FORMATS:
+            yield Finding(("eval", "tasks", index, "fewshot_path"),
+                          f"fewshot_path is not read by {task.type!r} tasks (their examples come from `path`)",
+                          f"remove it, or use one of the library formats: {', '.join(FORMATS)}")
+        if task.answer_pattern is not None and task.type in FORMATS and task.type != "multiple_choice":
+            yield Finding(("eval", "tasks", index, "answer_pattern"),
+                          f"answer_pattern is ignored by {task.type!r}: the format extracts answers with its own filters",
+                          "remove it", severity="warning")
+
+
+def fewshot_files_exist(spec: Spec, inputs: InputFiles) -> Iterator[Finding]:
+    """A task's `fewshot_path` glob matches readable files, as the eval stage resolves it.
+
+    passes: `{type: mmlu, path: mmlu/test.jsonl, fewshot_path: mmlu/dev.jsonl}` with both present
+    fails:  `fewshot_path: mmlu/dev.jsonl` with no such file
+    """
+    for index, task in enumerate(spec.eval.tasks):
+        if task.fewshot_path and inputs.in_scope(task.fewshot_path):
+            problem = _eval_glob_problem(task.fewshot_path, inputs)
+            if problem:
+                yield Finding(("eval", "tasks", index, "fewshot_path"), *problem)
+
+
+def _eval_glob_problem(raw: str, inputs: InputFiles) -> tuple[str, str] | None:
+    from specc.runtime.evaluate.tasks import task_files
+
+    try:
+        task_files(inputs.resolve(raw))
+    except ValueError:
+        return f"no file matches {raw!r} ({inputs.where(raw)})", f"fix the path or glob; {SKIP_HINT}"
+    return None
+
+
+def task_files_have_fields(spec: Spec, inputs: InputFiles) -> Iterator[Finding]:
+    """Every row of a library-format task file (the first 1000 of each of the first 20 files) is a
+    JSON object with the fields its format reads, shaped as the format expects (docs/evaltasks.md).
+
+    passes: `{type: arc, path: arc/test.jsonl}` whose rows have question, choices {text, label}, answerKey
+    fails:  `{type: hellaswag, path: hs.jsonl}` whose rows lack `endings`
+    """
+    from specc.runtime.evaluate.tasks import task_files
+
+    for index, task in enumerate(spec.eval.tasks):
+        if task.type not in FORMATS:
+            continue
+        for field, raw in (("path", task.path), ("fewshot_path", task.fewshot_path)):
+            if not raw or not inputs.in_scope(raw):
+                continue
+            try:
+                files = task_files(inputs.resolve(raw))
+            except ValueError:
+                continue  # R206 / R292 report it
+            problem = _first_bad_row(files[:FILES_CHECKED], task.type, inputs.spec_dir)
+            if problem:
+                fmt = FORMATS[task.type]
+                yield Finding(("eval", "tasks", index, field), problem,
+                              f"{task.type} rows need {', '.join(fmt.fields)} (docs/evaltasks.md: "
+                              f"the layout of the benchmark's Hugging Face dataset)")
+
+
+def _first_bad_row(files: list[Path], format_name: str, spec_dir: Path) -> str | None:
+    """`file:line: what is wrong` for the first row the format cannot read (the file named
+    relative to the spec's directory when it lies under it)."""
+    process = FORMATS[format_name].process
+    for path in files:
+        shown = os.path.relpath(path, spec_dir) if path.resolve().is_relative_to(spec_dir.resolve()) else str(path)
+        try:
+            rows = read_rows(path, ROWS_CHECKED)
+        except FormatError as error:
+            return str(error).replace(str(path), shown, 1)
+        except (UnicodeDecodeError, OSError) as error:
+            return f"{shown}: cannot be read as UTF-8 text ({error})"
+        if not rows:
+            return f"{shown} has no rows"
+        for number, row in rows:
+            try:
+                process(row)
+            except FormatError as error:
+                return f"{shown}:{number}: {error}"
+    return None
+
+
+def lm_eval_is_installed(spec: Spec, inputs: InputFiles) -> Iterator[Finding]:
+    """`eval.backend: lm_eval` needs lm-evaluation-harness where the stage runs (checked at launch,
+    on the launching machine's environment, which the local executor and a shared cluster
+    environment use).
+
+    passes: `backend: lm_eval` with `pip install 'specc[eval]'` done     fails: the same without lm-eval installed
+    """
+    if spec.eval.backend == "lm_eval" and inputs.check_absolute and importlib.util.find_spec("lm_eval") is None:
+        yield Finding(("eval", "backend"), "backend lm_eval needs lm-evaluation-harness, which is not installed here",
+                      "pip install 'specc[eval]' (lm-eval 0.4.13), or use `backend: builtin`; pass --no-path-checks "
+                      "if only the cluster's environment has it")
