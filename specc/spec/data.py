@@ -19,11 +19,16 @@ class FileSource(SpecModel):
     name: Identifier
     """Source name, kept on every document and used in mixture reports."""
     path: str = Field(min_length=1)
-    """A glob such as `data/web/*.jsonl.gz`; relative paths are relative to the spec file."""
-    format: Literal["jsonl", "parquet", "text", "auto"] = "auto"
-    """`jsonl` (also `.gz`/`.zst`), `parquet`, `text` (one document per file), or `auto` by extension."""
+    """A glob such as `data/web/*.jsonl.gz`, or a directory: a `datasets` `save_to_disk` directory
+    (its `.arrow` files; a DatasetDict's `train` split) or any directory of parquet, `.arrow` or
+    jsonl files. Relative paths are relative to the spec file."""
+    format: Literal["jsonl", "parquet", "arrow", "text", "auto"] = "auto"
+    """`jsonl` (also `.gz`/`.zst`), `parquet`, `arrow` (Arrow IPC stream or file, as `datasets`
+    writes), `text` (one document per file), or `auto` by extension."""
     text_field: str = "text"
-    """The field holding the document text (jsonl and parquet)."""
+    """The field holding the document text (jsonl, parquet, arrow): a string, or a chat list of
+    `{role, content}` messages (e.g. `text_field: messages`), which becomes `role: content`
+    paragraphs."""
     id_field: str | None = None
     """The field holding a document id; when absent the id is `<file>:<line>`."""
     weight: Annotated[Number, Field(ge=0.0)] = 1.0

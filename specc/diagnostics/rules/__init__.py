@@ -4,7 +4,7 @@ shown by `specc rules`."""
 
 from __future__ import annotations
 
-from specc.diagnostics.rules import (data_rules, model_rules, parallel_rules, path_rules, precision_rules,
+from specc.diagnostics.rules import (data_format_rules, data_rules, model_rules, parallel_rules, path_rules, precision_rules,
                                      resource_rules, run_rules,
                                      stage_rules)
 from specc.diagnostics.rules.base import Finding, Rule
@@ -80,6 +80,8 @@ PATH_RULES: tuple[Rule, ...] = (
     Rule("R205", ("alignment",), path_rules.init_checkpoints_exist),
     Rule("R206", ("eval",), path_rules.eval_files_exist),
     Rule("R207", ("deploy",), path_rules.draft_checkpoint_exists),
+    Rule("R280", ("corpus",), data_format_rules.corpus_files_have_text),
+    Rule("R281", ("alignment",), data_format_rules.alignment_data_has_fields),
 )
 """Pre-flight rules: they read the filesystem (`check(spec, InputFiles)`), so they run apart from
 RULES, on a valid spec (`specc.diagnostics.preflight`)."""
