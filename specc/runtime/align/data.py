@@ -106,15 +106,19 @@ def load_preferences(path: Path, template: ChatTemplate, codec: TextCodec,
 
 
 def _completion_text(messages: list[dict], prompt: str, completion, template: ChatTemplate) -> str:
-    """A string completion closed by the end-of-turn marker; a message list as the template renders
-    it after the prompt (the part of the full rendering past `prompt`)."""
+    """The completion as the policy generates it after the prompt: up to and including the
+    end-of-turn marker (where PPO rollouts and generation stop). A string is its text and the
+    marker; a message list is what the template renders past the prompt, cut after its last marker,
+    so the two formats give the same tokens."""
     if isinstance(completion, str):
         return completion + template.end_of_turn
     full = template.render(messages + completion, add_generation_prompt=False)
     if not full.startswith(prompt):
         raise ValueError("chat template is not prefix-stable: the conversation with its completion does not "
                          "start with the rendered prompt")
-    return full[len(prompt):]
+    text = full[len(prompt):]
+    end = text.rfind(template.end_of_turn) if template.end_of_turn else -1
+    return text[:end + len(template.end_of_turn)] if end >= 0 else text
 
 
 def load_prompts(path: Path, template: ChatTemplate, codec: TextCodec, fields: dict | None = None) -> list[list[int]]:
