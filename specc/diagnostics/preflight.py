@@ -1,4 +1,4 @@
-"""Pre-flight: the filesystem checks of `specc.diagnostics.rules.path_rules` (R200-R207) run on a
+"""Pre-flight: the filesystem checks of `specc.diagnostics.rules.path_rules` (R200-R207, R280-R281) run on a
 valid spec, located like every other diagnostic.
 
 Kept out of `check_file`: those rules read the filesystem of the machine they run on, while

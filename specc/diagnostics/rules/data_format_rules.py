@@ -21,6 +21,7 @@ from specc.spec.root import Spec
 
 MAX_SCHEMA_CHECKS = 10_000
 """Files per path whose schema is read (a footer each: 10,000 parquet shards take seconds)."""
+TYPE_HINT = "store the column as strings or as lists of {role, content} messages, or map another column with `fields`"
 ALIGNMENT_DATA = {"sft": "data", "dpo": "data", "reward_model": "data", "ppo": "prompts"}
 """The data key of each alignment stage read through `specc.runtime.align.records`."""
 
@@ -105,5 +106,6 @@ def alignment_data_has_fields(spec: Spec, inputs: InputFiles) -> Iterator[Findin
                 break
             if problem:
                 where = ("alignment", index, "fields") if stage.fields else ("alignment", index, key)
-                yield Finding(where, f"{shown}: {problem}", FIELDS_HINT)
+                hint = TYPE_HINT if problem.startswith("column ") else FIELDS_HINT
+                yield Finding(where, f"{shown}: {problem}", hint)
                 break

@@ -77,7 +77,7 @@ def directory_files(directory: Path, raw: str) -> list[Path]:
     if (directory / "state.json").is_file():
         names = [entry.get("filename") for entry in _json(directory / "state.json").get("_data_files", [])]
         files = [directory / name for name in names if name]
-        missing = [str(f) for f in files if not f.is_file()]
+        missing = [f.name for f in files if not f.is_file()]
         if not files or missing:
             raise DataError(f"{raw!r}: state.json of this saved dataset lists "
                             f"{'no data files' if not files else 'missing files: ' + ', '.join(missing)}")
