@@ -81,6 +81,9 @@ class CorpusSpec(SpecModel):
     """Fraction of kept documents held out for validation loss."""
     seed: int = 0
     """Seed of mixture sampling and the train/validation split."""
+    mixture_tolerance: Fraction = 0.05
+    """The data stage warns (log, summary, run report) when a source's achieved share of tokens
+    differs from its normalised weight by more than this many share points (0.05: 5 points)."""
 
     def normalized_weights(self) -> dict[str, float]:
         """Source name -> weight scaled so that the weights sum to 1."""
