@@ -89,3 +89,14 @@ def test_data_stage_keeps_the_same_documents_from_every_format(tmp_path):
         files = json.loads((run_dir / "data" / "manifest.json").read_text())["files"]
         outputs[kind] = [d.text for f in files for d in read_documents(run_dir / "data" / f["file"])]
     assert outputs["jsonl"] == outputs["parquet"] == outputs["arrow"] == TEXTS
+
+
+def test_progress_totals_count_parquet_rows_from_the_footers(tmp_path):
+    from specc.runtime.data.totals import source_totals
+
+    paths = write_all_formats(tmp_path)
+    sources = [FileSource(name=kind, path=path, text_field="body") for kind, path in paths.items()]
+    totals = source_totals(sources, tmp_path)
+    assert totals["parquet_dir"] == {"documents": 30, "bytes": None}
+    assert totals["arrow"] == {"documents": None, "bytes": None}  # an Arrow stream does not say
+    assert totals["jsonl"]["documents"] is None and totals["jsonl"]["bytes"] > 0

@@ -41,13 +41,13 @@ def corpus_files_have_text(spec: Spec, inputs: InputFiles) -> Iterator[Finding]:
     """
     if spec.corpus is None:
         return
-    from specc.runtime.data.documents import DataError
-    from specc.runtime.data.formats import read_schema
-    from specc.runtime.data.sources import schema_problem, source_files
-
     for index, source in enumerate(spec.corpus.sources):
         if source.type != "files" or not inputs.in_scope(source.path):
             continue
+        from specc.runtime.data.documents import DataError
+        from specc.runtime.data.formats import read_schema
+        from specc.runtime.data.sources import schema_problem, source_files
+
         try:
             files = source_files(source, inputs.spec_dir)
         except DataError:
@@ -77,10 +77,6 @@ def alignment_data_has_fields(spec: Spec, inputs: InputFiles) -> Iterator[Findin
     fails:  `{type: sft, name: sft, data: chats/}` whose files hold `conversations`, without
             `fields: {messages: conversations}`
     """
-    from specc.runtime.align.records import STAGE_KINDS, FIELDS_HINT, data_files, layout_problem
-    from specc.runtime.data.documents import DataError
-    from specc.runtime.data.formats import read_schema
-
     constitutional: set[str] = set()
     for index, stage in enumerate(spec.alignment):
         if stage.type == "constitutional":
@@ -90,6 +86,10 @@ def alignment_data_has_fields(spec: Spec, inputs: InputFiles) -> Iterator[Findin
         raw = getattr(stage, key, None) if key else None
         if not raw or raw in constitutional or not inputs.in_scope(raw):
             continue
+        from specc.runtime.align.records import FIELDS_HINT, STAGE_KINDS, data_files, layout_problem
+        from specc.runtime.data.documents import DataError
+        from specc.runtime.data.formats import read_schema
+
         try:
             files = data_files(raw, inputs.spec_dir, raw)
         except DataError as error:
