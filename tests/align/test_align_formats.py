@@ -17,7 +17,7 @@ from specc.runtime.align.chat import load_template
 from specc.runtime.align.data import load_preferences, load_prompts, load_sft
 from specc.runtime.align.records import read_rows
 from specc.runtime.align.stage import run as run_stage
-from specc.runtime.data.documents import DataError
+from specc.integrity import StageError
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "data"))
 from data_helpers import write_jsonl, write_saved_dataset  # noqa: E402
@@ -108,7 +108,7 @@ def test_fields_rename_columns_and_prompts_read_every_format(tmp_path, codec):
 ])
 def test_bad_rows_are_located(tmp_path, rows, kind, message):
     write_jsonl(tmp_path / "rows.jsonl", rows)
-    with pytest.raises(DataError, match=message):
+    with pytest.raises(StageError, match=message):  # one line from the stage runner, no traceback
         list(read_rows(tmp_path / "rows.jsonl", kind))
 
 
@@ -138,3 +138,16 @@ def test_sft_and_dpo_train_a_step_from_saved_datasets_and_parquet(run_dir):
     run_stage(_stage_config(run_dir, dpo, reference_checkpoint="pretrain/final"))
     [step] = _steps(run_dir, "dpo")
     assert step["reward_accuracy"] == 0.0 and step["loss"] == pytest.approx(0.6931, abs=1e-3)  # policy == reference
+
+
+@pytest.mark.slow  # the pretrained fixture
+def test_a_bad_row_stops_the_stage_with_one_located_line(run_dir, capsys):
+    from specc.runtime.__main__ import main
+
+    write_jsonl(run_dir / "sft.jsonl", [{"messages": _user("hi") + _assistant("hello")}, {"conversation": []}])
+    sft = {"type": "sft", "name": "sft", "data": str(run_dir / "sft.jsonl")}
+    (run_dir / "sft.json").write_text(json.dumps(_stage_config(run_dir, sft)))
+    assert main([str(run_dir / "sft.json")]) == 1
+    error = capsys.readouterr().err
+    assert f"specc sft: error: {run_dir / 'sft.jsonl'}:2: no sft layout fits the columns (conversation)" in error
+    assert "Traceback" not in error

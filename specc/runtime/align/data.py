@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from specc.runtime.align.chat import ChatTemplate
-from specc.runtime.align.records import read_rows
+from specc.runtime.align.records import AlignmentDataError, read_rows
 from specc.runtime.infer.weights import TextCodec
 
 
@@ -53,7 +53,7 @@ def load_sft(path: Path, template: ChatTemplate, codec: TextCodec, fields: dict 
     examples = [encode_conversation(row, template, codec) for row in read_rows(path, "sft", fields)]
     examples = [e for e in examples if any(e.loss_mask)]
     if not examples:
-        raise ValueError(f"{path}: no example has an assistant response to train on")
+        raise AlignmentDataError(f"{path}: no example has an assistant response to train on")
     return examples
 
 

@@ -23,6 +23,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+from specc.integrity import StageError
 from specc.runtime.data.documents import DataError
 from specc.runtime.data.formats import (MESSAGES, STRING, TABLE_KINDS, detect_kind, iter_records, resolve_glob,
                                         value_type)
@@ -36,6 +37,11 @@ TYPES = {"messages": (MESSAGES,), "text": (STRING,)}
 """Value types a field may hold; fields not named take a string or a message list."""
 STAGE_KINDS = {"sft": "sft", "dpo": "preference", "reward_model": "preference", "ppo": "prompt"}
 FIELDS_HINT = "map your columns with the stage's `fields`, e.g. `fields: {messages: conversations}`"
+
+
+class AlignmentDataError(DataError, StageError):
+    """Bad alignment data found at run time: one line naming the file and row (the stage runner prints
+    StageErrors without a traceback), and still a DataError for the readers' callers."""
 
 
 def data_files(raw: str, base: Path, what: str) -> list[tuple[Path, str]]:
@@ -68,8 +74,15 @@ def layout_problem(fields: dict[str, str], kind: str, rename: dict[str, str]) ->
 def read_rows(raw: str | os.PathLike, kind: str, rename: dict[str, str] | None = None) -> Iterator[dict]:
     """Rows normalised to the layout's names: `prompt` as a message list, `messages` a message list,
     `chosen`/`rejected`/`completion` a string or message list, `text` a string."""
-    rename = rename or {}
-    raw = str(raw)
+    try:
+        yield from _rows(str(raw), kind, rename or {})
+    except AlignmentDataError:
+        raise
+    except DataError as error:
+        raise AlignmentDataError(str(error)) from None
+
+
+def _rows(raw: str, kind: str, rename: dict[str, str]) -> Iterator[dict]:
     for path, file_kind in data_files(raw, Path(os.getcwd()), raw):
         for where, record in iter_records(path, file_kind, str(path)):
             if not isinstance(record, dict):
