@@ -68,6 +68,7 @@ RULES: tuple[Rule, ...] = (
     Rule("R190", ("parallel",), precision_rules.fp8_recipe_needs_fp8),
     Rule("R185", ("parallel", "cluster"), parallel_rules.loss_runs_on_target),
     Rule("R186", ("parallel",), parallel_rules.loss_chunk_tokens_needs_chunked),
+    Rule("R282", ("alignment",), data_format_rules.alignment_fields_fit_stage),
     Rule("R208", ("corpus", "filters", "tokenizer", "alignment", "eval", "deploy"), path_rules.inputs_are_local_paths),
 )
 

@@ -109,3 +109,22 @@ def alignment_data_has_fields(spec: Spec, inputs: InputFiles) -> Iterator[Findin
                 hint = TYPE_HINT if problem.startswith("column ") else FIELDS_HINT
                 yield Finding(where, f"{shown}: {problem}", hint)
                 break
+
+
+def alignment_fields_fit_stage(spec: Spec) -> Iterator[Finding]:
+    """A stage's `fields` renames only names its own layouts read (`specc.runtime.align.records.LAYOUTS`):
+    an SFT stage reads no `chosen`, a PPO stage only `prompt`; a rename it would ignore is a mistake.
+
+    passes: `{type: sft, fields: {messages: conversations}}`     fails: `{type: ppo, fields: {chosen: good}}`
+    """
+    from specc.runtime.align.records import LAYOUTS, STAGE_KINDS
+
+    for index, stage in enumerate(spec.alignment):
+        kind = STAGE_KINDS.get(stage.type)
+        if kind is None or not stage.fields:
+            continue
+        read = {name for layout in LAYOUTS[kind] for name in layout}
+        for name in stage.fields:
+            if name not in read:
+                yield Finding(("alignment", index, "fields", name), f"a {stage.type} stage reads no `{name}` field",
+                              f"its fields: {', '.join(sorted(read))}")
