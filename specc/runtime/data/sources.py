@@ -11,13 +11,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from specc.runtime.data.documents import DataError, Document
-from specc.runtime.data.formats import (JSONL_SUFFIXES, MESSAGES, detect_kind, display_name, iter_records,
-                                        messages_text, open_text_stream, read_schema, resolve_glob,
-                                        STRING, value_type)
+from specc.runtime.data.formats import (MESSAGES, STRING, detect_kind, display_name, iter_records, messages_text,
+                                        read_schema, resolve_glob, value_type)
 from specc.runtime.data.synthetic import generate
 from specc.spec.data import FileSource, PythonStdlibSource, SyntheticSource
-
-__all__ = ["JSONL_SUFFIXES", "detect_format", "iter_files", "iter_source", "open_text_stream", "resolve_glob"]
 
 
 def iter_source(source, spec_dir: Path) -> Iterator[Document]:
@@ -27,10 +24,6 @@ def iter_source(source, spec_dir: Path) -> Iterator[Document]:
     if isinstance(source, SyntheticSource):
         return (record.document for record in generate(source))
     return iter_files(source, spec_dir)
-
-
-def detect_format(path: Path) -> str:
-    return detect_kind(path)
 
 
 def source_files(source: FileSource, spec_dir: Path) -> list[tuple[Path, str]]:
