@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("specs", nargs="+", type=Path, help="spec files")
     validate.add_argument("--strict", action="store_true", help="treat warnings as errors")
     validate.add_argument("--no-path-checks", dest="path_checks", action="store_false",
-                          help="skip the pre-flight checks that input files relative to the spec exist (R200-R207)")
+                          help="skip the pre-flight checks that input files relative to the spec exist (R200-R207, R280-R281)")
     _add_spec_arguments(validate)
 
     schema = commands.add_parser("schema", help="write the spec's JSON Schema (for editor completion)")

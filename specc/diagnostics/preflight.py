@@ -1,6 +1,7 @@
-"""Pre-flight: the filesystem checks of `specc.diagnostics.rules.path_rules` (R200-R207) and of
-`eval_rules` (R292-R294: few-shot files, task-file fields, lm-eval installed) run on a valid spec,
-located like every other diagnostic.
+"""Pre-flight: the filesystem checks of `specc.diagnostics.rules.path_rules` (R200-R207),
+`data_format_rules` (R280-R281: record files hold the fields their stage reads) and `eval_rules`
+(R292-R294: few-shot files, task-file fields, lm-eval installed) run on a valid spec, located like
+every other diagnostic.
 
 Kept out of `check_file`: those rules read the filesystem of the machine they run on, while
 `check_file` (and the planner and fuzz tests built on it) depends on the spec text alone.

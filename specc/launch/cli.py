@@ -62,7 +62,7 @@ def _add_launch(commands) -> None:
                              "SECONDS, default forever) instead of refusing")
     launch.add_argument("--no-path-checks", dest="path_checks", action="store_false",
                         help="skip the pre-flight checks that every input file the stages read exists here "
-                             "(R200-R207); for paths that exist only on the cluster")
+                             "(R200-R207, R280-R281); for paths that exist only on the cluster")
 
 
 def cmd_launch(args: argparse.Namespace) -> int:

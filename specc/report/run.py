@@ -198,7 +198,51 @@ def data_section(report: dict) -> str:
         [f"{v:,} ({v / max(funnel[0], 1):.0%})" for v in funnel])
     return section("data", "Data funnel",
                    figures(per_filter, shares),
-                   table(["step", "documents", "bytes", "removed", "why"], rows, "data-table"))
+                   table(["step", "documents", "bytes", "removed", "why"], rows, "data-table"),
+                   *mixture_parts(stats.get("mixture") or {}), *drops_by_source(stats), drops_by_language(stats))
+
+
+def mixture_parts(mixture: dict) -> list[str]:
+    """Requested vs achieved share per source, and the stage's drift warnings (`mixture.drift_warnings`)."""
+    rows = [[name, f"{source['requested_proportion']:.1%}", f"{source['achieved_proportion']:.1%}",
+             f"{(source['achieved_proportion'] - source['requested_proportion']) * 100:+.1f}",
+             source.get("documents_out"), source.get("epochs")]
+            for name, source in sorted(mixture.get("sources", {}).items())]
+    if not rows:
+        return []
+    warnings = [paragraph(f"warning: {warning}", "bad") for warning in mixture.get("warnings", [])]
+    return ["<h3>Mixture</h3>",
+            table(["source", "requested share", "achieved share", "drift (points)", "documents out", "epochs"],
+                  rows, "mixture-table"), *warnings]
+
+
+def drops_by_source(stats: dict) -> list[str]:
+    """Each source's documents through each filter that saw them, with the reasons, and its dedup removals."""
+    rows = []
+    for name, totals in stats["sources"].items():
+        removed = (stats.get("dedup") or {}).get("by_source", {}).get(name, {})
+        rows.append([name, "read", totals["documents_in"], "", ""])
+        for filter_name, record in totals.get("filters", {}).items():
+            rows.append([name, filter_name, record["documents_in"], record["dropped"],
+                         ", ".join(f"{k} {v:,}" for k, v in record["reasons"].items())])
+        rows.append([name, "dedup", totals["documents_after_filters"],
+                     removed.get("exact", 0) + removed.get("near", 0),
+                     f"exact {removed.get('exact', 0):,}, near {removed.get('near', 0):,}"])
+    return ["<h3>Drops per source</h3>",
+            table(["source", "step", "documents in", "dropped", "why"], rows, "data-sources-table")]
+
+
+def drops_by_language(stats: dict) -> str:
+    """Documents per language a language filter identified, and what dropped them (any filter after it)."""
+    languages = stats.get("languages") or {}
+    if not languages:
+        return ""
+    rows = [[language, record["documents_in"], record["dropped"],
+             ", ".join(f"{k} {v:,}" for k, v in record["reasons"].items())] for language, record in languages.items()]
+    return ("<h3>Drops per language</h3>"
+            + table(["language", "documents in", "dropped", "why"], rows, "data-languages-table")
+            + paragraph("Counted from the language filter on: documents dropped before it, or from sources it "
+                        "does not apply to, have no identified language."))
 
 
 def tokenizer_section(report: dict) -> str:

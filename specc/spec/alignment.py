@@ -10,6 +10,9 @@ from pydantic import Field
 from specc.spec.base import SpecModel
 from specc.spec.types import Identifier, Number, PositiveCount, PositiveLength
 
+DataField = Literal["messages", "prompt", "completion", "response", "text", "chosen", "rejected"]
+"""Field names of the TRL dataset formats (https://huggingface.co/docs/trl/dataset_formats)."""
+
 
 class _Stage(SpecModel):
     name: Identifier
@@ -26,6 +29,9 @@ class _Stage(SpecModel):
     seq_len: PositiveLength | None = None
     """Sequence length in tokens, at most `model.max_seq_len`; default the pretraining
     `schedule.seq_len` (capped at `model.max_seq_len`). See `stage_seq_len`."""
+    fields: dict[DataField, Annotated[str, Field(min_length=1)]] = {}
+    """The data's own column names for the TRL field names it uses, e.g. `{messages: conversations}`
+    or `{prompt: question, chosen: good, rejected: bad}`; unnamed fields keep their TRL names."""
 
 
 class SFTStage(_Stage):
@@ -33,7 +39,10 @@ class SFTStage(_Stage):
 
     type: Literal["sft"]
     data: str = Field(min_length=1)
-    """jsonl of `{"messages": [{"role", "content"}, ...]}` or `{"prompt", "response"}`."""
+    """SFT data (a jsonl, parquet or `.arrow` file, a glob of them, a directory of them, or a `datasets`
+    `save_to_disk` directory) with, first match wins: `messages` (a list of `{role, content}`),
+    `prompt` + `completion` (strings or message lists), `prompt` + `response`, or `text`
+    (loss on every token). Rename columns with `fields`."""
     chat_template: str = "chatml"
     """`chatml`, `llama3`, a path to a Jinja2 chat template, or to a Hugging Face
     `tokenizer_config.json` (its `chat_template`). Under `model.init_from`, default: the
@@ -47,7 +56,9 @@ class RewardModelStage(_Stage):
 
     type: Literal["reward_model"]
     data: str = Field(min_length=1)
-    """jsonl of `{"prompt", "chosen", "rejected"}`."""
+    """Preference data (file, glob, directory or `save_to_disk` directory, as SFT `data`) with
+    `prompt` + `chosen` + `rejected`, or `chosen` + `rejected` sharing an implicit prompt; each a
+    string or a list of `{role, content}` messages. Rename columns with `fields`."""
 
 
 class PPOStage(_Stage):
@@ -55,7 +66,8 @@ class PPOStage(_Stage):
 
     type: Literal["ppo"]
     prompts: str = Field(min_length=1)
-    """jsonl of `{"prompt"}`."""
+    """Prompt-only data (file, glob, directory or `save_to_disk` directory, as SFT `data`) with
+    `prompt`: a string or a list of `{role, content}` messages. Rename it with `fields`."""
     reward_model: Identifier
     """Name of the `reward_model` stage that scores rollouts."""
     kl_coef: Annotated[Number, Field(ge=0)] = 0.05
@@ -75,7 +87,9 @@ class DPOStage(_Stage):
 
     type: Literal["dpo"]
     data: str = Field(min_length=1)
-    """jsonl of `{"prompt", "chosen", "rejected"}`."""
+    """Preference data (file, glob, directory or `save_to_disk` directory, as SFT `data`) with
+    `prompt` + `chosen` + `rejected`, or `chosen` + `rejected` sharing an implicit prompt; each a
+    string or a list of `{role, content}` messages. Rename columns with `fields`."""
     beta: Annotated[Number, Field(gt=0)] = 0.1
     """Strength of the implicit KL constraint."""
     reference: str = "init"

@@ -19,11 +19,16 @@ class FileSource(SpecModel):
     name: Identifier
     """Source name, kept on every document and used in mixture reports."""
     path: str = Field(min_length=1)
-    """A glob such as `data/web/*.jsonl.gz`; relative paths are relative to the spec file."""
-    format: Literal["jsonl", "parquet", "text", "auto"] = "auto"
-    """`jsonl` (also `.gz`/`.zst`), `parquet`, `text` (one document per file), or `auto` by extension."""
+    """A glob such as `data/web/*.jsonl.gz`, or a directory: a `datasets` `save_to_disk` directory
+    (its `.arrow` files; a DatasetDict's `train` split) or any directory of parquet, `.arrow` or
+    jsonl files. Relative paths are relative to the spec file."""
+    format: Literal["jsonl", "parquet", "arrow", "text", "auto"] = "auto"
+    """`jsonl` (also `.gz`/`.zst`), `parquet`, `arrow` (Arrow IPC stream or file, as `datasets`
+    writes), `text` (one document per file), or `auto` by extension."""
     text_field: str = "text"
-    """The field holding the document text (jsonl and parquet)."""
+    """The field holding the document text (jsonl, parquet, arrow): a string, or a chat list of
+    `{role, content}` messages (e.g. `text_field: messages`), which becomes `role: content`
+    paragraphs."""
     id_field: str | None = None
     """The field holding a document id; when absent the id is `<file>:<line>`."""
     weight: Annotated[Number, Field(ge=0.0)] = 1.0
@@ -76,6 +81,9 @@ class CorpusSpec(SpecModel):
     """Fraction of kept documents held out for validation loss."""
     seed: int = 0
     """Seed of mixture sampling and the train/validation split."""
+    mixture_tolerance: Fraction = 0.05
+    """The data stage warns (log, summary, run report) when a source's achieved share of tokens
+    differs from its normalised weight by more than this many share points (0.05: 5 points)."""
 
     def normalized_weights(self) -> dict[str, float]:
         """Source name -> weight scaled so that the weights sum to 1."""

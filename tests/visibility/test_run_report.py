@@ -96,6 +96,10 @@ def test_run_report_opens_in_chromium(tiny_run, tmp_path):
     stats = json.loads((bundle.parent / "runs" / "tiny" / "data" / "stats.json").read_text())
     funnel = {row[0]: row[1] for row in table_rows(dom, "data-table")}
     assert funnel["output (after mixture)"] == f"{stats['output']['documents']:,}"
+    mixture = {row[0]: row[2] for row in table_rows(dom, "mixture-table")}
+    assert mixture == {name: f"{s['achieved_proportion']:.1%}" for name, s in stats["mixture"]["sources"].items()}
+    assert dom.count('<p class="bad">warning: source ') == len(stats["mixture"]["warnings"])
+    assert {row[0] for row in table_rows(dom, "data-sources-table")} == set(stats["sources"])
     shot = screenshot(page, tmp_path / "report.png", 3600)
     assert colour_share(shot, MATPLOTLIB_BLUE) > 0.003
 

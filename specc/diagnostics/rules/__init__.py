@@ -4,8 +4,9 @@ shown by `specc rules`."""
 
 from __future__ import annotations
 
-from specc.diagnostics.rules import (architecture_rules, data_rules, eval_rules, graph_rules, model_rules,
-                                     parallel_rules, path_rules, precision_rules, resource_rules, run_rules,
+from specc.diagnostics.rules import (architecture_rules, data_format_rules, data_rules, eval_rules, graph_rules,
+                                     model_rules, parallel_rules, path_rules, precision_rules, resource_rules,
+                                     run_rules,
                                      stage_rules)
 from specc.diagnostics.rules.base import Finding, Rule
 
@@ -80,6 +81,7 @@ RULES: tuple[Rule, ...] = (
     Rule("R299", ("parallel", "cluster"), architecture_rules.fp8_recipe_runs_on_target),
     Rule("R185", ("parallel", "cluster"), parallel_rules.loss_runs_on_target),
     Rule("R186", ("parallel",), parallel_rules.loss_chunk_tokens_needs_chunked),
+    Rule("R282", ("alignment",), data_format_rules.alignment_fields_fit_stage),
     Rule("R208", ("corpus", "filters", "tokenizer", "alignment", "eval", "deploy"), path_rules.inputs_are_local_paths),
 )
 
@@ -92,6 +94,8 @@ PATH_RULES: tuple[Rule, ...] = (
     Rule("R205", ("alignment",), path_rules.init_checkpoints_exist),
     Rule("R206", ("eval",), path_rules.eval_files_exist),
     Rule("R207", ("deploy",), path_rules.draft_checkpoint_exists),
+    Rule("R280", ("corpus",), data_format_rules.corpus_files_have_text),
+    Rule("R281", ("alignment",), data_format_rules.alignment_data_has_fields),
     Rule("R292", ("eval",), eval_rules.fewshot_files_exist),
     Rule("R293", ("eval",), eval_rules.task_files_have_fields),
     Rule("R294", ("eval",), eval_rules.lm_eval_is_installed),

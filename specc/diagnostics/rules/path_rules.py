@@ -16,6 +16,7 @@ one of the ordinary validate rules.
 
 from __future__ import annotations
 
+import glob
 import os
 import re
 from collections.abc import Iterator
@@ -69,7 +70,9 @@ def _data_glob_problem(raw: str, inputs: InputFiles) -> tuple[str, str] | None:
 
     try:
         files = resolve_glob(raw, inputs.spec_dir, "")
-    except DataError:
+    except DataError as error:
+        if Path(inputs.resolve(raw)).is_dir():  # a directory without record files, or a bad saved dataset
+            return str(error), "name a directory of jsonl, parquet or .arrow files, or a `save_to_disk` directory"
         return (f"no file matches {raw!r} ({inputs.where(raw)})",
                 f"fix the path or glob (`**` matches subdirectories); {SKIP_HINT}")
     unreadable = _unreadable(files)
@@ -154,7 +157,8 @@ def tokenizer_file_exists(spec: Spec, inputs: InputFiles) -> Iterator[Finding]:
 
 def alignment_data_exists(spec: Spec, inputs: InputFiles) -> Iterator[Finding]:
     """An alignment stage's `data` or `prompts` file exists and is readable, unless it names an
-    earlier constitutional stage (whose output it reads).
+    earlier constitutional stage (whose output it reads); an SFT, DPO, reward-model or PPO stage's
+    may also be a glob or a directory (`specc.runtime.align.records`) that matches files.
 
     passes: `{type: sft, name: sft, data: data/sft.jsonl}` with that file present
     fails:  `{type: dpo, name: dpo, data: data/prefs.jsonl}` with no such file
@@ -164,7 +168,9 @@ def alignment_data_exists(spec: Spec, inputs: InputFiles) -> Iterator[Finding]:
         for field in ("data", "prompts"):
             raw = getattr(stage, field, None)
             if raw and raw not in constitutional and inputs.in_scope(raw):
-                yield from _finding(("alignment", index, field), _file_problem(raw, inputs, f"{field} file"))
+                many = stage.type != "constitutional" and (glob.has_magic(raw) or Path(inputs.resolve(raw)).is_dir())
+                problem = _data_glob_problem(raw, inputs) if many else _file_problem(raw, inputs, f"{field} file")
+                yield from _finding(("alignment", index, field), problem)
         if stage.type == "constitutional":
             constitutional.add(stage.name)
 

@@ -95,13 +95,3 @@ def load_template(name: str) -> ChatTemplate:
         source = path.read_text()
     end = next((marker for marker in END_OF_TURN.values() if marker in source), "")
     return ChatTemplate(source, end, special)
-
-
-def as_messages(row: dict) -> list[dict]:
-    """`{"messages": [...]}` as is; `{"prompt", "response"}` as one user turn and one assistant turn."""
-    if "messages" in row:
-        return [{"role": m["role"], "content": m["content"]} for m in row["messages"]]
-    messages = [{"role": "user", "content": row["prompt"]}]
-    if "response" in row:
-        messages.append({"role": "assistant", "content": row["response"]})
-    return messages

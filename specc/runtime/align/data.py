@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from specc.runtime.align.chat import ChatTemplate, as_messages
-from specc.runtime.evaluate.tasks import read_jsonl
+from specc.runtime.align.chat import ChatTemplate
+from specc.runtime.align.records import AlignmentDataError, read_rows
 from specc.runtime.infer.weights import TextCodec
 
 
@@ -26,19 +26,34 @@ class SFTExample:
 
 
 def encode_conversation(row: dict, template: ChatTemplate, codec: TextCodec) -> SFTExample:
+    """A `records.read_rows` SFT row: a conversation (loss on assistant turns) or plain `text`
+    (TRL's language-modeling format: loss on every token, the document closed by EOS)."""
+    if "text" in row:
+        tokens = codec.encode(row["text"]) + [codec.eos_id]
+        return SFTExample(tokens, [1] * len(tokens))
+    if "messages" in row:
+        messages = row["messages"]
+    else:
+        messages = _as_list(row["prompt"], "user") + _as_list(row.get("completion", row.get("response")), "assistant")
     tokens, mask = [], []
-    for text, is_response in template.spans(as_messages(row)):
+    for text, is_response in template.spans(messages):
         ids = codec.encode(text)
         tokens += ids
         mask += [int(is_response)] * len(ids)
     return SFTExample(tokens, mask)
 
 
-def load_sft(path: Path, template: ChatTemplate, codec: TextCodec) -> list[SFTExample]:
-    examples = [encode_conversation(row, template, codec) for row in read_jsonl(path)]
+def _as_list(value, role: str) -> list[dict]:
+    """A string as one message of `role`; a message list as it is."""
+    return [{"role": role, "content": value}] if isinstance(value, str) else list(value)
+
+
+def load_sft(path: Path, template: ChatTemplate, codec: TextCodec, fields: dict | None = None) -> list[SFTExample]:
+    """SFT examples of a data path (jsonl, parquet, Arrow, `save_to_disk`; `records` lists the layouts)."""
+    examples = [encode_conversation(row, template, codec) for row in read_rows(path, "sft", fields)]
     examples = [e for e in examples if any(e.loss_mask)]
     if not examples:
-        raise ValueError(f"{path}: no example has an assistant response to train on")
+        raise AlignmentDataError(f"{path}: no example has an assistant response to train on")
     return examples
 
 
@@ -77,20 +92,37 @@ class PreferencePair:
     rejected: list[int]
 
 
-def load_preferences(path: Path, template: ChatTemplate, codec: TextCodec) -> list[PreferencePair]:
-    """`{"prompt", "chosen", "rejected"}` rows; the prompt is rendered as a user turn."""
+def load_preferences(path: Path, template: ChatTemplate, codec: TextCodec,
+                     fields: dict | None = None) -> list[PreferencePair]:
+    """Preference rows (explicit or implicit prompt, strings or message lists): the prompt rendered
+    with the generation prompt, each completion as the template renders it after that prompt."""
     pairs = []
-    for row in read_jsonl(path):
-        messages = as_messages({"prompt": row["prompt"]})
-        prompt = template.prompt(messages)
-        chosen = codec.encode(row["chosen"] + template.end_of_turn)
-        rejected = codec.encode(row["rejected"] + template.end_of_turn)
+    for row in read_rows(path, "preference", fields):
+        prompt = template.prompt(row["prompt"])
+        chosen = codec.encode(_completion_text(row["prompt"], prompt, row["chosen"], template))
+        rejected = codec.encode(_completion_text(row["prompt"], prompt, row["rejected"], template))
         pairs.append(PreferencePair(codec.encode(prompt), chosen, rejected))
     return pairs
 
 
-def load_prompts(path: Path, template: ChatTemplate, codec: TextCodec) -> list[list[int]]:
-    return [codec.encode(template.prompt(as_messages({"prompt": row["prompt"]}))) for row in read_jsonl(path)]
+def _completion_text(messages: list[dict], prompt: str, completion, template: ChatTemplate) -> str:
+    """The completion as the policy generates it after the prompt: up to and including the
+    end-of-turn marker (where PPO rollouts and generation stop). A string is its text and the
+    marker; a message list is what the template renders past the prompt, cut after its last marker,
+    so the two formats give the same tokens."""
+    if isinstance(completion, str):
+        return completion + template.end_of_turn
+    full = template.render(messages + completion, add_generation_prompt=False)
+    if not full.startswith(prompt):
+        raise ValueError("chat template is not prefix-stable: the conversation with its completion does not "
+                         "start with the rendered prompt")
+    text = full[len(prompt):]
+    end = text.rfind(template.end_of_turn) if template.end_of_turn else -1
+    return text[:end + len(template.end_of_turn)] if end >= 0 else text
+
+
+def load_prompts(path: Path, template: ChatTemplate, codec: TextCodec, fields: dict | None = None) -> list[list[int]]:
+    return [codec.encode(template.prompt(row["prompt"])) for row in read_rows(path, "prompt", fields)]
 
 
 def step_indices(num_items: int, batch: int, step: int, seed: int) -> list[int]:

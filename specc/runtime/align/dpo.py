@@ -64,7 +64,7 @@ def reference_logps(context: StageContext, pairs: list[PreferencePair]) -> torch
 
 def run_dpo(context: StageContext) -> None:
     stage = context.stage
-    pairs = load_preferences(context.data_path(stage.data), context.template, context.codec)
+    pairs = load_preferences(context.data_path(stage.data), context.template, context.codec, stage.fields)
     held_reference = None
     if stage.precompute_reference:
         stored = reference_logps(context, pairs)

@@ -154,7 +154,7 @@ def run_ppo(context: StageContext) -> None:
     reward = load_scalar_model(context.path("reward_checkpoint"), dev).requires_grad_(False)
     value = load_scalar_model(context.path("reward_checkpoint"), dev)
     trainable = nn.ModuleDict({"policy": policy, "value": value})
-    prompts = load_prompts(context.data_path(stage.prompts), context.template, context.codec)
+    prompts = load_prompts(context.data_path(stage.prompts), context.template, context.codec, stage.fields)
     steps = max(1, round(len(prompts) * stage.epochs / stage.rollout_batch))
     print(f"{stage.name}: PPO on {len(prompts)} prompts, {steps} steps of {stage.rollout_batch} rollouts, "
           f"{stage.ppo_epochs} epochs each, kl_coef {stage.kl_coef}")

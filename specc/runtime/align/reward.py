@@ -85,7 +85,7 @@ def pair_scores(model: ScalarModel, pairs: list[PreferencePair], pad_id: int, ma
 
 def run_reward_model(context: StageContext) -> None:
     stage = context.stage
-    pairs = load_preferences(context.data_path(stage.data), context.template, context.codec)
+    pairs = load_preferences(context.data_path(stage.data), context.template, context.codec, stage.fields)
     model = scalar_from_language_model(context.path("init_checkpoint"), device())
     steps = total_steps(len(pairs), stage.batch_size, stage.epochs)
     print(f"{stage.name}: reward model on {len(pairs)} pairs, {steps} steps of {stage.batch_size}")

@@ -24,7 +24,7 @@ def masked_nll(model: torch.nn.Module, rows: torch.Tensor, mask: torch.Tensor) -
 def run_sft(context: StageContext) -> None:
     stage = context.stage
     policy = context.language_model("init_checkpoint", device())
-    examples = load_sft(context.data_path(stage.data), context.template, context.codec)
+    examples = load_sft(context.data_path(stage.data), context.template, context.codec, stage.fields)
     rows, masks = pack(examples, context.seq_len, context.codec.pad_id, stage.packing)
     steps = total_steps(len(rows), stage.batch_size, stage.epochs)
     print(f"{stage.name}: {len(examples)} conversations in {len(rows)} rows of {context.seq_len + 1} tokens "

@@ -24,6 +24,8 @@ class Document:
     id: str
     text: str
     meta: dict = field(default_factory=dict)
+    language: str | None = field(default=None, compare=False)
+    """The language a `language` filter identified, for the per-language report (not written out)."""
 
     def to_json(self) -> str:
         record = {"source": self.source, "id": self.id, "text": self.text}

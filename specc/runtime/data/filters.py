@@ -46,7 +46,7 @@ class BuiltFilter:
         if type(spec) in HEURISTICS:
             return HEURISTICS[type(spec)](spec, document.text)
         if isinstance(spec, LanguageFilter):
-            return self._check_language(document.text)
+            return self._check_language(document)
         if isinstance(spec, ClassifierFilter):
             return "low_quality_score" if self.model.score(document.text, "positive") < spec.threshold else None
         if isinstance(spec, PerplexityFilter):
@@ -56,9 +56,10 @@ class BuiltFilter:
             return "perplexity_low" if perplexity < spec.min_perplexity else None
         return self.model.check(document)
 
-    def _check_language(self, text: str) -> str | None:
+    def _check_language(self, document: Document) -> str | None:
         spec: LanguageFilter = self.spec
-        language, score = self.model.predict(text)
+        language, score = self.model.predict(document.text)
+        document.language = language  # the report counts what later filters drop per language
         if language not in spec.languages:
             return f"language_{language}"
         if score < spec.thresholds.get(language, spec.min_score):

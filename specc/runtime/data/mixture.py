@@ -73,3 +73,26 @@ def report(nbytes: dict[str, np.ndarray], weights: dict[str, float], counts: dic
         }
     return {"target_tokens": target_tokens, "target_documents": target_documents,
             "proportions_by": "estimated tokens (UTF-8 bytes / 4)", "sources": sources}
+
+
+def drift_warnings(report: dict, tolerance: float) -> list[str]:
+    """A warning per source whose achieved share of estimated tokens differs from its requested share
+    by more than `tolerance` (absolute, in share points: 0.05 is 5 points), saying what to change.
+
+    Warned, not rebalanced: without a target, every kept document appears once, and matching
+    the weights would mean dropping data of (or repeating) a source the user supplied; with a
+    target the sampler already draws each source's share, so what remains is document
+    granularity and the bytes-per-token estimate, which no resampling here can correct."""
+    warnings = []
+    for name, source in report["sources"].items():
+        drift = source["achieved_proportion"] - source["requested_proportion"]
+        source["drift"] = round(drift, 4)
+        if abs(drift) > tolerance:
+            fix = ("set corpus.target_tokens (or target_documents) to sample each source to its weight"
+                   if report["target_tokens"] is None and report["target_documents"] is None else
+                   "sampling takes whole documents, and this source's are large for its share of the target; "
+                   "raise the target or the tolerance")
+            warnings.append(f"source {name!r}: achieved {source['achieved_proportion']:.1%} of tokens, requested "
+                            f"{source['requested_proportion']:.1%} ({drift * 100:+.1f} points, more than the "
+                            f"{tolerance * 100:g}-point corpus.mixture_tolerance); {fix}")
+    return warnings

@@ -6,21 +6,15 @@ and every later decision that depends on it (which duplicate is kept), is determ
 
 from __future__ import annotations
 
-import glob
-import gzip
-import io
-import json
-import os
 import sysconfig
 from collections.abc import Iterator
 from pathlib import Path
 
 from specc.runtime.data.documents import DataError, Document
+from specc.runtime.data.formats import (MESSAGES, STRING, detect_kind, display_name, iter_records, messages_text,
+                                        read_schema, resolve_glob, value_type)
 from specc.runtime.data.synthetic import generate
 from specc.spec.data import FileSource, PythonStdlibSource, SyntheticSource
-
-JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson", ".jsonl.gz", ".json.gz", ".ndjson.gz",
-                  ".jsonl.zst", ".json.zst", ".ndjson.zst")
 
 
 def iter_source(source, spec_dir: Path) -> Iterator[Document]:
@@ -32,41 +26,40 @@ def iter_source(source, spec_dir: Path) -> Iterator[Document]:
     return iter_files(source, spec_dir)
 
 
-def resolve_glob(pattern: str, spec_dir: Path, what: str) -> list[Path]:
-    """Sorted files matching `pattern` (relative to the spec file); an error when none match."""
-    full = pattern if os.path.isabs(pattern) else str(spec_dir / pattern)
-    files = sorted(Path(p) for p in glob.glob(full, recursive=True) if os.path.isfile(p))
-    if not files:
-        raise DataError(f"{what}: no files match {pattern!r} (looked for {full})")
-    return files
-
-
-def _display_name(path: Path, spec_dir: Path) -> str:
-    try:
-        return str(path.relative_to(spec_dir))
-    except ValueError:
-        return str(path)
-
-
-def detect_format(path: Path) -> str:
-    name = path.name.lower()
-    if name.endswith(JSONL_SUFFIXES):
-        return "jsonl"
-    if name.endswith(".parquet"):
-        return "parquet"
-    return "text"
+def source_files(source: FileSource, spec_dir: Path) -> list[tuple[Path, str]]:
+    """(file, format) of every file a `files` source reads, in reading order."""
+    return [(path, detect_kind(path) if source.format == "auto" else source.format)
+            for path in resolve_glob(source.path, spec_dir, f"source {source.name!r}")]
 
 
 def iter_files(source: FileSource, spec_dir: Path) -> Iterator[Document]:
-    for path in resolve_glob(source.path, spec_dir, f"source {source.name!r}"):
-        kind = detect_format(path) if source.format == "auto" else source.format
-        shown = _display_name(path, spec_dir)
-        if kind == "jsonl":
-            yield from _iter_jsonl(path, shown, source)
-        elif kind == "parquet":
-            yield from _iter_parquet(path, shown, source)
-        else:
+    for path, kind in source_files(source, spec_dir):
+        shown = display_name(path, spec_dir)
+        if kind == "text":
             yield Document(source.name, shown, _read_text_file(path, shown))
+            continue
+        if kind in ("parquet", "arrow"):  # the schema says at once what every row would
+            problem = schema_problem(read_schema(path, kind, shown), source)
+            if problem:
+                raise DataError(f"{shown}: {problem}")
+        for number, (where, record) in enumerate(iter_records(path, kind, shown)):
+            # ids as before: `file:line` for jsonl, `file:row` for tables
+            default_id = where if kind == "jsonl" else f"{shown}:{number}"
+            yield _record_document(record, where, source, default_id)
+
+
+def schema_problem(fields: dict[str, str], source: FileSource) -> str | None:
+    """Why a file with these fields (`formats.read_schema`) cannot give this source's documents."""
+    names = ", ".join(sorted(fields)) or "none"
+    if source.text_field not in fields:
+        return f"no column {source.text_field!r} (columns: {names}); set `text_field` on the source"
+    kind = fields[source.text_field]
+    if kind not in (STRING, MESSAGES, "null"):
+        return (f"column {source.text_field!r} is {kind}, not a string or a list of {{role, content}} "
+                "messages; set `text_field` on the source")
+    if source.id_field is not None and source.id_field not in fields:
+        return f"no id column {source.id_field!r} (columns: {names}); set or remove `id_field`"
+    return None
 
 
 def _read_text_file(path: Path, shown: str) -> str:
@@ -74,22 +67,6 @@ def _read_text_file(path: Path, shown: str) -> str:
         return path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as error:
         raise DataError(f"{shown}: not UTF-8 text ({error.reason} at byte {error.start})") from None
-
-
-def open_text_stream(path: Path) -> io.TextIOBase:
-    """Open a possibly compressed text file; `.zst` needs the `zstandard` package."""
-    name = path.name.lower()
-    if name.endswith(".gz"):
-        return gzip.open(path, "rt", encoding="utf-8")
-    if name.endswith(".zst"):
-        try:
-            import zstandard
-        except ImportError:
-            raise DataError(f"{path}: reading .zst files needs the `zstandard` package "
-                            "(pip install zstandard)") from None
-        raw = open(path, "rb")
-        return io.TextIOWrapper(zstandard.ZstdDecompressor().stream_reader(raw, closefd=True), encoding="utf-8")
-    return open(path, encoding="utf-8")
 
 
 def _scalar_meta(record: dict, skip: set[str]) -> dict:
@@ -106,8 +83,11 @@ def _record_document(record: object, where: str, source: FileSource, default_id:
         raise DataError(f"{where}: no text field {source.text_field!r} (fields: {fields}); "
                         "set `text_field` on the source")
     text = record[source.text_field]
+    if value_type(text) == MESSAGES:
+        text = messages_text(text)  # a chat `messages` field: the conversation as text
     if not isinstance(text, str):
-        raise DataError(f"{where}: field {source.text_field!r} is {type(text).__name__}, not a string")
+        raise DataError(f"{where}: field {source.text_field!r} is {value_type(text)}, not a string "
+                        "or a list of {role, content} messages")
     doc_id = default_id
     if source.id_field is not None:
         if record.get(source.id_field) is None:
@@ -115,42 +95,6 @@ def _record_document(record: object, where: str, source: FileSource, default_id:
         doc_id = str(record[source.id_field])
     skip = {source.text_field} | ({source.id_field} if source.id_field else set())
     return Document(source.name, doc_id, text, _scalar_meta(record, skip))
-
-
-def _iter_jsonl(path: Path, shown: str, source: FileSource) -> Iterator[Document]:
-    try:
-        with open_text_stream(path) as stream:
-            for number, line in enumerate(stream, start=1):
-                if not line.strip():
-                    continue
-                where = f"{shown}:{number}"
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as error:
-                    raise DataError(f"{where}: not valid JSON ({error.msg} at column {error.colno})") from None
-                yield _record_document(record, where, source, where)
-    except (OSError, EOFError, UnicodeDecodeError) as error:
-        raise DataError(f"{shown}: cannot read ({error})") from None
-
-
-def _iter_parquet(path: Path, shown: str, source: FileSource) -> Iterator[Document]:
-    try:
-        import pyarrow.parquet as parquet
-    except ImportError:
-        raise DataError(f"{shown}: reading parquet needs the `pyarrow` package (pip install pyarrow)") from None
-    try:
-        table = parquet.ParquetFile(path)
-    except Exception as error:  # noqa: BLE001 - pyarrow raises several types for a bad file
-        raise DataError(f"{shown}: not a readable parquet file ({error})") from None
-    columns = table.schema_arrow.names
-    if source.text_field not in columns:
-        raise DataError(f"{shown}: no column {source.text_field!r} (columns: {', '.join(columns)}); "
-                        "set `text_field` on the source")
-    row = 0
-    for batch in table.iter_batches(batch_size=1024):
-        for record in batch.to_pylist():
-            yield _record_document(record, f"{shown}:row {row}", source, f"{shown}:{row}")
-            row += 1
 
 
 def stdlib_files(max_files: int | None = None) -> list[Path]:

@@ -42,7 +42,7 @@ from specc.runtime.data.documents import DataError, Document, read_documents, wr
 from specc.runtime.data.filters import build_filters
 from specc.runtime.data.totals import source_totals
 from specc.runtime.data.progress import Progress, log
-from specc.runtime.data.report import merge_part_stats, summary_text
+from specc.runtime.data.report import count_language, dedup_by_source, merge_part_stats, summary_text
 from specc.runtime.data.sources import iter_source
 from specc.runtime.io import MetricsWriter, atomic_write_json, atomic_write_text, config_hash, mark_success
 from specc.runtime.stages import skips_when_complete
@@ -117,12 +117,14 @@ def process_part(source: str, index: int, documents: list[Document]) -> dict:
     started = time.perf_counter()
     filters, signer, stage_dir = _WORKER["filters"], _WORKER["signer"], _WORKER["stage_dir"]
     stats = {"source": source, "part": index, "documents_in": len(documents), "bytes_in": 0,
-             "filters": {built.name: _new_filter_stats() for built in filters}}
+             "filters": {built.name: _new_filter_stats() for built in filters}, "languages": {}}
     kept: list[Document] = []
     for document in documents:
         size = len(document.text.encode())
         stats["bytes_in"] += size
-        if _drop(filters, document, size, stats["filters"]) is None:
+        reason = _drop(filters, document, size, stats["filters"])
+        count_language(stats["languages"], document, reason)
+        if reason is None:
             kept.append(document)
     sizes = np.array([len(d.text.encode()) for d in kept], dtype=np.int64)
     hashes = np.array([normalized_hash(d.text) for d in kept], dtype=np.uint64)
@@ -328,6 +330,9 @@ def run_stage(settings: dict, stage_dir: Path, metrics: MetricsWriter) -> dict:
 
     metrics.write(event="phase", phase="mixture and output")
     repeat, mixture_report = mix(settings, keys, arrays, result.keep)
+    mixture_report["warnings"] = mixture.drift_warnings(mixture_report, settings["corpus"].mixture_tolerance)
+    for warning in mixture_report["warnings"]:
+        log("data", f"warning: {warning}")
     offsets = list(itertools.accumulate([len(a["ids"]) for a in arrays], initial=0))[:-1]
     files = write_output(stage_dir, keys, repeat, offsets, arrays)
     atomic_write_json(stage_dir / "manifest.json", {"format": "specc-documents-v1", "files": files})
@@ -336,7 +341,8 @@ def run_stage(settings: dict, stage_dir: Path, metrics: MetricsWriter) -> dict:
     stats.update(
         dedup={"exact_removed": result.exact_removed, "exact_clusters": result.exact_clusters,
                "near_removed": result.near_removed, "near_clusters": result.near_clusters,
-               "documents_in": len(ids), "documents_out": int(result.keep.sum()), "lsh": result.lsh},
+               "documents_in": len(ids), "documents_out": int(result.keep.sum()), "lsh": result.lsh,
+               "by_source": dedup_by_source(result.duplicate_of, sources)},
         mixture=mixture_report,
         output={"documents": sum(f["documents"] for f in files), "bytes": sum(f["bytes"] for f in files),
                 "files": len(files)},
