@@ -109,17 +109,23 @@ def test_hf_export_refuses_models_no_hf_architecture_expresses():
 
 
 def test_runtime_implements_exactly_what_validate_accepts():
-    """validate (R172) and the deploy stage read the same constants: every accepted quantization
-    has a quantizer, every rejected one is refused by the runtime too."""
+    """validate (R172) and the deploy stage read the same constants: every quantization a format
+    accepts has a writer (specc's layout: a quantizer; hf: compressed-tensors), every other one is
+    refused by the runtime too."""
     import typing
 
+    from specc.runtime.deploy.compressed import HF_QUANTIZATIONS
     from specc.runtime.deploy.quantize import QUANTIZERS
     from specc.runtime.deploy.stage import deploy_target
-    from specc.spec.capabilities import DEPLOY_FORMATS, DEPLOY_QUANTIZATIONS
+    from specc.spec.capabilities import DEPLOY_FORMAT_QUANTIZATIONS
     from specc.spec.deploy import DeployTarget
 
-    assert set(QUANTIZERS) | {"none"} == set(DEPLOY_QUANTIZATIONS)
-    assert set(DEPLOY_FORMATS) == set(typing.get_args(DeployTarget.model_fields["format"].annotation))
-    for method in set(typing.get_args(DeployTarget.model_fields["quantization"].annotation)) - set(DEPLOY_QUANTIZATIONS):
-        with pytest.raises(ValueError, match="not implemented by the deploy stage"):
-            deploy_target(DeployTarget(name="t", quantization=method), {}, None, None)
+    assert set(QUANTIZERS) | {"none"} == set(DEPLOY_FORMAT_QUANTIZATIONS["safetensors"])
+    assert set(HF_QUANTIZATIONS) | {"none"} == set(DEPLOY_FORMAT_QUANTIZATIONS["hf"])
+    formats = typing.get_args(DeployTarget.model_fields["format"].annotation)
+    assert set(DEPLOY_FORMAT_QUANTIZATIONS) == set(formats)
+    for fmt in formats:
+        for method in set(typing.get_args(DeployTarget.model_fields["quantization"].annotation)) - \
+                set(DEPLOY_FORMAT_QUANTIZATIONS[fmt]):
+            with pytest.raises(ValueError, match="not implemented by the deploy stage"):
+                deploy_target(DeployTarget(name="t", format=fmt, quantization=method), {}, None, None)

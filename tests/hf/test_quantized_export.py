@@ -262,3 +262,38 @@ def test_gguf_refuses_a_sliding_window_llama_cpp_would_ignore():
         gguf_architecture(ModelSpec(**fields, sliding_window=64))
     with pytest.raises(GGUFExportError, match="norm 'layernorm'"):
         gguf_architecture(ModelSpec(**fields, norm="layernorm"))
+
+
+@pytest.mark.slow  # GPTQ through the CLI and transformers loading the result (~6 s)
+def test_export_command_writes_gptq_and_gguf(tmp_path, capsys):
+    """`specc export` of an HF directory: GPTQ calibrated on a text file (loaded by transformers with the
+    logits of specc's GPTQ on the same text), and a GGUF file with the chat template's end of turn."""
+    import gguf
+    import transformers
+
+    from specc.cli import main
+    from specc.runtime.deploy.gptq import gptq_model
+    from specc.runtime.hf.command import calibration_batches
+    from specc.runtime.infer.weights import load_model
+
+    torch.set_num_threads(1)
+    source = make_hf_model(tmp_path / "hf", "llama", max_shard_size=None)
+    text = tmp_path / "calibration.txt"
+    text.write_text(sentences(200, seed=3))
+    assert main(["export", str(source), str(tmp_path / "gptq"), "--quantization", "gptq", "--group-size", "16"]) == 1
+    assert "pass --calibration FILE.txt" in capsys.readouterr().err
+    assert main(["export", str(source), str(tmp_path / "gptq"), "--quantization", "gptq", "--group-size", "16",
+                 "--calibration", str(text)]) == 0
+    loaded = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "gptq", dtype=torch.float32).eval()
+    ours = load_model(source).eval()
+    gptq_model(ours, calibration_batches(text, source / "tokenizer.json", 64), 4, 16)
+    tokens = torch.randint(0, 320, (2, 19), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(tokens).logits, ours(tokens), atol=ATOL, rtol=0)
+    assert json.loads((tmp_path / "gptq" / "tokenizer_config.json").read_text())["chat_template"] == CHATML
+
+    assert main(["export", str(source), str(tmp_path / "model.gguf"), "--format", "gguf", "--gguf-type", "q8_0",
+                 "--chat-template", "chatml"]) == 0
+    reader = gguf.GGUFReader(tmp_path / "model.gguf")
+    assert reader.get_field("tokenizer.ggml.eot_token_id").contents() == 3  # <|im_end|>
+    assert reader.get_field("general.file_type").contents() == 7

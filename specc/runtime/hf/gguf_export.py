@@ -135,8 +135,9 @@ FILE_TYPES = {"f32": 0, "f16": 1, "q8_0": 7}
 
 def export_gguf(model: nn.Module, path: Path, tokenizer_json: Path, eos_token: str, pad_token: str | None,
                 chat_template: str | None = None, bos_token: str | None = None, tensor_type: str = "f16",
-                name: str = "specc") -> Path:
-    """Write `path` (one .gguf file) and return it."""
+                name: str = "specc", end_of_turn: str | None = None) -> Path:
+    """Write `path` (one .gguf file) and return it. `end_of_turn` (the chat template's, e.g.
+    `<|im_end|>`) becomes llama.cpp's end-of-turn token, where chat generation stops."""
     import gguf
 
     if tensor_type not in GGUF_TYPES:
@@ -177,6 +178,8 @@ def export_gguf(model: nn.Module, path: Path, tokenizer_json: Path, eos_token: s
         writer.add_pad_token_id(vocab["ids"][pad_token])
     if chat_template is not None:
         writer.add_chat_template(chat_template)
+    if end_of_turn in vocab["ids"]:
+        writer.add_eot_token_id(vocab["ids"][end_of_turn])
     for tensor_name, tensor in gguf_tensors(model, spec, architecture).items():
         data, kind = tensor_data(tensor, tensor_type)
         writer.add_tensor(tensor_name, data, raw_dtype=kind)
