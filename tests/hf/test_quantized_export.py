@@ -4,8 +4,8 @@ locally and trained 150 steps on synthetic sentences (no downloads):
 - int8 (W8A16 per channel), int4 (W4A16 groups, round to nearest) and GPTQ (W4A16 groups,
   calibrated) Hugging Face folders in the compressed-tensors format: `transformers` loads each one
   (the `compressed-tensors` package dequantizes) and computes exactly the logits of specc's model
-  with the dequantized weights; held-out perplexity, measured by `transformers`, stays within the
-  tolerances below of the fp32 export's;
+  with the dequantized weights, and its greedy `generate` equals specc's greedy decode; held-out
+  perplexity, measured by `transformers`, stays within the tolerances below of the fp32 export's;
 - GGUF files: read back with the `gguf` reader (names, shapes, metadata, tensors equal the model's
   after the documented RoPE row permutation) and loaded by `transformers`' GGUF reader (which
   undoes llama.cpp's conventions) with the model's logits.
@@ -136,6 +136,7 @@ def test_quantized_exports_load_in_transformers(trained, tmp_path):
     from specc.runtime.deploy.compressed import apply_dequantized, quantize_linears_rtn
     from specc.runtime.deploy.gptq import gptq_model
     from specc.runtime.hf.export import export_hf
+    from specc.runtime.infer.decode import SamplingSettings, generate
 
     model, tokenizer, heldout, calibration = trained
     figures = {}
@@ -161,6 +162,9 @@ def test_quantized_exports_load_in_transformers(trained, tmp_path):
             assert config["quantization_config"]["ignore"] == ["lm_head"]
         with torch.no_grad():
             torch.testing.assert_close(loaded(heldout[:4]).logits, served(heldout[:4]), atol=ATOL, rtol=0)
+            prompt = heldout[0, :8].tolist()
+            theirs = loaded.generate(torch.tensor([prompt]), max_new_tokens=12, do_sample=False)[0, 8:].tolist()
+            assert theirs == generate(served, prompt, 12, SamplingSettings(), stop_ids=(0,)).tokens
             kl = divergence(loaded(heldout[:, :-1]).logits, model(heldout[:, :-1]))
         figures[method] = {"perplexity": perplexity(lambda t: loaded(t).logits, heldout), "kl": kl,
                            "bytes": (out / "model.safetensors").stat().st_size,
