@@ -144,6 +144,11 @@ reloaded only by specc): int8 per channel or NF4 blocks (`specc.runtime.deploy.q
 The spec's enum also names `fp8`, which the planner's serving estimate can size; validate (R172)
 rejects it until the runtime produces it."""
 
+HF_QUANTIZED_MOE = ("transformers 5.24's compressed-tensors loader does not read a Mixtral checkpoint whose "
+                    "experts stay full precision (its expert merge expects quantized experts)")
+"""Why a quantized `hf` export of a mixture-of-experts model is refused (validate's R172 and the export
+itself); `quantization: none` and specc's `safetensors` layout export MoE models."""
+
 DEPLOY_QUANTIZATIONS = tuple(dict.fromkeys(q for qs in DEPLOY_FORMAT_QUANTIZATIONS.values() for q in qs))
 """Every quantization some format implements."""
 

@@ -301,3 +301,18 @@ def test_export_command_writes_gptq_and_gguf(tmp_path, capsys):
     reader = gguf.GGUFReader(tmp_path / "model.gguf")
     assert reader.get_field("tokenizer.ggml.eot_token_id").contents() == 3  # <|im_end|>
     assert reader.get_field("general.file_type").contents() == 7
+
+
+def test_quantized_hf_export_of_a_moe_model_is_refused(tmp_path):
+    """transformers 5.24 cannot load a compressed-tensors Mixtral whose experts stay full precision
+    (checked by hand: its expert merge finds no tensors), so the export refuses it as validate does."""
+    from specc.runtime.deploy.compressed import quantize_linears_rtn
+    from specc.runtime.hf.export import export_hf
+    from specc.runtime.train.model import build_model
+    from specc.spec.model import ModelSpec
+
+    model = build_model(ModelSpec(num_layers=1, hidden_size=32, num_heads=4, ffn_hidden_size=64, vocab_size=64,
+                                  max_seq_len=32, moe={"num_experts": 4, "top_k": 2}), seed=0)
+    with pytest.raises(ValueError, match="mixture-of-experts model.*R172"):
+        export_hf(model, tmp_path / "out", tmp_path / "tokenizer.json", "<|endoftext|>", None,
+                  quantized=quantize_linears_rtn(model, "int8", 32), quantization="int8")

@@ -12,7 +12,7 @@ from specc.diagnostics.rules.base import Finding
 from specc.diagnostics.rules.data_rules import regex_problem
 from specc.spec.alignment import stage_seq_len
 from specc.spec.capabilities import (DEPLOY_FORMAT_QUANTIZATIONS, DEPLOY_FORMATS, DEPLOY_QUANTIZATIONS,
-                                     hf_export_incompatibilities)
+                                     HF_QUANTIZED_MOE, hf_export_incompatibilities)
 from specc.spec.deploy import serving_context
 from specc.spec.model import ModelSpec
 from specc.spec.root import Spec
@@ -95,7 +95,8 @@ def deploy_target_is_implemented(spec: Spec) -> Iterator[Finding]:
     only for models a Llama, Mistral, Qwen2 or Mixtral config can express (`hf_export_incompatibilities`).
 
     passes: `quantization: gptq, format: hf`; `quantization: nf4, format: safetensors`
-    fails:  `quantization: fp8`; `quantization: nf4, format: hf`; `format: hf` with `norm: layernorm`
+    fails:  `quantization: fp8`; `quantization: nf4, format: hf`; `format: hf` with `norm: layernorm`;
+            `quantization: int8, format: hf` for a MoE model
     """
     reasons = hf_export_incompatibilities(spec.model)
     for index, target in enumerate(spec.deploy.targets):
@@ -116,6 +117,10 @@ def deploy_target_is_implemented(spec: Spec) -> Iterator[Finding]:
                           f"(format `{other}` does)",
                           f"with format: {target.format} use one of {', '.join(written)}"
                           + (" (int4 or gptq for 4-bit weights serving engines load)" if target.format == "hf" else ""))
+        if target.format == "hf" and target.quantization in written and target.quantization != "none" and spec.model.moe:
+            yield Finding(where + ("quantization",),
+                          f"quantization `{target.quantization}` with format `hf` for a mixture-of-experts model: {HF_QUANTIZED_MOE}",
+                          "use quantization: none with format: hf, or format: safetensors (int8, nf4)")
         if target.format == "hf" and reasons:
             yield Finding(where + ("format",),
                           "format `hf` exports Llama, Mistral, Qwen2 and Mixtral models; this model has " + ", ".join(reasons),

@@ -3,8 +3,8 @@ compressed-tensors`, `format: pack-quantized`), the layout llm-compressor writes
 SGLang and `transformers` (with the `compressed-tensors` package) load.
 
 Weight-only, symmetric integer quantization of the transformer blocks' linear layers (attention
-q/k/v/o and the dense FFN); embeddings, the output head, norms, MoE routers and expert stacks stay
-in full precision (`ignore`), as llm-compressor's W8A16/W4A16 presets leave `lm_head`:
+q/k/v/o and the dense FFN); embeddings, the output head and norms stay in full precision, as
+llm-compressor's W8A16/W4A16 presets leave `lm_head` (`ignore`):
 - `int8`: one scale per output channel (W8A16, strategy `channel`);
 - `int4`: one scale per `group_size` input columns (W4A16, strategy `group`), round to nearest;
 - `gptq`: the same W4A16 layout, its integers and scales chosen by GPTQ (`specc.runtime.deploy.gptq`).
@@ -84,8 +84,9 @@ def pack_int32(q: torch.Tensor, bits: int) -> torch.Tensor:
 
 
 def quantizable(name: str, module: nn.Module) -> bool:
-    """Block linears the HF export quantizes: attention and dense FFN, not the MoE router."""
-    return name.startswith("layers.") and isinstance(module, nn.Linear) and not name.endswith(".router")
+    """Block linears the HF export quantizes: attention and the dense FFN (a quantized `hf` export of a
+    MoE model is refused: `specc.spec.capabilities.HF_QUANTIZED_MOE`)."""
+    return name.startswith("layers.") and isinstance(module, nn.Linear)
 
 
 def quantize_linears_rtn(model: nn.Module, method: str, group_size: int) -> dict[str, QuantizedWeight]:
@@ -105,8 +106,9 @@ def apply_dequantized(model: nn.Module, quantized: dict[str, QuantizedWeight]) -
     return model
 
 
-def compressed_tensors_config(method: str, group_size: int, ignore: list[str]) -> dict:
-    """The `quantization_config` of config.json, as llm-compressor writes it for W8A16 / W4A16."""
+def compressed_tensors_config(method: str, group_size: int) -> dict:
+    """The `quantization_config` of config.json, as llm-compressor writes it for W8A16 / W4A16
+    (every Linear but the output head)."""
     bits, strategy = HF_QUANTIZATIONS[method]
     weights = {"num_bits": bits, "type": "int", "symmetric": True, "strategy": strategy or "channel",
                "group_size": group_size if strategy == "group" else None, "dynamic": False, "actorder": None,
@@ -114,7 +116,7 @@ def compressed_tensors_config(method: str, group_size: int, ignore: list[str]) -
     return {"quant_method": "compressed-tensors", "format": "pack-quantized", "quantization_status": "compressed",
             "config_groups": {"group_0": {"targets": ["Linear"], "weights": weights, "input_activations": None,
                                           "output_activations": None}},
-            "ignore": ignore, "kv_cache_scheme": None, "global_compression_ratio": None}
+            "ignore": ["lm_head"], "kv_cache_scheme": None, "global_compression_ratio": None}
 
 
 def compressed_state(state: dict[str, torch.Tensor], hf_names: dict[str, str],
@@ -129,9 +131,3 @@ def compressed_state(state: dict[str, torch.Tensor], hf_names: dict[str, str],
         state[prefix + ".weight_scale"] = weight.scale.to(dtype).contiguous()
         state[prefix + ".weight_shape"] = torch.tensor(list(weight.q.shape), dtype=torch.int64)
     return state
-
-
-def ignored_modules(hf_module_names: list[str]) -> list[str]:
-    """HF Linear modules left in full precision: the output head and MoE routers (when present)."""
-    return ["lm_head", *(["re:.*block_sparse_moe.gate$", "re:.*mlp.gate$"]
-                         if any("block_sparse_moe" in name for name in hf_module_names) else [])]
