@@ -127,7 +127,7 @@ def compressed_state(state: dict[str, torch.Tensor], hf_names: dict[str, str],
     for name, weight in quantized.items():
         prefix = hf_names[name]
         dtype = state.pop(prefix + ".weight").dtype
-        state[prefix + ".weight_packed"] = pack_int32(weight.q, weight.bits)
-        state[prefix + ".weight_scale"] = weight.scale.to(dtype).contiguous()
+        state[prefix + ".weight_packed"] = pack_int32(weight.q.cpu(), weight.bits)
+        state[prefix + ".weight_scale"] = weight.scale.to("cpu", dtype).contiguous()
         state[prefix + ".weight_shape"] = torch.tensor(list(weight.q.shape), dtype=torch.int64)
     return state

@@ -59,7 +59,7 @@ def deploy_target(target: DeployTarget, params: dict, run_dir: Path, out: Path) 
                     "perplexity_full": window_perplexity(model, windows), "weight_bytes_full": weight_bytes(model),
                     "heldout_tokens": sum(len(w) - 1 for w in windows)}
     if target.format == "hf":
-        served, quantized = hf_served(target, checkpoint, shard_dir, seq_len, dev)
+        served, quantized = hf_served(target, model, checkpoint, shard_dir, seq_len, dev)
         files = export_hf(model, out / "hf", tokenizer, params["eos_token"], params.get("pad_token"),
                           **chat_template_args(params.get("chat_template")), quantized=quantized,
                           quantization=target.quantization, group_size=target.group_size)
@@ -82,14 +82,15 @@ def deploy_target(target: DeployTarget, params: dict, run_dir: Path, out: Path) 
     return report
 
 
-def hf_served(target: DeployTarget, checkpoint: Path, shard_dir: Path, seq_len: int, dev):
-    """(the model a client computes after loading the `hf` export, the quantized linears or None).
+def hf_served(target: DeployTarget, model, checkpoint: Path, shard_dir: Path, seq_len: int, dev):
+    """(the model a client computes after loading the `hf` export, the quantized linears or None):
+    `model` itself in full precision, else a second copy holding the dequantized weights.
 
     GPTQ calibrates on `CALIBRATION_WINDOWS` windows from the start of the training split, so the
     perplexity reported on the validation split is measured on text the calibration never saw."""
-    served = load_model(checkpoint, dev)
     if target.quantization == "none":
-        return served, None
+        return model, None
+    served = load_model(checkpoint, dev)
     if target.quantization == "gptq":
         windows = heldout_windows(shard_dir, seq_len, CALIBRATION_WINDOWS, split="train")
         calibration = list(torch.tensor(windows, device=dev).split(8))
