@@ -209,6 +209,7 @@ def test_gguf_reads_back_and_loads_in_transformers(architecture, tmp_path):
         assert field(f"{arch}.attention.layer_norm_rms_epsilon") == pytest.approx(spec.norm_eps)
         assert field(f"{arch}.rope.freq_base") == pytest.approx(spec.rope_theta)
         assert field("tokenizer.chat_template") == CHATML and field("tokenizer.ggml.model") == "gpt2"
+        assert field("tokenizer.ggml.pre") == "gpt-2"
         tokenizer = json.loads((source / "tokenizer.json").read_text())
         assert field("tokenizer.ggml.tokens")[:3] == ["<|endoftext|>", "<|pad|>", "<|im_start|>"]
         assert len(field("tokenizer.ggml.tokens")) == spec.vocab_size
@@ -266,6 +267,15 @@ def test_gguf_refuses_a_sliding_window_llama_cpp_would_ignore():
         gguf_architecture(ModelSpec(**fields, sliding_window=64))
     with pytest.raises(GGUFExportError, match="norm 'layernorm'"):
         gguf_architecture(ModelSpec(**fields, norm="layernorm"))
+
+
+def test_gguf_refuses_a_pre_tokenizer_it_cannot_name(tmp_path):
+    from specc.runtime.hf.gguf_export import GGUFExportError, pre_tokenizer_name
+
+    assert pre_tokenizer_name({"pre_tokenizer": {"type": "ByteLevel", "use_regex": True}}, tmp_path) == "gpt-2"
+    llama3 = {"pre_tokenizer": {"type": "Sequence", "pretokenizers": [{"type": "Split"}, {"type": "ByteLevel"}]}}
+    with pytest.raises(GGUFExportError, match="pre-tokenizer 'Sequence' is not GPT-2's byte-level split"):
+        pre_tokenizer_name(llama3, tmp_path / "tokenizer.json")
 
 
 @pytest.mark.slow  # GPTQ through the CLI and transformers loading the result (~6 s)

@@ -10,8 +10,9 @@ written with the `gguf` package, following llama.cpp's `convert_hf_to_gguf.py`:
 - tensor types `f32`, `f16` (1-D tensors stay f32) or `q8_0` (32-value blocks with one f16 scale;
   matrices whose rows are not whole blocks stay f16), llama.cpp's `--outtype`;
 - metadata: context length, embedding/FFN widths, block count, head counts, RMSNorm epsilon, RoPE
-  base and dimensions, expert counts, and the tokenizer (`gpt2` byte-level BPE: tokens, token types,
-  merges, BOS/EOS/padding ids) with the chat template the alignment stages trained with.
+  base and dimensions, expert counts, and the tokenizer (`gpt2` byte-level BPE with GPT-2's split:
+  tokens, token types, merges, BOS/EOS/padding/end-of-turn ids) with the chat template the
+  alignment stages trained with.
 
 A sliding-window model whose window is shorter than its context is refused: llama.cpp's `llama`
 architecture attends over the whole context, so the served model would not be the trained one.
@@ -114,7 +115,21 @@ def tokenizer_metadata(tokenizer_json: Path, vocab_size: int) -> dict:
     tokens = [by_id.get(i, (f"[PAD{i}]", TokenType.UNUSED)) for i in range(vocab_size)]
     merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges", [])]
     return {"tokens": [t for t, _ in tokens], "types": [int(k) for _, k in tokens], "merges": merges,
-            "ids": {token: index for index, (token, _) in enumerate(tokens)}}
+            "ids": {token: index for index, (token, _) in enumerate(tokens)},
+            "pre": pre_tokenizer_name(tokenizer, tokenizer_json)}
+
+
+def pre_tokenizer_name(tokenizer: dict, tokenizer_json: Path) -> str:
+    """llama.cpp's `tokenizer.ggml.pre` for this tokenizer.json: `gpt-2` for the GPT-2 byte-level
+    split (`ByteLevel` with its regex: specc's own tokenizers). llama.cpp names other splits
+    (Llama 3's, Qwen2's, ...) by hashing their output in its converter; a tokenizer this export
+    cannot name is refused rather than written with a split llama.cpp would apply differently."""
+    pre = tokenizer.get("pre_tokenizer") or {}
+    if pre.get("type") == "ByteLevel" and pre.get("use_regex", True):
+        return "gpt-2"
+    raise GGUFExportError(f"{tokenizer_json}: pre-tokenizer {pre.get('type')!r} is not GPT-2's byte-level split; "
+                          "GGUF export names only that one for llama.cpp (tokenizer.ggml.pre); "
+                          "convert with llama.cpp's convert_hf_to_gguf.py from the `hf` export instead")
 
 
 def tensor_data(tensor: torch.Tensor, tensor_type: str):
@@ -166,7 +181,7 @@ def export_gguf(model: nn.Module, path: Path, tokenizer_json: Path, eos_token: s
         writer.add_expert_count(spec.moe.num_experts)
         writer.add_expert_used_count(spec.moe.top_k)
     writer.add_tokenizer_model("gpt2")
-    writer.add_tokenizer_pre("default")
+    writer.add_tokenizer_pre(vocab["pre"])
     writer.add_token_list(vocab["tokens"])
     writer.add_token_types(vocab["types"])
     writer.add_token_merges(vocab["merges"])
