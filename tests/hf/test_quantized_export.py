@@ -326,3 +326,45 @@ def test_quantized_hf_export_of_a_moe_model_is_refused(tmp_path):
     with pytest.raises(ValueError, match="mixture-of-experts model.*R172"):
         export_hf(model, tmp_path / "out", tmp_path / "tokenizer.json", "<|endoftext|>", None,
                   quantized=quantize_linears_rtn(model, "int8", 32), quantization="int8")
+
+
+@pytest.mark.slow  # two pretraining steps and transformers (~6 s)
+def test_export_command_reads_a_pretraining_checkpoint(tmp_path):
+    """`specc export <pretrain>/checkpoints/step-N` (DCP, written by the pretraining loop) with the
+    architecture from `--model`: transformers loads the fp32 and int8 folders with the trained
+    model's logits (the int8 one with those of its dequantized weights)."""
+    import sys
+
+    import transformers
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "train"))
+    from train_helpers import make_shards, tiny_schedule
+
+    from specc.cli import main
+    from specc.runtime.deploy.compressed import apply_dequantized, quantize_linears_rtn
+    from specc.runtime.train.loop import TrainSettings, train
+    from specc.spec.hf_config import read_hf_model
+    from specc.spec.model import ModelSpec
+    from specc.spec.parallel import ParallelSpec
+    from specc.spec.schedule import ScheduleSpec
+
+    torch.set_num_threads(1)
+    source = make_hf_model(tmp_path / "hf", "llama")
+    spec = ModelSpec.model_validate({**read_hf_model(source).fields, "init_from": str(source)})
+    out = tmp_path / "run" / "pretrain"
+    summary = train(TrainSettings(spec, ParallelSpec(dp=1, micro_batch=4, precision="fp32"),
+                                  ScheduleSpec.model_validate(tiny_schedule(steps=2, lr=1e-2, warmup_steps=0,
+                                                                            checkpoint_interval=2)),
+                                  out, make_shards(tmp_path / "shards", vocab_size=320)))
+    trained = summary["parts"][0].eval()
+    [checkpoint] = sorted(out.rglob("step-*"))
+    (tmp_path / "model.json").write_text(json.dumps(spec.model_dump(mode="json")))
+    tokens = torch.randint(0, 320, (2, 19), generator=torch.Generator().manual_seed(0))
+    for method in ("none", "int8"):
+        assert main(["export", str(checkpoint), str(tmp_path / method), "--model", str(tmp_path / "model.json"),
+                     "--tokenizer", str(source / "tokenizer.json"), "--quantization", method]) == 0
+        loaded = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / method, dtype=torch.float32).eval()
+        expected = trained if method == "none" else \
+            apply_dequantized(copy.deepcopy(trained), quantize_linears_rtn(trained, "int8", 64))
+        with torch.no_grad():
+            torch.testing.assert_close(loaded(tokens).logits, expected(tokens), atol=ATOL, rtol=0)
