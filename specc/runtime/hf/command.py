@@ -146,6 +146,8 @@ def export_command(checkpoint: Path, out: Path, tokenizer: Path | None, chat_tem
          else {})
     if fmt == "gguf" and quantization != "none":
         raise ExportError(f"--quantization {quantization} writes Hugging Face weights; for GGUF use --gguf-type q8_0")
+    if quantization == "gptq" and (calibration is None or not calibration.is_file()):
+        calibration_batches(calibration, tokenizer_json, 1)  # the located mistake before the model loads
     transformer = load_any(checkpoint, model)
     try:
         if fmt == "gguf":
