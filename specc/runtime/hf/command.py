@@ -89,6 +89,14 @@ def tokenizer_for(checkpoint: Path, tokenizer: Path | None) -> tuple[Path, dict]
     raise ExportError(f"no tokenizer found for {checkpoint}; pass --tokenizer PATH/tokenizer.json")
 
 
+def check_calibration(text_file: Path | None) -> None:
+    """GPTQ needs a calibration text file (checked before the model loads)."""
+    if text_file is None:
+        raise ExportError("--quantization gptq calibrates on held-out text: pass --calibration FILE.txt")
+    if not text_file.is_file():
+        raise ExportError(f"--calibration {text_file}: no such file")
+
+
 def calibration_batches(text_file: Path | None, tokenizer_json: Path, seq_len: int) -> list:
     """GPTQ's calibration input: the text file's tokens in windows of `seq_len` (at most
     `CALIBRATION_WINDOWS`), batches of 8."""
@@ -97,10 +105,7 @@ def calibration_batches(text_file: Path | None, tokenizer_json: Path, seq_len: i
     from specc.runtime.deploy.gptq import CALIBRATION_WINDOWS
     from specc.runtime.infer.weights import load_codec
 
-    if text_file is None:
-        raise ExportError("--quantization gptq calibrates on held-out text: pass --calibration FILE.txt")
-    if not text_file.is_file():
-        raise ExportError(f"--calibration {text_file}: no such file")
+    check_calibration(text_file)
     ids = load_codec(tokenizer_json).encode(text_file.read_text(encoding="utf-8"))
     count = min(len(ids) // seq_len, CALIBRATION_WINDOWS)
     if count == 0:
@@ -146,8 +151,8 @@ def export_command(checkpoint: Path, out: Path, tokenizer: Path | None, chat_tem
          else {})
     if fmt == "gguf" and quantization != "none":
         raise ExportError(f"--quantization {quantization} writes Hugging Face weights; for GGUF use --gguf-type q8_0")
-    if quantization == "gptq" and (calibration is None or not calibration.is_file()):
-        calibration_batches(calibration, tokenizer_json, 1)  # the located mistake before the model loads
+    if quantization == "gptq":
+        check_calibration(calibration)
     transformer = load_any(checkpoint, model)
     try:
         if fmt == "gguf":
