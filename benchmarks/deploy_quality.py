@@ -70,9 +70,10 @@ def prepare_data(work: Path):
     return codec
 
 
-def pretrain(shard_dir: Path, steps: int, batch: int = 16, seq_len: int = 128, lr: float = 3e-3) -> torch.nn.Module:
+def pretrain(shard_dir: Path, steps: int, batch: int = 16, seq_len: int = 128, lr: float = 3e-3,
+             spec: ModelSpec = TARGET) -> torch.nn.Module:
     """Plain next-token training with AdamW and cosine decay (enough to make the figures meaningful)."""
-    model = build_model(TARGET, seed=0)
+    model = build_model(spec, seed=0)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.1)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps, pct_start=0.05)
     stream = SequenceStream(open_split(shard_dir, "train"), seq_len, seed=0)

@@ -78,6 +78,13 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--pad-token", help="padding token (default: <|pad|> when the tokenizer has it)")
     export.add_argument("--max-shard-mib", type=int, default=5120, help="weights above this are sharded (default 5120)")
     export.add_argument("--model", type=Path, help="architecture of a training checkpoint: a model directory or config.json")
+    export.add_argument("--format", choices=("hf", "gguf"), default="hf",
+                        help="hf: a Hugging Face directory (default); gguf: one GGUF file OUT for llama.cpp")
+    export.add_argument("--quantization", choices=("none", "int8", "int4", "gptq"), default="none",
+                        help="hf: weights in the compressed-tensors format transformers and vLLM load (gptq needs --calibration)")
+    export.add_argument("--group-size", type=int, default=64, help="input features per int4/gptq scale (default 64)")
+    export.add_argument("--calibration", type=Path, help="gptq: a UTF-8 text file of held-out text to calibrate on")
+    export.add_argument("--gguf-type", choices=("f32", "f16", "q8_0"), default="f16", help="gguf tensor type (default f16)")
 
     calibrate = commands.add_parser("calibrate", help="fit this cluster's step-time profile from bundles that ran or a CSV table")
     calibrate.add_argument("inputs", nargs="+", type=Path, metavar="BUNDLE_OR_TABLE",
@@ -126,7 +133,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
         raise UsageError(f"--max-shard-mib must be at least 1 (got {args.max_shard_mib})")
     try:
         files = export_command(args.checkpoint, args.out, args.tokenizer, args.chat_template, args.eos_token,
-                               args.pad_token, args.max_shard_mib, args.model)
+                               args.pad_token, args.max_shard_mib, args.model, fmt=args.format,
+                               quantization=args.quantization, group_size=args.group_size,
+                               calibration=args.calibration, gguf_type=args.gguf_type)
     except (ExportError, StageError) as error:
         raise UsageError(str(error)) from None
     print(f"{args.out}: {len(files)} files ({', '.join(files[:3])}{', ...' if len(files) > 3 else ''})")

@@ -25,13 +25,14 @@ profiling run typically leaves 1-2 GiB outside weights and KV cache)."""
 def weight_bytes_per_param(quantization: str, group_size: int) -> float:
     """Bytes per quantized linear weight, scales included.
 
-    int8 / fp8: 1 byte (+ per-channel scales, negligible). NF4 (Dettmers et al. 2023, QLoRA sec. 2):
-    4 bits + one fp16 absmax per block. GPTQ (Frantar et al. 2023): 4 bits + fp16 scale and 4-bit zero
-    per group. none: bf16.
+    int8 / fp8: 1 byte (+ per-channel scales, negligible). NF4 (Dettmers et al. 2023, QLoRA sec. 2) and
+    int4 groups (compressed-tensors W4A16): 4 bits + one 16-bit scale per block. GPTQ (Frantar et al.
+    2023): 4 bits + 16-bit scale and 4-bit zero per group (specc's GPTQ is symmetric, without the zero;
+    the estimate keeps the general layout). none: bf16.
     """
     if quantization in ("int8", "fp8"):
         return 1.0
-    if quantization == "nf4":
+    if quantization in ("nf4", "int4"):
         return 0.5 + 2.0 / group_size
     if quantization == "gptq":
         return 0.5 + 2.5 / group_size

@@ -164,12 +164,29 @@ def planned_only_features(model: ModelSpec) -> list[tuple[str, str]]:
 
 # --- what the deploy stage produces (`specc.runtime.deploy`) -------------------------------
 
-DEPLOY_QUANTIZATIONS = ("none", "int8", "nf4")
-"""Weight quantizations the deploy stage implements (`specc.runtime.deploy.quantize`): int8 per
-output channel and NF4 blocks. The spec's enum also names `gptq` and `fp8`, which the planner's
-serving estimate can size; validate (R172) rejects them until the runtime produces them."""
+DEPLOY_FORMAT_QUANTIZATIONS = {
+    "hf": ("none", "int8", "int4", "gptq"),
+    "safetensors": ("none", "int8", "nf4"),
+}
+"""Weight quantizations the deploy stage writes, per export format.
 
-DEPLOY_FORMATS = ("hf", "safetensors")
+`hf`: a Hugging Face folder that `transformers`, vLLM and SGLang load without specc; quantized
+weights in the compressed-tensors format (`specc.runtime.deploy.compressed`): int8 per output
+channel (W8A16), int4 groups by round to nearest (W4A16), or the same int4 layout chosen by GPTQ
+on calibration text (`specc.runtime.deploy.gptq`). `safetensors`: specc's own layout (any model,
+reloaded only by specc): int8 per channel or NF4 blocks (`specc.runtime.deploy.quantize`).
+The spec's enum also names `fp8`, which the planner's serving estimate can size; validate (R172)
+rejects it until the runtime produces it."""
+
+HF_QUANTIZED_MOE = ("transformers 5.24's compressed-tensors loader does not read a Mixtral checkpoint whose "
+                    "experts stay full precision (its expert merge expects quantized experts)")
+"""Why a quantized `hf` export of a mixture-of-experts model is refused (validate's R172 and the export
+itself); `quantization: none` and specc's `safetensors` layout export MoE models."""
+
+DEPLOY_QUANTIZATIONS = tuple(dict.fromkeys(q for qs in DEPLOY_FORMAT_QUANTIZATIONS.values() for q in qs))
+"""Every quantization some format implements."""
+
+DEPLOY_FORMATS = tuple(DEPLOY_FORMAT_QUANTIZATIONS)
 """Export formats the deploy stage writes (`specc.runtime.deploy.export`); `hf` only for the
 models `hf_export_incompatibilities` accepts."""
 

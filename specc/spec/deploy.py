@@ -25,15 +25,18 @@ class DeployTarget(SpecModel):
 
     name: Identifier
     format: Literal["hf", "safetensors"] = "hf"
-    """`hf`: a Hugging Face-compatible folder (LlamaForCausalLM: dense, RoPE, RMSNorm, SwiGLU, full
-    attention, no muP), in full precision; `safetensors`: specc's layout of the served (possibly
-    quantized) weights and its config, for any model."""
-    quantization: Literal["none", "int8", "nf4", "gptq", "fp8"] = "none"
-    """Weight quantization: int8 per-channel, NF4 blocks (Dettmers et al. 2023). `gptq` (Frantar et al.
-    2023) and `fp8` are sized by the planner's serving estimate but not produced by the deploy stage:
-    validate rejects them (see `specc.spec.capabilities.DEPLOY_QUANTIZATIONS`)."""
+    """`hf`: a Hugging Face folder (Llama, Mistral, Qwen2 or Mixtral config, tokenizer with the chat
+    template, generation config) that `transformers`, vLLM and SGLang load without specc; quantized
+    weights in the compressed-tensors format. `safetensors`: specc's own layout of the served weights
+    and its config, for any model, reloaded only by specc."""
+    quantization: Literal["none", "int8", "int4", "gptq", "nf4", "fp8"] = "none"
+    """Weight-only quantization of the blocks' linear layers. `format: hf`: `int8` (per output channel),
+    `int4` (groups of `group_size`, round to nearest) or `gptq` (the same int4 groups chosen by GPTQ,
+    Frantar et al. 2023, on held-out training text). `format: safetensors`: `int8` or `nf4` (NF4
+    blocks, Dettmers et al. 2023). `fp8` is sized by the planner's serving estimate but not produced:
+    validate rejects it (see `specc.spec.capabilities.DEPLOY_FORMAT_QUANTIZATIONS`)."""
     group_size: PositiveCount = 64
-    """Block size for nf4/gptq scales."""
+    """Input features per scale for int4/gptq, weights per block for nf4."""
     accelerator: str = "h100-sxm"
     """Serving accelerator (catalog id); with `count`, `max_batch`, `max_context` and `kv_cache_dtype`
     it sizes the plan's serving-memory estimate (the deploy stage exports and measures; it does not serve)."""

@@ -63,5 +63,7 @@ def test_tiny_spec_post_training_stages_run(tmp_path, codec, tokenizer_path):
     params.update(draft_steps=30, measure_windows=8, speculative_prompts=2, speculative_new_tokens=24)
     run_stage("deploy", run_dir, params)
     assert (run_dir / "deploy" / "hf" / "hf" / "config.json").exists()
+    int8 = json.loads((run_dir / "deploy" / "int8" / "hf" / "config.json").read_text())["quantization_config"]
+    assert (int8["quant_method"], int8["config_groups"]["group_0"]["weights"]["num_bits"]) == ("compressed-tensors", 8)
     report = json.loads((run_dir / "deploy" / "nf4-speculative" / "report.json").read_text())
     assert report["speculative"]["greedy_identical"] is True

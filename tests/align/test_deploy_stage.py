@@ -65,6 +65,36 @@ def test_deploy_targets_export_quantize_and_speculate(run_dir):
     assert again["perplexity_quantized"] == reports["int8"]["perplexity_quantized"]
 
 
+@pytest.mark.slow  # the pretrained fixture, GPTQ and transformers
+def test_quantized_hf_targets_load_in_transformers(run_dir):
+    """`format: hf` with int8 or GPTQ: compressed-tensors folders that transformers loads; the perplexity
+    the stage reports for the quantized model is the one transformers computes from the folder."""
+    import math
+
+    transformers = pytest.importorskip("transformers")
+    from specc.runtime.deploy.measure import heldout_windows
+
+    targets = [{"name": "hf-int8", "format": "hf", "quantization": "int8"},
+               {"name": "hf-gptq", "format": "hf", "quantization": "gptq", "group_size": 32}]
+    run_deploy(deploy_config(run_dir, targets))
+    windows = torch.tensor(heldout_windows(run_dir / "tokenize" / "shards", 64, 12))
+    for target in targets:
+        report = json.loads((run_dir / "deploy" / target["name"] / "report.json").read_text())
+        folder = run_dir / "deploy" / target["name"] / "hf"
+        config = json.loads((folder / "config.json").read_text())
+        assert config["quantization_config"]["quant_method"] == "compressed-tensors"
+        assert not (run_dir / "deploy" / target["name"] / "model").exists()
+        loaded = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+        with torch.no_grad():
+            logits = loaded(windows[:, :-1]).logits
+        nll = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), windows[:, 1:].reshape(-1))
+        assert math.exp(float(nll)) == pytest.approx(report["perplexity_quantized"], rel=1e-4)
+        assert abs(report["perplexity_change"]) < (INT8_TOLERANCE if target["quantization"] == "int8" else NF4_TOLERANCE)
+        assert report["weight_bytes_served"] < report["weight_bytes_full"]
+        print(target["name"], {k: report[k] for k in ("perplexity_full", "perplexity_quantized", "weight_bytes_served",
+                                                      "weight_bytes_full")})
+
+
 @pytest.mark.slow  # the pretrained fixture and transformers
 def test_hf_export_loads_in_transformers_with_equal_logits(run_dir):
     transformers = pytest.importorskip("transformers")
@@ -109,17 +139,23 @@ def test_hf_export_refuses_models_no_hf_architecture_expresses():
 
 
 def test_runtime_implements_exactly_what_validate_accepts():
-    """validate (R172) and the deploy stage read the same constants: every accepted quantization
-    has a quantizer, every rejected one is refused by the runtime too."""
+    """validate (R172) and the deploy stage read the same constants: every quantization a format
+    accepts has a writer (specc's layout: a quantizer; hf: compressed-tensors), every other one is
+    refused by the runtime too."""
     import typing
 
+    from specc.runtime.deploy.compressed import HF_QUANTIZATIONS
     from specc.runtime.deploy.quantize import QUANTIZERS
     from specc.runtime.deploy.stage import deploy_target
-    from specc.spec.capabilities import DEPLOY_FORMATS, DEPLOY_QUANTIZATIONS
+    from specc.spec.capabilities import DEPLOY_FORMAT_QUANTIZATIONS
     from specc.spec.deploy import DeployTarget
 
-    assert set(QUANTIZERS) | {"none"} == set(DEPLOY_QUANTIZATIONS)
-    assert set(DEPLOY_FORMATS) == set(typing.get_args(DeployTarget.model_fields["format"].annotation))
-    for method in set(typing.get_args(DeployTarget.model_fields["quantization"].annotation)) - set(DEPLOY_QUANTIZATIONS):
-        with pytest.raises(ValueError, match="not implemented by the deploy stage"):
-            deploy_target(DeployTarget(name="t", quantization=method), {}, None, None)
+    assert set(QUANTIZERS) | {"none"} == set(DEPLOY_FORMAT_QUANTIZATIONS["safetensors"])
+    assert set(HF_QUANTIZATIONS) | {"none"} == set(DEPLOY_FORMAT_QUANTIZATIONS["hf"])
+    formats = typing.get_args(DeployTarget.model_fields["format"].annotation)
+    assert set(DEPLOY_FORMAT_QUANTIZATIONS) == set(formats)
+    for fmt in formats:
+        for method in set(typing.get_args(DeployTarget.model_fields["quantization"].annotation)) - \
+                set(DEPLOY_FORMAT_QUANTIZATIONS[fmt]):
+            with pytest.raises(ValueError, match="not implemented by the deploy stage"):
+                deploy_target(DeployTarget(name="t", format=fmt, quantization=method), {}, None, None)

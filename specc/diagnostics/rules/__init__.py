@@ -73,6 +73,7 @@ RULES: tuple[Rule, ...] = (
     Rule("R172", ("model", "deploy"), stage_rules.deploy_target_is_implemented),
     Rule("R173", ("model", "deploy"), stage_rules.serving_context_fits_model),
     Rule("R174", ("model", "deploy"), stage_rules.draft_architecture_is_valid),
+    Rule("R270", ("model", "deploy"), stage_rules.quantization_groups_divide_linears),
     Rule("R190", ("parallel",), precision_rules.fp8_recipe_needs_fp8),
     Rule("R295", ("model",), architecture_rules.model_is_built_by_runtime),
     Rule("R296", ("model",), architecture_rules.mla_replaces_kv_heads),

@@ -79,7 +79,8 @@ def stages_have_a_tokenizer(spec: Spec) -> Iterator[Finding]:
 
 def speculative_needs_heldout_text(spec: Spec) -> Iterator[Finding]:
     """Speculative decoding prompts (and a distilled draft's training text) are held-out corpus
-    tokens from the tokenize stage: a deploy target with `speculative` needs a corpus.
+    tokens from the tokenize stage, and GPTQ calibrates on its training split: a deploy target
+    with `speculative` or `quantization: gptq` needs a corpus.
 
     passes: `speculative: {...}` with a corpus     fails: `speculative: {...}` in a fine-tune (model.init_from, no corpus)
     """
@@ -91,3 +92,9 @@ def speculative_needs_heldout_text(spec: Spec) -> Iterator[Finding]:
                           f"deploy target `{target.name}`: speculative decoding is measured on (and a draft distilled "
                           "from) held-out corpus tokens, and the spec has no corpus",
                           "add a corpus, or leave speculative out of this target")
+        if target.quantization == "gptq":
+            yield Finding(("deploy", "targets", index, "quantization"),
+                          f"deploy target `{target.name}`: GPTQ calibrates on the tokenize stage's training split, "
+                          "and the spec has no corpus",
+                          "use `quantization: int4` (round-to-nearest, no calibration), or export the trained "
+                          "model with `specc export --quantization gptq --calibration FILE.txt`")

@@ -5,13 +5,15 @@ deploy stage does not produce, draft models that could not be built."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 
 from specc.diagnostics.rules.base import Finding
 from specc.diagnostics.rules.data_rules import regex_problem
 from specc.evaltasks import generates
 from specc.spec.alignment import stage_seq_len
-from specc.spec.capabilities import DEPLOY_FORMATS, DEPLOY_QUANTIZATIONS, hf_export_incompatibilities
+from specc.spec.capabilities import (DEPLOY_FORMAT_QUANTIZATIONS, DEPLOY_FORMATS, DEPLOY_QUANTIZATIONS,
+                                     HF_QUANTIZED_MOE, hf_export_incompatibilities)
 from specc.spec.deploy import serving_context
 from specc.spec.model import ModelSpec
 from specc.spec.root import Spec
@@ -88,33 +90,65 @@ def generation_fits_context(spec: Spec) -> Iterator[Finding]:
 
 
 def deploy_target_is_implemented(spec: Spec) -> Iterator[Finding]:
-    """The deploy stage produces only the quantizations in `DEPLOY_QUANTIZATIONS` and the formats
-    in `DEPLOY_FORMATS`, and `format: hf` only for models a Llama, Mistral, Qwen2 or Mixtral
-    config can express (`hf_export_incompatibilities`). `format: hf` holds full-precision weights; with a
-    quantization, the quantized weights are written in specc's safetensors layout beside it.
+    """The deploy stage writes only the formats in `DEPLOY_FORMATS`, each with the quantizations
+    `DEPLOY_FORMAT_QUANTIZATIONS` lists for it (`hf`: none, int8, int4, gptq in the compressed-tensors
+    format serving engines load; `safetensors`: none, int8, nf4 in specc's own layout), and `format: hf`
+    only for models a Llama, Mistral, Qwen2 or Mixtral config can express (`hf_export_incompatibilities`).
 
-    passes: `quantization: nf4, format: safetensors`; `format: hf` for a RoPE/RMSNorm/SwiGLU model (MoE too)
-    fails:  `quantization: gptq`; `format: hf` with `norm: layernorm` or MoE shared experts
+    passes: `quantization: gptq, format: hf`; `quantization: nf4, format: safetensors`
+    fails:  `quantization: fp8`; `quantization: nf4, format: hf`; `format: hf` with `norm: layernorm`;
+            `quantization: int8, format: hf` for a MoE model
     """
     reasons = hf_export_incompatibilities(spec.model)
     for index, target in enumerate(spec.deploy.targets):
         where = ("deploy", "targets", index)
-        if target.quantization not in DEPLOY_QUANTIZATIONS:
-            yield Finding(where + ("quantization",),
-                          f"quantization `{target.quantization}` is not implemented by the deploy stage",
-                          f"implemented: {', '.join(DEPLOY_QUANTIZATIONS)} (nf4 is the 4-bit option)")
         if target.format not in DEPLOY_FORMATS:
             yield Finding(where + ("format",), f"format `{target.format}` is not implemented by the deploy stage",
                           f"implemented: {', '.join(DEPLOY_FORMATS)}")
-        elif target.format == "hf" and reasons:
+            continue
+        written = DEPLOY_FORMAT_QUANTIZATIONS[target.format]
+        if target.quantization not in DEPLOY_QUANTIZATIONS:
+            yield Finding(where + ("quantization",),
+                          f"quantization `{target.quantization}` is not implemented by the deploy stage",
+                          f"implemented: {', '.join(written)} with format: {target.format}")
+        elif target.quantization not in written:
+            other = next(f for f, qs in DEPLOY_FORMAT_QUANTIZATIONS.items() if target.quantization in qs)
+            yield Finding(where + ("quantization",),
+                          f"format `{target.format}` does not write `{target.quantization}` weights "
+                          f"(format `{other}` does)",
+                          f"with format: {target.format} use one of {', '.join(written)}"
+                          + (" (int4 or gptq for 4-bit weights serving engines load)" if target.format == "hf" else ""))
+        if target.format == "hf" and target.quantization in written and target.quantization != "none" and spec.model.moe:
+            yield Finding(where + ("quantization",),
+                          f"quantization `{target.quantization}` with format `hf` for a mixture-of-experts model: {HF_QUANTIZED_MOE}",
+                          "use quantization: none with format: hf, or format: safetensors (int8, nf4)")
+        if target.format == "hf" and reasons:
             yield Finding(where + ("format",),
                           "format `hf` exports Llama, Mistral, Qwen2 and Mixtral models; this model has " + ", ".join(reasons),
                           "use format: safetensors (specc's layout, any model)")
-        elif target.format == "hf" and target.quantization != "none" and target.quantization in DEPLOY_QUANTIZATIONS:
-            yield Finding(where + ("format",),
-                          f"format `hf` exports full-precision weights; the {target.quantization} weights go to specc's "
-                          "safetensors layout (`model/`) beside it",
-                          "use format: safetensors for the quantized model alone", "warning")
+
+
+def quantization_groups_divide_linears(spec: Spec) -> Iterator[Finding]:
+    """int4 and GPTQ (`format: hf`) store one scale per `group_size` input features of each quantized
+    linear (compressed-tensors `strategy: group`), so the group size must divide every such width:
+    the hidden size (q/k/v, gate/up, routers stay unquantized), the attention width (o) and, without
+    MoE, the FFN width (down; expert stacks stay unquantized).
+
+    passes: `quantization: int4, group_size: 64` with hidden 4096, FFN 14336
+    fails:  `quantization: gptq, group_size: 128` with FFN 11000
+    """
+    model = spec.model
+    widths = {"hidden_size": model.hidden_size, "num_heads x head_size": model.num_heads * model.head_size,
+              **({"ffn_hidden_size": model.ffn_hidden_size} if model.moe is None else {})}
+    for index, target in enumerate(spec.deploy.targets):
+        if target.format != "hf" or target.quantization not in ("int4", "gptq"):
+            continue
+        uneven = [f"{name} {width}" for name, width in widths.items() if width % target.group_size]
+        if uneven:
+            common = math.gcd(*widths.values())
+            yield Finding(("deploy", "targets", index, "group_size"),
+                          f"group_size {target.group_size} does not divide {', '.join(uneven)}",
+                          f"use a group_size that divides {common}, e.g. {math.gcd(common, 128)}")
 
 
 def serving_context_fits_model(spec: Spec) -> Iterator[Finding]:

@@ -1,4 +1,6 @@
-"""Weight-only quantization of a trained model: int8 per output channel, and NF4 blocks.
+"""specc's own quantized layout (deploy `format: safetensors`, reloaded only by specc): int8 per
+output channel and NF4 blocks. The Hugging Face folders serving engines load are
+`specc.runtime.deploy.compressed` (int8, int4, GPTQ in the compressed-tensors format).
 
 Only the linear layers inside transformer blocks are quantized (attention q/k/v/o and the
 FFN matrices); embeddings, the output head and norms stay in full precision, as
@@ -22,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from specc.spec.capabilities import DEPLOY_QUANTIZATIONS
+from specc.spec.capabilities import DEPLOY_FORMAT_QUANTIZATIONS
 
 NF4_OFFSET = 0.9677083
 """Outermost quantile used for the NF4 code book: 0.5 x (1/(2 x 15) + 1/(2 x 16)) from
@@ -106,8 +108,9 @@ QUANTIZERS = {
     "int8": lambda linear, group_size: Int8Linear.from_linear(linear),
     "nf4": lambda linear, group_size: NF4Linear.from_linear(linear, group_size),
 }
-"""Quantized module per method; exactly the quantizing entries of DEPLOY_QUANTIZATIONS (checked below)."""
-assert set(QUANTIZERS) == set(DEPLOY_QUANTIZATIONS) - {"none"}, "DEPLOY_QUANTIZATIONS and the quantizers disagree"
+"""Quantized module per method; exactly the quantizing entries of specc's own layout (checked below)."""
+assert set(QUANTIZERS) == set(DEPLOY_FORMAT_QUANTIZATIONS["safetensors"]) - {"none"}, \
+    "DEPLOY_FORMAT_QUANTIZATIONS['safetensors'] and the quantizers disagree"
 
 
 def quantizable_linears(model: nn.Module) -> list[tuple[nn.Module, str, nn.Linear]]:
@@ -126,8 +129,8 @@ def quantizable_linears(model: nn.Module) -> list[tuple[nn.Module, str, nn.Linea
 def quantize_model(model: nn.Module, method: str, group_size: int = 64) -> nn.Module:
     """Replace the block linears of `model` in place with Int8Linear / NF4Linear; returns the model."""
     if method not in QUANTIZERS:
-        raise ValueError(f"quantization {method!r} is not implemented by the runtime; use one of "
-                         f"{', '.join(DEPLOY_QUANTIZATIONS)}")
+        raise ValueError(f"quantization {method!r} is not implemented by specc's own layout; use one of "
+                         f"{', '.join(QUANTIZERS)}")
     for parent, attribute, linear in quantizable_linears(model):
         quantized = QUANTIZERS[method](linear, group_size)
         setattr(parent, attribute, quantized)

@@ -6,10 +6,16 @@ architecture comes from `--model` (a model directory or a ModelSpec config.json;
 stage's `final/` or the checkpoint's run's `pretrain/final/`). The tokenizer defaults to the
 run's `tokenize/tokenizer.json` (or the HF directory's own); `--chat-template` names the template
 the alignment stages trained with (`chatml`, `llama3` or a file), written into the tokenizer config.
+
+`--quantization int8|int4|gptq` writes the weights in the compressed-tensors format
+(`specc.runtime.deploy.compressed`); GPTQ calibrates on `--calibration`, a text file tokenized with
+the export's tokenizer. `--format gguf` writes one GGUF file for llama.cpp instead
+(`specc.runtime.hf.gguf_export`, `--gguf-type f32|f16|q8_0`).
 """
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -83,8 +89,50 @@ def tokenizer_for(checkpoint: Path, tokenizer: Path | None) -> tuple[Path, dict]
     raise ExportError(f"no tokenizer found for {checkpoint}; pass --tokenizer PATH/tokenizer.json")
 
 
+def check_calibration(text_file: Path | None) -> None:
+    """GPTQ needs a calibration text file (checked before the model loads)."""
+    if text_file is None:
+        raise ExportError("--quantization gptq calibrates on held-out text: pass --calibration FILE.txt")
+    if not text_file.is_file():
+        raise ExportError(f"--calibration {text_file}: no such file")
+
+
+def calibration_batches(text_file: Path | None, tokenizer_json: Path, seq_len: int) -> list:
+    """GPTQ's calibration input: the text file's tokens in windows of `seq_len` (at most
+    `CALIBRATION_WINDOWS`), batches of 8."""
+    import torch
+
+    from specc.runtime.deploy.gptq import CALIBRATION_WINDOWS
+    from specc.runtime.infer.weights import load_codec
+
+    check_calibration(text_file)
+    ids = load_codec(tokenizer_json).encode(text_file.read_text(encoding="utf-8"))
+    count = min(len(ids) // seq_len, CALIBRATION_WINDOWS)
+    if count == 0:
+        raise ExportError(f"--calibration {text_file} has {len(ids)} tokens, fewer than one window of {seq_len}")
+    return list(torch.tensor(ids[:count * seq_len]).view(count, seq_len).split(8))
+
+
+def quantize_for_export(transformer, quantization: str, group_size: int, calibration: Path | None,
+                        tokenizer_json: Path) -> dict | None:
+    """The quantized linears of an `hf` export (None for `none`); the model keeps its fp32 weights
+    except under GPTQ, which calibrates layer by layer on the quantized layers before."""
+    from specc.runtime.deploy.compressed import quantize_linears_rtn
+    from specc.runtime.deploy.gptq import gptq_model
+
+    try:
+        if quantization == "gptq":
+            batches = calibration_batches(calibration, tokenizer_json, min(2048, transformer.spec.max_seq_len))
+            return gptq_model(copy.deepcopy(transformer), batches, 4, group_size)
+        return quantize_linears_rtn(transformer, quantization, group_size) if quantization != "none" else None
+    except ValueError as error:
+        raise ExportError(str(error)) from None
+
+
 def export_command(checkpoint: Path, out: Path, tokenizer: Path | None, chat_template: str | None,
-                   eos_token: str | None, pad_token: str | None, max_shard_mib: int, model: Path | None) -> list[str]:
+                   eos_token: str | None, pad_token: str | None, max_shard_mib: int, model: Path | None,
+                   fmt: str = "hf", quantization: str = "none", group_size: int = 64, calibration: Path | None = None,
+                   gguf_type: str = "f16") -> list[str]:
     """Export and return the files written."""
     from specc.runtime.deploy.stage import chat_template_args
     from specc.runtime.hf.export import export_hf
@@ -101,8 +149,19 @@ def export_command(checkpoint: Path, out: Path, tokenizer: Path | None, chat_tem
     template = trained if trained is not None else \
         ({"chat_template": tokenizer_config["chat_template"]} if isinstance(tokenizer_config.get("chat_template"), str)
          else {})
+    if fmt == "gguf" and quantization != "none":
+        raise ExportError(f"--quantization {quantization} writes Hugging Face weights; for GGUF use --gguf-type q8_0")
+    if quantization == "gptq":
+        check_calibration(calibration)
     transformer = load_any(checkpoint, model)
     try:
-        return export_hf(transformer, out, tokenizer_json, eos, pad, max_shard_bytes=max_shard_mib * 2**20, **template)
+        if fmt == "gguf":
+            from specc.runtime.hf.gguf_export import export_gguf
+
+            return [export_gguf(transformer, out, tokenizer_json, eos, pad, template.get("chat_template"),
+                                end_of_turn=template.get("end_of_turn"), tensor_type=gguf_type).name]
+        quantized = quantize_for_export(transformer, quantization, group_size, calibration, tokenizer_json)
+        return export_hf(transformer, out, tokenizer_json, eos, pad, max_shard_bytes=max_shard_mib * 2**20,
+                         quantized=quantized, quantization=quantization, group_size=group_size, **template)
     except ValueError as error:
         raise ExportError(str(error)) from None

@@ -21,7 +21,7 @@ from specc.runtime.hf.names import hf_source
 from specc.runtime.infer.weights import write_safetensors
 from specc.runtime.integrity import read_json, staged_directory
 from specc.runtime.io import atomic_write_json
-from specc.spec.capabilities import hf_export_incompatibilities
+from specc.spec.capabilities import HF_QUANTIZED_MOE, hf_export_incompatibilities
 from specc.spec.hf_config import WEIGHTS_FILE, WEIGHTS_INDEX, hf_config
 from specc.spec.model import ModelSpec
 
@@ -76,6 +76,15 @@ def write_weights(state: dict[str, torch.Tensor], directory: Path, max_shard_byt
     return [*names, WEIGHTS_INDEX]
 
 
+def quantized_hf(state: dict[str, torch.Tensor], quantized: dict, quantization: str,
+                 group_size: int) -> tuple[dict[str, torch.Tensor], dict]:
+    """The HF state with the `quantized` linears packed, and config.json's `quantization_config`."""
+    from specc.runtime.deploy.compressed import compressed_state, compressed_tensors_config
+
+    hf_names = {name: hf_source(name + ".weight").names[0].removesuffix(".weight") for name in quantized}
+    return compressed_state(state, hf_names, quantized), compressed_tensors_config(quantization, group_size)
+
+
 def write_tokenizer(tokenizer_json: Path, directory: Path, eos_token: str, pad_token: str | None,
                     chat_template: str | None, bos_token: str | None = None) -> None:
     """tokenizer.json as trained or loaded, and the config files a PreTrainedTokenizerFast reads."""
@@ -92,12 +101,18 @@ def write_tokenizer(tokenizer_json: Path, directory: Path, eos_token: str, pad_t
 
 def export_hf(model: nn.Module, directory: Path, tokenizer_json: Path, eos_token: str, pad_token: str | None,
               chat_template: str | None = None, end_of_turn: str | None = None, bos_token: str | None = None,
-              max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES, spec: ModelSpec | None = None) -> list[str]:
+              max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES, spec: ModelSpec | None = None,
+              quantized: dict | None = None, quantization: str = "none", group_size: int = 128) -> list[str]:
     """Write a folder `transformers.AutoModelForCausalLM.from_pretrained` loads; returns its files.
 
     `chat_template` (Jinja source) goes into tokenizer_config.json; generation stops at EOS and,
-    when the template has one, at its end-of-turn token too."""
+    when the template has one, at its end-of-turn token too. With `quantized` (specc module name ->
+    `QuantizedWeight`, from `specc.runtime.deploy.compressed` or `.gptq`) those linears are written
+    packed in the compressed-tensors format and config.json carries its `quantization_config`."""
     spec = spec or model.spec
+    if quantized and spec.moe is not None:
+        raise ValueError(f"quantization {quantization!r} with format hf for a mixture-of-experts model: {HF_QUANTIZED_MOE} "
+                         "(validate rejects this spec: R172)")
     reasons = hf_export_incompatibilities(spec)
     if reasons:
         raise ValueError("format 'hf' exports Llama, Mistral, Qwen2 and Mixtral models; this model has "
@@ -112,8 +127,11 @@ def export_hf(model: nn.Module, directory: Path, tokenizer_json: Path, eos_token
     pad_id = ids.get(pad_token) if pad_token else None
     stop = [eos_id] + ([ids[end_of_turn]] if end_of_turn in ids and ids[end_of_turn] != eos_id else [])
     with staged_directory(directory, "export") as staging:
-        files = write_weights(hf_state_dict(model, spec), staging, max_shard_bytes)
-        atomic_write_json(staging / "config.json", hf_config(spec.model_dump(mode="json"), bos_id, eos_id, pad_id))
+        state, config = hf_state_dict(model, spec), hf_config(spec.model_dump(mode="json"), bos_id, eos_id, pad_id)
+        if quantized:
+            state, config["quantization_config"] = quantized_hf(state, quantized, quantization, group_size)
+        files = write_weights(state, staging, max_shard_bytes)
+        atomic_write_json(staging / "config.json", config)
         generation = {"eos_token_id": stop if len(stop) > 1 else eos_id, "bos_token_id": bos_id,
                       "pad_token_id": pad_id if pad_id is not None else eos_id}
         atomic_write_json(staging / "generation_config.json", generation)
