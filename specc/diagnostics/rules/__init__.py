@@ -59,6 +59,8 @@ RULES: tuple[Rule, ...] = (
     Rule("R151", ("model", "schedule", "alignment"), stage_rules.alignment_lengths_fit_model),
     Rule("R152", ("alignment",), stage_rules.alignment_values_are_plausible),
     Rule("R153", ("model", "eval"), stage_rules.generation_fits_context),
+    Rule("R265", ("alignment",), stage_rules.ppo_placement_runs),
+    Rule("R266", ("alignment", "cluster"), stage_rules.alignment_batch_divides_devices),
     Rule("R160", ("eval",), run_rules.eval_names_unique),
     Rule("R170", ("model", "deploy"), run_rules.quantization_fits_accelerator),
     Rule("R171", ("model", "deploy"), run_rules.draft_model_matches_target),
