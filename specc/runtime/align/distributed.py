@@ -116,7 +116,8 @@ class AlignRuntime:
             model.requires_grad_(False)
         elif self.recompute != "none":
             par.apply_ac(trunk, self.recompute, self.selective_policy)
-        model.to(self.device)
+        if next(model.parameters()).device != self.device:
+            model.to(self.device)
         if self.world == 1:
             return model
         from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
