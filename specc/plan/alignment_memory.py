@@ -5,8 +5,8 @@ with one process per device over all the cluster's devices, FSDP2-sharding each 
 over all of them (ZeRO-3; no tensor parallelism: `Capabilities.alignment_parallel_axes`), with the
 spec's `parallel.recompute` on the trained models' blocks, in `Capabilities.alignment_precision`.
 So a trained model is charged exactly as a pretraining layout `dp = devices, fsdp, micro_batch =
-the stage's sequences per device, grad_accum 1` (`specc.plan.memory.pipeline_stage_memory`: fp32
-sharded weights + gradients + AdamW state = 16 B/param over dp (Rajbhandari et al. 2020, sec. 5),
+parallel.micro_batch (at most the stage's sequences per device), grad_accum = the rest`
+(`specc.plan.memory.pipeline_stage_memory`: fp32 sharded weights + gradients + AdamW state = 16 B/param over dp (Rajbhandari et al. 2020, sec. 5),
 activations per Korthikanti et al. 2022 with or without recompute, the loss's logits, the FSDP
 gather buffers, the CUDA context), the figures FSDPMemTracker checks for pretraining
 (tests/plan/test_plan_tracker.py) and for the alignment stages themselves
@@ -107,15 +107,27 @@ def trained_sequences(stage) -> int:
     return stage.batch_size * (2 if stage.type in ("dpo", "reward_model") else 1)
 
 
+def micro_batching(stage, local: int, micro_batch: int) -> tuple[int, int]:
+    """(sequences per forward, forwards per step) of a rank's `local` sequences, as
+    `AlignRuntime.micro_batches` cuts them: `parallel.micro_batch` sequences (DPO and reward-model
+    pairs: two sequences each, at least one pair); PPO runs a rank's rollouts in one forward."""
+    if stage.type == "ppo":
+        return local, 1
+    per_item = 2 if stage.type in ("dpo", "reward_model") else 1
+    micro = min(local, max(1, micro_batch // per_item) * per_item)
+    return micro, math.ceil(local / micro)
+
+
 def training_estimate(spec: Spec, stage, devices: int, precision: str) -> Estimate:
     """The trained policy's step as the pretraining planner prices the same program (module docstring)."""
     parallel = _parallel(spec)
-    sequences = trained_sequences(stage)
+    local = max(1, math.ceil(trained_sequences(stage) / devices))
+    micro, accum = micro_batching(stage, local, parallel.micro_batch)
     seq_len = stage_seq_len(stage, spec.schedule.seq_len, spec.model.max_seq_len)
-    layout = Layout(dp=devices, fsdp=devices > 1, micro_batch=max(1, math.ceil(sequences / devices)), grad_accum=1,
+    layout = Layout(dp=devices, fsdp=devices > 1, micro_batch=micro, grad_accum=accum,
                     recompute=parallel.recompute, selective_policy=parallel.selective_policy, precision=precision,
                     loss=parallel.loss, loss_chunk_tokens=parallel.loss_chunk_tokens)
-    work = Workload(spec.model, seq_len, layout.micro_batch * devices, cluster_accelerator(spec.cluster), devices,
+    work = Workload(spec.model, seq_len, micro * accum * devices, cluster_accelerator(spec.cluster), devices,
                     min(devices, devices_per_node(spec.cluster)))
     return estimate_layout(work, layout)
 

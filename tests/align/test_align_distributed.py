@@ -1,5 +1,5 @@
-"""Alignment on the distributed runtime (2 gloo ranks under torchrun, FSDP2): SFT and DPO give the
-losses of one process on the same global batch; a stage stopped after N steps resumes from its
+"""Alignment on the distributed runtime (2 gloo ranks under torchrun, FSDP2): SFT and DPO, each rank
+in micro-batches, give the losses of one process on the same global batch in one forward; a stage stopped after N steps resumes from its
 DCP checkpoint with the losses the uninterrupted run has; step records carry step_s and peak memory."""
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def data(run_dir):
 def test_sft_on_two_ranks_matches_one_and_resumes(run_dir, data):
     sft = {"type": "sft", "name": "sft", "data": str(data["sft"]), "lr": 3e-3, "epochs": 1, "batch_size": 8}
     launch(stage_config(run_dir, {**sft, "name": "one"}), 1)
-    launch(stage_config(run_dir, {**sft, "name": "two"}), 2)
+    launch(stage_config(run_dir, {**sft, "name": "two"}, micro_batch=2), 2)  # 2 micro-batches per rank
     one, two = losses(run_dir, "one"), losses(run_dir, "two")
     print("sft losses 1 rank:", one, "\n2 ranks:", two)
     for name in ("one", "two"):  # a figure for the report, not an assertion (no timed assertions in tests)
@@ -73,11 +73,11 @@ def test_sft_on_two_ranks_matches_one_and_resumes(run_dir, data):
         assert row["step_s"] > 0 and row["peak_memory_gib"] > 0
 
     # stopped after 3 steps (a checkpoint), then relaunched without the limit: it resumes at step 3
-    stopped = stage_config(run_dir, {**sft, "name": "resumed"}, max_steps=3)
+    stopped = stage_config(run_dir, {**sft, "name": "resumed"}, max_steps=3, micro_batch=2)
     launch(stopped, 2)
     assert sorted(losses(run_dir, "resumed")) == [1, 2, 3]
     (run_dir / "resumed" / "_SUCCESS.json").unlink()
-    output = launch(stage_config(run_dir, {**sft, "name": "resumed"}), 2).stdout
+    output = launch(stage_config(run_dir, {**sft, "name": "resumed"}, micro_batch=2), 2).stdout
     assert "resumed from" in output and "step-00000003" in output
     resumed = [row for row in records(run_dir, "resumed")][3:]
     assert [row["step"] for row in resumed] == list(range(4, len(two) + 1))
@@ -89,7 +89,7 @@ def test_dpo_on_two_ranks_matches_one(run_dir, data):
     dpo = {"type": "dpo", "name": "one", "data": str(data["preferences"]), "lr": 3e-3, "epochs": 1, "batch_size": 8,
            "beta": 0.1}
     launch(stage_config(run_dir, dpo, reference_checkpoint="pretrain/final"), 1)
-    launch(stage_config(run_dir, {**dpo, "name": "two"}, reference_checkpoint="pretrain/final"), 2)
+    launch(stage_config(run_dir, {**dpo, "name": "two"}, reference_checkpoint="pretrain/final", micro_batch=2), 2)
     one, two = records(run_dir, "one"), records(run_dir, "two")
     print("dpo losses 1 rank:", [r["loss"] for r in one], "\n2 ranks:", [r["loss"] for r in two])
     assert len(one) == len(two) >= 3

@@ -83,7 +83,7 @@ def test_policy_logits_follow_the_loss_knob():
     sft = SFTStage(type="sft", name="sft", data="d.jsonl", batch_size=64)
     full = alignment_stage_memory(spec.model_copy(update={"parallel": spec.parallel.model_copy(update={"loss": "full"})}), sft)
     chunked = alignment_stage_memory(spec, sft)
-    sequences = 64 // 8  # the alignment runtime gives each of the 8 ranks an eighth of the batch
+    sequences = spec.parallel.micro_batch  # each of the 8 ranks runs its eighth in micro-batches
     assert full["logits_gib"] == pytest.approx(12 * sequences * 8192 * 128256 / 2**30, rel=1e-3)
     assert chunked["logits_gib"] < full["logits_gib"] / 40
     assert full["per_device_gib"] > chunked["per_device_gib"] + 0.5 * (full["logits_gib"] - chunked["logits_gib"])

@@ -43,7 +43,7 @@ def special_tokens(spec: Spec) -> dict:
 
 def runtime_params(spec: Spec, stage, plan: dict | None) -> dict:
     """How the distributed alignment runtime computes the stage (`specc.runtime.align.distributed`):
-    the plan's alignment precision and devices, the spec's recompute, and the plan's predicted
+    the plan's alignment precision and devices, the spec's recompute and micro-batch, and the plan's predicted
     step time and peak memory (logged beside the measurements)."""
     from specc.plan.alignment_memory import alignment_devices, alignment_precision
 
@@ -52,6 +52,7 @@ def runtime_params(spec: Spec, stage, plan: dict | None) -> dict:
     return {"precision": entry.get("precision") or alignment_precision(spec),
             "devices": entry.get("devices") or alignment_devices(spec),
             "recompute": parallel.recompute, "selective_policy": parallel.selective_policy,
+            "micro_batch": parallel.micro_batch,
             "predicted": {"step_s": entry.get("step_s"), "peak_memory_gib": entry.get("per_device_gib")}}
 
 

@@ -12,7 +12,8 @@ parallelism is not used: alignment shards over data-parallel ranks only
 
 Batches: each optimizer step's examples are a function of the step (`align.data.step_indices`);
 rank r trains on the r-th of `world` equal slices, so the global batch is the spec's
-`batch_size` whatever the world size. Losses are normalised over the global batch
+`batch_size` whatever the world size; a rank runs its slice in micro-batches of the spec's
+`parallel.micro_batch` sequences, accumulating gradients. Losses are normalised over the global batch
 (`global_sum`), and FSDP averages gradients over ranks, so a step's update is the one a single
 process would compute on the whole batch (up to float summation order).
 
@@ -49,6 +50,9 @@ class AlignRuntime:
     precision: str = "fp32"
     recompute: str = "none"
     selective_policy: str = "matmuls"
+    micro_batch: int | None = None
+    """Sequences per forward/backward on a rank (the spec's `parallel.micro_batch`): a rank's share
+    of a step runs in chunks of this many, their gradients accumulated (None: the whole share)."""
 
     @property
     def rank(self) -> int:
@@ -73,6 +77,12 @@ class AlignRuntime:
                              f"(`specc validate` reports this as R266)")
         share = len(items) // self.world
         return items[self.rank * share:(self.rank + 1) * share]
+
+    def micro_batches(self, items: list, sequences_per_item: int = 1) -> list[list]:
+        """This rank's share cut into micro-batches of `micro_batch` sequences (items of DPO and the
+        reward model are pairs: two sequences each, at least one pair per micro-batch)."""
+        size = max(1, (self.micro_batch or len(items) * sequences_per_item) // sequences_per_item)
+        return [items[start:start + size] for start in range(0, len(items), size)]
 
     def global_sum(self, value: torch.Tensor) -> torch.Tensor:
         """Sum over ranks of a (detached) tensor; the value itself on one process."""
@@ -191,8 +201,9 @@ def init_align_runtime(params: dict, distributed: bool = True) -> AlignRuntime:
     precision = params.get("precision", "fp32")
     recompute = params.get("recompute", "none")
     selective = params.get("selective_policy", "matmuls")
+    micro_batch = int(params["micro_batch"]) if params.get("micro_batch") else None
     if not distributed:
-        return AlignRuntime(single_process().runtime, precision, recompute, selective)
+        return AlignRuntime(single_process().runtime, precision, recompute, selective, micro_batch)
     runtime = loop.init_runtime(ParallelSpec(precision=precision, recompute=recompute, selective_policy=selective))
     torch.manual_seed(int(params.get("seed", 0)))
-    return AlignRuntime(runtime, precision, recompute, selective)
+    return AlignRuntime(runtime, precision, recompute, selective, micro_batch)

@@ -97,18 +97,23 @@ def run_dpo(context: StageContext) -> None:
 
     def step_fn(step: int, update) -> dict:
         index = rt.local_slice(step_indices(len(pairs), stage.batch_size, step, context.seed))
-        batch = [pairs[i] for i in index]
-        with rt.autocast():
-            chosen, rejected = pair_logps(policy, batch, context.codec.pad_id, context.seq_len)
-            if held_reference is not None:
-                with torch.no_grad():
-                    ref_chosen, ref_rejected = pair_logps(held_reference, batch, context.codec.pad_id,
-                                                          context.seq_len)
-        if held_reference is None:
-            ref = stored[index].to(chosen.device)
-            ref_chosen, ref_rejected = ref[:, 0], ref[:, 1]
-        loss, stats = dpo_loss(chosen.float(), rejected.float(), ref_chosen.float(), ref_rejected.float(), stage.beta)
-        loss.backward()
+        scored = []
+        for chunk in rt.micro_batches(index, sequences_per_item=2):
+            batch = [pairs[i] for i in chunk]
+            with rt.autocast():
+                chosen, rejected = pair_logps(policy, batch, context.codec.pad_id, context.seq_len)
+                if held_reference is not None:
+                    with torch.no_grad():
+                        ref_chosen, ref_rejected = pair_logps(held_reference, batch, context.codec.pad_id,
+                                                              context.seq_len)
+            if held_reference is None:
+                ref = stored[chunk].to(chosen.device)
+                ref_chosen, ref_rejected = ref[:, 0], ref[:, 1]
+            values = (chosen.float(), rejected.float(), ref_chosen.float(), ref_rejected.float())
+            loss, _ = dpo_loss(*values, stage.beta)
+            (loss * len(chunk) / len(index)).backward()  # the mean over the rank's whole share
+            scored.append([value.detach() for value in values])
+        _, stats = dpo_loss(*(torch.cat(parts) for parts in zip(*scored)), stage.beta)
         return {**{key: rt.mean(value) for key, value in stats.items()}, "grad_norm": update()}
 
     last = train_loop(policy, context.loop_settings(steps), step_fn, rt)

@@ -104,13 +104,16 @@ def run_reward_model(context: StageContext) -> None:
                 f"over {rt.world} rank(s), {rt.precision}")
 
     def step_fn(step: int, update) -> dict:
-        batch = [pairs[i] for i in rt.local_slice(step_indices(len(pairs), stage.batch_size, step, context.seed))]
-        with rt.autocast():
-            chosen, rejected = pair_scores(model, batch, context.codec.pad_id, context.seq_len)
-        margin = (chosen - rejected).float()
+        index = rt.local_slice(step_indices(len(pairs), stage.batch_size, step, context.seed))
+        margins = []
+        for chunk in rt.micro_batches(index, sequences_per_item=2):
+            with rt.autocast():
+                chosen, rejected = pair_scores(model, [pairs[i] for i in chunk], context.codec.pad_id, context.seq_len)
+            margin = (chosen - rejected).float()
+            (-F.logsigmoid(margin).sum() / len(index)).backward()  # the mean over the rank's whole share
+            margins.append(margin.detach())
+        margin = torch.cat(margins)
         loss = -F.logsigmoid(margin).mean()
-        loss.backward()
-        margin = margin.detach()
         return {"loss": rt.mean(float(loss.detach())), "accuracy": rt.mean(float((margin > 0).float().mean())),
                 "margin": rt.mean(float(margin.mean())), "grad_norm": update()}
 

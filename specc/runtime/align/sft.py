@@ -36,14 +36,17 @@ def run_sft(context: StageContext) -> None:
                 f"over {rt.world} rank(s), {rt.precision}")
 
     def step_fn(step: int, update) -> dict:
-        index = torch.tensor(rt.local_slice(step_indices(len(rows), stage.batch_size, step, context.seed)))
-        batch, mask = rows[index].to(rt.device), masks[index].to(rt.device)
-        total = rt.global_sum(mask.sum())
-        with rt.autocast():
-            loss = masked_nll(policy, batch, mask, total)
-        (loss * rt.world).backward()
+        index = rt.local_slice(step_indices(len(rows), stage.batch_size, step, context.seed))
+        total = rt.global_sum(masks[torch.tensor(index)].sum().to(rt.device))
+        summed = torch.zeros((), device=rt.device)
+        for chunk in rt.micro_batches(index):
+            batch, mask = rows[torch.tensor(chunk)].to(rt.device), masks[torch.tensor(chunk)].to(rt.device)
+            with rt.autocast():
+                loss = masked_nll(policy, batch, mask, total)
+            (loss * rt.world).backward()
+            summed += loss.detach().float()
         grad_norm = update()
-        return {"loss": float(rt.global_sum(loss)), "response_tokens": int(total), "grad_norm": grad_norm}
+        return {"loss": float(rt.global_sum(summed)), "response_tokens": int(total), "grad_norm": grad_norm}
 
     last = train_loop(policy, context.loop_settings(steps), step_fn, rt)
     context.save_language_model(policy, context.out_dir / "final")
