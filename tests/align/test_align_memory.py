@@ -8,7 +8,7 @@ import pytest
 
 from specc.diagnostics.check import check_file
 from specc.plan.alignment_memory import alignment_memory, alignment_stage_memory
-from specc.spec.alignment import DPOStage, PPOStage, RewardModelStage, SFTStage
+from specc.spec.alignment import DPOStage, PPOStage, SFTStage
 
 
 def spec_8b():
@@ -78,17 +78,16 @@ def test_dpo_reference_is_held_only_when_not_precomputed():
 
 def test_policy_logits_follow_the_loss_knob():
     """SFT back-propagates the policy's log-probabilities: 12 B per logit of its sequences with the full
-    logits; one chunk's working set with the chunked head (the default); no vocabulary loss in a reward model."""
+    logits; one chunk's working set with the chunked head (the default)."""
     spec = spec_8b()
     sft = SFTStage(type="sft", name="sft", data="d.jsonl", batch_size=64)
     full = alignment_stage_memory(spec.model_copy(update={"parallel": spec.parallel.model_copy(update={"loss": "full"})}), sft)
     chunked = alignment_stage_memory(spec, sft)
     sequences = spec.parallel.micro_batch  # each of the 8 ranks runs its eighth in micro-batches
     assert full["logits_gib"] == pytest.approx(12 * sequences * 8192 * 128256 / 2**30, rel=1e-3)
+    # the chunked head's working set is small enough that the peak falls in backward (no logits alive)
     assert chunked["logits_gib"] < full["logits_gib"] / 40
-    assert full["per_device_gib"] > chunked["per_device_gib"] + 0.5 * (full["logits_gib"] - chunked["logits_gib"])
-    reward = alignment_stage_memory(spec, RewardModelStage(type="reward_model", name="rm", data="d.jsonl"))
-    assert reward["logits_gib"] == 0
+    assert full["per_device_gib"] > chunked["per_device_gib"] + 1.0
 
 
 def test_tiny_spec_alignment_memory_is_torch_free():
