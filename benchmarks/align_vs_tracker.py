@@ -4,7 +4,8 @@ Each config builds specc's `Transformer` under FakeTensorMode, places it with th
 own `AlignRuntime.place` (recompute, then FSDP2 per block and root, bf16 params, fp32 reduce) over a
 fake process group of 2 ranks, and runs two optimizer steps of the stage's own loss (`sft.masked_nll`
 over the global batch's response tokens; DPO's `pair_logps` + `dpo_loss`'s formula, with a frozen FSDP-sharded
-reference when `precompute_reference: false`) on rank 0's share of the batch, inside FSDPMemTracker
+reference when `precompute_reference: false`) on rank 0's share of the batch (one micro-batch of 4
+sequences: `parallel.micro_batch: 4`), inside FSDPMemTracker
 (AdamW foreach=False, ../shared/notes/torch-on-cpu.md). The tracker's peak of the second step is
 compared with `specc.plan.alignment_memory.alignment_stage_memory` for the same stage on 2 devices,
 without its CUDA-context reserve (allocated memory only).
@@ -105,7 +106,7 @@ def trace(spec, stage, recompute: str) -> dict:
 
 
 def compare(name: str, stage, recompute: str) -> dict:
-    overrides = [*MODEL, "cluster.devices=2", "parallel.dp=2", "parallel.micro_batch=1", "parallel.precision=bf16",
+    overrides = [*MODEL, "cluster.devices=2", "parallel.dp=2", "parallel.micro_batch=4", "parallel.precision=bf16",
                  f"+parallel.recompute={recompute}", "~alignment", "~deploy"]
     result = check_file(ROOT / "specs" / "tiny.yaml", overrides)
     assert result.valid, "\n".join(d.to_text() for d in result.diagnostics)
