@@ -36,7 +36,7 @@ underestimates a memory-bound decode.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from specc.plan.estimate import Estimate, Workload, estimate_layout
 from specc.plan.layout import Layout
