@@ -99,7 +99,7 @@ def _pretrain_tpu(spec: Spec, plan: dict, spec_dir: str) -> list[tuple[str, dict
 def _alignment(spec: Spec, plan: dict, spec_dir: str) -> list[tuple[str, dict]]:
     from specc.emit.configs.alignment import build_alignment_configs
 
-    return build_alignment_configs(spec, spec_dir) if spec.alignment else []
+    return build_alignment_configs(spec, spec_dir, plan) if spec.alignment else []
 
 
 def _eval(spec: Spec, plan: dict, spec_dir: str) -> list[tuple[str, dict]]:
@@ -125,7 +125,7 @@ STAGE_KINDS: tuple[StageKind, ...] = (
     StageKind("pretrain_tpu", "specc.runtime.tpu.stage", _pretrain_tpu, output_dir="pretrain",
               reads=("tokenize",), uses_devices=True, spans_cluster=True),
     StageKind(ALIGNMENT, "specc.runtime.align.stage", _alignment, reads=("tokenize", "pretrain", ALIGNMENT),
-              uses_devices=True),
+              uses_devices=True, spans_cluster=True, process_per_device=True),
     StageKind("eval", "specc.runtime.evaluate.stage", _eval, reads=("tokenize", "pretrain", ALIGNMENT),
               uses_devices=True),
     StageKind("deploy", "specc.runtime.deploy.stage", _deploy, reads=("tokenize", "pretrain", ALIGNMENT),

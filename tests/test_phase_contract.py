@@ -6,7 +6,9 @@ For each generated spec (tiny sizes, random architecture, device count and accel
     group of the full world size) and pipeline split; the TPU runtime's SPMD mesh shape;
 (b) the runtime model's parameter count equals the plan's;
 (c) the pretrain stage's config built from the plan carries exactly the plan's degrees,
-    sequence length and precision.
+    sequence length and precision;
+(d) each alignment stage's config carries the plan's alignment devices and precision, the emitted
+    stage spans exactly those devices, and the alignment runtime's data-parallel mesh builds for them.
 """
 
 from __future__ import annotations
@@ -101,6 +103,28 @@ def test_plan_and_runtime_agree(overrides):
         assert config["schedule"]["seq_len"] == spec.schedule.seq_len
         stage = 3 if parallel.fsdp else parallel.zero_stage
         assert stage == layout["zero_stage"]
+    if plan["hardware"]["kind"] != "tpu":
+        _alignment_agrees(spec, plan)
+
+
+def _alignment_agrees(spec, plan: dict) -> None:
+    """(d): configs, emitted processes and the runtime's mesh for every alignment stage."""
+    from specc.emit.stages import build_stages
+
+    entries = {entry["stage"]: entry for entry in plan["alignment"]}
+    for stage in build_stages(spec, plan, str(SPECS)):
+        if stage.name not in entries or entries[stage.name]["type"] == "constitutional":
+            continue
+        entry = entries[stage.name]
+        assert stage.config["precision"] == entry["precision"] and stage.config["devices"] == entry["devices"]
+        assert stage.nodes * stage.procs_per_node == entry["devices"]
+        assert all(model["devices"] == entry["devices"] for model in entry["models"])
+    devices = plan["hardware"]["count"]
+    dist.init_process_group("fake", store=FakeStore(), rank=0, world_size=devices)
+    try:
+        assert par.build_mesh(parallel_dims.resolve(ParallelSpec(), devices), "cpu")["dp"].size() == devices
+    finally:
+        dist.destroy_process_group()
 
 
 @pytest.mark.parametrize("accelerator", ["tpu-v5p", "tpu-v4"])

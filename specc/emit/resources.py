@@ -2,8 +2,9 @@
 
 Defaults come from the plan and `cluster.slurm`; `cluster.slurm.stages.<name>` overrides them
 per stage. Training spans the cluster on whole nodes; data and tokenize use no accelerator, so
-they go to `cluster.slurm.cpu_partition` with one CPU per data worker; alignment, eval and
-deploy run one process on one device (`Capabilities.alignment_devices`). Validate (R240-R245,
+they go to `cluster.slurm.cpu_partition` with one CPU per data worker; alignment stages span
+the cluster like training (one process per device, `specc.runtime.align.distributed`); eval and
+deploy run one process on one device. Validate (R240-R245,
 `specc.diagnostics.rules.resource_rules`) refuses nodes or devices a stage's runtime would not use,
 so what is emitted is what runs.
 """
@@ -57,9 +58,11 @@ def data_workers(spec: Spec) -> int:
     return spec.dedup.num_workers if spec.dedup is not None else 1
 
 
-def stage_resources(spec: Spec, stage: str, *, nodes: int, gpus_per_node: int | None) -> StageResources:
+def stage_resources(spec: Spec, stage: str, *, nodes: int, gpus_per_node: int | None,
+                    spans_cluster: bool | None = None) -> StageResources:
     """The resources of `stage` given its planned `nodes` and `gpus_per_node` (from the plan's
-    device count for training, one device for the other device stages)."""
+    device count for training and alignment, one device for the other device stages);
+    `spans_cluster`: the stage's kind does (default: looked up by the stage's name)."""
     slurm = spec.cluster.slurm
     own = declared(spec, stage)
     cpu_stage = stage in CPU_STAGES
@@ -67,7 +70,8 @@ def stage_resources(spec: Spec, stage: str, *, nodes: int, gpus_per_node: int | 
     if own.cpus_per_task is None and stage == "data" and data_workers(spec) > (cpus or 1):
         cpus = data_workers(spec)
     partition = own.partition or ((slurm.cpu_partition or slurm.partition) if cpu_stage else slurm.partition)
-    exclusive = own.exclusive if own.exclusive is not None else (slurm.exclusive and stage in CLUSTER_STAGES)
+    exclusive = own.exclusive if own.exclusive is not None else (slurm.exclusive and (
+        spans_cluster if spans_cluster is not None else stage in CLUSTER_STAGES))
     return StageResources(nodes=own.nodes or nodes, gpus_per_node=gpus_per_node, cpus_per_task=cpus,
                           mem=own.mem or slurm.mem, partition=partition, time_minutes=own.time or slurm.time,
                           exclusive=exclusive)

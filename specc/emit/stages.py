@@ -115,7 +115,8 @@ def slurm_directives(stage: Stage, spec: Spec) -> dict[str, str | bool]:
         "ntasks-per-node": "1",
         "signal": f"USR2@{slurm.signal_seconds}",
     }
-    directives.update(stage_resources(spec, stage.name, nodes=stage.nodes, gpus_per_node=stage.gpus_per_node)
+    directives.update(stage_resources(spec, stage.name, nodes=stage.nodes, gpus_per_node=stage.gpus_per_node,
+                                      spans_cluster=stage.kind.spans_cluster)
                       .directives())
     optional = {"account": slurm.account, "qos": slurm.qos, "constraint": slurm.constraint,
                 "mail-user": slurm.mail_user, "mail-type": ",".join(slurm.mail_type) if slurm.mail_type else None}

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from specc.catalog import load_catalog
 from specc.diagnostics.diagnostic import Diagnostic, Position
-from specc.pipeline import STAGE_KINDS
+from specc.pipeline import ALIGNMENT, STAGE_KINDS
 from specc.plan.findings import FINDINGS, error_findings, path_of
 from specc.plan.params import count_parameters
 from specc.spec.capabilities import Capabilities, capabilities_for
@@ -29,7 +29,7 @@ from specc.spec.model import ModelSpec
 from specc.spec.parallel import ParallelSpec
 from specc.spec.schedule import ScheduleSpec
 
-TRAINING_STAGES = tuple(kind.name for kind in STAGE_KINDS if kind.spans_cluster)
+TRAINING_STAGES = tuple(kind.name for kind in STAGE_KINDS if kind.spans_cluster and kind.name != ALIGNMENT)
 
 LAYOUT_SETTINGS = ("dp", "tp", "pp", "cp", "ep", "vpp", "hsdp_replicas", "fsdp", "sp", "micro_batch", "recompute",
                    "selective_policy", "pp_schedule", "precision", "fp8_recipe", "compile", "grad_sync")
@@ -190,13 +190,10 @@ def _alignment_differences(plan: dict, stages: list[StageRun], capabilities: Cap
             found.append(Difference(entry["stage"], "stage", f"an alignment stage ({entry['type']})",
                                     "none (not in the bundle)"))
             continue
-        if capabilities is not None:
-            devices = max((model["devices"] for model in entry.get("models", [])), default=None)
-            _check(found, stage.name, "devices", devices, capabilities.alignment_devices,
-                   "alignment stages run as one process holding every model on one device; the plan "
-                   "sharded them")
-            _check(found, stage.name, "precision", entry.get("precision"), capabilities.alignment_precision,
-                   "alignment stages train without autocast in the models' fp32")
+        if stage.devices is not None and entry.get("type") != "constitutional":
+            _check(found, stage.name, "processes", entry.get("devices"), stage.devices, "nodes x processes per node")
+        _check(found, stage.name, "precision", entry.get("precision"), stage.config.get("precision", "fp32"),
+               "the plan's alignment memory and time are for the planned precision")
         seq_len = stage.config.get("stage", {}).get("seq_len") or stage.config.get("seq_len")
         _check(found, stage.name, "seq_len", entry.get("seq_len"), seq_len)
     names = {entry["stage"] for entry in planned}

@@ -1,44 +1,56 @@
-"""Memory of the alignment stages: every model a stage holds at once, and where it sits.
+"""Memory and step time of the alignment stages, as specc's alignment runtime runs them.
 
-Pure Python (no torch). Per model, with mixed precision and AdamW (ZeRO paper, Rajbhandari
-et al. 2020, section 3.1: 2 + 2 + 12 = 16 bytes per trained parameter, fp32 training 4 + 4 + 8):
-- a trained model: compute weights + gradients + fp32 master weights and two Adam moments;
-- a frozen model (reference, reward model): compute weights only.
-Placement and precision are what specc's alignment runtime runs (`Capabilities.alignment_devices`,
-`alignment_precision`: today one process on one device in fp32), not what alignment frameworks
-(OpenRLHF, TRL + DeepSpeed) would shard; model states are divided over the devices that hold them. Activations follow Korthikanti
-et al. 2022, eq. 1 (s b h (34 + 5 a s / h) bytes per layer without recomputation), for the
-stage's batch spread over the data-parallel devices. SFT, DPO and PPO also back-propagate the
-policy's log-probabilities over the vocabulary: the loss's working set as `parallel.loss` runs it
-(`specc.plan.memory.logits_memory`: a chunk of logits with the chunked head, 12 B per logit of the
-batch with the full logits), for the stage's sequences per trained device.
+Pure Python (no torch). The runtime (`specc.runtime.align.distributed`) runs every alignment stage
+with one process per device over all the cluster's devices, FSDP2-sharding each model it holds
+over all of them (ZeRO-3; no tensor parallelism: `Capabilities.alignment_parallel_axes`), with the
+spec's `parallel.recompute` on the trained models' blocks, in `Capabilities.alignment_precision`.
+So a trained model is charged exactly as a pretraining layout `dp = devices, fsdp, micro_batch =
+parallel.micro_batch (at most the stage's sequences per device), grad_accum = the rest`
+(`specc.plan.memory.pipeline_stage_memory`: fp32 sharded weights + gradients + AdamW state = 16 B/param over dp (Rajbhandari et al. 2020, sec. 5),
+activations per Korthikanti et al. 2022 with or without recompute, the loss's logits, the FSDP
+gather buffers, the CUDA context), the figures FSDPMemTracker checks for pretraining
+(tests/plan/test_plan_tracker.py) and for the alignment stages themselves
+(benchmarks/align_vs_tracker.py). A frozen model (DPO's held reference, PPO's reference and reward
+model) is sharded the same way with no gradients or optimizer state: its fp32 weights, 4 B/param
+over the devices (FSDP2 keeps the sharded parameters in fp32 and casts when it gathers).
 
 Stages:
-- sft, reward_model: one trained model;
-- dpo: the policy, plus a frozen reference unless `precompute_reference` (then the
-  reference is held alone, before training, and never at the same time as the policy);
-- ppo: policy and value model trained, reference and reward model frozen, plus the KV cache of
-  the rollout batch. `colocate: true` puts all four on every device; otherwise the devices are
-  split in half: policy + value on one half, reference + reward on the other;
-- constitutional: one frozen model generating, plus its KV cache.
+- sft: the policy trained on `batch_size` sequences per step;
+- reward_model: a trunk + scalar head trained on 2 x `batch_size` sequences (chosen and rejected);
+  charged as a language model of the same trunk, its vocabulary loss an upper bound (the scalar
+  head has none);
+- dpo: the policy on 2 x `batch_size` sequences, plus the frozen reference unless
+  `precompute_reference` (then the reference is held alone, before training, and never with the policy);
+- ppo: policy and value trained together (one backward), reference and reward frozen, all four
+  colocated (the only placement the runtime executes; validate R265 refuses `colocate: false`);
+  during the rollout the policy's weights are gathered whole in the compute dtype for the KV-cache
+  decoder, beside the rollouts' KV cache;
+- constitutional: one frozen model generating on one device (rank 0), plus its KV cache.
+
+Step time: the trained model's step as `specc.plan.timing.step_time` prices the same layout; a frozen
+model's forward costs a third of its training compute (2 of the 6 FLOPs per parameter and token,
+Kaplan et al. 2020); PPO's rollout is charged as forward FLOPs of the generated tokens, which
+underestimates a memory-bound decode.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
+from specc.plan.estimate import Estimate, Workload, estimate_layout
 from specc.plan.layout import Layout
-from specc.plan.memory import GIB, logits_memory
+from specc.plan.memory import GIB
 from specc.plan.params import count_parameters
 from specc.plan.serving import kv_cache_bytes
 from specc.spec.alignment import stage_seq_len
 from specc.spec.capabilities import Capabilities, capabilities_for
-from specc.spec.derived import cluster_accelerator, total_devices
+from specc.spec.derived import cluster_accelerator, devices_per_node, total_devices
 from specc.spec.parallel import ParallelSpec
 from specc.spec.root import Spec
 
-RESERVE_GIB = 1.0
-"""CUDA context and allocator slack per device (uncertain: 0.5-2 GiB in practice)."""
+FROZEN_BYTES_PER_PARAM = 4.0
+"""A frozen model's sharded fp32 weights (FSDP2 casts to the compute dtype only when it gathers)."""
 
 
 @dataclass(frozen=True)
@@ -50,21 +62,6 @@ class HeldModel:
     """Devices this model's states are sharded over."""
 
 
-def _bytes_per_param(trained: bool, precision: str) -> float:
-    compute = 4.0 if precision == "fp32" else 2.0
-    if not trained:
-        return compute
-    return compute + compute + (8.0 if precision == "fp32" else 12.0)
-
-
-def _activation_bytes(spec: Spec, sequences: float, seq_len: int, precision: str) -> float:
-    """Korthikanti et al. 2022, eq. 1 (bf16/fp16 activations; fp32 doubles them)."""
-    model = spec.model
-    per_layer = seq_len * sequences * model.hidden_size * (34 + 5 * model.num_heads * seq_len / model.hidden_size)
-    scale = 2.0 if precision == "fp32" else 1.0
-    return per_layer * model.num_layers * scale
-
-
 def _capabilities(spec: Spec) -> Capabilities | None:
     accelerator = cluster_accelerator(spec.cluster)
     return capabilities_for(accelerator) if accelerator is not None else None
@@ -74,14 +71,16 @@ def _parallel(spec: Spec) -> ParallelSpec:
     return spec.parallel if isinstance(spec.parallel, ParallelSpec) else ParallelSpec()
 
 
-def _logits_bytes(spec: Spec, stage, sequences: float, seq_len: int, precision: str, tpu: bool) -> float:
-    """The policy's loss working set (module docstring); stages without a vocabulary loss hold none."""
-    if stage.type not in ("sft", "dpo", "ppo"):
-        return 0.0
-    parallel = _parallel(spec)
-    layout = Layout(dp=1, micro_batch=sequences, precision=precision, loss=parallel.loss,
-                    loss_chunk_tokens=parallel.loss_chunk_tokens)
-    return logits_memory(spec.model, layout, seq_len, xla=tpu)
+def alignment_devices(spec: Spec) -> int:
+    """Devices an alignment stage runs on: every device of the cluster, one process each."""
+    return total_devices(spec.cluster)
+
+
+def alignment_precision(spec: Spec) -> str:
+    """The precision the alignment runtime computes in for this spec (`Capabilities.alignment_precision`)."""
+    capabilities = _capabilities(spec)
+    requested = _parallel(spec).precision
+    return capabilities.alignment_precision(requested) if capabilities else "fp32"
 
 
 def held_models(spec: Spec, stage, devices: int) -> list[HeldModel]:
@@ -95,63 +94,116 @@ def held_models(spec: Spec, stage, devices: int) -> list[HeldModel]:
         held = [HeldModel("policy", True, params, devices)]
         return held if stage.precompute_reference else held + [HeldModel("reference", False, params, devices)]
     if stage.type == "ppo":
-        trained_on = devices if stage.colocate else max(1, devices // 2)
-        frozen_on = devices if stage.colocate else max(1, devices - trained_on)
-        return [HeldModel("policy", True, params, trained_on), HeldModel("value", True, params + head, trained_on),
-                HeldModel("reference", False, params, frozen_on), HeldModel("reward", False, params + head, frozen_on)]
-    return [HeldModel("generator", False, params, devices)]
+        return [HeldModel("policy", True, params, devices), HeldModel("value", True, params + head, devices),
+                HeldModel("reference", False, params, devices), HeldModel("reward", False, params + head, devices)]
+    return [HeldModel("generator", False, params, 1)]
+
+
+def trained_sequences(stage) -> int:
+    """Sequences one optimizer step's forward holds, over all ranks (DPO and the reward model score
+    chosen and rejected responses in one batch)."""
+    if stage.type == "ppo":
+        return stage.rollout_batch
+    return stage.batch_size * (2 if stage.type in ("dpo", "reward_model") else 1)
+
+
+def micro_batching(stage, local: int, micro_batch: int) -> tuple[int, int]:
+    """(sequences per forward, forwards per step) of a rank's `local` sequences, as
+    `AlignRuntime.micro_batches` cuts them: `parallel.micro_batch` sequences (DPO and reward-model
+    pairs: two sequences each, at least one pair); PPO runs a rank's rollouts in one forward."""
+    if stage.type == "ppo":
+        return local, 1
+    per_item = 2 if stage.type in ("dpo", "reward_model") else 1
+    micro = min(local, max(1, micro_batch // per_item) * per_item)
+    return micro, math.ceil(local / micro)
+
+
+def training_estimate(spec: Spec, stage, devices: int, precision: str) -> Estimate:
+    """The trained policy's step as the pretraining planner prices the same program (module docstring)."""
+    parallel = _parallel(spec)
+    local = max(1, math.ceil(trained_sequences(stage) / devices))
+    micro, accum = micro_batching(stage, local, parallel.micro_batch)
+    seq_len = stage_seq_len(stage, spec.schedule.seq_len, spec.model.max_seq_len)
+    layout = Layout(dp=devices, fsdp=devices > 1, micro_batch=micro, grad_accum=accum,
+                    recompute=parallel.recompute, selective_policy=parallel.selective_policy, precision=precision,
+                    loss=parallel.loss, loss_chunk_tokens=parallel.loss_chunk_tokens)
+    work = Workload(spec.model, seq_len, micro * accum * devices, cluster_accelerator(spec.cluster), devices,
+                    min(devices, devices_per_node(spec.cluster)))
+    return estimate_layout(work, layout)
+
+
+def _frozen_forward_s(estimate: Estimate) -> float:
+    """A frozen model's forward over the same batch: a third of the trained model's compute."""
+    return estimate.time.compute / 3.0
 
 
 def alignment_stage_memory(spec: Spec, stage, devices: int | None = None, precision: str | None = None) -> dict:
-    """Per-device memory of one alignment stage, with the placement it assumes.
+    """Per-device memory and step time of one alignment stage, with the placement it runs.
 
-    By default charged as the alignment runtime runs on the spec's accelerator (today one process,
-    one device, fp32), not as the pretraining layout would shard it; `devices`/`precision` size
-    another placement.
-    """
-    capabilities = _capabilities(spec)
-    if devices is None:
-        devices = capabilities.alignment_devices if capabilities else total_devices(spec.cluster)
-    if precision is None:
-        precision = capabilities.alignment_precision if capabilities else "fp32"
-    models = held_models(spec, stage, devices)
-    seq_len = stage_seq_len(stage, spec.schedule.seq_len, spec.model.max_seq_len)
-    kv = 0.0
-    if stage.type in ("ppo", "constitutional"):
-        batch = stage.rollout_batch if stage.type == "ppo" else 1
-        kv = kv_cache_bytes(spec.model, batch, seq_len, "fp16" if precision != "fp32" else "bf16",
-                            rolling_window=False)
-        kv *= 2.0 if precision == "fp32" else 1.0
-    trained_devices = min((m.devices for m in models if m.trained), default=devices)
-    batch = getattr(stage, "batch_size", None) or getattr(stage, "rollout_batch", 1)
-    sequences = batch * (2 if stage.type in ("dpo", "reward_model") else 1)  # chosen + rejected
-    activations = _activation_bytes(spec, sequences / trained_devices, seq_len, precision) \
-        if stage.type != "constitutional" else 0.0
+    By default as the alignment runtime runs on the spec's cluster (every device, FSDP2,
+    `alignment_precision`); `devices`/`precision` size another world size or precision."""
+    devices = devices or alignment_devices(spec)
+    precision = precision or alignment_precision(spec)
     accelerator = cluster_accelerator(spec.cluster)
-    tpu = accelerator is not None and accelerator.kind == "tpu"
-    logits = _logits_bytes(spec, stage, sequences / trained_devices, seq_len, precision, tpu)
-    colocated = stage.type != "ppo" or stage.colocate
-    per_model = [m.params * _bytes_per_param(m.trained, precision) / m.devices for m in models]
-    trained_states = sum(b for m, b in zip(models, per_model) if m.trained)
-    frozen_states = sum(b for m, b in zip(models, per_model) if not m.trained)
-    # Split placement: the trained half also carries activations and the rollout KV cache, so
-    # the fuller device is the larger of the two halves.
-    busy = activations + logits + kv / trained_devices
-    states_and_work = (trained_states + frozen_states + busy if colocated
-                       else max(trained_states + busy, frozen_states))
-    per_device = states_and_work + RESERVE_GIB * GIB
     capacity = accelerator.memory_gib if accelerator else 0.0
-    placement = (f"all {len(models)} model(s) on the same {devices} device(s)" if colocated else
-                 f"policy + value on {models[0].devices} device(s), reference + reward on {models[2].devices}")
+    seq_len = stage_seq_len(stage, spec.schedule.seq_len, spec.model.max_seq_len)
+    if stage.type == "constitutional":
+        return _generator_entry(spec, stage, precision, seq_len, capacity)
+    models = held_models(spec, stage, devices)
+    estimate = training_estimate(spec, stage, devices, precision)
+    memory = estimate.memory
+    frozen = sum(m.params * FROZEN_BYTES_PER_PARAM / m.devices for m in models if not m.trained)
+    states = memory.params + memory.grads + memory.optimizer
+    work = memory.activations + memory.logits + memory.fsdp_buffers
+    step_s = estimate.time.step_s
+    kv = 0.0
+    if stage.type == "ppo":
+        # the value model trains in the same backward: its states and activations join the policy's
+        states, work = 2 * states, 2 * work
+        compute_bytes = 4.0 if precision == "fp32" else 2.0
+        kv = kv_cache_bytes(spec.model, math.ceil(stage.rollout_batch / devices), seq_len,
+                            "fp16" if precision != "fp32" else "bf16", rolling_window=False)
+        kv *= 2.0 if precision == "fp32" else 1.0
+        rollout = states + models[0].params * compute_bytes + kv
+        # rollout (decode: forward FLOPs of the generated tokens), scoring by the four models, then
+        # ppo_epochs updates of policy and value
+        decode = estimate.time.compute / 3.0 * stage.max_new_tokens / seq_len
+        step_s = decode + 4 * _frozen_forward_s(estimate) + stage.ppo_epochs * 2 * step_s
+        peak = max(states + work, rollout) + frozen + memory.reserve
+    else:
+        if any(not m.trained for m in models):
+            step_s += _frozen_forward_s(estimate)
+        peak = states + work + frozen + memory.reserve
+    placement = (f"all {len(models)} model(s) FSDP2-sharded over the same {devices} device(s)"
+                 if devices > 1 else f"all {len(models)} model(s) on one device")
     return {"stage": stage.name, "type": stage.type, "placement": placement, "precision": precision,
-            "seq_len": seq_len,
+            "seq_len": seq_len, "devices": devices,
             "models": [{"role": m.role, "trained": m.trained, "params": m.params, "devices": m.devices,
-                        "gib_per_device": round(m.params * _bytes_per_param(m.trained, precision) / m.devices / GIB, 4)}
-                       for m in models],
-            "activations_gib": round(activations / GIB, 4), "logits_gib": round(logits / GIB, 4),
-            "kv_cache_gib": round(kv / trained_devices / GIB, 4),
-            "per_device_gib": round(per_device / GIB, 4), "capacity_gib": round(capacity, 4),
-            "fits": per_device / GIB <= capacity}
+                        "gib_per_device": round(m.params * (16.0 if m.trained else FROZEN_BYTES_PER_PARAM)
+                                                / m.devices / GIB, 4)} for m in models],
+            "recompute": _parallel(spec).recompute,
+            "activations_gib": round(memory.activations * (2 if stage.type == "ppo" else 1) / GIB, 4),
+            "logits_gib": round(memory.logits / GIB, 4), "fsdp_buffers_gib": round(memory.fsdp_buffers / GIB, 4),
+            "kv_cache_gib": round(kv / GIB, 4), "reserve_gib": round(memory.reserve / GIB, 4),
+            "per_device_gib": round(peak / GIB, 4), "capacity_gib": round(capacity, 4),
+            "fits": peak / GIB <= capacity, "step_s": float(f"{step_s:.4g}")}
+
+
+def _generator_entry(spec: Spec, stage, precision: str, seq_len: int, capacity: float) -> dict:
+    """The constitutional stage: one model generating on rank 0's device, with its KV cache."""
+    params = count_parameters(spec.model).total
+    weights = params * FROZEN_BYTES_PER_PARAM
+    kv = kv_cache_bytes(spec.model, 1, seq_len, "fp16" if precision != "fp32" else "bf16", rolling_window=False)
+    kv *= 2.0 if precision == "fp32" else 1.0
+    reserve = 1.0 * GIB
+    peak = weights + kv + reserve
+    return {"stage": stage.name, "type": stage.type, "placement": "one model on one device (rank 0)",
+            "precision": precision, "seq_len": seq_len, "devices": 1,
+            "models": [{"role": "generator", "trained": False, "params": params, "devices": 1,
+                        "gib_per_device": round(weights / GIB, 4)}],
+            "recompute": "none", "activations_gib": 0.0, "logits_gib": 0.0, "fsdp_buffers_gib": 0.0,
+            "kv_cache_gib": round(kv / GIB, 4), "reserve_gib": 1.0, "per_device_gib": round(peak / GIB, 4),
+            "capacity_gib": round(capacity, 4), "fits": peak / GIB <= capacity, "step_s": None}
 
 
 def alignment_memory(spec: Spec) -> list[dict]:

@@ -39,12 +39,14 @@ class Capabilities:
     in bf16). Anything else is refused by validate (R118) and by the runtime itself."""
     sequence_parallel: bool
     """Whether `parallel.sp` shards norm/dropout activations over tp (Korthikanti et al. 2022)."""
-    alignment_devices: int = 1
-    """Devices an alignment stage (sft, reward model, dpo, ppo, constitutional) runs on: one
-    process on one device holding every model of the stage (specc/runtime/align/trainer.py)."""
-    alignment_precision: str = "fp32"
-    """Precision of the alignment stages: models are built in fp32 (`build_model`) and trained
-    without autocast, whatever `parallel.precision` says."""
+    alignment_parallel_axes: frozenset[str] = frozenset({"dp"})
+    """Axes the alignment stages (sft, reward model, dpo, ppo) shard over: one process per device on
+    every device of the cluster, each model FSDP2-sharded over all of them (ZeRO-3; `dp` only: no
+    tensor, pipeline, context or expert parallelism, whatever `parallel` sets for pretraining;
+    `specc.runtime.align.distributed`). The constitutional stage generates on one device."""
+    alignment_placements: tuple[str, ...] = ("colocated",)
+    """Where PPO's four models go: `colocated` (all on every device, `ppo.colocate: true`). The split
+    placement (`colocate: false`) is not executed; validate refuses it (R265)."""
     recompute_modes: frozenset[str] = frozenset({"none", "selective", "full"})
     """Activation recomputation modes (`parallel.recompute`) the runtime executes as named. The
     torch runtime has op-level selective recompute (`apply_ac`); torch-xla's checkpoint wraps whole
@@ -66,6 +68,14 @@ class Capabilities:
     0.18 (this stack's pin) has no MX training Linear any more (`torchao.prototype.mx_formats` keeps
     the MX casts and an inference workflow; its MX GEMM kernels need sm100 and CUDA 12.8), so
     it is planned only, and only on accelerators with MX tensor cores (`has_mx_tensor_cores`)."""
+
+    def alignment_precision(self, requested: str) -> str:
+        """The precision the alignment stages compute in for `parallel.precision` = `requested`: fp32
+        stays fp32; otherwise bf16 where this runtime trains in bf16 (fp32 master weights, gradient
+        reduction and AdamW state), else fp32. Alignment has no fp16 loss scaling and no fp8 path."""
+        if requested == "fp32" or "bf16" not in self.precisions:
+            return "fp32"
+        return "bf16"
 
     def resolve_loss(self, requested: str) -> str:
         """The loss implementation that runs for `parallel.loss` = `requested` (`auto`: the preferred one)."""

@@ -82,16 +82,18 @@ def test_launch_plan_reports_stages_missing_on_either_side():
 
 def test_launch_plan_alignment_planned_as_it_runs():
     """The planner charges alignment on the devices and precision the alignment runtime uses (one
-    device, fp32), so a 2-device run shows no alignment difference; a plan that says otherwise is told."""
+    process per device of the cluster, FSDP2), so a 2-device run shows no alignment difference; a plan
+    that says otherwise is told."""
     _, plan, stages = _planned(TINY, ["cluster.devices=2", "parallel.dp=2"])
     assert not [d for d in differences(plan, stages) if d.stage in ("sft", "rm", "dpo", "ppo")]
+    assert {entry["devices"] for entry in plan["alignment"]} == {2}
     planned = copy.deepcopy(plan)
     for entry in planned["alignment"]:
-        for model in entry["models"]:
-            model["devices"] = 2
+        entry["devices"], entry["precision"] = 4, "bf16"
     found = _by_setting(differences(planned, stages))
     for name in ("sft", "rm", "dpo", "ppo"):
-        assert (found[(name, "devices")].planned, found[(name, "devices")].runs) == (2, 1)
+        assert (found[(name, "processes")].planned, found[(name, "processes")].runs) == (4, 2)
+        assert (found[(name, "precision")].planned, found[(name, "precision")].runs) == ("bf16", "fp32")
 
 
 def test_launch_plan_zero_stage_compared_as_the_runtime_executes_it():

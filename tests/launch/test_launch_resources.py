@@ -55,3 +55,23 @@ def test_training_time_limit_sets_the_checkpoint_findings():
     usable = 30 * 60 - 90
     wall = plan["reliability"]["wall_days"] * 86400
     assert plan["reliability"]["time_limit_restarts"] >= int(wall / usable) - 1 > 0
+
+
+def test_alignment_stages_request_the_planned_nodes_and_gpus(tmp_path):
+    """Alignment runs on the distributed runtime: each alignment stage's job asks for every planned node
+    and GPU (2 nodes x 4 H100s), and its run.sh starts torchrun with one process per GPU; eval and deploy
+    stay on one GPU."""
+    import json
+
+    cluster = ["cluster.accelerator=h100-sxm", "+cluster.nodes=2", "~cluster.devices", "+cluster.devices_per_node=4",
+               "parallel.precision=bf16", "parallel.dp=8", "parallel.micro_batch=2"]
+    bundle = emit(TINY, tmp_path / "out", [*SLURM, *cluster])
+    stages = {stage.name: stage for stage in read_stages(bundle)}
+    for name in ("sft", "rm", "dpo", "ppo"):
+        directives = stages[name].directives
+        assert (directives["nodes"], directives["gpus-per-node"], directives["exclusive"]) == ("2", "4", True), name
+        directory = next(bundle.glob(f"stages/*-{name}"))
+        assert "--nnodes 2 --nproc-per-node 4" in (directory / "run.sh").read_text(), name
+        params = json.loads((directory / "config.json").read_text())["params"]
+        assert (params["devices"], params["precision"]) == (8, "bf16")
+    assert (stages["eval"].directives["nodes"], stages["eval"].directives["gpus-per-node"]) == ("1", "1")

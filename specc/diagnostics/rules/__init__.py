@@ -65,6 +65,8 @@ RULES: tuple[Rule, ...] = (
     Rule("R151", ("model", "schedule", "alignment"), stage_rules.alignment_lengths_fit_model),
     Rule("R152", ("alignment",), stage_rules.alignment_values_are_plausible),
     Rule("R153", ("model", "eval"), stage_rules.generation_fits_context),
+    Rule("R265", ("alignment",), stage_rules.ppo_placement_runs),
+    Rule("R266", ("alignment", "cluster"), stage_rules.alignment_batch_divides_devices),
     Rule("R160", ("eval",), run_rules.eval_names_unique),
     Rule("R290", ("eval",), eval_rules.backend_runs_task_type),
     Rule("R291", ("eval",), eval_rules.task_options_apply),

@@ -9,7 +9,6 @@ from specc.catalog import load_catalog
 from specc.diagnostics.rules.base import Finding
 from specc.diagnostics.schema_index import suggest
 from specc.emit.resources import CPU_STAGES
-from specc.spec.capabilities import capabilities_for
 from specc.spec.derived import total_devices
 from specc.spec.root import Spec
 from specc.stage_graph import stage_names as _stage_names
@@ -17,14 +16,14 @@ from specc.stage_graph import training_stage as _training_name
 
 
 def _planned(spec: Spec, stage: str) -> tuple[int, int]:
-    """(nodes, devices per node) that the stage's runtime uses."""
-    if stage == _training_name(spec):
+    """(nodes, devices per node) that the stage's runtime uses: training and alignment span the
+    cluster (one process per device, `specc.runtime.align.distributed`), eval and deploy one device."""
+    if stage == _training_name(spec) or stage in {s.name for s in spec.alignment}:
         nodes = spec.cluster.nodes
         return nodes, max(1, total_devices(spec.cluster) // nodes)
     if stage in CPU_STAGES:
         return 1, 0
-    accelerator = load_catalog().get(spec.cluster.accelerator)
-    return 1, capabilities_for(accelerator).alignment_devices if accelerator is not None else 1
+    return 1, 1
 
 
 def stage_resources_name_stages(spec: Spec) -> Iterator[Finding]:
@@ -52,7 +51,7 @@ def stage_nodes_are_used(spec: Spec) -> Iterator[Finding]:
             continue
         nodes, _ = _planned(spec, name)
         if own.nodes != nodes:
-            why = ("training spans cluster.nodes" if nodes > 1 or name == _training_name(spec) else
+            why = ("training and alignment span cluster.nodes" if nodes > 1 or name == _training_name(spec) else
                    "its runtime is one process on one node")
             yield Finding(("cluster", "slurm", "stages", name, "nodes"),
                           f"stage {name!r} runs on {nodes} node(s) ({why}), not {own.nodes}",
@@ -62,7 +61,7 @@ def stage_nodes_are_used(spec: Spec) -> Iterator[Finding]:
 
 def stage_devices_are_used(spec: Spec) -> Iterator[Finding]:
     """A stage's devices per node are those its runtime uses: training the plan's devices per node,
-    alignment/eval/deploy one (`Capabilities.alignment_devices`), data and tokenize none.
+    alignment too (one process per device), eval/deploy one, data and tokenize none.
 
     passes: `stages: {data: {devices_per_node: 0}}`    fails: `stages: {eval: {devices_per_node: 8}}`
     """

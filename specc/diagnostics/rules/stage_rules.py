@@ -193,3 +193,41 @@ def draft_architecture_is_valid(spec: Spec) -> Iterator[Finding]:
             for finding in rule.check(as_model):
                 yield Finding(where + finding.path[1:], f"draft: {finding.message} ({rule.code})",
                               finding.hint, finding.severity)
+
+
+def ppo_placement_runs(spec: Spec) -> Iterator[Finding]:
+    """PPO's four models are placed as the alignment runtime executes them: colocated, each
+    FSDP2-sharded over every device (`Capabilities.alignment_placements`). The split placement
+    (`colocate: false`: policy and value on half the devices, reference and reward model on the
+    other half) is not executed, so the plan would charge a program that does not run.
+
+    passes: ppo `colocate: true` (the default)      fails: ppo `colocate: false`
+    """
+    for index, stage in enumerate(spec.alignment):
+        if stage.type == "ppo" and not stage.colocate:
+            yield Finding(("alignment", index, "colocate"),
+                          "colocate: false (policy + value apart from reference + reward model) is not executed by "
+                          "specc's alignment runtime: it shards all four models over every device",
+                          "remove colocate (the default, true, is what runs)")
+
+
+def alignment_batch_divides_devices(spec: Spec) -> Iterator[Finding]:
+    """An alignment stage's global batch (`batch_size`; PPO's `rollout_batch`) divides over its
+    data-parallel ranks: the alignment runtime runs one process per device of the cluster and gives
+    each rank an equal slice of every step's examples (`specc.runtime.align.distributed`).
+
+    passes: `batch_size: 32` on 8 devices      fails: `batch_size: 12` on 8 devices
+    """
+    from specc.spec.derived import total_devices
+
+    devices = total_devices(spec.cluster)
+    for index, stage in enumerate(spec.alignment):
+        key = "rollout_batch" if stage.type == "ppo" else "batch_size"
+        if stage.type == "constitutional" or getattr(stage, key) % devices == 0:
+            continue
+        batch = getattr(stage, key)
+        fitting = [devices * k for k in range(max(1, batch // devices), batch // devices + 2)]
+        yield Finding(("alignment", index, key),
+                      f"{key} ({batch}) does not divide over the {devices} devices the stage runs on "
+                      f"(one process per device, an equal share each): {batch} / {devices} = {batch / devices:g}",
+                      f"use a multiple of {devices}, e.g. {' or '.join(str(v) for v in fitting if v > 0)}")

@@ -59,8 +59,24 @@ def special_tokens(spec: Spec) -> dict:
     return {"eos_token": special[0], **({"pad_token": special[1]} if len(special) > 1 else {})}
 
 
-def build_alignment_configs(spec: Spec, spec_dir: str) -> list[tuple[str, dict]]:
-    """(stage name, config) for every alignment stage, in spec order."""
+def runtime_params(spec: Spec, stage, plan: dict | None) -> dict:
+    """How the distributed alignment runtime computes the stage (`specc.runtime.align.distributed`):
+    the plan's alignment precision and devices, the spec's recompute and micro-batch, and the plan's predicted
+    step time and peak memory (logged beside the measurements)."""
+    from specc.plan.alignment_memory import alignment_devices, alignment_precision
+
+    parallel = spec.parallel if isinstance(spec.parallel, ParallelSpec) else ParallelSpec()
+    entry = next((e for e in (plan or {}).get("alignment") or [] if e.get("stage") == stage.name), {})
+    return {"precision": entry.get("precision") or alignment_precision(spec),
+            "devices": entry.get("devices") or alignment_devices(spec),
+            "recompute": parallel.recompute, "selective_policy": parallel.selective_policy,
+            "micro_batch": parallel.micro_batch,
+            "predicted": {"step_s": entry.get("step_s"), "peak_memory_gib": entry.get("per_device_gib")}}
+
+
+def build_alignment_configs(spec: Spec, spec_dir: str, plan: dict | None = None) -> list[tuple[str, dict]]:
+    """(stage name, config) for every alignment stage, in spec order; `plan` (the plan's
+    `alignment` entries) gives each its precision, devices and predictions."""
     earlier: dict[str, str] = {}
     constitutional: set[str] = set()
     template = base_chat_template(spec) or DEFAULT_CHAT_TEMPLATE
@@ -81,7 +97,7 @@ def build_alignment_configs(spec: Spec, spec_dir: str) -> list[tuple[str, dict]]
                   "seq_len": stage_seq_len(stage, spec.schedule.seq_len, spec.model.max_seq_len),
                   "seed": spec.schedule.seed, "checkpoint_interval": spec.schedule.checkpoint_interval,
                   "loss": parallel.loss, "loss_chunk_tokens": parallel.loss_chunk_tokens,
-                  **special_tokens(spec)}
+                  **special_tokens(spec), **runtime_params(spec, stage, plan)}
         if stage.type == "dpo":
             reference = stage.init_from if stage.reference == "init" else stage.reference
             config["reference_checkpoint"] = _model_dir(spec, reference, earlier, spec_dir)

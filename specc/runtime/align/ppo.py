@@ -13,10 +13,17 @@ One step:
 4. `ppo_epochs` passes of the clipped surrogate (Schulman et al. 2017, eq. 7) plus a
    clipped value loss, each pass one optimizer update.
 Reward (mean score) and KL (mean over rollouts of the summed log-ratio) are logged per step.
+
+Distributed: the four models are FSDP2-sharded over all ranks, colocated (the only placement
+the runtime executes; validate R265 refuses `colocate: false`). Each rank rolls out its slice of
+the step's prompts with the policy's weights gathered once for the whole rollout (`Unsharded`:
+ranks sample different lengths, so per-forward all-gathers would not line up); advantages are
+whitened and losses normalised over the global batch's response tokens.
 """
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -24,10 +31,11 @@ from torch import nn
 
 from specc.runtime.align.common import StageContext, finish, inputs_record
 from specc.runtime.align.data import load_prompts, step_indices
-from specc.runtime.align.reward import ScalarModel, load_scalar_model, pad_rows, save_scalar_model
-from specc.runtime.align.trainer import device, train_loop
+from specc.runtime.align.distributed import AlignRuntime, Unsharded
+from specc.runtime.align.reward import (ScalarModel, load_scalar_model, pad_rows, place_scalar_model,
+                                        save_scalar_model)
+from specc.runtime.align.trainer import train_loop
 from specc.runtime.infer.decode import SamplingSettings, generate
-from specc.runtime.infer.weights import save_model
 from specc.runtime.train.model import Transformer
 
 VALUE_COEF = 0.5
@@ -67,19 +75,24 @@ def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: 
     return advantages, advantages + values * mask
 
 
-def whiten(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    mean = (values * mask).sum() / mask.sum()
-    variance = ((values - mean) ** 2 * mask).sum() / mask.sum()
+def whiten(values: torch.Tensor, mask: torch.Tensor, global_sum=lambda t: t.detach()) -> torch.Tensor:
+    """Zero mean, unit variance over the masked positions of the whole batch (`global_sum` adds
+    the ranks' shares)."""
+    count = global_sum(mask.sum())
+    mean = global_sum((values * mask).sum()) / count
+    variance = global_sum(((values - mean) ** 2 * mask).sum()) / count
     return (values - mean) * torch.rsqrt(variance + 1e-8) * mask
 
 
 def clipped_policy_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor,
-                        mask: torch.Tensor, clip: float) -> tuple[torch.Tensor, float]:
-    """Schulman et al. 2017, eq. 7 (negated for minimisation); also the clipped fraction."""
+                        mask: torch.Tensor, clip: float, total: torch.Tensor | None = None) -> tuple[torch.Tensor, float]:
+    """Schulman et al. 2017, eq. 7 (negated for minimisation), over `total` response tokens
+    (default: this batch's); also this batch's clipped fraction."""
+    total = mask.sum() if total is None else total
     ratio = torch.exp(logprobs - old_logprobs)
     unclipped = -advantages * ratio
     clipped = -advantages * ratio.clamp(1.0 - clip, 1.0 + clip)
-    loss = (torch.maximum(unclipped, clipped) * mask).sum() / mask.sum()
+    loss = (torch.maximum(unclipped, clipped) * mask).sum() / total
     fraction = (((ratio - 1.0).abs() > clip).float() * mask).sum() / mask.sum()
     return loss, float(fraction)
 
@@ -118,59 +131,76 @@ def policy_logprobs(policy: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def score_rollouts(tokens, lengths, mask, policy, reference, value, reward) -> Rollouts:
-    return Rollouts(tokens, lengths, mask, policy_logprobs(policy, tokens), policy_logprobs(reference, tokens),
-                    value(tokens)[:, :-1], reward.score(tokens, lengths))
+def score_rollouts(tokens, lengths, mask, policy, reference, value, reward, autocast=nullcontext) -> Rollouts:
+    with autocast():
+        return Rollouts(tokens, lengths, mask, policy_logprobs(policy, tokens).float(),
+                        policy_logprobs(reference, tokens).float(), value(tokens)[:, :-1].float(),
+                        reward.score(tokens, lengths).float())
 
 
-def ppo_step(rollouts: Rollouts, policy: Transformer, value: ScalarModel, stage, update) -> dict:
+def ppo_step(rollouts: Rollouts, policy: Transformer, value: ScalarModel, stage, update,
+             rt: AlignRuntime | None = None) -> dict:
+    """GAE, whitening and `ppo_epochs` clipped updates on this rank's rollouts; losses are over the
+    global batch's response tokens (times the world size: FSDP averages the ranks' gradients)."""
+    world = rt.world if rt is not None else 1
+    global_sum = rt.global_sum if rt is not None else (lambda t: t.detach())
+    mean = rt.mean if rt is not None else float
     kl_per_token = (rollouts.old_logprobs - rollouts.ref_logprobs) * rollouts.mask
     rewards = -stage.kl_coef * kl_per_token
     last = (rollouts.lengths - 2).clamp(min=0)
     rewards[torch.arange(len(last)), last] += rollouts.scores
     advantages, returns = gae(rewards, rollouts.values, rollouts.mask, stage.gamma, stage.gae_lambda)
-    advantages = whiten(advantages, rollouts.mask)
+    advantages = whiten(advantages, rollouts.mask, global_sum)
+    total = global_sum(rollouts.mask.sum())
     stats: dict = {}
+    autocast = rt.autocast if rt is not None else nullcontext
     for _ in range(stage.ppo_epochs):
-        logprobs = policy_logprobs(policy, rollouts.tokens)
-        policy_loss, clip_fraction = clipped_policy_loss(logprobs, rollouts.old_logprobs, advantages,
-                                                         rollouts.mask, stage.clip_range)
-        values = value(rollouts.tokens)[:, :-1]
+        with autocast():
+            logprobs = policy_logprobs(policy, rollouts.tokens)
+            values = value(rollouts.tokens)[:, :-1].float()
+        policy_loss, clip_fraction = clipped_policy_loss(logprobs.float(), rollouts.old_logprobs, advantages,
+                                                         rollouts.mask, stage.clip_range, total)
         clipped_values = rollouts.values + (values - rollouts.values).clamp(-VALUE_CLIP, VALUE_CLIP)
         value_loss = 0.5 * (torch.maximum((values - returns) ** 2, (clipped_values - returns) ** 2)
-                            * rollouts.mask).sum() / rollouts.mask.sum()
-        (policy_loss + VALUE_COEF * value_loss).backward()
-        stats = {"policy_loss": float(policy_loss.detach()), "value_loss": float(value_loss.detach()),
-                 "clip_fraction": clip_fraction, "grad_norm": update()}
-    return {"reward": float(rollouts.scores.mean()), "kl": float(kl_per_token.sum(dim=1).mean()),
-            "response_tokens": float(rollouts.mask.sum(dim=1).mean()), **stats}
+                            * rollouts.mask).sum() / total
+        ((policy_loss + VALUE_COEF * value_loss) * world).backward()
+        stats = {"policy_loss": float(global_sum(policy_loss)), "value_loss": float(global_sum(value_loss)),
+                 "clip_fraction": mean(clip_fraction), "grad_norm": update()}
+    return {"reward": mean(float(rollouts.scores.mean())), "kl": mean(float(kl_per_token.sum(dim=1).mean())),
+            "response_tokens": mean(float(rollouts.mask.sum(dim=1).mean())), **stats}
 
 
 def run_ppo(context: StageContext) -> None:
-    stage = context.stage
-    dev = device()
-    policy = context.language_model("init_checkpoint", dev)
-    reference = context.language_model("init_checkpoint", dev).requires_grad_(False)
-    reward = load_scalar_model(context.path("reward_checkpoint"), dev).requires_grad_(False)
-    value = load_scalar_model(context.path("reward_checkpoint"), dev)
+    stage, rt = context.stage, context.rt
+    dev = rt.device
+    if not stage.colocate:
+        raise ValueError(f"alignment stage {stage.name!r}: colocate: false (policy and value apart from reference "
+                         "and reward) is not executed by specc's runtime (`specc validate` reports this as R265)")
+    policy = context.language_model("init_checkpoint")
+    reference = context.language_model("init_checkpoint", trained=False)
+    reward = place_scalar_model(load_scalar_model(context.path("reward_checkpoint"), "cpu"), rt, trained=False)
+    value = place_scalar_model(load_scalar_model(context.path("reward_checkpoint"), "cpu"), rt, trained=True)
     trainable = nn.ModuleDict({"policy": policy, "value": value})
     prompts = load_prompts(context.data_path(stage.prompts), context.template, context.codec, stage.fields)
     steps = max(1, round(len(prompts) * stage.epochs / stage.rollout_batch))
-    print(f"{stage.name}: PPO on {len(prompts)} prompts, {steps} steps of {stage.rollout_batch} rollouts, "
-          f"{stage.ppo_epochs} epochs each, kl_coef {stage.kl_coef}")
+    context.log(f"{stage.name}: PPO on {len(prompts)} prompts, {steps} steps of {stage.rollout_batch} rollouts "
+                f"over {rt.world} rank(s), {stage.ppo_epochs} epochs each, kl_coef {stage.kl_coef}, {rt.precision}")
 
     def step_fn(step: int, update) -> dict:
-        generator = torch.Generator().manual_seed(context.seed * 1_000_003 + step)  # CPU: see decode.sample
-        batch = [prompts[i] for i in step_indices(len(prompts), stage.rollout_batch, step, context.seed)]
+        # one sampling stream per rank and step (CPU generator: see decode.sample)
+        generator = torch.Generator().manual_seed((context.seed * 1_000_003 + step) * 4099 + rt.rank)
+        indices = rt.local_slice(step_indices(len(prompts), stage.rollout_batch, step, context.seed), "rollout batch")
+        batch = [prompts[i] for i in indices]
         policy.eval()
-        tokens, lengths, mask = roll_out(policy, batch, context, generator)
+        with Unsharded(policy), rt.autocast():
+            tokens, lengths, mask = roll_out(policy, batch, context, generator)
         tokens, lengths, mask = tokens.to(dev), lengths.to(dev), mask.to(dev)
-        rollouts = score_rollouts(tokens, lengths, mask, policy, reference, value, reward)
+        rollouts = score_rollouts(tokens, lengths, mask, policy, reference, value, reward, rt.autocast)
         policy.train()
-        return ppo_step(rollouts, policy, value, stage, update)
+        return ppo_step(rollouts, policy, value, stage, update, rt)
 
-    last = train_loop(trainable, context.loop_settings(steps), step_fn)
-    save_model(policy, context.out_dir / "final")
-    save_scalar_model(value, context.out_dir / "value")
+    last = train_loop(trainable, context.loop_settings(steps), step_fn, rt)
+    context.save_language_model(policy, context.out_dir / "final")
+    save_scalar_model(value, context.out_dir / "value", rt)
     finish(context, inputs_record(context, ("init_checkpoint", "reward_checkpoint")),
            {"steps": steps, "reward": last.get("reward"), "kl": last.get("kl")})

@@ -18,7 +18,8 @@ from torch import nn
 
 from specc.runtime.align.common import StageContext, finish, inputs_record
 from specc.runtime.align.data import PreferencePair, load_preferences, step_indices, total_steps
-from specc.runtime.align.trainer import device, train_loop
+from specc.runtime.align.distributed import AlignRuntime
+from specc.runtime.align.trainer import train_loop
 from specc.runtime.infer.weights import WEIGHTS, load_model, model_spec_from_dir, write_safetensors
 from specc.runtime.io import atomic_write_json
 from specc.runtime.train.model import Transformer, build_model
@@ -46,9 +47,15 @@ class ScalarModel(nn.Module):
         return values.gather(1, (lengths - 1).clamp(min=0)[:, None]).squeeze(1)
 
 
-def save_scalar_model(model: ScalarModel, directory: Path) -> None:
+def save_scalar_model(model: ScalarModel, directory: Path, rt: AlignRuntime | None = None) -> None:
+    """The whole model (gathered from its shards to rank 0 under `rt`: collective) as safetensors."""
+    if rt is not None:
+        state = rt.full_state(model)
+        if state is None:
+            return
+    else:
+        state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
     directory.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
     write_safetensors(dict(sorted(state.items())), directory / WEIGHTS, {"format": "pt", "kind": "scalar"})
     atomic_write_json(directory / "config.json", model.spec.model_dump(mode="json"))
 
@@ -83,24 +90,34 @@ def pair_scores(model: ScalarModel, pairs: list[PreferencePair], pad_id: int, ma
     return scores[:len(pairs)], scores[len(pairs):]
 
 
+def place_scalar_model(model: ScalarModel, rt: AlignRuntime, trained: bool) -> ScalarModel:
+    """A scalar model on the ranks: FSDP2 over its trunk's blocks and the whole (trunk + head)."""
+    return rt.place(model, trained=trained, trunk=model.trunk)
+
+
 def run_reward_model(context: StageContext) -> None:
-    stage = context.stage
+    stage, rt = context.stage, context.rt
     pairs = load_preferences(context.data_path(stage.data), context.template, context.codec, stage.fields)
-    model = scalar_from_language_model(context.path("init_checkpoint"), device())
+    model = place_scalar_model(scalar_from_language_model(context.path("init_checkpoint"), "cpu"), rt, trained=True)
     steps = total_steps(len(pairs), stage.batch_size, stage.epochs)
-    print(f"{stage.name}: reward model on {len(pairs)} pairs, {steps} steps of {stage.batch_size}")
+    context.log(f"{stage.name}: reward model on {len(pairs)} pairs, {steps} steps of {stage.batch_size} "
+                f"over {rt.world} rank(s), {rt.precision}")
 
     def step_fn(step: int, update) -> dict:
-        batch = [pairs[i] for i in step_indices(len(pairs), stage.batch_size, step, context.seed)]
-        chosen, rejected = pair_scores(model, batch, context.codec.pad_id, context.seq_len)
-        margin = chosen - rejected
+        index = rt.local_slice(step_indices(len(pairs), stage.batch_size, step, context.seed))
+        margins = []
+        for chunk in rt.micro_batches(index, sequences_per_item=2):
+            with rt.autocast():
+                chosen, rejected = pair_scores(model, [pairs[i] for i in chunk], context.codec.pad_id, context.seq_len)
+            margin = (chosen - rejected).float()
+            (-F.logsigmoid(margin).sum() / len(index)).backward()  # the mean over the rank's whole share
+            margins.append(margin.detach())
+        margin = torch.cat(margins)
         loss = -F.logsigmoid(margin).mean()
-        loss.backward()
-        margin = margin.detach()
-        return {"loss": float(loss.detach()), "accuracy": float((margin > 0).float().mean()),
-                "margin": float(margin.mean()), "grad_norm": update()}
+        return {"loss": rt.mean(float(loss.detach())), "accuracy": rt.mean(float((margin > 0).float().mean())),
+                "margin": rt.mean(float(margin.mean())), "grad_norm": update()}
 
-    last = train_loop(model, context.loop_settings(steps), step_fn)
-    save_scalar_model(model, context.out_dir / "final")
+    last = train_loop(model, context.loop_settings(steps), step_fn, rt)
+    save_scalar_model(model, context.out_dir / "final", rt)
     finish(context, inputs_record(context, ("init_checkpoint",)),
            {"steps": steps, "final_loss": last.get("loss"), "accuracy": last.get("accuracy")})

@@ -5,9 +5,15 @@ config.json: {"stage": <the spec's stage name>, "run_dir": ..., "params": see
 `metrics.jsonl`, `final/` (model.safetensors + config.json + provenance.json with the
 sha256 of the weights it started from), and `_SUCCESS.json` last. Rerunning a killed stage
 resumes from its newest checkpoint; rerunning a finished one does nothing.
+
+Under torchrun (one process per device, the alignment kind spans the cluster) SFT, the reward
+model, DPO and PPO run on every rank (`specc.runtime.align.distributed`); the constitutional
+stage only generates, on rank 0, while the other ranks return at once.
 """
 
 from __future__ import annotations
+
+import os
 
 from specc.runtime.align.common import stage_context
 from specc.runtime.stages import skips_when_complete
@@ -15,8 +21,10 @@ from specc.runtime.stages import skips_when_complete
 
 @skips_when_complete
 def run(config: dict) -> None:
-    context = stage_context(config)
-    kind = context.stage.type
+    kind = config["params"]["stage"]["type"]
+    if kind == "constitutional" and int(os.environ.get("RANK", "0")) != 0:
+        return  # generation only, on rank 0 (`run_constitutional`); the other ranks have nothing to do
+    context = stage_context(config, distributed=kind != "constitutional")
     if kind == "sft":
         from specc.runtime.align.sft import run_sft as runner
     elif kind == "dpo":

@@ -1,33 +1,34 @@
 """The resumable optimisation loop every alignment stage shares.
 
-A stage supplies `step_fn(step, update) -> dict of metrics`: it computes losses for that
-step's data, calls backward, and calls `update()` (clip, optimizer step, zero grads) once
-(SFT, DPO, reward model) or several times (PPO's epochs over one rollout batch). The loop
-owns the optimizer and the learning-rate warmup; metrics, checkpoints, signals and the NaN stop
-are the lifecycle every training loop shares (`specc.runtime.lifecycle`). Checkpoints use
-the pretraining runtime's DCP checkpoints (`specc.runtime.train.checkpoint`), which restore
-model, optimizer, scheduler and RNG: batches depend only on the step number, so a stage
-killed at any point and rerun continues with the same numbers it would have produced.
+A stage supplies `step_fn(step, update) -> dict of metrics`: it computes losses for its rank's
+share of that step's data, calls backward, and calls `update()` (clip, optimizer step, zero
+grads) once (SFT, DPO, reward model) or several times (PPO's epochs over one rollout batch).
+The loop owns the optimizer and the learning-rate warmup; metrics, checkpoints, signals, the
+NaN stop and the requeue exit are the lifecycle every training loop shares
+(`specc.runtime.lifecycle`). Checkpoints are the pretraining runtime's DCP checkpoints
+(`specc.runtime.train.checkpoint`): every rank writes its shards of the model, optimizer,
+scheduler and RNG, and they load under another world size. Batches depend only on the step
+number, so a stage killed at any point and rerun continues with the same numbers it would have
+produced.
 
-Alignment stages run in one process on one device (CPU or one GPU); every model a stage
-holds is on that device.
+Alignment stages run on the distributed runtime of `specc.runtime.align.distributed`: one
+process per device, every model FSDP2-sharded over all ranks (one process without torchrun).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import torch
 from torch import nn
 
+from specc.runtime.align.distributed import AlignRuntime, device, single_process
 from specc.runtime.lifecycle import Cadence, Lifecycle
 from specc.runtime.train.checkpoint import load_checkpoint, save_checkpoint
-
-
-def device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+from specc.runtime.train.loop import grad_norm_and_clip
 
 
 def warmup_multiplier(step: int, warmup: int) -> float:
@@ -47,6 +48,10 @@ class LoopSettings:
     weight_decay: float = 0.0
     keep: int = 2
     stage_name: str = "align"
+    max_steps: int | None = None
+    """Stop after this step (tests; the warmup and data order still follow `total_steps`)."""
+    predicted: dict = field(default_factory=dict)
+    """The plan's `step_s` and `peak_memory_gib` for this stage, logged beside the measurements."""
 
 
 def build_optimizer(trainable: nn.Module, settings: LoopSettings) -> tuple[torch.optim.Optimizer, object]:
@@ -57,42 +62,59 @@ def build_optimizer(trainable: nn.Module, settings: LoopSettings) -> tuple[torch
     return optimizer, scheduler
 
 
+def step_record(step: int, metrics: dict, lr: float, step_s: float, peak_memory_gib: float, predicted: dict) -> dict:
+    """One metrics.jsonl line: the stage's own metrics with the fields every training step record
+    has (`specc.runtime.lifecycle.step_record`): step time, peak memory and the plan's predictions."""
+    record = {"step": step, **metrics, "lr": lr, "step_s": step_s, "peak_memory_gib": peak_memory_gib}
+    if predicted.get("step_s"):
+        record["predicted_step_s"] = predicted["step_s"]
+    if predicted.get("peak_memory_gib"):
+        record["predicted_peak_memory_gib"] = predicted["peak_memory_gib"]
+    return record
+
+
 def train_loop(trainable: nn.Module, settings: LoopSettings, step_fn: Callable[[int, Callable[[], float]], dict],
-               on_checkpoint: Callable[[int], None] | None = None) -> dict:
-    """Run steps [resume point, total_steps); returns the last step's metrics.
+               rt: AlignRuntime | None = None, on_checkpoint: Callable[[int], None] | None = None) -> dict:
+    """Run steps [resume point, last step); returns the last step's metrics.
 
     `trainable` holds every module with trainable weights (one nn.Module so that one
     optimizer and one checkpoint cover them all, e.g. PPO's policy and value model).
     """
+    rt = rt or single_process()
     optimizer, scheduler = build_optimizer(trainable, settings)
-    life = Lifecycle(settings.stage_name, settings.out_dir)
+    life = Lifecycle(settings.stage_name, settings.out_dir, main=rt.main, device=rt.device)
     meta = life.resume(lambda path: load_checkpoint(path, [trainable], [optimizer], [scheduler]))
     start = int(meta["step"]) if meta is not None else 0
+    last_step = min(settings.total_steps, settings.max_steps or settings.total_steps)
     last: dict = {}
-    parameters = [p for p in trainable.parameters() if p.requires_grad]
 
     def update() -> float:
-        grad_norm = torch.nn.utils.clip_grad_norm_([p for p in parameters if p.grad is not None],
-                                                   settings.max_grad_norm)
+        grad_norm = grad_norm_and_clip([trainable], settings.max_grad_norm, rt.runtime)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        return float(grad_norm)
+        return grad_norm
 
     def save(step: int) -> None:
         save_checkpoint(life.checkpoint_dir, step, [trainable], [optimizer], [scheduler], settings.keep)
         if on_checkpoint is not None:
             on_checkpoint(step)
 
-    with life.start(start, settings.total_steps, Cadence(settings.checkpoint_interval)):
-        for step in range(start, settings.total_steps):
+    with life.start(start, last_step, Cadence(settings.checkpoint_interval)):
+        for step in range(start, last_step):
+            begin = time.perf_counter()
             trainable.train()
             optimizer.zero_grad(set_to_none=True)
             lr = scheduler.get_last_lr()[0]
             last = step_fn(step, update)
             scheduler.step()
-            last = {**last, "lr": lr}
+            if rt.device.type == "cuda":
+                torch.cuda.synchronize(rt.device)
+            record = step_record(step + 1, last, lr, time.perf_counter() - begin, life.memory(), settings.predicted)
             # every step is logged; a float loss is checked before the checkpoint (PPO reports none)
             loss = last.get("loss")
-            life.end_of_step(step + 1, {"step": step + 1, **last}, loss if isinstance(loss, float) else None, save)
+            life.end_of_step(step + 1, record, loss if isinstance(loss, float) else None, save)
     trainable.eval()
     return last
+
+
+__all__ = ["LoopSettings", "build_optimizer", "device", "step_record", "train_loop", "warmup_multiplier"]
