@@ -6,4 +6,26 @@ set -euo pipefail
 bundle_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$bundle_dir"
 python="${SPECC_PYTHON:-python3}"
-exec "$python" -m specc.runtime stages/01-sft/config.json
+# torchrun on every node, meeting at the head node of the allocation:
+# 1 node(s) x 8 process(es).
+mapfile -t hosts < <(scontrol show hostnames "$SLURM_JOB_NODELIST")
+head_node="${hosts[0]}"
+port=$((29500 + SLURM_JOB_ID % 10000))
+# The head node (node 0) hosts the rendezvous store: said, not guessed from its addresses
+# (torchrun's guess fails where a node's name does not resolve to one of its own interfaces).
+is_host=false
+[ "$SLURM_NODEID" = 0 ] && is_host=true
+# torchrun itself dies on SIGUSR2 (Slurm's warning ahead of the time limit) and would leave its
+# workers behind: run it in the background and forward USR2/TERM to it as SIGTERM, which it
+# passes on to every worker; each worker checkpoints and exits 75 (requeue and resume).
+"$python" -m torch.distributed.run --nnodes 1 --nproc-per-node 8 \
+  --node-rank "$SLURM_NODEID" --rdzv-backend c10d --rdzv-endpoint "$head_node:$port" --rdzv-id "$SLURM_JOB_ID" \
+  --rdzv-conf "is_host=$is_host" \
+  -m specc.runtime stages/01-sft/config.json &
+torchrun_pid=$!
+trap 'kill -TERM "$torchrun_pid" 2>/dev/null || true' USR2 TERM
+status=0
+while kill -0 "$torchrun_pid" 2>/dev/null; do
+  wait "$torchrun_pid" && status=0 || status=$?
+done
+exit "$status"
