@@ -34,7 +34,7 @@ def test_a_stage_longer_than_the_model_is_rejected_not_capped():
 
 def test_alibi_pretraining_longer_than_the_model_caps_alignment():
     spec = check_file("specs/tiny.yaml", ["model.position=alibi", "schedule.seq_len=512",
-                                          "deploy.targets.0.format=safetensors"]).spec
+                                          "deploy.targets.0.format=safetensors", "deploy.targets.1.format=safetensors"]).spec
     assert spec is not None
     assert {params["seq_len"] for _, params in build_alignment_configs(spec, "/specs")} == {256}
 
