@@ -27,7 +27,10 @@ earlier *kept* document (query-then-insert), this one removes every document con
 earlier one through a chain of verified pairs (A~B, B~C, A!~C: one-process keeps A and C, this
 keeps A). Chains are what connected components buy: they need no sequential pass over the corpus.
 
-Per-task memory (docs/formulas.md section 9): `specc.plan.data_stage.sharded_dedup_memory`.
+The data stage (`specc.runtime.data.stage`) runs these phases on its filtered parts (its array
+tasks call `band_part` for theirs; the bucket array runs `run_buckets`; its own job the rest, with
+its output phase as the filter). Per-task memory (docs/formulas.md section 9):
+`specc.plan.data_stage.sharded_dedup_memory`; the bucket-task count: `specc.plan.data_stage.bucket_tasks`.
 """
 
 from __future__ import annotations
