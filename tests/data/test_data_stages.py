@@ -317,9 +317,10 @@ def test_slurm_array_tasks_then_merge_give_the_single_job_result(pipeline, tmp_p
 
 
 @pytest.mark.slow  # the data stage end to end
-def test_bucket_task_count_does_not_change_the_output(pipeline, tmp_path):
+def test_bucket_task_count_does_not_change_the_output(pipeline, tmp_path, monkeypatch):
     """More bucket tasks (key ranges) than workers, run in the pool: the same bytes out."""
     base, run_dir, _, _ = pipeline
+    monkeypatch.setattr(data_stage, "POOL_MIN_DOCUMENTS", 0)  # the pool, as for a large corpus
     config = stage_config("data", tmp_path / "run", {**make_data_config(base, num_workers=2), "bucket_tasks": 3})
     data_stage.run(config)
     pairs = sorted(p.name for p in (tmp_path / "run" / "data" / "dedup" / "sharded" / "pairs").iterdir())

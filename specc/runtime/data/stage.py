@@ -16,7 +16,8 @@ Layout under `<run_dir>/data/`:
                                  reasons and examples, dedup counts and clusters, mixture
                                  requested vs achieved, throughput
 Dedup runs as the sharded phases (bands per part, buckets per key range, clusters, then the
-output phase drops what they found): locally a loop over task ids, in a pool of `dedup.num_workers`;
+output phase drops what they found): locally a loop over task ids, in a pool of `dedup.num_workers`
+from POOL_MIN_DOCUMENTS documents;
 under `cluster.slurm.data_array_tasks` the array tasks also write their parts' bands, a second
 array (`SPECC_DATA_PHASE=buckets`, one task per bucket task) finds the pairs, and the stage's own
 job clusters, filters and mixes. `bucket_tasks` comes from the plan (`specc.plan.data_stage.bucket_tasks`).
@@ -253,6 +254,10 @@ def load_part_arrays(stage_dir: Path, keys: list[tuple[str, int]]) -> list[dict]
     return arrays
 
 
+POOL_MIN_DOCUMENTS = 500_000
+"""The dedup phases use a process pool from this corpus size: a spawned pool costs ~2.5 s to start
+on the CI machine, the bands of a million documents ~2.5 s in one process (2,000-document parts
+from their signatures: 5 ms each)."""
 DEDUP_PHASE = "SPECC_DATA_PHASE"
 """Set to `buckets` in the environment of the bucket job array the launcher submits."""
 
@@ -290,9 +295,10 @@ def run_dedup(settings: dict, stage_dir: Path, keys: list[tuple[str, int]], arra
               metrics: MetricsWriter):
     """Bands of the parts no array task scattered, the bucket tasks no bucket array ran, clusters:
     the kept flags in corpus order (the output phase is the sharded dedup's filter)."""
-    spec, workers = settings["dedup"], settings["dedup"].num_workers
+    spec, documents = settings["dedup"], sum(len(a["ids"]) for a in arrays)
     if spec.minhash is None and not spec.exact:
-        return sharded_dedup.DedupResult(np.ones(sum(len(a["ids"]) for a in arrays), dtype=bool))
+        return sharded_dedup.DedupResult(np.ones(documents, dtype=bool))
+    workers = spec.num_workers if documents >= POOL_MIN_DOCUMENTS else 1
     job = dedup_job(settings, stage_dir, keys)
     band_parts(job, list(range(len(keys))), workers)
     buckets = [t for t in range(job.tasks) if not sharded_dedup.pairs_path(job, t).exists()]
