@@ -42,3 +42,25 @@ def test_bucket_memory_per_task_is_flat_at_a_fixed_documents_per_task():
     four = sharded_dedup_memory(4 * 10**6, 4, 2000, minhash, True, pairs=0)
     assert one["buckets"] == four["buckets"] and one["bands"] == four["bands"]
     assert sharded_dedup_memory(4 * 10**6, 1, 2000, minhash, True, pairs=0)["buckets"] == 4 * one["buckets"]
+
+
+def test_bucket_tasks_keep_each_task_under_the_target_and_reach_the_bundle():
+    """The count the plan states is the one the data config carries (the runtime and the Slurm
+    bucket array use it): the worker count, more when the corpus needs more tasks."""
+    from specc.emit.configs.data import build_data_config
+    from specc.plan.data_stage import BUCKET_TASK_BYTES, bucket_tasks
+
+    small = spec_with({"type": "synthetic", "name": "prose", "num_documents": 3000})
+    assert bucket_tasks(small) == small.dedup.num_workers
+    large = spec_with({"type": "synthetic", "name": "prose", "num_documents": 10**8})
+    tasks = bucket_tasks(large)
+    estimate = data_estimate(large)["sharded_dedup"]
+    assert estimate["bucket_tasks"] == tasks == build_data_config(large, SPECS)["bucket_tasks"] > 1
+    assert estimate["buckets_bytes_per_task"] <= BUCKET_TASK_BYTES
+    fewer = sharded_dedup_memory(10**8, tasks - 1, 2000, large.dedup.minhash, large.dedup.exact, pairs=0)
+    assert fewer["buckets"] > BUCKET_TASK_BYTES  # the smallest count under the target
+    arrayed = large.model_copy(update={"cluster": large.cluster.model_copy(update={
+        "executor": "slurm", "slurm": large.cluster.slurm.model_copy(update={"data_array_tasks": 4 * tasks})})})
+    assert bucket_tasks(arrayed) == 4 * tasks  # one bucket task per array task at least
+    unknown = spec_with({"type": "files", "name": "web", "path": "data/*.jsonl"})
+    assert data_estimate(unknown)["sharded_dedup"]["bucket_tasks"] == unknown.dedup.num_workers

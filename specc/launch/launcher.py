@@ -244,10 +244,10 @@ def _save(bundle_dir: Path, record: LaunchRecord) -> None:
     atomic_write_json(bundle_dir / STATE_DIR / LAUNCH_RECORD, asdict(record))
 
 
-def _task(bundle_dir: Path, stage: BundleStage, requeues: int):
+def _task(bundle_dir: Path, stage: BundleStage, requeues: int, environment: dict[str, str] | None = None):
     from specc.launch.task import StageTask  # imports submitit: only when something is submitted
 
-    return StageTask(str(bundle_dir), f"stages/{stage.dirname}", requeues, sys.executable)
+    return StageTask(str(bundle_dir), f"stages/{stage.dirname}", requeues, sys.executable, environment)
 
 
 def _timeout_minutes(stage: BundleStage) -> int:
@@ -346,6 +346,25 @@ def _submit_array_part(executor, bundle_dir: Path, stage: BundleStage, after: st
         array = [executor.submit(_task(bundle_dir, stage, requeues)) for _ in range(tasks)]
     array_id = str(array[0].job_id).split("_")[0]
     echo(f"{stage.dirname}: submitted Slurm job array {array_id} ({tasks} tasks)")
+    return _submit_bucket_array(executor, bundle_dir, stage, array_id, requeues, echo)
+
+
+def _submit_bucket_array(executor, bundle_dir: Path, stage: BundleStage, after: str, requeues: int,
+                         echo: Echo) -> str:
+    """The data stage's sharded-dedup bucket phase as a second array (afterok on the first, whose
+    tasks scattered the band keys): one task per key range, so no job holds every bucket. Its
+    tasks run the stage with SPECC_DATA_PHASE=buckets (`specc.runtime.data.stage`)."""
+    params = stage.config.get("params", {})
+    dedup = params.get("dedup", {})
+    tasks = int(params.get("bucket_tasks", 1))
+    if not (dedup.get("exact") or dedup.get("minhash")):
+        return after
+    executor.update_parameters(**slurm_parameters(stage, after), array_parallelism=tasks)
+    with executor.batch():
+        array = [executor.submit(_task(bundle_dir, stage, requeues, {"SPECC_DATA_PHASE": "buckets"}))
+                 for _ in range(tasks)]
+    array_id = str(array[0].job_id).split("_")[0]
+    echo(f"{stage.dirname}: submitted Slurm bucket array {array_id} ({tasks} tasks, afterok:{after})")
     return array_id
 
 

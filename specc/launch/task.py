@@ -166,11 +166,15 @@ def lost_nodes() -> list[str]:
 class StageTask(Checkpointable):
     """Run `stages/<NN-stage>/run.sh` of a bundle as one job."""
 
-    def __init__(self, bundle_dir: str, stage_dir: str, max_requeues: int, python: str = sys.executable):
+    def __init__(self, bundle_dir: str, stage_dir: str, max_requeues: int, python: str = sys.executable,
+                 environment: dict[str, str] | None = None):
         self.bundle_dir = bundle_dir
         self.stage_dir = stage_dir
         self.max_requeues = max_requeues
         self.python = python
+        self.environment = dict(environment or {})
+        """Added to the stage's environment: a job that runs one phase of the stage (the data
+        stage's bucket array: `SPECC_DATA_PHASE=buckets`)."""
         self._child: subprocess.Popen | None = None
         self._terminated = False
 
@@ -214,7 +218,7 @@ class StageTask(Checkpointable):
 
     def _run(self, bundle: Path) -> tuple[int, str]:
         """Run the script, echoing its stderr while keeping the last lines for the failure reason."""
-        environment = {**os.environ, "SPECC_PYTHON": self.python, "PYTHONUNBUFFERED": "1"}
+        environment = {**os.environ, **self.environment, "SPECC_PYTHON": self.python, "PYTHONUNBUFFERED": "1"}
         tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
         self._child = subprocess.Popen(["bash", str(bundle / self.stage_dir / "run.sh")], cwd=bundle,
                                        env=environment, stderr=subprocess.PIPE, text=True, errors="replace")
@@ -256,7 +260,8 @@ class StageTask(Checkpointable):
             print(f"specc: not requeuing: already restarted {restart_count()} times "
                   f"(max_requeues={self.max_requeues})", file=sys.stderr, flush=True)
             return None
-        return DelayedSubmission(StageTask(self.bundle_dir, self.stage_dir, self.max_requeues, self.python))
+        return DelayedSubmission(StageTask(self.bundle_dir, self.stage_dir, self.max_requeues, self.python,
+                                           self.environment))
 
     def __getstate__(self) -> dict:
         return {key: value for key, value in self.__dict__.items() if key not in ("_child", "_terminated")}

@@ -28,6 +28,9 @@ NODE_BYTES = 40
 """A clusters-task node: np.unique's sorted id and inverse index, the label and its updated copy."""
 PAIR_BYTES = 16
 PART_ID_BYTES = 8
+BUCKET_TASK_BYTES = 2 * 2**30
+"""Target peak of one bucket task's arrays: the bucket-task count is the smallest that keeps
+`sharded_dedup_memory(...)["buckets"]` under it (2 GiB: a few cores' share of a CPU node)."""
 
 
 @lru_cache(maxsize=1)
@@ -52,6 +55,21 @@ def sharded_dedup_memory(documents: int, tasks: int, part_documents: int, minhas
     per_part = (minhash.num_perm * 4 if minhash else 0) + 2 * (bands + 1) * PAIR_BYTES
     return {"bands": int(part_documents * per_part), "buckets": int(entries * ENTRY_BYTES),
             "clusters": int(pairs * (PAIR_BYTES + 2 * NODE_BYTES)), "filter": int(part_documents * PART_ID_BYTES)}
+
+
+def bucket_tasks(spec: Spec, documents: int | None = None) -> int:
+    """Bucket tasks (key ranges) of the data stage's sharded dedup: as many as the workers that run
+    them (`cluster.slurm.data_array_tasks` on Slurm, `dedup.num_workers` locally), more when the
+    corpus the spec states needs more to keep each task's entries under BUCKET_TASK_BYTES. A corpus
+    of unknown size (file sources) gets the worker count alone: the plan says so in a note."""
+    slurm = spec.cluster.executor == "slurm" and spec.cluster.slurm.data_array_tasks > 1
+    floor = spec.cluster.slurm.data_array_tasks if slurm else spec.dedup.num_workers
+    if documents is None:
+        documents = known_documents(spec)[0]
+    if documents is None or (spec.dedup.minhash is None and not spec.dedup.exact):
+        return floor
+    one_task = sharded_dedup_memory(documents, 1, DEFAULT_PART_DOCUMENTS, spec.dedup.minhash, spec.dedup.exact, 0)
+    return max(floor, -(-one_task["buckets"] // BUCKET_TASK_BYTES))
 
 
 def known_documents(spec: Spec) -> tuple[int | None, list[str]]:
@@ -85,6 +103,9 @@ def data_estimate(spec: Spec) -> dict | None:
     if documents is None:
         found["note"] = (f"corpus size unknown at plan time (source(s) {', '.join(unknown)} are counted only by "
                          f"reading them): no data or tokenizer time estimate")
+        if spec.dedup.minhash is not None or spec.dedup.exact:
+            found["sharded_dedup"] = {"bucket_tasks": bucket_tasks(spec), "buckets_bytes_per_task": None,
+                                      "note": "bucket tasks = worker count: per-task memory unbounded by the plan"}
         return found
     per_document = 1 / rates["filter_docs_per_s"] + (1 / rates["sign_docs_per_s"] if minhash else 0)
     filter_seconds = documents * per_document / workers
@@ -100,9 +121,10 @@ def data_estimate(spec: Spec) -> dict | None:
         "note": (f"rates per document of {calibration()['chars_per_document']:,} chars with the heuristic filters: "
                  f"longer documents, classifier and perplexity filters take longer")})
     if minhash is not None or spec.dedup.exact:
-        tasks = spec.cluster.slurm.data_array_tasks
+        tasks = bucket_tasks(spec, documents)
         memory = sharded_dedup_memory(documents, tasks, DEFAULT_PART_DOCUMENTS, minhash, spec.dedup.exact, pairs=0)
-        found["sharded_dedup"] = {"tasks": tasks, "bands_bytes_per_task": memory["bands"],
+        found["sharded_dedup"] = {"bucket_tasks": tasks, "bucket_task_target_bytes": BUCKET_TASK_BYTES,
+                                  "bands_bytes_per_task": memory["bands"],
                                   "buckets_bytes_per_task": memory["buckets"], "filter_bytes_per_task": memory["filter"],
                                   "clusters_bytes_per_pair": PAIR_BYTES + 2 * NODE_BYTES}
     return found

@@ -168,15 +168,18 @@ def _stage_lines(data: dict) -> list[Text]:
 def data_text(estimate: dict) -> str:
     """The data and tokenize stages' estimate in one paragraph (`specc.plan.data_stage`)."""
     if estimate.get("documents") is None:
-        return estimate["note"]
+        sharded = estimate.get("sharded_dedup")
+        return estimate["note"] + (f"; sharded dedup at {sharded['bucket_tasks']} bucket task(s) ({sharded['note']})"
+                                   if sharded else "")
     text = (f"{estimate['documents']:,} documents: data stage ~{_duration(estimate['data_seconds'])} "
-            f"(filter+sign {_duration(estimate['filter_seconds'])}, dedup {_duration(estimate['dedup_seconds'])}, "
-            f"index {estimate['dedup_index_bytes'] / 2**20:,.1f} MiB), tokenizer ~{_duration(estimate['tokenizer_seconds'])}")
+            f"(filter+sign {_duration(estimate['filter_seconds'])}, dedup {_duration(estimate['dedup_seconds'])}), "
+            f"tokenizer ~{_duration(estimate['tokenizer_seconds'])}")
     sharded = estimate.get("sharded_dedup")
     if sharded:
-        text += (f"; sharded dedup at {sharded['tasks']} task(s): bucket task "
+        text += (f"; sharded dedup at {sharded['bucket_tasks']} bucket task(s): bucket task "
                  f"{sharded['buckets_bytes_per_task'] / 2**20:,.1f} MiB = documents x "
-                 f"{estimate['sharded_bucket_bytes_per_document']} B / tasks")
+                 f"{estimate['sharded_bucket_bytes_per_document']} B / tasks "
+                 f"(target {sharded['bucket_task_target_bytes'] / 2**30:g} GiB per task)")
     return text + f" [{estimate['note']}; rates: {estimate['rates_measured']}]"
 
 

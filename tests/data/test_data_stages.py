@@ -90,7 +90,7 @@ def test_data_stage_outputs_and_report(pipeline):
     assert filters["rules-4"]["reasons"] == {"blocked_domain": 8}
     assert filters["length-1"]["documents_in"] == sum(s["documents_in"] for s in stats["sources"].values())
     assert stats["dedup"]["exact_removed"] > 0 and stats["dedup"]["near_removed"] > 0
-    assert stats["dedup"]["lsh"]["indexed_documents"] == stats["dedup"]["documents_out"]
+    assert stats["dedup"]["lsh"]["bucket_tasks"] == 1  # the sharded dedup (no in-memory index to count any more)
     surviving_junk = {d.meta["junk_type"] for d in documents if d.meta.get("kind") == "junk"}
     assert not surviving_junk & {"symbol_soup", "repeated_lines", "boilerplate"}  # no language filter here
     assert not any("spam.example" in d.meta.get("url", "") for d in documents)
@@ -287,11 +287,19 @@ def test_slurm_array_tasks_then_merge_give_the_single_job_result(pipeline, tmp_p
     job after the array finds all parts done, deduplicates and mixes: same output as one job."""
     base, run_dir, _, _ = pipeline
     arrayed = tmp_path / "arrayed"
-    config = stage_config("data", arrayed, {**make_data_config(base, num_workers=1), "array_tasks": 3})
+    config = stage_config("data", arrayed, {**make_data_config(base, num_workers=1), "array_tasks": 3, "bucket_tasks": 2})
     for task in range(3):
         monkeypatch.setenv("SLURM_ARRAY_TASK_ID", str(task))
         data_stage.run(config)
         assert not (arrayed / "data" / "_SUCCESS.json").exists()
+    sharded = arrayed / "data" / "dedup" / "sharded"
+    assert len(list((sharded / "bands-done").iterdir())) == len(list((arrayed / "data" / "parts").rglob("*.json")))
+    monkeypatch.setenv("SPECC_DATA_PHASE", "buckets")  # the bucket array the launcher submits after the first
+    for task in range(2):
+        monkeypatch.setenv("SLURM_ARRAY_TASK_ID", str(task))
+        data_stage.run(config)
+    assert sorted(p.name for p in (sharded / "pairs").iterdir()) == ["t0000.npz", "t0001.npz"]
+    monkeypatch.delenv("SPECC_DATA_PHASE")
     parts = sorted((arrayed / "data" / "parts").rglob("*.json"))
     assert len(parts) >= 3  # every part was done by some task
     done_by_task = []
@@ -304,4 +312,17 @@ def test_slurm_array_tasks_then_merge_give_the_single_job_result(pipeline, tmp_p
     assert (arrayed / "data" / "_SUCCESS.json").exists()
     merge_metrics = (arrayed / "data" / "metrics.jsonl").read_text()
     assert '"parts_done": 0' in merge_metrics  # the merge job filtered nothing itself
+    assert '"bucket_tasks_done": 0' in merge_metrics  # nor paired any bucket: the bucket array did
     assert output_bytes(arrayed) == output_bytes(run_dir)
+
+
+@pytest.mark.slow  # the data stage end to end
+def test_bucket_task_count_does_not_change_the_output(pipeline, tmp_path, monkeypatch):
+    """More bucket tasks (key ranges) than workers, run in the pool: the same bytes out."""
+    base, run_dir, _, _ = pipeline
+    monkeypatch.setattr(data_stage, "POOL_MIN_DOCUMENTS", 0)  # the pool, as for a large corpus
+    config = stage_config("data", tmp_path / "run", {**make_data_config(base, num_workers=2), "bucket_tasks": 3})
+    data_stage.run(config)
+    pairs = sorted(p.name for p in (tmp_path / "run" / "data" / "dedup" / "sharded" / "pairs").iterdir())
+    assert pairs == ["t0000.npz", "t0001.npz", "t0002.npz"]
+    assert output_bytes(tmp_path / "run") == output_bytes(run_dir)

@@ -25,6 +25,9 @@ def build_data_config(spec, spec_dir: str | Path, part_documents: int = DEFAULT_
     }
     if spec.cluster.executor == "slurm" and spec.cluster.slurm.data_array_tasks > 1:
         config["array_tasks"] = spec.cluster.slurm.data_array_tasks
+    from specc.plan.data_stage import bucket_tasks  # imports this module: not at the top
+
+    config["bucket_tasks"] = bucket_tasks(spec)
     return config
 
 

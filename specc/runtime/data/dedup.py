@@ -1,4 +1,10 @@
-"""Exact and near-duplicate detection (datasketch MinHash + MinHashLSH).
+"""Exact and near-duplicate detection (datasketch MinHash + MinHashLSH): signatures, banding, and
+the single-process reference dedup.
+
+The data stage deduplicates with `specc.runtime.data.sharded_dedup` (same signatures, banding and
+verification, no index holding the corpus); `deduplicate` below is the single-process reference the
+sharded dedup is scored against (tests/data) and the dedup rate the plan is calibrated with
+(benchmarks/data_rates.py).
 
 Signatures are computed where documents are filtered (in the worker processes, one part
 at a time) and saved as uint32 `.npy` arrays; the index is then built in one pass over

@@ -98,8 +98,7 @@ def summary_text(stats: dict) -> str:
         lines.append(f"  {name:20s} {removed['exact']:>10,} exact, {removed['near']:,} near")
     if dedup.get("lsh"):
         lsh = dedup["lsh"]
-        lines.append(f"  LSH: {lsh['bands']} bands x {lsh['rows']} rows, {lsh['indexed_documents']:,} documents "
-                     f"indexed, ~{lsh['approx_bytes'] / 2**20:.1f} MiB")
+        lines.append(f"  LSH: {lsh['bands']} bands x {lsh['rows']} rows, sharded over {lsh['bucket_tasks']} bucket task(s)")
     lines += ["", "mixture (requested -> achieved proportion, by estimated tokens):"]
     for name, source in stats["mixture"]["sources"].items():
         lines.append(f"  {name:20s} {source['requested_proportion']:.3f} -> {source['achieved_proportion']:.3f}"
@@ -108,7 +107,7 @@ def summary_text(stats: dict) -> str:
         lines.append(f"  warning: {warning}")
     throughput = stats["throughput"]
     lines += ["", f"throughput: {throughput['filter_docs_per_s']:,.0f} docs/s filtering+signing "
-                  f"({throughput['filter_docs_per_core_s']:,.0f} per worker), dedup index "
+                  f"({throughput['filter_docs_per_core_s']:,.0f} per worker), dedup "
                   f"{throughput['dedup_docs_per_s']:,.0f} docs/s",
               f"output: {stats['output']['documents']:,} documents, {stats['output']['bytes']:,} bytes", ""]
     return "\n".join(lines)

@@ -27,7 +27,10 @@ earlier *kept* document (query-then-insert), this one removes every document con
 earlier one through a chain of verified pairs (A~B, B~C, A!~C: one-process keeps A and C, this
 keeps A). Chains are what connected components buy: they need no sequential pass over the corpus.
 
-Per-task memory (docs/formulas.md section 10): `specc.plan.data_stage.sharded_dedup_memory`.
+The data stage (`specc.runtime.data.stage`) runs these phases on its filtered parts (its array
+tasks call `band_part` for theirs; the bucket array runs `run_buckets`; its own job the rest, with
+its output phase as the filter). Per-task memory (docs/formulas.md section 10):
+`specc.plan.data_stage.sharded_dedup_memory`; the bucket-task count: `specc.plan.data_stage.bucket_tasks`.
 """
 
 from __future__ import annotations
@@ -105,10 +108,13 @@ class Job:
         return cls(workdir, data["parts"], data["tasks"], data["exact"], minhash)
 
     def save(self) -> None:
+        """Atomic: every array task of the data stage writes the same manifest, maybe at once."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         data = {"parts": self.parts, "tasks": self.tasks, "exact": self.exact,
                 "minhash": self.minhash.model_dump() if self.minhash else None}
-        (self.workdir / MANIFEST).write_text(json.dumps(data, indent=1, sort_keys=True))
+        temporary = self.workdir / f".{MANIFEST}.{os.getpid()}.tmp"
+        temporary.write_text(json.dumps(data, indent=1, sort_keys=True))
+        temporary.replace(self.workdir / MANIFEST)
 
     def own_parts(self, task: int) -> list[int]:
         return [p for p in range(len(self.parts)) if p % self.tasks == task]
@@ -144,19 +150,31 @@ def _scatter(directory: Path, part: int, keys: np.ndarray, ids: np.ndarray, task
 def run_bands(job: Job, task: int) -> None:
     signer = Signer(job.minhash) if job.minhash else None
     for part in job.own_parts(task):
-        entry = job.parts[part]
-        texts = None
-        if entry.get("hashes"):
-            with np.load(entry["hashes"]) as archive:
-                hashes = archive["hash"].astype(np.uint64)
-        else:
-            texts = [d.text for d in read_documents(Path(entry["documents"]))]
-            hashes = np.array([normalized_hash(t) for t in texts], dtype=np.uint64)
-        ids = doc_id(part, np.arange(len(hashes)))
-        if job.exact:
-            _scatter(job.workdir / "exact", part, hashes, ids, job.tasks)
-        if signer is None:
-            continue
+        band_part(job, part, signer)
+
+
+def bands_marker(job: Job, part: int) -> Path:
+    return job.workdir / "bands-done" / f"p{part:05d}"
+
+
+def band_part(job: Job, part: int, signer: Signer | None) -> None:
+    """Phase A for one part (the data stage's array tasks call it for the parts they filtered);
+    a marker written last lets a rerun or the merge job skip the parts already scattered."""
+    marker = bands_marker(job, part)
+    if marker.exists():
+        return
+    entry = job.parts[part]
+    texts = None
+    if entry.get("hashes"):
+        with np.load(entry["hashes"]) as archive:
+            hashes = archive["hash"].astype(np.uint64)
+    else:
+        texts = [d.text for d in read_documents(Path(entry["documents"]))]
+        hashes = np.array([normalized_hash(t) for t in texts], dtype=np.uint64)
+    ids = doc_id(part, np.arange(len(hashes)))
+    if job.exact:
+        _scatter(job.workdir / "exact", part, hashes, ids, job.tasks)
+    if signer is not None:
         path = job.signature_path(part)
         if not entry.get("signatures"):
             if texts is None:
@@ -165,10 +183,11 @@ def run_bands(job: Job, task: int) -> None:
             temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp.npy")
             np.save(temporary, signer.signatures(texts))
             temporary.replace(path)
-        signatures = np.load(path)
         bands, rows = lsh_params(job.minhash)
-        keys = band_keys(signatures, bands, rows).reshape(-1)
+        keys = band_keys(np.load(path), bands, rows).reshape(-1)
         _scatter(job.workdir / "bands", part, keys, np.repeat(ids, bands), job.tasks)
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.touch()
 
 
 # --- phase B ------------------------------------------------------------------------------
@@ -254,8 +273,16 @@ def near_pairs(keys: np.ndarray, ids: np.ndarray, reader: SignatureReader, neede
     return np.unique(pairs, axis=0) if len(pairs) else pairs.reshape(-1, 2)  # one pair found in several bands
 
 
+def pairs_path(job: Job, task: int) -> Path:
+    return job.workdir / "pairs" / f"t{task:04d}.npz"
+
+
 def run_buckets(job: Job, task: int) -> None:
-    out = job.workdir / "pairs" / f"t{task:04d}.npz"
+    """Phase B for one key range; a task whose pairs exist (a requeued task, the data stage's merge
+    job after the bucket array) is skipped: the file is written atomically, so it is complete."""
+    out = pairs_path(job, task)
+    if out.exists():
+        return
     found = {"exact": np.zeros((0, 2), np.uint64), "near": np.zeros((0, 2), np.uint64)}
     if job.exact:
         found["exact"] = exact_pairs(*_load_bucket_entries(job.workdir / "exact" / f"t{task:04d}"))
@@ -334,12 +361,29 @@ def phase_tasks(job: Job, phase: str) -> int:
     return 1 if phase == "clusters" else job.tasks
 
 
-def run_local(workdir: Path) -> None:
-    """Every phase in order, each as a loop over its task ids (what the Slurm arrays run)."""
+def run_local(workdir: Path, workers: int = 1, phases: tuple[str, ...] = PHASES) -> None:
+    """Every phase in order, each as a loop over its task ids (what the Slurm arrays run), the
+    tasks of a phase in a pool of `workers` processes when there is more than one of each."""
     job = Job.load(Path(workdir))
-    for phase in PHASES:
-        for task in range(phase_tasks(job, phase)):
+    for phase in phases:
+        run_tasks(job, phase, list(range(phase_tasks(job, phase))), workers)
+
+
+def _run_one(workdir: str, phase: str, task: int) -> None:
+    RUNNERS[phase](Job.load(Path(workdir)), task)
+
+
+def run_tasks(job: Job, phase: str, tasks: list[int], workers: int) -> None:
+    """Some tasks of one phase: in this process, or in a spawned pool (independent tasks, files in
+    and out, so the order they finish in does not matter)."""
+    if workers <= 1 or len(tasks) <= 1:
+        for task in tasks:
             RUNNERS[phase](job, task)
+        return
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(min(workers, len(tasks))) as pool:
+        pool.starmap(_run_one, [(str(job.workdir), phase, task) for task in tasks])
 
 
 def result(job: Job, counts: list[int]) -> DedupResult:

@@ -7,14 +7,22 @@ Layout under `<run_dir>/data/`:
                                  (.sig.npy), ids/hashes/sizes (.npz), and last a .json marker
                                  with the part's filter statistics
     models/                      models trained from the spec (classifier filters)
+    dedup/sharded/               the sharded dedup's work directory (`specc.runtime.data.sharded_dedup`):
+                                 band and exact keys per bucket task, pairs, the dropped documents
     dedup/removed.jsonl.gz       every duplicate removed, with the document it duplicates
     output/<source>-<NNNNN>.jsonl.gz   the mixed output (`{source, id, text, meta}` lines)
     manifest.json                output files in order (read by the tokenize stage)
     stats.json, summary.txt      report: per filter documents/bytes in and out with drop
                                  reasons and examples, dedup counts and clusters, mixture
                                  requested vs achieved, throughput
-Resumption: parts with a marker and output files that exist are skipped; a different config
-in the same directory starts over.
+Dedup runs as the sharded phases (bands per part, buckets per key range, clusters, then the
+output phase drops what they found): locally a loop over task ids, in a pool of `dedup.num_workers`
+from POOL_MIN_DOCUMENTS documents;
+under `cluster.slurm.data_array_tasks` the array tasks also write their parts' bands, a second
+array (`SPECC_DATA_PHASE=buckets`, one task per bucket task) finds the pairs, and the stage's own
+job clusters, filters and mixes. `bucket_tasks` comes from the plan (`specc.plan.data_stage.bucket_tasks`).
+Resumption: parts with a marker and output files that exist are skipped, so are scattered parts
+and finished bucket tasks; a different config in the same directory starts over.
 """
 
 from __future__ import annotations
@@ -37,7 +45,9 @@ from pydantic import TypeAdapter, ValidationError
 from specc.emit.configs.data import DEFAULT_PART_DOCUMENTS
 from specc.integrity import StageError, storage_errors
 from specc.runtime.data import mixture
-from specc.runtime.data.dedup import Signer, deduplicate, normalized_hash
+from specc.runtime.data import sharded_dedup
+from specc.runtime.data.banding import lsh_params
+from specc.runtime.data.dedup import Signer, normalized_hash
 from specc.runtime.data.documents import DataError, Document, read_documents, write_documents
 from specc.runtime.data.filters import build_filters
 from specc.runtime.data.totals import source_totals
@@ -62,6 +72,7 @@ def parse_stage_config(params: dict) -> dict:
             "spec_dir": Path(params.get("spec_dir", ".")),
             "part_documents": int(params.get("part_documents", DEFAULT_PART_DOCUMENTS)),
             "array_tasks": int(params.get("array_tasks", 1)),
+            "bucket_tasks": int(params.get("bucket_tasks", 1)),
         }
     except KeyError as error:
         raise DataError(f"config params lack {error.args[0]!r}") from None
@@ -245,13 +256,73 @@ def load_part_arrays(stage_dir: Path, keys: list[tuple[str, int]]) -> list[dict]
     return arrays
 
 
-def run_dedup(settings: dict, stage_dir: Path, keys: list[tuple[str, int]], arrays: list[dict]):
-    spec = settings["dedup"]
-    hashes = np.concatenate([a["hash"] for a in arrays]) if arrays else np.zeros(0, dtype=np.uint64)
-    signatures = None
+POOL_MIN_DOCUMENTS = 500_000
+"""The dedup phases use a process pool from this corpus size: a spawned pool costs ~2.5 s to start
+on the CI machine, the bands of a million documents ~2.5 s in one process (2,000-document parts
+from their signatures: 5 ms each)."""
+DEDUP_PHASE = "SPECC_DATA_PHASE"
+"""Set to `buckets` in the environment of the bucket job array the launcher submits."""
+
+
+def dedup_job(settings: dict, stage_dir: Path, keys: list[tuple[str, int]]) -> sharded_dedup.Job:
+    """The sharded dedup's manifest over the filtered parts in corpus order (the same from every
+    array task: each writes it, atomically, before scattering its own parts)."""
+    parts = [{"documents": str(part_path(stage_dir, s, i, ".jsonl.gz")), "hashes": str(part_path(stage_dir, s, i, ".npz")),
+              "signatures": str(part_path(stage_dir, s, i, ".sig.npy")) if settings["dedup"].minhash else None}
+             for s, i in keys]
+    return sharded_dedup.prepare(stage_dir / "dedup" / "sharded", parts, settings["bucket_tasks"],
+                                 settings["dedup"].exact, settings["dedup"].minhash)
+
+
+def band_parts(job: sharded_dedup.Job, parts: list[int], workers: int) -> None:
+    """Phase A for the parts not yet scattered (signatures come from the filter phase)."""
+    todo = [p for p in parts if not sharded_dedup.bands_marker(job, p).exists()]
+    if workers > 1 and len(todo) > 1:
+        import multiprocessing
+
+        with multiprocessing.get_context("spawn").Pool(min(workers, len(todo))) as pool:
+            pool.starmap(_band_one, [(str(job.workdir), part) for part in todo])
+        return
+    signer = Signer(job.minhash) if job.minhash else None
+    for part in todo:
+        sharded_dedup.band_part(job, part, signer)
+
+
+def _band_one(workdir: str, part: int) -> None:
+    job = sharded_dedup.Job.load(Path(workdir))
+    sharded_dedup.band_part(job, part, Signer(job.minhash) if job.minhash else None)
+
+
+def run_dedup(settings: dict, stage_dir: Path, keys: list[tuple[str, int]], arrays: list[dict],
+              metrics: MetricsWriter):
+    """Bands of the parts no array task scattered, the bucket tasks no bucket array ran, clusters:
+    the kept flags in corpus order (the output phase is the sharded dedup's filter)."""
+    spec, documents = settings["dedup"], sum(len(a["ids"]) for a in arrays)
+    if spec.minhash is None and not spec.exact:
+        return sharded_dedup.DedupResult(np.ones(documents, dtype=bool))
+    workers = spec.num_workers if documents >= POOL_MIN_DOCUMENTS else 1
+    job = dedup_job(settings, stage_dir, keys)
+    band_parts(job, list(range(len(keys))), workers)
+    buckets = [t for t in range(job.tasks) if not sharded_dedup.pairs_path(job, t).exists()]
+    sharded_dedup.run_tasks(job, "buckets", buckets, workers)
+    sharded_dedup.run_clusters(job)
+    metrics.write(event="dedup_phase", bucket_tasks=job.tasks, bucket_tasks_done=len(buckets),
+                  bucket_tasks_skipped=job.tasks - len(buckets))
+    result = sharded_dedup.result(job, [len(a["ids"]) for a in arrays])
     if spec.minhash is not None:
-        signatures = (np.load(part_path(stage_dir, s, i, ".sig.npy"), mmap_mode="r") for s, i in keys)
-    return deduplicate(hashes, signatures, spec.exact, spec.minhash)
+        bands, rows = lsh_params(spec.minhash)
+        result.lsh = {"bands": bands, "rows": rows, "bucket_tasks": job.tasks}
+    return result
+
+
+def run_bucket_task(settings: dict, stage_dir: Path, task: int) -> None:
+    """One task of the bucket job array: the pairs of one key range (phase B)."""
+    job = sharded_dedup.Job.load(stage_dir / "dedup" / "sharded")
+    started = time.perf_counter()
+    sharded_dedup.run_buckets(job, task)
+    with MetricsWriter(stage_dir / f"metrics.bucket-task-{task}.jsonl") as metrics:
+        metrics.write(event="buckets", task=task, tasks=job.tasks, seconds=round(time.perf_counter() - started, 3))
+    log("data", f"bucket task {task + 1}/{job.tasks}: pairs written")
 
 
 def write_removed(stage_dir: Path, result, ids: list[str], sources: list[str]) -> None:
@@ -320,7 +391,7 @@ def run_stage(settings: dict, stage_dir: Path, metrics: MetricsWriter) -> dict:
     started = time.perf_counter()
     metrics.write(event="phase", phase="dedup")
     arrays = load_part_arrays(stage_dir, keys)
-    result = run_dedup(settings, stage_dir, keys, arrays)
+    result = run_dedup(settings, stage_dir, keys, arrays, metrics)
     dedup_seconds = time.perf_counter() - started
     ids = [str(i) for a in arrays for i in a["ids"]]
     sources = [s for (s, _), a in zip(keys, arrays) for _ in range(len(a["ids"]))]
@@ -341,7 +412,8 @@ def run_stage(settings: dict, stage_dir: Path, metrics: MetricsWriter) -> dict:
     stats.update(
         dedup={"exact_removed": result.exact_removed, "exact_clusters": result.exact_clusters,
                "near_removed": result.near_removed, "near_clusters": result.near_clusters,
-               "documents_in": len(ids), "documents_out": int(result.keep.sum()), "lsh": result.lsh,
+               "documents_in": len(ids), "documents_out": int(result.keep.sum()),
+               **({"lsh": result.lsh} if result.lsh else {}),
                "by_source": dedup_by_source(result.duplicate_of, sources)},
         mixture=mixture_report,
         output={"documents": sum(f["documents"] for f in files), "bytes": sum(f["bytes"] for f in files),
@@ -364,7 +436,11 @@ def run_array_task(settings: dict, stage_dir: Path, shard: tuple[int, int]) -> N
     filters = build_filters(settings["filters"], settings["spec_dir"], stage_dir / "models" / f"task-{shard[0]}")
     with MetricsWriter(stage_dir / f"metrics.task-{shard[0]}.jsonl") as metrics:
         keys = filter_parts(settings, stage_dir, filters, metrics, shard)
-    log("data", f"array task {shard[0] + 1}/{shard[1]}: filtered and signed its share of {len(keys)} part(s)")
+    if keys and (settings["dedup"].minhash is not None or settings["dedup"].exact):
+        job = dedup_job(settings, stage_dir, keys)
+        band_parts(job, [p for p in range(len(keys)) if p % shard[1] == shard[0]], 1)
+    log("data", f"array task {shard[0] + 1}/{shard[1]}: filtered, signed and scattered the band keys of its share "
+                f"of {len(keys)} part(s)")
 
 
 @skips_when_complete
@@ -375,6 +451,9 @@ def run(config: dict) -> None:
         settings = parse_stage_config(config.get("params", {}))
         with storage_errors(stage_dir, "data outputs under"):
             prepare_stage_dir(stage_dir, config)
+            if os.environ.get(DEDUP_PHASE) == "buckets":
+                run_bucket_task(settings, stage_dir, int(os.environ["SLURM_ARRAY_TASK_ID"]))
+                return
             shard = array_shard(settings)
             if shard is not None:
                 run_array_task(settings, stage_dir, shard)
