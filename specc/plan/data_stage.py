@@ -88,6 +88,25 @@ def known_documents(spec: Spec) -> tuple[int | None, list[str]]:
     return (None if unknown else total), unknown
 
 
+SLURM_DEFAULT_MAX_ARRAY_SIZE = 1001
+"""Slurm's default `MaxArraySize` (slurm.conf): array indices run 0..MaxArraySize-1, so an array
+of more tasks is refused at submission unless the site raised it (`scontrol show config`)."""
+
+
+def data_findings(spec: Spec, estimate: dict | None) -> list[dict]:
+    """P230: a data-stage Slurm job array (the filter array, or the sharded dedup's bucket array)
+    wider than Slurm's default MaxArraySize, which sbatch refuses unless the site raised it."""
+    if estimate is None or spec.cluster.executor != "slurm" or spec.cluster.slurm.data_array_tasks <= 1:
+        return []
+    widths = {"cluster.slurm.data_array_tasks": spec.cluster.slurm.data_array_tasks,
+              "the sharded dedup's bucket array": (estimate.get("sharded_dedup") or {}).get("bucket_tasks") or 0}
+    return [{"code": "P230", "path": "cluster.slurm.data_array_tasks", "message": (
+        f"{name} is {width} tasks wide, past Slurm's default MaxArraySize {SLURM_DEFAULT_MAX_ARRAY_SIZE} "
+        f"(indices 0..{SLURM_DEFAULT_MAX_ARRAY_SIZE - 1}): sbatch refuses it unless the cluster's MaxArraySize "
+        f"(`scontrol show config`) is larger")}
+        for name, width in widths.items() if width > SLURM_DEFAULT_MAX_ARRAY_SIZE]
+
+
 def data_estimate(spec: Spec) -> dict | None:
     """The data and tokenize stages' estimated seconds and memory (None without a corpus)."""
     if spec.corpus is None:

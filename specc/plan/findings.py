@@ -40,6 +40,8 @@ FINDINGS: dict[str, FindingKind] = {
     "P211": FindingKind("warning", "cluster.slurm.max_requeues",
                         "max_requeues cannot cover the time-limit requeues and expected interruptions"),
     "P212": FindingKind("warning", "cluster.reliability", "low expected goodput even at the optimal checkpoint interval"),
+    "P230": FindingKind("warning", "cluster.slurm.data_array_tasks",
+                        "a data-stage Slurm job array is wider than Slurm's default MaxArraySize"),
     "P301": FindingKind("warning", "deploy.targets", "a deploy target does not fit its serving hardware"),
     "P302": FindingKind("error", "alignment", "an alignment stage does not fit in device memory"),
 }

@@ -18,7 +18,7 @@ from specc.catalog import load_catalog
 from specc.plan.estimate import Estimate, Workload, estimate_layout
 from specc.plan.findings import classified
 from specc.plan.layout import Layout, layout_from_spec
-from specc.plan.data_stage import data_estimate
+from specc.plan.data_stage import data_estimate, data_findings
 from specc.plan.reliability import failure_budget
 from specc.plan.scaling import scaling_check
 from specc.plan.search import SearchResult, search
@@ -355,6 +355,8 @@ def build_plan(spec: Spec, *, force_search: bool = False, top: int = 5, override
         warnings.append({"code": "P203", "message": scaling.warning()})
     stage_warnings, deploy, alignment = _stages_findings(spec)
     warnings.extend(stage_warnings)
+    data_stage = data_estimate(spec)
+    warnings.extend(data_findings(spec, data_stage))
     common = _common(spec, work, precision, overrides)
     common["model"]["hardware_flops_per_token"] = _sig(chosen.time.hardware_flops_per_token)
     data = {
@@ -370,7 +372,7 @@ def build_plan(spec: Spec, *, force_search: bool = False, top: int = 5, override
         "search": result.summary() if result else None,
         "searched": searching,
         "reliability": budget.contract() if budget is not None else None,
-        "data": data_estimate(spec),
+        "data": data_stage,
     }
     return Plan.model_validate(data)
 
