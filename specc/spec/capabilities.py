@@ -44,6 +44,10 @@ class Capabilities:
     every device of the cluster, each model FSDP2-sharded over all of them (ZeRO-3; `dp` only: no
     tensor, pipeline, context or expert parallelism, whatever `parallel` sets for pretraining;
     `specc.runtime.align.distributed`). The constitutional stage generates on one device."""
+    alignment_runs: bool = True
+    """Whether the alignment stages (sft, reward model, dpo, ppo, constitutional) run on this target.
+    They are torch (CUDA or CPU) programs; the TPU runtime is pretraining only (torch-xla SPMD), so
+    on a TPU cluster they would run on the hosts' CPUs: validate refuses them there (R267)."""
     alignment_placements: tuple[str, ...] = ("colocated",)
     """Where PPO's four models go: `colocated` (all on every device, `ppo.colocate: true`). The split
     placement (`colocate: false`) is not executed; validate refuses it (R265)."""
@@ -109,7 +113,7 @@ TPU_PRECISIONS = frozenset({"fp32", "bf16"})
 
 TPU = Capabilities(target="tpu", runtime="pretrain_tpu", parallel_axes=frozenset({"dp", "tp"}),
                    sharded_stages=(0, 3), precisions=TPU_PRECISIONS, sequence_parallel=False,
-                   recompute_modes=frozenset({"none", "full"}))
+                   recompute_modes=frozenset({"none", "full"}), alignment_runs=False)
 """The torch-xla SPMD runtime (`specc.runtime.tpu`), the same on every TPU generation."""
 
 TORCH_LOSSES = ("chunked", "full")

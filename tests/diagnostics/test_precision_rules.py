@@ -25,7 +25,9 @@ def _validate(*overrides: str) -> int:
     ("v100-32gb", "fp16", True), ("v100-32gb", "bf16", False), ("cpu", "fp16", True), ("a100-80gb", "fp16", True),
 ])
 def test_precision_validates_where_the_runtime_trains_in_it(accelerator, precision, valid, capsys):
-    code = _validate(f"parallel.precision={precision}", f"cluster.accelerator={accelerator}")
+    # tiny's alignment stages do not run on TPUs (R267): left out there, the precision is what is tested
+    without_alignment = ["~alignment"] if accelerator.startswith("tpu") else []
+    code = _validate(f"parallel.precision={precision}", f"cluster.accelerator={accelerator}", *without_alignment)
     output = capsys.readouterr().out
     assert (code == 0) == valid, output
     assert ("error[R118]" in output) == (not valid)

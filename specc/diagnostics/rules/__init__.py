@@ -67,6 +67,7 @@ RULES: tuple[Rule, ...] = (
     Rule("R153", ("model", "eval"), stage_rules.generation_fits_context),
     Rule("R265", ("alignment",), stage_rules.ppo_placement_runs),
     Rule("R266", ("alignment", "cluster"), stage_rules.alignment_batch_divides_devices),
+    Rule("R267", ("alignment", "cluster"), stage_rules.alignment_runs_on_target),
     Rule("R160", ("eval",), run_rules.eval_names_unique),
     Rule("R290", ("eval",), eval_rules.backend_runs_task_type),
     Rule("R291", ("eval",), eval_rules.task_options_apply),

@@ -211,6 +211,27 @@ def ppo_placement_runs(spec: Spec) -> Iterator[Finding]:
                           "remove colocate (the default, true, is what runs)")
 
 
+def alignment_runs_on_target(spec: Spec) -> Iterator[Finding]:
+    """Alignment stages run where the alignment runtime does (`Capabilities.alignment_runs`): the
+    torch runtime on GPUs and CPUs. The TPU runtime trains pretraining only, so on a TPU cluster the
+    stages would run on the hosts' CPUs, a program the plan does not describe.
+
+    passes: an sft stage on h100-sxm      fails: an sft stage on tpu-v5p
+    """
+    from specc.catalog import load_catalog
+    from specc.spec.capabilities import capabilities_for
+
+    accelerator = load_catalog().get(spec.cluster.accelerator)
+    if accelerator is None or not spec.alignment or capabilities_for(accelerator).alignment_runs:
+        return
+    yield Finding(("alignment",),
+                  f"alignment stages ({', '.join(stage.name for stage in spec.alignment)}) do not run on "
+                  f"{accelerator.id}: specc's alignment runtime is torch on GPUs or CPUs, and its TPU runtime "
+                  "trains pretraining only",
+                  "run the alignment stages from a second spec on a GPU cluster (model.init_from: the "
+                  "pretrained checkpoint, exported with `specc export`)")
+
+
 def alignment_batch_divides_devices(spec: Spec) -> Iterator[Finding]:
     """An alignment stage's global batch (`batch_size`; PPO's `rollout_batch`) divides over its
     data-parallel ranks: the alignment runtime runs one process per device of the cluster and gives
