@@ -27,9 +27,13 @@ pytestmark = pytest.mark.slow  # a real Slurm cluster, two torchrun launches
 
 FOUR_PROCESSES = [*(o for o in FAST_TRAINING if not o.startswith("schedule.steps=")), "schedule.steps=20",
                   "~eval", "cluster.executor=slurm", "parallel.dp=4", "parallel.micro_batch=4"]
-"""dp=4 over gloo, 20 steps (a checkpoint every 5); data, tokenize and pretrain only."""
+"""dp=4 over gloo, 20 steps (a checkpoint every 5); data, tokenize and pretrain."""
 ONE_NODE = [*FOUR_PROCESSES, "cluster.devices=4"]
 TWO_NODES = [*FOUR_PROCESSES, "+cluster.nodes=2", "+cluster.devices_per_node=2", "cluster.devices=4"]
+SFT = ["+alignment=[{type: sft, name: sft, data: data/tiny/alignment/sft.jsonl, chat_template: chatml, "
+       "lr: 1e-3, epochs: 1, batch_size: 8}]"]
+"""One alignment stage after pretraining: SFT over the same 4 processes (FSDP2 over every rank,
+each rank 2 of the batch's 8 examples), one epoch of the tiny SFT set."""
 
 
 @pytest.fixture(scope="module")
@@ -56,11 +60,11 @@ def _pretrain(bundle: Path) -> dict:
 
 
 def test_two_nodes_train_with_the_loss_of_one(slurm_cluster, out, two_node_loss):
-    single, single_bundle = _launch(out, ONE_NODE)
+    single, single_bundle = _launch(out, [*ONE_NODE, *SFT])
     assert single.returncode == 0, f"{single.stdout}\n{single.stderr[-4000:]}"
     reference = success(single_bundle, "pretrain")
     # same run directory: data and tokenize are skipped, pretrain (another config) runs again
-    double, bundle = _launch(out, TWO_NODES)
+    double, bundle = _launch(out, [*TWO_NODES, *SFT])
     assert double.returncode == 0, f"{double.stdout}\n{double.stderr[-4000:]}"
     assert "01-data: skipped" in double.stdout and "02-tokenize: skipped" in double.stdout
     two_node_loss.update(success(bundle, "pretrain"))
@@ -80,6 +84,20 @@ def test_two_nodes_train_with_the_loss_of_one(slurm_cluster, out, two_node_loss)
     assert trained["final_loss"] == reference["final_loss"], (trained, reference)
     print(f"\npretrain wall time: 1 node x 4 processes {_pretrain(single_bundle)['seconds']} s, "
           f"2 nodes x 2 processes {entry['seconds']} s; final loss {trained['final_loss']}")
+
+    # the alignment stage spans the two nodes the same way, with the loss of one node
+    sft_sbatch = (bundle / "stages" / "04-sft" / "job.sbatch").read_text()
+    assert "#SBATCH --nodes=2" in sft_sbatch and "#SBATCH --ntasks-per-node=1" in sft_sbatch
+    sft_entry = next(e for e in launch_record(bundle)["stages"] if e["stage"] == "sft")
+    sft_nodes = slurm_job_field(sft_entry["job_id"], "NodeList")
+    assert len(subprocess.run(["scontrol", "show", "hostnames", sft_nodes], capture_output=True,
+                              text=True).stdout.split()) == 2, f"sft ran on {sft_nodes}"
+    aligned, aligned_reference = success(bundle, "sft"), success(single_bundle, "sft")
+    assert aligned["steps"] == aligned_reference["steps"] > 0
+    assert aligned["final_loss"] == aligned_reference["final_loss"], (aligned, aligned_reference)
+    single_sft = next(e for e in launch_record(single_bundle)["stages"] if e["stage"] == "sft")
+    print(f"sft wall time: 1 node x 4 processes {single_sft['seconds']} s, 2 nodes x 2 processes "
+          f"{sft_entry['seconds']} s; final loss {aligned['final_loss']}")
 
 
 def _slurmd_pidfile(node: str) -> Path:
