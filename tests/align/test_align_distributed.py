@@ -115,3 +115,26 @@ def test_reward_model_and_ppo_run_on_two_ranks(run_dir, data):
 
     assert load_model(run_dir / "ppo" / "final").spec.num_layers == 2  # whole, loadable
     assert "head.weight" in load_file(str(run_dir / "ppo" / "value" / "model.safetensors"))
+
+
+def test_sft_from_a_hugging_face_directory_reads_only_each_ranks_shards(run_dir, data, pretrained, tokenizer_path):
+    """`init_from` a Hugging Face directory on 2 ranks: the model is built on the meta device,
+    sharded, and each rank reads only its shards (rank 0 reads about half the weights); the losses
+    are those of one process starting from the same weights in specc's own checkpoint."""
+    import re
+
+    from specc.runtime.hf.export import export_hf
+
+    hf = run_dir / "hf-init"
+    export_hf(pretrained, hf, tokenizer_path, "<|endoftext|>", "<|pad|>")
+    sft = {"type": "sft", "name": "sft", "data": str(data["sft"]), "lr": 3e-3, "epochs": 1, "batch_size": 8}
+    launch(stage_config(run_dir, {**sft, "name": "own"}), 1)
+    output = launch(stage_config(run_dir, {**sft, "name": "hf"}, init_checkpoint=str(hf), micro_batch=2), 2).stdout
+    read = re.search(r"weights from .*: ([0-9.]+) MiB read by rank 0 of 2", output)
+    assert read, output[-2000:]
+    total = sum(p.stat().st_size for p in hf.glob("*.safetensors")) / 2**20
+    assert float(read.group(1)) < 0.75 * total, (read.group(1), total)
+    own, from_hf = losses(run_dir, "own"), losses(run_dir, "hf")
+    assert len(own) >= 4 and own.keys() == from_hf.keys()
+    for step in own:
+        assert from_hf[step] == pytest.approx(own[step], rel=1e-5, abs=1e-6), step

@@ -67,9 +67,29 @@ class StageContext:
         """The model saved under params[key], its head computing log-probabilities as the spec's
         `parallel.loss` says (`Transformer.set_loss`), placed on the ranks (FSDP2-sharded; frozen
         unless `trained`)."""
+        from specc.spec.hf_config import is_hf_directory
+
+        if is_hf_directory(self.path(key)):
+            return self._hf_language_model(self.path(key), trained)
         model = load_model(self.path(key), "cpu")
         model.set_loss(self.loss, self.loss_chunk_tokens)
         return self.rt.place(model, trained=trained)
+
+    def _hf_language_model(self, directory: Path, trained: bool):
+        """A Hugging Face directory (`model.init_from`): built on the meta device, sharded over the
+        ranks, then each rank reads only its own shards of the safetensors files
+        (`specc.runtime.hf.load`, as the pretrain stage loads it), so a 70B model never
+        materialises on a host; one process reads everything."""
+        from specc.runtime.hf.load import hf_model_spec, materialize_from_hf, meta_model
+
+        spec = hf_model_spec(directory)
+        model = meta_model(spec)
+        model.set_loss(self.loss, self.loss_chunk_tokens)
+        model = self.rt.place(model, trained=trained)
+        stats = materialize_from_hf(model, directory, self.rt.device, spec)
+        self.log(f"{self.stage.name}: weights from {directory}: {stats['bytes_read'] / 2**20:.1f} MiB read by "
+                 f"rank 0 of {self.rt.world} in {stats['seconds']:.2f} s")
+        return model.eval()
 
     def log(self, message: str) -> None:
         """Print once (rank 0)."""

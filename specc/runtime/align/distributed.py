@@ -126,7 +126,8 @@ class AlignRuntime:
             model.requires_grad_(False)
         elif self.recompute != "none":
             par.apply_ac(trunk, self.recompute, self.selective_policy)
-        if next(model.parameters()).device != self.device:
+        on = next(model.parameters()).device
+        if on.type != "meta" and on != self.device:  # a meta model is materialised after sharding
             model.to(self.device)
         if self.world == 1:
             return model
