@@ -6,10 +6,11 @@ pickled (and should not be copied), so each filter travels as the path and loads
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from pathlib import Path
 
 
-class LazyModelFile:
+class LazyModelFile(ABC):
     """Base of the filters that score with a model file: subclasses implement `_load`."""
 
     def __init__(self, path: Path):
@@ -27,6 +28,6 @@ class LazyModelFile:
             self._model = self._load()
         return self._model
 
+    @abstractmethod
     def _load(self):
         """The loaded model (raise DataError naming the path when it cannot be loaded)."""
-        raise NotImplementedError
