@@ -7,8 +7,8 @@ validate's rules themselves.
 
 Pruning, so that 405B on 16,384 GPUs searches in well under a second:
 - tp stays inside the fast domain (NVLink node / TPU slice) and divides heads and FFN width;
-- recompute is tried from cheapest (none) to most memory-saving (full) and the first that fits
-  is kept: recomputation only adds time, so a layout that fits without it is never slower;
+- recompute is tried from cheapest (none) to costliest (full on every block) and the first that
+  fits is kept: recomputation only adds time, so a layout that fits without it is never slower;
 - micro-batches grow only while some recompute choice still fits (memory rises with micro-batch).
 """
 
@@ -90,10 +90,13 @@ def _ep_choices(work: Workload, dp: int, caps: Capabilities) -> list[int]:
     return [e for e in _divisors(moe.num_experts) if dp % e == 0]
 
 
-RECOMPUTE_ORDER = (("none", "matmuls"), ("selective", "matmuls"), ("selective", "alternate_matmuls"),
-                   ("full", "matmuls"))
-"""(recompute, selective_policy) from fastest to most memory-saving: selective keeping every matmul
-output costs no matmul FLOPs, torchtitan's alternate policy recomputes half of them, full all."""
+RECOMPUTE_ORDER = (("none", "matmuls", 1), ("selective", "matmuls", 1), ("full", "matmuls", 4),
+                   ("selective", "alternate_matmuls", 1), ("full", "matmuls", 2), ("full", "matmuls", 1))
+"""(recompute, selective_policy, recompute_every) in order of recomputed forward FLOPs, cheapest
+first: selective keeping every matmul output recomputes no matmul; full recompute of one block in
+4 (torchtitan's layer SAC, `recompute_every: 4`) re-runs a quarter of the forward; the alternate
+selective policy about half the matmuls; one block in 2 half the forward; full all of it. The order
+is what lets the search keep the first choice that fits."""
 
 
 def search(work: Workload, precision: str, fast_domain: int, top: int, fp8_recipe: str = "tensorwise") -> SearchResult:
@@ -130,17 +133,21 @@ def _shardings(shard_ranks: int, caps: Capabilities) -> tuple[int, ...]:
     return tuple(reversed(caps.sharded_stages))
 
 
-def _recompute_choices(work: Workload) -> tuple[tuple[str, str], ...]:
-    """RECOMPUTE_ORDER less the modes the target's runtime does not run (the TPU has no selective)."""
+def _recompute_choices(work: Workload) -> tuple[tuple[str, str, int], ...]:
+    """RECOMPUTE_ORDER less the modes the target's runtime does not run (the TPU has no selective)
+    and partial recompute that would recompute no block (`recompute_every` above the layer count,
+    R298)."""
     modes = capabilities_for(work.accelerator).recompute_modes
-    return tuple((mode, policy) for mode, policy in RECOMPUTE_ORDER if mode in modes)
+    return tuple((mode, policy, every) for mode, policy, every in RECOMPUTE_ORDER
+                 if mode in modes and every <= work.model.num_layers)
 
 
 def _rank_key(estimate: Estimate) -> tuple:
     layout = estimate.layout
     # Ties (identical predicted time) break towards simpler layouts, deterministically.
     return (round(estimate.time.step_s, 9), layout.tp * layout.pp * layout.cp * layout.ep, layout.vpp,
-            layout.micro_batch, layout.fsdp, layout.zero_stage, layout.recompute, layout.selective_policy)
+            layout.micro_batch, layout.fsdp, layout.zero_stage, layout.recompute, layout.selective_policy,
+            layout.recompute_every)
 
 
 def _best_micro_batch(work: Workload, hardware, result: SearchResult, *, tp: int, pp: int, vpp: int, cp: int,
@@ -154,10 +161,10 @@ def _best_micro_batch(work: Workload, hardware, result: SearchResult, *, tp: int
             micro *= 2
             continue
         fitted = None
-        for recompute, policy in _recompute_choices(work):
+        for recompute, policy, every in _recompute_choices(work):
             layout = Layout(dp=dp, tp=tp, pp=pp, cp=cp, ep=ep, vpp=vpp, zero_stage=0 if sharding == 3 else sharding,
                             fsdp=sharding == 3, sp=sp, micro_batch=micro, grad_accum=per_replica // micro,
-                            recompute=recompute, selective_policy=policy,
+                            recompute=recompute, selective_policy=policy, recompute_every=every,
                             pp_schedule="interleaved" if vpp > 1 else "1f1b",
                             precision=precision, fp8_recipe=fp8_recipe)
             estimate = estimate_layout(work, layout, hardware)

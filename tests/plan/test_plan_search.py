@@ -57,3 +57,26 @@ def test_nothing_fits_is_a_warning_not_a_crash():
 def test_moe_search_uses_expert_parallelism():
     _, plan = _plan("mixtral-8x7b-h100x128.yaml", top=10)
     assert any(c["layout"]["ep"] > 1 for c in plan["candidates"])
+
+
+def test_search_tries_partial_recompute_before_full():
+    """Where no layout fits without recomputation and the runtime has no selective mode (TPU),
+    recomputing one block in 4 (`recompute_every: 4`) fits before every block must be: the search
+    proposes it, it passes validate's rules, and it is faster than full recompute of the same layout."""
+    from dataclasses import replace
+
+    from specc.plan.estimate import estimate_layout
+    from specc.plan.layout import Layout
+    from specc.plan.plan import _workload
+
+    spec, plan = _plan("llama2-7b-tpu-v5p.yaml", "model.num_layers=128", top=10)
+    partial = [c for c in plan["candidates"] if c["layout"].get("recompute_every", 1) > 1]
+    assert partial, [c["layout"]["recompute"] for c in plan["candidates"]]
+    fields = {k: v for k, v in partial[0]["layout"].items() if k in Layout.__dataclass_fields__}
+    fields["zero_stage"] = 0 if fields["fsdp"] else fields["zero_stage"]
+    layout = Layout(**fields)
+    assert layout.recompute == "full" and _passes_rules(spec, layout)
+    work = _workload(spec)
+    hardware = work.hardware(layout.precision)
+    every_block = estimate_layout(work, replace(layout, recompute_every=1), hardware)
+    assert partial[0]["time"]["step_s"] < every_block.time.step_s
