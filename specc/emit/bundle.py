@@ -49,6 +49,9 @@ class Bundle:
     name: str
     files: dict[str, str]
     stages: list[Stage]
+    spec_dir: str
+    """The directory the spec's relative paths resolved against: recorded in the manifest so that
+    relaunching the bundle can check its inputs again (`specc.launch.cli`)."""
 
 
 def build_bundle(spec: Spec, plan: dict, spec_dir: str, target: str | None = None) -> Bundle:
@@ -72,13 +75,14 @@ def build_bundle(spec: Spec, plan: dict, spec_dir: str, target: str | None = Non
                                                       **paths, **common)
     summaries = [_stage_summary(stage) for stage in stages]
     files["submit.sh"] = renderer.render("submit.sh.j2", stages=summaries, **common)
-    # The name hashes every file but README.md, which shows the name and derives from the rest.
-    name = f"{spec.name}-{_digest(files)[:12]}"
+    # The name hashes every file but README.md, which shows the name and derives from the rest, and
+    # the spec directory the manifest records (the same files emitted from elsewhere are another bundle).
+    name = f"{spec.name}-{_digest(files, spec_dir)[:12]}"
     files["README.md"] = renderer.render(
         "README.md.j2", bundle=name, description=spec.description or "(no description)",
         spec_sha256=plan.get("spec", {}).get("sha256", "n/a"), stages=summaries, run_dir=run_dir,
         plan_rows=_plan_rows(plan), cost=_cost_text(spec, plan), executor=spec.cluster.executor, **common)
-    return Bundle(name, dict(sorted(files.items())), stages)
+    return Bundle(name, dict(sorted(files.items())), stages, spec_dir)
 
 
 def default_target(spec: Spec) -> str:
@@ -88,9 +92,10 @@ def default_target(spec: Spec) -> str:
     return "tpu" if accelerator is not None and accelerator.kind == "tpu" else spec.cluster.executor
 
 
-def _digest(files: dict[str, str]) -> str:
+def _digest(files: dict[str, str], spec_dir: str) -> str:
     listing = {path: sha256_text(text) for path, text in sorted(files.items())}
-    return sha256_text(json.dumps({"files": listing, "specc_version": __version__}, sort_keys=True))
+    return sha256_text(json.dumps({"files": listing, "spec_dir": spec_dir, "specc_version": __version__},
+                                  sort_keys=True))
 
 
 def sha256_text(text: str) -> str:
@@ -183,7 +188,7 @@ def _amount(value: float) -> str:
 def manifest_text(bundle: Bundle) -> str:
     files = {path: sha256_text(text) for path, text in bundle.files.items()}
     manifest = {"bundle": bundle.name, "files": files, "schema_version": SCHEMA_VERSION,
-                "specc_version": __version__}
+                "spec_dir": bundle.spec_dir, "specc_version": __version__}
     return json.dumps(manifest, indent=2, sort_keys=True) + "\n"
 
 

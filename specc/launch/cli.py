@@ -110,6 +110,10 @@ def _existing_bundle(directory: Path, args: argparse.Namespace) -> Path | None:
     _refuse_spec_flags(directory, args)
     manifest = verify_manifest(directory)
     _note_strays(directory, manifest)
+    if args.path_checks and not _inputs_still_present(directory, manifest):
+        print(f"{directory}: not launched (pre-flight: input files its stages read are missing here; pass "
+              "--no-path-checks if they exist only on the cluster)", file=sys.stderr)
+        return None
     plan_file = directory / "plan.json"
     plan = load_plan(plan_file, hint="re-emit the bundle from its spec")
     if not _honour_plan(plan, lambda path: Position(str(plan_file)), "specc plan SPEC", args):
@@ -118,6 +122,38 @@ def _existing_bundle(directory: Path, args: argparse.Namespace) -> Path | None:
     _print_differences(plan, [StageRun(stage.name, stage.config.get("params", {})) for stage in read_stages(directory)])
     print(f"bundle: {directory} (existing, verified against its manifest)")
     return directory
+
+
+def _inputs_still_present(directory: Path, manifest: dict) -> bool:
+    """Pre-flight for a relaunch: the bundle's resolved spec checked against the filesystem as at
+    emit time (relative paths against the spec directory the manifest records), since a corpus or
+    a model directory may have moved since. Findings are located in the bundle's spec.resolved.yaml.
+    Bundles that predate the recorded directory are launched unchecked, with a note."""
+    from specc.diagnostics.check import check_data
+    from specc.diagnostics.diagnostic import render_text
+    from specc.diagnostics.preflight import preflight
+    from specc.spec.loader import parse_yaml, read_text
+
+    spec_dir = manifest.get("spec_dir")
+    if not spec_dir:
+        print(f"note: {directory} does not record its spec directory (emitted by an older specc): its input "
+              "files are not checked before launch", file=sys.stderr)
+        return True
+    resolved = directory / "spec.resolved.yaml"
+    text, unreadable = read_text(resolved, str(resolved))
+    loaded = parse_yaml(text, str(resolved)) if unreadable is None else None
+    if loaded is None or loaded.data is None:
+        print(render_text([unreadable] if unreadable else loaded.diagnostics), file=sys.stderr)
+        return False
+    loaded.data.pop("extends", None)  # already applied: the resolved spec is the composed one
+    spec, diagnostics = check_data(loaded.data, loaded.source_map)
+    if spec is None:  # the manifest matched, so this is a spec this specc no longer accepts
+        print(render_text([d for d in diagnostics if d.severity == "error"]), file=sys.stderr)
+        return False
+    problems = preflight(spec, loaded.source_map, Path(spec_dir) / resolved.name, check_absolute=True)
+    if problems:
+        print(render_text(problems), file=sys.stderr)
+    return not any(problem.severity == "error" for problem in problems)
 
 
 def _refuse_spec_flags(bundle: Path, args: argparse.Namespace) -> None:

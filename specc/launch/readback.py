@@ -253,6 +253,8 @@ class _Manifest(_Open):
     files: dict[str, SHA256]
     schema_version: int
     specc_version: str
+    spec_dir: str | None = None
+    """Where the spec's relative paths resolved (bundles emitted before it was recorded lack it)."""
 
 
 def load_manifest(path: Path) -> dict:

@@ -250,3 +250,28 @@ def test_launch_all_files_of_a_bundle_are_listed_in_its_manifest(tmp_path):
     files = all_files(bundle)
     manifest = json.loads(files["manifest.json"])
     assert set(manifest["files"]) == set(files) - {"manifest.json"}
+
+
+def test_relaunching_a_bundle_checks_its_inputs_again(tmp_path, capsys):
+    """An input that disappears between emit and relaunch (a task file moved) stops the relaunch
+    before anything runs, located in the bundle's own spec.resolved.yaml; --no-path-checks skips it."""
+    import shutil
+
+    from launch_helpers import FAST_TRAINING
+
+    from specc.cli import main
+
+    shutil.copy(TINY, tmp_path / "tiny.yaml")
+    shutil.copytree(SPECS / "data", tmp_path / "data")
+    overrides = [word for override in FAST_TRAINING for word in ("--set", override)]
+    assert main(["launch", str(tmp_path / "tiny.yaml"), "--dry-run", "--out", str(tmp_path / "out"), *overrides]) == 0
+    bundle = next((tmp_path / "out").iterdir())
+    assert json.loads((bundle / "manifest.json").read_text())["spec_dir"] == str(tmp_path)
+    assert main(["launch", str(bundle), "--dry-run"]) == 0
+    (tmp_path / "data" / "tiny" / "tasks" / "heldout.jsonl").unlink()
+    capsys.readouterr()
+    assert main(["launch", str(bundle), "--dry-run"]) == 1
+    err = capsys.readouterr().err
+    assert f"{bundle / 'spec.resolved.yaml'}:" in err and "heldout.jsonl" in err and "not launched" in err, err
+    assert "Traceback" not in err
+    assert main(["launch", str(bundle), "--dry-run", "--no-path-checks"]) == 0
