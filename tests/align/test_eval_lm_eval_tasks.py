@@ -18,6 +18,7 @@ from specc.evaltasks.task_yamls import data_problem, read_task_directory
 BASE = """\
 output_type: multiple_choice
 test_split: test
+fewshot_split: test
 doc_to_text: "Question: {{question}}\\nAnswer:"
 doc_to_choice: "{{choices}}"
 doc_to_target: "{{answer}}"
@@ -25,7 +26,8 @@ metric_list:
   - {metric: acc, aggregation: mean, higher_is_better: true}
   - {metric: acc_norm, aggregation: mean, higher_is_better: true}
 """
-"""An include-only template (no `task:`): the prompt of specc's `multiple_choice` format."""
+"""An include-only template (no `task:`): the prompt of specc's `multiple_choice` format, few-shot
+examples drawn from the scored split as the built-in draws them when no `fewshot_path` is given."""
 TASK = """\
 include: _mc_template.yaml
 task: my_arith
@@ -96,10 +98,10 @@ def test_user_task_yaml_scores_as_the_builtin_format(tmp_path, tokenizer_path, m
     files = write_tiny_tasks(tmp_path / "tiny", seed=2, num_examples=16)
     root = write_task_directory(tmp_path / "my_tasks", files["mc_arithmetic"])
 
-    builtin = _run(tmp_path / "builtin", {"backend": "builtin", "tasks": [
+    builtin = _run(tmp_path / "builtin", {"backend": "builtin", "num_fewshot": 2, "tasks": [
         {"name": "my_arith", "type": "multiple_choice", "path": str(files["mc_arithmetic"])}]})
-    included = _run(tmp_path / "included", {"backend": "lm_eval", "batch_size": 16,
-                                            "lm_eval": {"include_path": str(root), "tasks": ["my_suite"]}})
+    included = _run(tmp_path / "included", {"backend": "lm_eval", "batch_size": 16, "lm_eval": {
+        "include_path": str(root), "tasks": ["my_suite"], "num_fewshot": 2}})
     for metric in ("acc", "acc_norm"):
         ours, theirs = builtin[("my_arith", metric)], included[("my_arith", metric)]
         assert theirs["count"] == ours["count"] == 16
