@@ -10,6 +10,7 @@ directory (R321), its files (R322), the task names (R323) and their data (R324).
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 from collections.abc import Iterator
@@ -23,6 +24,8 @@ from specc.spec.root import Spec
 ROWS_CHECKED = 1000
 """Rows read per file by R293 (a benchmark file is small; a glob may name many)."""
 FILES_CHECKED = 20
+MAX_YAML_PROBLEMS = 20
+"""Unreadable task YAMLs reported (R322) before the rest are left to the next run."""
 
 
 def backend_runs_task_type(spec: Spec) -> Iterator[Finding]:
@@ -163,13 +166,22 @@ def lm_eval_tasks_need_backend(spec: Spec) -> Iterator[Finding]:
 
 def _task_directory(spec: Spec, inputs: InputFiles):
     """The indexed include directory, or None when it is out of scope or missing (R321 says so)."""
-    from specc.evaltasks.task_yamls import read_task_directory
-
     options = spec.eval.lm_eval
     if options is None or not inputs.in_scope(options.include_path):
         return None
     root = Path(inputs.resolve(options.include_path))
-    return read_task_directory(root) if root.is_dir() else None
+    if not root.is_dir():
+        return None
+    files = tuple((str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in sorted(root.glob("**/*.yaml")))
+    return _indexed(root, files)
+
+
+@functools.lru_cache(maxsize=4)
+def _indexed(root: Path, files: tuple):
+    """R322-R324 read one index; `files` (path, mtime, size) keys it, so an edited YAML is read again."""
+    from specc.evaltasks.task_yamls import read_task_directory
+
+    return read_task_directory(root)
 
 
 def _shown(text: str, inputs: InputFiles) -> str:
@@ -206,7 +218,7 @@ def lm_eval_yamls_are_readable(spec: Spec, inputs: InputFiles) -> Iterator[Findi
     fails:  `qa.yaml` with `doc_to_text: "Q: {{question}}` (unterminated string); `include: base.yaml` missing
     """
     directory = _task_directory(spec, inputs)
-    for problem in directory.problems if directory is not None else []:
+    for problem in directory.problems[:MAX_YAML_PROBLEMS] if directory is not None else []:
         yield Finding(("eval", "lm_eval", "include_path"), _shown(problem, inputs),
                       "fix the file, or move it out of the include directory (lm-eval would skip it)")
 
