@@ -5,7 +5,9 @@ script/stopword identifier specc used before (and py3langid, when it is installe
 
 The multilingual set is built from packaged text, nothing downloaded: the translated messages
 of the gettext catalogs that Debian packages install under /usr/share/locale/<locale>/LC_MESSAGES
-(coreutils, tar, apt, ...). A message counts when its translation differs from its English
+(coreutils, tar, apt, ...). Swahili comes from VLC's catalog (Debian `vlc-l10n`, installed by
+scripts/setup-langid-bench.sh: 247 Swahili messages; the base system's `sw` files hold country
+and month names only). A message counts when its translation differs from its English
 msgid and has at least 4 words (12 characters for zh/ja, written without spaces); format
 placeholders are removed; three messages (seeded order) make one document. Languages with too
 few messages on this machine are listed as skipped. The earlier identifier is read from git
@@ -22,6 +24,7 @@ import re
 import statistics
 import subprocess
 import time
+from collections import Counter
 import types
 from pathlib import Path
 
@@ -70,7 +73,7 @@ def build_set(num_docs: int, seed: int = 0) -> tuple[dict[str, list[str]], list[
         docs = [" ".join(texts[i:i + MESSAGES_PER_DOC]) for i in range(0, len(texts) - MESSAGES_PER_DOC + 1,
                                                                         MESSAGES_PER_DOC)][:num_docs]
         if len(docs) < 10:
-            skipped.append(f"{locale} ({len(texts)} messages)")
+            skipped.append(f"{locale} ({len(texts)} messages; scripts/setup-langid-bench.sh installs the catalogs)")
             continue
         documents[code] = docs
     return documents, skipped
@@ -94,6 +97,12 @@ def py3langid_identifier():
     except ImportError:
         return None
     return py3langid.classify
+
+
+def confusions(identify, documents: dict[str, list[str]], code: str) -> str:
+    """The wrong answers for one language, most frequent first (`da 21, sv 3`)."""
+    wrong = Counter(answer for d in documents[code] if (answer := identify(d)[0]) != code)
+    return ", ".join(f"{answer} {count}" for answer, count in wrong.most_common(4)) or "-"
 
 
 def measure(identify, documents: dict[str, list[str]], runs: int) -> tuple[dict[str, float], float]:
@@ -130,6 +139,8 @@ def main() -> None:
         print(f"| {code} | {len(docs)} | " + " | ".join(f"{results[n][0][code]:.2f}" for n in names) + " |")
     print("| **mean** | | " + " | ".join(f"{statistics.mean(results[n][0].values()):.3f}" for n in names) + " |")
     print("| docs/s (median of %d) | | " % args.runs + " | ".join(f"{results[n][1]:,.0f}" for n in names) + " |")
+    print("\nlid.176's wrong answers: " + "; ".join(f"{code}: {confusions(langid.identify, documents, code)}"
+                                                   for code in documents if results["lid.176 (packaged)"][0][code] < 0.95))
     if args.json:
         args.json.write_text(json.dumps({n: {"accuracy": a, "docs_per_s": r} for n, (a, r) in results.items()},
                                         indent=1))

@@ -64,7 +64,7 @@ def pretrains(spec: Spec) -> bool:
 
 def eval_wanted(spec: Spec) -> bool:
     """The eval stage runs when the spec names anything to evaluate."""
-    return bool(spec.eval.tasks or spec.eval.perplexity)
+    return bool(spec.eval.tasks or spec.eval.perplexity or spec.eval.lm_eval)
 
 
 def stage_names(spec: Spec) -> list[str]:

@@ -1,6 +1,7 @@
 """Pre-flight: the filesystem checks of `specc.diagnostics.rules.path_rules` (R200-R207),
 `data_format_rules` (R280-R281: record files hold the fields their stage reads) and `eval_rules`
-(R292-R294: few-shot files, task-file fields, lm-eval installed) run on a valid spec, located like
+(R292-R294: few-shot files, task-file fields, lm-eval installed; R321-R324: the user's lm-eval task
+YAMLs, their names and data) run on a valid spec, located like
 every other diagnostic.
 
 Kept out of `check_file`: those rules read the filesystem of the machine they run on, while

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, StringConstraints
 
 from specc.spec.base import SpecModel
 from specc.spec.types import Identifier, PositiveCount, PositiveLength
@@ -48,6 +48,25 @@ class EvalTask(SpecModel):
     """Score at most this many examples."""
 
 
+LmEvalTaskName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}$")]
+
+
+class LmEvalTasks(SpecModel):
+    """Your own lm-evaluation-harness task YAMLs, run by lm-eval itself (`eval.backend: lm_eval`),
+    on local data only (docs/evaltasks.md, "Your own lm-eval tasks")."""
+
+    include_path: str = Field(min_length=1)
+    """Directory of lm-eval task YAMLs, searched recursively as lm-eval's `--include_path` (relative
+    to the spec's directory). Relative data paths in the YAMLs (`dataset_kwargs.data_files`, a
+    local `dataset_path` directory) are read relative to this directory."""
+    tasks: list[LmEvalTaskName] = Field(min_length=1)
+    """Task, group or tag names defined in those YAMLs (`task:`, `group:`, `tag:`)."""
+    num_fewshot: Annotated[int, Field(ge=0, le=64)] | None = None
+    """Examples in the prompt; default: each task's own `num_fewshot` (not `eval.num_fewshot`)."""
+    limit: PositiveCount | None = None
+    """Score at most this many documents per task."""
+
+
 class EvalSpec(SpecModel):
     """Evaluation after training (and after each alignment stage)."""
 
@@ -59,3 +78,5 @@ class EvalSpec(SpecModel):
     num_fewshot: Annotated[int, Field(ge=0, le=64)] = 0
     """Default few-shot k."""
     batch_size: PositiveCount = 8
+    lm_eval: LmEvalTasks | None = None
+    """Your own lm-eval task YAMLs (needs `backend: lm_eval`), scored after `tasks`."""

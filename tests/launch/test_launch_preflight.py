@@ -95,7 +95,8 @@ def test_each_input_kind_is_resolved_as_its_stage_resolves_it(tmp_path, override
 def test_pre_flight_rules_are_documented_with_examples(capsys):
     from specc.diagnostics.rules import PATH_RULES
 
-    assert [rule.code for rule in PATH_RULES] == [f"R20{n}" for n in range(8)] + ["R280", "R281", "R292", "R293", "R294"]
+    assert [rule.code for rule in PATH_RULES] == [f"R20{n}" for n in range(8)] + ["R280", "R281", "R292", "R293", "R294",
+                                                                  "R321", "R322", "R323", "R324"]
     for rule in PATH_RULES:
         assert main(["rules", rule.code]) == 0
         shown = capsys.readouterr().out

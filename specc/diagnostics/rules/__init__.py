@@ -71,6 +71,7 @@ RULES: tuple[Rule, ...] = (
     Rule("R160", ("eval",), run_rules.eval_names_unique),
     Rule("R290", ("eval",), eval_rules.backend_runs_task_type),
     Rule("R291", ("eval",), eval_rules.task_options_apply),
+    Rule("R320", ("eval",), eval_rules.lm_eval_tasks_need_backend),
     Rule("R170", ("model", "deploy"), run_rules.quantization_fits_accelerator),
     Rule("R171", ("model", "deploy"), run_rules.draft_model_matches_target),
     Rule("R172", ("model", "deploy"), stage_rules.deploy_target_is_implemented),
@@ -103,6 +104,10 @@ PATH_RULES: tuple[Rule, ...] = (
     Rule("R292", ("eval",), eval_rules.fewshot_files_exist),
     Rule("R293", ("eval",), eval_rules.task_files_have_fields),
     Rule("R294", ("eval",), eval_rules.lm_eval_is_installed),
+    Rule("R321", ("eval",), eval_rules.lm_eval_directory_exists),
+    Rule("R322", ("eval",), eval_rules.lm_eval_yamls_are_readable),
+    Rule("R323", ("eval",), eval_rules.lm_eval_tasks_are_defined),
+    Rule("R324", ("eval",), eval_rules.lm_eval_task_data_is_local),
 )
 """Pre-flight rules: they read the filesystem (`check(spec, InputFiles)`), so they run apart from
 RULES, on a valid spec (`specc.diagnostics.preflight`)."""

@@ -78,6 +78,15 @@ def regex_problem(pattern: str) -> str | None:
     return None
 
 
+LID176_SPELLINGS = {
+    "nb": "Norwegian Bokmål `no` (and Nynorsk `nn`): list `no`, and `nn` to keep Nynorsk too",
+    "iw": "Hebrew `he` (ISO 639-1 since 1989)", "in": "Indonesian `id` (ISO 639-1 since 1989)",
+    "ji": "Yiddish `yi` (ISO 639-1 since 1989)", "fil": "Filipino/Tagalog `tl`",
+}
+"""Codes users write for a language that lid.176 labels otherwise (its labels: Wikipedia's language
+editions, where Norwegian Bokmål is `no`)."""
+
+
 def languages_are_identifiable(spec: Spec) -> Iterator[Finding]:
     """Without a `model_path`, the language filter uses the packaged lid.176 model, which reports
     only its 176 labels (ISO 639-1 where one exists); a document in any other language (or a code
@@ -92,8 +101,10 @@ def languages_are_identifiable(spec: Spec) -> Iterator[Finding]:
             continue
         for position, language in enumerate(item.languages):
             if language not in known:
+                spelled = LID176_SPELLINGS.get(language)
                 yield Finding(("filters", index, "languages", position),
                               f"the packaged language identifier (lid.176) cannot report `{language}`; its documents would all be dropped",
+                              f"lid.176 labels {spelled}" if spelled else
                               "lid.176 uses ISO 639-1 codes where one exists (`en`, `sw`, `zh`, `no`), else Wikipedia's "
                               "(`als`, `yue`); or give `model_path` (a fastText model with its own labels)")
         for language in item.thresholds:

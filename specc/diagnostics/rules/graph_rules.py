@@ -44,7 +44,7 @@ def eval_has_a_model(spec: Spec) -> Iterator[Finding]:
     passes: eval tasks with a corpus, or with model.init_from     fails: eval tasks, no corpus, no init_from, no alignment
     """
     if eval_wanted(spec) and not evaluated_models(spec):
-        section = "tasks" if spec.eval.tasks else "perplexity"
+        section = "tasks" if spec.eval.tasks else "perplexity" if spec.eval.perplexity else "lm_eval"
         yield Finding(("eval", section), f"nothing to evaluate: {NO_MODEL}, and no alignment stage trains a policy",
                       START_HINT)
 

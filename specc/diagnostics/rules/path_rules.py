@@ -298,6 +298,8 @@ def _input_paths(spec: Spec) -> Iterator[tuple[tuple, str]]:
     for section in ("tasks", "perplexity"):
         for index, item in enumerate(getattr(spec.eval, section)):
             yield ("eval", section, index, "path"), item.path
+    if spec.eval.lm_eval is not None:
+        yield ("eval", "lm_eval", "include_path"), spec.eval.lm_eval.include_path
     for index, target in enumerate(spec.deploy.targets):
         if target.speculative is not None and isinstance(target.speculative.draft, str):
             yield ("deploy", "targets", index, "speculative", "draft"), target.speculative.draft

@@ -297,6 +297,8 @@ def eval_names_unique(spec: Spec) -> Iterator[Finding]:
     seen: set[str] = set()
     entries = [(("eval", "perplexity", i, "name"), p.name) for i, p in enumerate(spec.eval.perplexity)]
     entries += [(("eval", "tasks", i, "name"), t.name) for i, t in enumerate(spec.eval.tasks)]
+    if spec.eval.lm_eval is not None:
+        entries += [(("eval", "lm_eval", "tasks", i), name) for i, name in enumerate(spec.eval.lm_eval.tasks)]
     for path, name in entries:
         if name in seen:
             yield Finding(path, f"evaluation name `{name}` is used twice", "rename one of them")

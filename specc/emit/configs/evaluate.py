@@ -1,7 +1,8 @@
 """Torch-free: the `eval` stage's config, built from a validated Spec (called by the bundle emitter).
 
 config = {
-  "eval": EvalSpec json, with task and perplexity paths made absolute against the spec's directory,
+  "eval": EvalSpec json, with task and perplexity paths and `lm_eval.include_path` (the user's
+          lm-eval task YAMLs, read in place like the task files) made absolute against the spec's directory,
   "model": ModelSpec json,
   "checkpoints": {label: model directory relative to run_dir, or absolute}, in pipeline order:
                  the pretrained model (`pretrain`, or `base`: `model.init_from` when there is no
@@ -26,6 +27,8 @@ def build_eval_config(spec: Spec, spec_dir: str) -> dict:
         item["path"] = absolute(item["path"], spec_dir)
         if item.get("fewshot_path"):
             item["fewshot_path"] = absolute(item["fewshot_path"], spec_dir)
+    if evaluation["lm_eval"]:
+        evaluation["lm_eval"]["include_path"] = absolute(evaluation["lm_eval"]["include_path"], spec_dir)
     from specc.emit.configs.alignment import special_tokens
 
     return {"eval": evaluation, "model": spec.model.model_dump(mode="json"),

@@ -10,14 +10,18 @@ specc's own model and tokenizer, from local files only.
   `process_docs` that calls the library format (`specc.evaltasks`), so the file can also be run
   with the `lm_eval` command (`--include_path`). Perplexity sets are written as jsonl documents and
   scored by a `loglikelihood_rolling` task (word/byte perplexity, bits per byte).
+- The user's own task YAMLs (`eval.lm_eval`) run as lm-eval loads them from their directory
+  (`evaluate_included`), with that directory as the working directory while their data loads.
 - Nothing is downloaded: HF_DATASETS_OFFLINE / HF_HUB_OFFLINE are set, the datasets cache lives
   under the run directory.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -186,6 +190,59 @@ def evaluate(lm, task_yaml: Path, limit: int | None) -> tuple[dict, int, list[di
                                      bootstrap_iters=1000, log_samples=True)
     count = output["n-samples"][name]["effective"]
     return output["results"][name], count, output["samples"][name]
+
+
+def directory_digest(root: Path) -> str:
+    """sha256 of the include directory's YAML and Python files (paths and contents): a part scored
+    before the user edited a task is scored again."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in root.glob("**/*") if p.suffix in (".yaml", ".py") and p.is_file()):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+@contextmanager
+def _reading_from(root: Path, cache_dir: Path):
+    """While lm-eval loads the user's tasks: relative data paths resolve against the include
+    directory (`datasets` resolves `data_files` against the working directory), and the datasets
+    cache lives under the run directory (`datasets` reads `config.HF_DATASETS_CACHE` per load)."""
+    import datasets
+
+    previous_dir, previous_cache = os.getcwd(), datasets.config.HF_DATASETS_CACHE
+    os.chdir(root)
+    datasets.config.HF_DATASETS_CACHE = cache_dir
+    try:
+        yield
+    finally:
+        os.chdir(previous_dir)
+        datasets.config.HF_DATASETS_CACHE = previous_cache
+
+
+def evaluate_included(lm, include_path: Path, name: str, num_fewshot: int | None, limit: int | None,
+                      cache_dir: Path) -> tuple[list[dict], dict[str, list[dict]]]:
+    """Run one task, group or tag of the user's lm-eval YAMLs (`eval.lm_eval`): (rows, lm-eval's
+    logged samples by task). lm-eval sees only that directory (`include_defaults=False`: its own
+    library reads from the Hub); a group reports a row per metric for itself and each task."""
+    lm_eval, _ = import_lm_eval()
+    from lm_eval.tasks import TaskManager
+
+    root = include_path.resolve()
+    with _reading_from(root, cache_dir.resolve()):
+        manager = TaskManager(include_path=str(root), include_defaults=False)
+        output = lm_eval.simple_evaluate(model=lm, tasks=[name], task_manager=manager, num_fewshot=num_fewshot,
+                                         limit=limit, bootstrap_iters=1000, log_samples=True)
+    counts = {task: entry["effective"] for task, entry in output["n-samples"].items()}
+    rows = []
+    for task, results in output["results"].items():
+        for key, value in results.items():
+            metric, _, filter_name = key.partition(",")
+            if not filter_name or metric.endswith("_stderr") or not isinstance(value, (int, float)):
+                continue  # alias, sample counts, "N/A" for an aggregate lm-eval does not compute
+            stderr = results.get(f"{metric}_stderr,{filter_name}")
+            rows.append({"task": task, "metric": metric if filter_name == "none" else key, "value": float(value),
+                         "stderr": float(stderr) if isinstance(stderr, (int, float)) else None,
+                         "count": counts.get(task, sum(counts.values()))})
+    return rows, output["samples"]
 
 
 def rows_from_results(task: str, results: dict, count: int, metrics: list[tuple[str, str]]) -> list[dict]:

@@ -2,7 +2,8 @@
 
 config.json: {"stage": "eval", "run_dir": ..., "params": see `specc.emit.configs.evaluate`}.
 `eval.backend` picks the scorer: the built-in harness or lm-evaluation-harness
-(`lm_eval_backend`: its task YAMLs and datasets cache go under `<run_dir>/eval/lm_eval/`).
+(`lm_eval_backend`: its task YAMLs and datasets cache go under `<run_dir>/eval/lm_eval/`), which
+also runs the user's own task YAMLs (`eval.lm_eval`, from their directory).
 Outputs under `<run_dir>/eval/`: `parts/<model>--<item>.json` (one per model and task, written
 atomically: a killed run resumes with the parts it has), `samples/<model>--<task>.jsonl` (per
 item: the prompt and each choice's log-likelihood, or the generation and extracted answers),
@@ -114,21 +115,41 @@ def perplexity_rows(model, codec, item: PerplexitySet, spec: EvalSpec, out: Path
             for metric, unit in PERPLEXITY_METRICS]
 
 
+def included_rows(model, codec, name: str, spec: EvalSpec, out: Path, label: str) -> list[dict]:
+    """Rows of one task, group or tag of the user's lm-eval YAMLs; lm-eval's logged samples go to
+    `samples/<model>--<task>.jsonl` as lm-eval logs them (one line per document and filter)."""
+    options = spec.lm_eval
+    lm = lm_eval_backend.specc_lm_class()(model, codec, spec.batch_size)
+    rows, samples = lm_eval_backend.evaluate_included(lm, Path(options.include_path), name, options.num_fewshot,
+                                                      options.limit, out / "lm_eval" / "cache")
+    for task, logged in samples.items():
+        atomic_write_text(out / "samples" / f"{label}--{task}.jsonl",
+                          "".join(json.dumps(s, default=str) + "\n" for s in logged))
+    return rows
+
+
 def _evaluate_model(label: str, model_dir: Path, spec: EvalSpec, codec, out: Path, metrics: MetricsWriter,
                     fingerprint: str) -> list[dict]:
     """Score one model on everything, skipping parts a previous (killed) run finished."""
     model = None
     rows: list[dict] = []
     items = [(p.name, p) for p in spec.perplexity] + [(t.name, t) for t in spec.tasks]
+    included = fingerprint  # the user's YAMLs: a part is current only for the YAMLs it ran
+    if spec.lm_eval is not None:
+        included = f"{fingerprint}:{lm_eval_backend.directory_digest(Path(spec.lm_eval.include_path))}"
+        items += [(f"lm_eval.{name}", name) for name in spec.lm_eval.tasks]
     for name, item in items:
         part = out / "parts" / f"{label}--{name}.json"
-        if part.exists() and json.loads(part.read_text()).get("fingerprint") == fingerprint:
+        current = included if isinstance(item, str) else fingerprint
+        if part.exists() and json.loads(part.read_text()).get("fingerprint") == current:
             rows.extend(json.loads(part.read_text())["rows"])
             continue
         if model is None:
             model = load_model(model_dir, "cuda" if torch.cuda.is_available() else "cpu")
         if isinstance(item, PerplexitySet):
             new_rows = [{"model": label, **row} for row in perplexity_rows(model, codec, item, spec, out)]
+        elif isinstance(item, str):
+            new_rows = [{"model": label, **row} for row in included_rows(model, codec, item, spec, out, label)]
         else:
             task_rows, samples = score_task(model, codec, item, spec, out)
             new_rows = [{"model": label, **row} for row in task_rows]
@@ -137,7 +158,7 @@ def _evaluate_model(label: str, model_dir: Path, spec: EvalSpec, codec, out: Pat
                                   "".join(json.dumps(s) + "\n" for s in samples))
         for row in new_rows:
             metrics.write(**row)
-        atomic_write_json(part, {"fingerprint": fingerprint, "rows": new_rows})
+        atomic_write_json(part, {"fingerprint": current, "rows": new_rows})
         rows.extend(new_rows)
     return rows
 
