@@ -18,6 +18,9 @@ in ARPA form, whose backoff semantics reproduce the interpolation exactly (the l
 probability of a seen n-gram is the interpolated one; an unseen one backs off with weight
 gamma(h) = D N1+(h .) / c(h)), so KenLM's scores equal `perplexity` below, which stays as the
 reference the tests compare against. A user's own KenLM model (ARPA or binary) loads the same way.
+
+The words reach KenLM without a Python object per word (`kenlm_sentence`: str and bytes methods
+over the whole document), and a document is scored by one `score` call (`KenLMScorer.perplexity`).
 """
 
 from __future__ import annotations
@@ -32,13 +35,72 @@ from specc.runtime.data.documents import DataError
 from specc.runtime.data.model_file import LazyModelFile
 
 TOKEN = re.compile(r"\w+|[^\w\s]", re.UNICODE)
+"""specc's words: runs of word characters and single other non-space characters, of lowercased text."""
 BOS, EOS, UNK = "<s>", "</s>", "<unk>"
 MAX_TOKENS = 100_000
 """Tokens of a document scored (the start is representative; bounds the cost of huge files)."""
 
 
 def tokenize(text: str) -> list[str]:
+    """The definition of specc's words (the Kneser-Ney fit and the reference score use it;
+    KenLM's route gets the same words from `kenlm_sentence`)."""
     return TOKEN.findall(text.lower())
+
+
+_KENLM_SPACES = b" \t\n\r\x0b\x0c"
+"""What KenLM's Python module splits a sentence on (`bytes.split()`: ASCII whitespace only)."""
+_KENLM_NUL = b"\xc0\x80"
+"""The NUL word as specc gives it to KenLM, which does not find a word holding a NUL byte (an ARPA
+file listing b"\\x00" scored it as another word); NUL's overlong form, which no UTF-8 encoder
+writes (Java's "modified UTF-8")."""
+_OWN_WORD = re.compile(r"[^\w\s]")
+"""A character that is a word by itself (TOKEN's second branch)."""
+_ASCII_REPLACEMENTS = tuple(
+    (ord(c), c.encode(), b" " + (_KENLM_NUL if c == "\x00" else c.encode()) + b" " if _OWN_WORD.match(c) else b" ")
+    for c in map(chr, range(128)) if _OWN_WORD.match(c) or (c.isspace() and c.encode() not in _KENLM_SPACES))
+"""(byte, itself, replacement): an ASCII character that is a word by itself (punctuation, a
+control character) padded with spaces; \x1c-\x1f, whitespace to `re` but not to KenLM, a space."""
+_NON_ASCII_SEPARATOR = re.compile(r"[^\x00-\x7f\w]")
+"""A non-ASCII character that is not a word character: a word by itself, or whitespace."""
+_SPACE_MASK = bytes.maketrans(bytes(range(256)), bytes(32 if b in _KENLM_SPACES else 120 for b in range(256)))
+"""Maps KenLM's separators to b" " and every other byte to b"x", so b" x" marks where a word starts."""
+_PIECE_BYTES = 8192
+"""KenLM's `score` sums a sentence in single precision (kenlm.pyx: `cdef float total`): on 100,000
+words of prose the perplexity drifts 4e-5 from the double sum, 5e-3 on repetitive text. A longer
+sentence is scored in pieces of about this many bytes (about 1,400 English words), summed in double."""
+
+
+def _kenlm_bytes(text: str) -> bytes:
+    """Text (a word, a line of an ARPA file) as KenLM reads it: UTF-8, lone surrogates passed
+    through (JSON allows "\\ud83d"), NUL as _KENLM_NUL."""
+    return text.encode(errors="surrogatepass").replace(b"\x00", _KENLM_NUL)
+
+
+def _pad_non_ascii(match: re.Match) -> str:
+    character = match.group()
+    return " " if character.isspace() else f" {character} "
+
+
+def kenlm_sentence(text: str) -> tuple[bytes, int]:
+    """`tokenize(text)[:MAX_TOKENS]` as KenLM reads it (UTF-8, separated by ASCII whitespace) and
+    the number of words, with no Python object per word: lowercase; pad the (rarer) non-ASCII
+    punctuation and turn non-ASCII whitespace into spaces with one regex pass, only when the text
+    is not ASCII; encode (UTF-8 bytes of a non-ASCII character are all >= 0x80, so ASCII bytes are
+    ASCII characters); pad each ASCII punctuation byte present with `bytes.replace` (a C pass per
+    byte value; on bytes, as `in` and `replace` on a non-ASCII str compare every character); count
+    word starts on a byte mask. The tests compare the words with `tokenize` on adversarial text."""
+    spaced = text.lower()
+    if not spaced.isascii():
+        spaced = _NON_ASCII_SEPARATOR.sub(_pad_non_ascii, spaced)
+    sentence = spaced.encode(errors="surrogatepass")  # NUL, padded as punctuation, becomes _KENLM_NUL below
+    for byte, character, replacement in _ASCII_REPLACEMENTS:
+        if byte in sentence:  # an int: memchr (a bytes operand would go through a slower path)
+            sentence = sentence.replace(character, replacement)
+    masked = sentence.translate(_SPACE_MASK)
+    count = masked.count(b" x") + masked.startswith(b"x")
+    if count > MAX_TOKENS:
+        return b" ".join(sentence.split()[:MAX_TOKENS]), MAX_TOKENS
+    return sentence, count
 
 
 class KneserNeyLM:
@@ -106,7 +168,8 @@ class KneserNeyLM:
         return (kept + discount * self.context_types[k][history] * lower) / total
 
     def perplexity(self, text: str) -> float:
-        """The pure-Python score (the reference for KenLMScorer; ~50k words/s)."""
+        """The pure-Python score: the reference the tests hold KenLMScorer to, never the filter's
+        (no fallback: `kenlm` is a dependency, and this is 25-35x slower, benchmarks/perplexity_speed.py)."""
         tokens = [t if t in self.vocabulary else UNK for t in tokenize(text)[:MAX_TOKENS]] + [EOS]
         history = (BOS,)
         log_sum = 0.0
@@ -144,9 +207,9 @@ class KneserNeyLM:
     def save_arpa(self, path: Path) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         temporary = path.with_name(f".{path.name}.tmp")
-        with open(temporary, "w") as stream:
+        with open(temporary, "wb") as stream:
             for line in self.arpa_lines():
-                stream.write(line + "\n")
+                stream.write(_kenlm_bytes(line + "\n"))
         temporary.replace(path)
         return path
 
@@ -168,6 +231,52 @@ class KenLMScorer(LazyModelFile):
             raise DataError(f"{self.path}: cannot load a KenLM model (ARPA or binary): {error}") from None
 
     def perplexity(self, text: str) -> float:
-        tokens = tokenize(text)[:MAX_TOKENS]
-        log10_sum = self._loaded().score(" ".join(tokens), bos=True, eos=True)
-        return 10.0 ** (-log10_sum / (len(tokens) + 1))
+        """A document is one sentence, scored by one `score` call (the per-word loop in KenLM's
+        compiled module) unless longer than _PIECE_BYTES. CCNet's `DocLM` and datatrove's
+        `KenlmModel` call `score` once per line and sum; specc's Kneser-Ney model treats a document
+        as one sentence, so scoring per line would change the scores."""
+        sentence, count = kenlm_sentence(text)
+        model = self._loaded()
+        if len(sentence) <= _PIECE_BYTES:
+            return 10.0 ** (-model.score(sentence, bos=True, eos=True) / (count + 1))
+        return 10.0 ** (-self._log10_probability_in_pieces(sentence) / (count + 1))
+
+    def _log10_probability_in_pieces(self, sentence: bytes, piece_bytes: int = _PIECE_BYTES) -> float:
+        """`score(sentence)` summed in double: each piece after the first is scored after the
+        `order` words before it, whose score is subtracted. An n-gram model's probability of a word
+        depends on the order - 1 words before it only, and KenLM's state after them is the same
+        from the sentence's start or from a null context, so the pieces add up to the sentence."""
+        model = self._loaded()
+        starts = _piece_starts(sentence.translate(_SPACE_MASK), model.order, piece_bytes)
+        ends = [start for _, start in starts] + [len(sentence)]
+        total = model.score(sentence[:ends[0]], bos=True, eos=len(starts) == 0)
+        for (context, start), end in zip(starts, ends[1:]):
+            last = end == len(sentence)
+            total += (model.score(sentence[context:end], bos=False, eos=last)
+                      - model.score(sentence[context:start], bos=False, eos=False))
+        return total
+
+
+def _piece_starts(masked: bytes, context_words: int, piece_bytes: int) -> list[tuple[int, int]]:
+    """(context start, piece start) byte offsets of the pieces after the first: a piece starts
+    at the first word start at least `piece_bytes` after the previous one, where `context_words`
+    words and at least one more precede it (so `<s>` is out of its context); the context starts at
+    the first of those words. `masked` is the sentence under _SPACE_MASK (b"x" a word byte)."""
+    starts = []
+    position = piece_bytes
+    while (start := masked.find(b" x", position) + 1) > 0:
+        context = start
+        for _ in range(context_words):
+            context = _previous_word_start(masked, context)
+            if context < 0:
+                break
+        if context >= 0 and _previous_word_start(masked, context) >= 0:
+            starts.append((context, start))
+        position = start + piece_bytes
+    return starts
+
+
+def _previous_word_start(masked: bytes, start: int) -> int:
+    """Where the word before offset `start` begins, -1 when none."""
+    last = masked.rfind(b"x", 0, start)
+    return -1 if last < 0 else masked.rfind(b" x", 0, last + 1) + 1
