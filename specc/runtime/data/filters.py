@@ -108,7 +108,7 @@ def _build_language_identifier(spec: LanguageFilter, name: str, spec_dir: Path):
 
 def _build_perplexity_model(spec: PerplexityFilter, name: str, spec_dir: Path, models_dir: Path) -> KenLMScorer:
     """KenLM scores either way: the user's model, or specc's Kneser-Ney fit of the reference text
-    written as ARPA (same scores as the pure-Python model, ~20x+ faster). Loaded here, so a bad
+    written as ARPA (same scores as the pure-Python model, 35-45x faster on English prose). Loaded here, so a bad
     model file fails before any document is read."""
     if (spec.model_path is None) == (spec.reference is None):
         raise DataError(f"filter {name!r}: give exactly one of `model_path` and `reference` (validate: R230)")

@@ -169,7 +169,7 @@ class KneserNeyLM:
 
     def perplexity(self, text: str) -> float:
         """The pure-Python score: the reference the tests hold KenLMScorer to, never the filter's
-        (no fallback: `kenlm` is a dependency, and this is 25-35x slower, benchmarks/perplexity_speed.py)."""
+        (no fallback: `kenlm` is a dependency; this is 14-45x slower, benchmarks/perplexity_speed.py)."""
         tokens = [t if t in self.vocabulary else UNK for t in tokenize(text)[:MAX_TOKENS]] + [EOS]
         history = (BOS,)
         log_sum = 0.0
