@@ -107,6 +107,16 @@ def precision_of(text: str) -> str:
     return "fp16" if "fp16" in text else "bf16"
 
 
+def fp8_recipe_of(text: str) -> str:
+    """The `parallel.fp8_recipe` a row's precision names: torchtitan names its torchao recipe
+    ("float8_rowwise"; unnamed is tensorwise); Transformer Engine rows name delayed or current scaling."""
+    text = text.lower()
+    for recipe in ("rowwise", "delayed", "current"):
+        if recipe in text:
+            return recipe
+    return "tensorwise"
+
+
 LOSS = "source"
 """The `parallel.loss` the rows are planned with (`--loss`; module docstring)."""
 
@@ -145,9 +155,10 @@ def layout_of(row: dict) -> Layout | None:
                   fsdp=fsdp, hsdp_replicas=max(1, dp * cp // shard) if fsdp else 1,
                   sp=bool(lay.get("sequence_parallel")) or (row["group"] == "korthikanti_a100" and recompute == "selective"),
                   micro_batch=micro, grad_accum=max(1, lay["global_batch"] // (dp * micro)), recompute=recompute,
-                  selective_policy=policy, pp_schedule="interleaved" if vpp > 1 else "1f1b", precision=precision_of(lay["precision"]),
-                  # torchtitan names its torchao recipe in the precision ("float8_rowwise"); unnamed is tensorwise
-                  fp8_recipe="rowwise" if "rowwise" in lay["precision"].lower() else "tensorwise",
+                  selective_policy=policy, pp_schedule=lay.get("pp_schedule") or ("interleaved" if vpp > 1 else "1f1b"),
+                  precision=precision_of(lay["precision"]), fp8_recipe=fp8_recipe_of(lay["precision"]),
+                  # what the stack overlaps beyond specc's runtime (planned-only knobs; rows say when assumed)
+                  tp_comm_overlap=bool(lay.get("tp_comm_overlap")), pp_comm_overlap=bool(lay.get("pp_comm_overlap")),
                   compile=bool(lay.get("torch_compile")),
                   grad_sync="every",  # FSDP1/composer and torchtitan reduce every micro-batch
                   loss=loss_of(row))

@@ -44,6 +44,23 @@ torchao's mx_formats benchmarks; `tests/plan/test_plan_architectures.py` pins it
 ('all distributed communication for MXFP8 training is currently done in high precision')."""
 FP8_GEMM_GAIN["mxfp8"] = MXFP8_GEMM_GAIN
 
+TRANSFORMER_ENGINE_RECIPES = ("delayed", "current")
+"""Transformer Engine's per-tensor recipes (`parallel.fp8_recipe`, planned only): `DelayedScaling` and
+`Float8CurrentScaling`. Their GEMMs are the same cuBLASLt per-tensor-scaled fp8 kernels torch._scaled_mm
+calls for torchao's tensorwise recipe, so they take tensorwise's FP8_GEMM_GAIN; what differs is the casts
+(TE_CAST_BYTES) and the routed experts, which Megatron-Core's TEGroupedMLP also runs in fp8."""
+for _recipe in TRANSFORMER_ENGINE_RECIPES:
+    FP8_GEMM_GAIN[_recipe] = FP8_GEMM_GAIN["tensorwise"]
+
+TE_CAST_BYTES = {"delayed": 2.0 + 1.0 + 1.0, "current": 2.0 + 2.0 + 1.0 + 1.0}
+"""Bytes per element of Transformer Engine's one cast of a bf16 tensor: a fused cast-transpose kernel
+(`transformer_engine.common` `cast_transpose`, `cast_transpose_dbias` for gradients) reads the tensor
+once and writes both fp8 copies the forward and backward GEMMs need (row-major and transposed, 1 byte
+each), so each tensor is cast once, not once per GEMM (TE docs, 'Using FP8 with Transformer Engine':
+the fp8 transpose is produced with the cast). Delayed scaling takes its scale from the amax history of
+earlier steps and reduces this step's amax inside the same kernel: read 2, write 1 + 1. Current scaling
+needs this tensor's amax before scaling: one more read of 2 bytes (TE `Float8CurrentScaling`)."""
+
 CAST_BYTES = 5.0
 """Bytes moved per element of one dynamic cast of a bf16 tensor: read 2 for the amax, read 2 and write
 1 for the scaled fp8 copy (torchao `hp_tensor_to_float8_dynamic`), before torch.compile fuses the amax
@@ -141,12 +158,20 @@ def gemm_speedup(fp8_peak: float, bf16_peak: float, recipe: str) -> float:
 
 
 def cast_bytes_per_token(model: ModelSpec, tp: int, tokens_per_micro_batch: float, fp8_all_gather: bool,
-                         recipe: str = "tensorwise") -> float:
-    """HBM bytes the dynamic casts move per token (all layers, forward + backward): CASTS_PER_TENSOR
-    casts of CAST_BYTES for every input (K) and grad_output (N) element, and for every local weight
-    element once per micro-batch unless weights arrive in fp8 (tensorwise FSDP all-gather)."""
+                         recipe: str = "tensorwise", micro_batches: int = 1) -> float:
+    """HBM bytes the casts move per token (all layers, forward + backward).
+
+    torchao (tensorwise, rowwise, mxfp8): CASTS_PER_TENSOR casts of CAST_BYTES for every input (K) and
+    grad_output (N) element, and for every local weight element once per micro-batch unless weights
+    arrive in fp8 (tensorwise FSDP all-gather). Transformer Engine (delayed, current): one cast-transpose
+    of TE_CAST_BYTES per input and grad_output element, and the weights once per step, on the first of
+    its `micro_batches` (TE's `is_first_microbatch`, which Megatron-Core passes: the fp8 weight copy is
+    cached while the weights do not change)."""
     activations = _per_layer_sum(model, tp, lambda k, n: k + n)
-    weights = 0.0 if fp8_all_gather else _per_layer_sum(model, tp, lambda k, n: k * n) / tokens_per_micro_batch
+    weights = _per_layer_sum(model, tp, lambda k, n: k * n) / tokens_per_micro_batch
+    if recipe in TRANSFORMER_ENGINE_RECIPES:
+        return TE_CAST_BYTES[recipe] * (activations + weights / micro_batches)
+    weights = 0.0 if fp8_all_gather else weights
     return CASTS_PER_TENSOR * (MX_CAST_BYTES if recipe == "mxfp8" else CAST_BYTES) * (activations + weights)
 
 

@@ -73,6 +73,16 @@ class Capabilities:
     the MX casts and an inference workflow; its MX GEMM kernels need sm100 and CUDA 12.8), so
     it is planned only, and only on accelerators with MX tensor cores (`has_mx_tensor_cores`)."""
 
+    pp_schedules: tuple[str, ...] = ("1f1b", "interleaved", "gpipe")
+    """Pipeline schedules (`parallel.pp_schedule`) the runtime executes: torch.distributed.pipelining's
+    Schedule1F1B, ScheduleInterleaved1F1B and ScheduleGPipe. DeepSeek's `dualpipe` is planned only: it
+    needs two copies of each stage's weights and a forward/backward chunk pairing torch's schedules lack."""
+
+    comm_overlaps: tuple[str, ...] = ()
+    """Communication overlaps beyond the runtime's own (`parallel.tp_comm_overlap`, `pp_comm_overlap`)
+    it executes: none. Transformer Engine's userbuffers TP overlap and Megatron's overlapped pipeline
+    sends are planned only, for comparing stacks that run them (benchmarks/plan_vs_published.py)."""
+
     def alignment_precision(self, requested: str) -> str:
         """The precision the alignment stages compute in for `parallel.precision` = `requested`: fp32
         stays fp32; otherwise bf16 where this runtime trains in bf16 (fp32 master weights, gradient
@@ -120,6 +130,10 @@ TORCH_LOSSES = ("chunked", "full")
 
 TORCH_FP8_RECIPES = ("tensorwise", "rowwise")
 """torchao `Float8LinearConfig` recipes the torch runtime converts Linears with (`Capabilities.fp8_recipes`)."""
+
+TRANSFORMER_ENGINE_FP8_RECIPES = ("delayed", "current")
+"""Transformer Engine's per-tensor fp8 recipes (`DelayedScaling`, `Float8CurrentScaling`): planned only,
+for the NeMo / Megatron-Core runs the planner is compared with; specc's runtime has no Transformer Engine."""
 
 
 def resolve_loss(requested: str, losses: tuple[str, ...]) -> str:

@@ -83,6 +83,8 @@ RULES: tuple[Rule, ...] = (
     Rule("R297", ("model",), architecture_rules.first_k_dense_leaves_moe_layers),
     Rule("R298", ("model", "parallel"), architecture_rules.recompute_every_needs_full),
     Rule("R299", ("parallel", "cluster"), architecture_rules.fp8_recipe_runs_on_target),
+    Rule("R310", ("parallel", "cluster"), architecture_rules.comm_overlap_runs),
+    Rule("R311", ("parallel", "cluster"), architecture_rules.pp_schedule_runs),
     Rule("R185", ("parallel", "cluster"), parallel_rules.loss_runs_on_target),
     Rule("R186", ("parallel",), parallel_rules.loss_chunk_tokens_needs_chunked),
     Rule("R282", ("alignment",), data_format_rules.alignment_fields_fit_stage),
