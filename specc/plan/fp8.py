@@ -175,6 +175,23 @@ def cast_bytes_per_token(model: ModelSpec, tp: int, tokens_per_micro_batch: floa
     return CASTS_PER_TENSOR * (MX_CAST_BYTES if recipe == "mxfp8" else CAST_BYTES) * (activations + weights)
 
 
+def expert_cast_bytes_per_token(model: ModelSpec, recipe: str, local_experts: float, tokens_per_micro_batch: float,
+                                micro_batches: int) -> float:
+    """HBM bytes of Transformer Engine's casts for the routed experts per token (all MoE layers), which
+    Megatron-Core's TEGroupedMLP runs in fp8 (torchao recipes keep them bf16: 0): one cast-transpose of
+    TE_CAST_BYTES per input and grad_output element of each expert matrix, for the top_k x capacity
+    rows a token is routed to, and the device's `local_experts` weights once per step."""
+    if model.moe is None or recipe not in TRANSFORMER_ENGINE_RECIPES:
+        return 0.0
+    moe = model.moe
+    h, f = model.hidden_size, moe.expert_ffn_hidden_size or model.ffn_hidden_size
+    shapes = [(h, f), (f, h)] + ([(h, f)] if model.activation == "swiglu" else [])
+    rows = moe.top_k * float(moe.capacity_factor)
+    activations = rows * sum(k + n for k, n in shapes)
+    weights = local_experts * sum(k * n for k, n in shapes) / (tokens_per_micro_batch * micro_batches)
+    return TE_CAST_BYTES[recipe] * (activations + weights) * len(dims.moe_layer_ids(model))
+
+
 def cast_memory(model: ModelSpec, tp: int, tokens_per_micro_batch: float, fp8_all_gather: bool) -> float:
     """Transient fp8 copies alive while the largest converted Linear runs backward (1 byte each):
     grad_output cast for each of its two GEMMs, the saved input re-cast, and the weight's copy unless

@@ -18,7 +18,7 @@ Overlap rules (stated once, applied everywhere):
   chunks, one chunk exposed), `pp_comm_overlap` (Megatron overlap_p2p_comm: only the fill and flush sends
   exposed) and `pp_schedule: dualpipe` (DeepSeek-V3: the bubble of its Table 2, the EP all-to-all and the
   pipeline sends hidden under the paired chunk), all from the NeMo "Communication Overlap" docs and the
-  DeepSeek-V3 report sec. 3.2 (docs/formulas.md section 6).
+  DeepSeek-V3 report sec. 3.2 (docs/formulas.md section 11).
 
 Collective costs are the ring formulas (docs/formulas.md section 5): all-reduce 2(n-1)/n S/BW,
 reduce-scatter / all-gather (n-1)/n S/BW, all-to-all (n-1)/n S/BW, plus a latency per ring step
@@ -190,11 +190,11 @@ math, cuDNN last (torch 2.13, the pinned release; cuDNN was moved last after 2.5
 
 def attention_kernel(model: ModelSpec, layout: Layout) -> str:
     """The attention kernel the step runs: `model.attention_kernel`, `auto` resolved to the runtime's.
-    The runtime pins the named kernel only for unmasked attention (`Attention._kernel_choice`): ALiBi,
-    sliding windows and context parallelism (its mask over true positions) keep SDPA's own choice."""
-    kernel = model.attention_kernel
-    masked = model.position == "alibi" or model.sliding_window is not None or layout.cp > 1
-    return RUNTIME_ATTENTION_KERNEL if kernel == "auto" or masked else kernel
+    Under masks (ALiBi, sliding windows, context parallelism) specc's runtime leaves the kernel to SDPA,
+    and validate refuses a named kernel there (R312); a named kernel under context parallelism is what
+    Transformer Engine runs on each ring step (its `AttnFuncWithCPAndKVP2P` calls the fused cuDNN
+    attention per K/V chunk), so the planner charges it for the stacks that do."""
+    return RUNTIME_ATTENTION_KERNEL if model.attention_kernel == "auto" else model.attention_kernel
 
 
 def attention_kernel_fraction(hardware: Hardware, kernel: str) -> float:
@@ -259,6 +259,9 @@ def compute_parts(model: ModelSpec, flops: FlopsPerToken, hardware_flops: float,
         tokens_mb = layout.micro_batch * dims.local_seq_len(seq_len, layout.cp)
         casts = (fp8.cast_bytes_per_token(model, layout.tp, tokens_mb, _fp8_all_gather(layout), layout.fp8_recipe,
                                           layout.grad_accum) * tokens_per_step * layout.tp / devices)
+        local_experts = model.moe.num_experts / layout.ep if model.moe is not None else 0.0
+        casts += (fp8.expert_cast_bytes_per_token(model, layout.fp8_recipe, local_experts, tokens_mb, layout.grad_accum)
+                  * tokens_per_step / devices * layout.tp)
     else:
         casts = 0.0
     fused = COMPILED_ELEMENTWISE_FRACTION if layout.compile or hardware.is_tpu else 1.0

@@ -66,6 +66,11 @@ class Capabilities:
     CPU flash kernel), XLA lowers attention itself; FlashAttention-3 runs nowhere, since torch's FA3 needs
     the separate flash-attn-3 kernels, which specc does not install."""
 
+    attention_kernel_under_masks: bool = False
+    """Whether the runtime pins `model.attention_kernel` where it passes SDPA a mask (ALiBi, sliding windows,
+    context parallelism): no, masks need SDPA's memory-efficient or math kernels, so SDPA chooses
+    (`Attention._kernel_choice`); validate refuses a named kernel there (R312)."""
+
     fp8_recipes: tuple[str, ...] = ()
     """torchao float8 recipes (`parallel.fp8_recipe`) the runtime executes under `precision: fp8`: the
     torch runtime's `tensorwise` and `rowwise` (`Float8LinearConfig`). `mxfp8` runs nowhere: torchao

@@ -1,6 +1,6 @@
 """What the planned-only stack knobs change in the step time, each as its source describes it:
 Transformer Engine's fp8 casts (`fp8_recipe: delayed/current`), TP communication overlap (userbuffers),
-Megatron's overlapped pipeline sends, and DeepSeek's DualPipe schedule (docs/formulas.md section 6)."""
+Megatron's overlapped pipeline sends, and DeepSeek's DualPipe schedule (docs/formulas.md section 11)."""
 
 from __future__ import annotations
 

@@ -85,6 +85,7 @@ RULES: tuple[Rule, ...] = (
     Rule("R299", ("parallel", "cluster"), architecture_rules.fp8_recipe_runs_on_target),
     Rule("R310", ("parallel", "cluster"), architecture_rules.comm_overlap_runs),
     Rule("R311", ("parallel", "cluster"), architecture_rules.pp_schedule_runs),
+    Rule("R312", ("model", "parallel", "cluster"), model_rules.attention_kernel_is_pinned),
     Rule("R185", ("parallel", "cluster"), parallel_rules.loss_runs_on_target),
     Rule("R186", ("parallel",), parallel_rules.loss_chunk_tokens_needs_chunked),
     Rule("R282", ("alignment",), data_format_rules.alignment_fields_fit_stage),
