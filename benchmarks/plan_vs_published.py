@@ -27,10 +27,18 @@ without the chunked loss's head recompute, which none of these stacks runs.
 
 Held out: benchmarks/data/held_out_runs.json holds runs from sources the calibration never saw (NVIDIA
 NeMo / Megatron-Core with Transformer Engine, fp8, on H100, B200 and GB200, dense and MoE, up to 64k
-tokens; DeepSeek-V3 on 2048 H800, with MLA, first-k-dense MoE and MTP), each with its source URL. No constant is ever fitted on them; `--held-out` reports them by
-source, precision, MoE vs dense and sequence length.
+tokens; DeepSeek-V3 on 2048 H800, with MLA, first-k-dense MoE, MTP and DualPipe), each with its source
+URL; their `layout` states what each stack ran with the planned-only knobs (docs/formulas.md section 11),
+and their `uncertain` list says what was assumed. No shipped constant is fitted on them; `--held-out`
+reports them with the constants as shipped (fitted on the calibration rows only), by source, precision,
+MoE vs dense and sequence length; `--breakdown` prints each one's predicted time by part.
 
-Usage: python benchmarks/plan_vs_published.py [--fit] [--cv] [--held-out] [--rows] [--loss source|auto|chunked|full]
+Headline (`--cv`): leave-one-source-out over the union of calibration and held-out rows (each source
+predicted with constants refitted on all the other sources), by source, precision, MoE vs dense and
+sequence length; then leave-one-stack-out (NeMo's three sources left out together) and the calibration
+set's own leave-one-source-out.
+
+Usage: python benchmarks/plan_vs_published.py [--fit] [--cv] [--held-out] [--breakdown] [--rows] [--loss source|auto|chunked|full]
 """
 
 from __future__ import annotations
@@ -169,8 +177,10 @@ def layout_of(row: dict) -> Layout | None:
                   micro_batch=micro, grad_accum=max(1, lay["global_batch"] // (dp * micro)), recompute=recompute,
                   selective_policy=policy, pp_schedule=lay.get("pp_schedule") or ("interleaved" if vpp > 1 else "1f1b"),
                   precision=precision_of(lay["precision"]), fp8_recipe=fp8_recipe_of(lay["precision"]),
-                  # what the stack overlaps beyond specc's runtime (planned-only knobs; rows say when assumed)
-                  tp_comm_overlap=bool(lay.get("tp_comm_overlap")), pp_comm_overlap=bool(lay.get("pp_comm_overlap")),
+                  # what the stack overlaps beyond specc's runtime (planned-only knobs; rows say when assumed):
+                  # torchtitan's async TP is torch's micro-pipelined TP, the same decomposition as TE's userbuffers
+                  tp_comm_overlap=bool(lay.get("tp_comm_overlap") or lay.get("async_tp")),
+                  pp_comm_overlap=bool(lay.get("pp_comm_overlap")),
                   compile=bool(lay.get("torch_compile")),
                   grad_sync="every",  # FSDP1/composer and torchtitan reduce every micro-batch
                   loss=loss_of(row))
