@@ -515,10 +515,30 @@ def _data_parallel_time(model: ModelSpec, counts: ParameterCount, layout: Layout
         # has a window of its own, the forward of one micro-batch.
         reduce = _collective("reduce_scatter", local * grad_bytes, ranks, hardware, layout.tp, layers)
         gather = _collective("all_gather", local * param_bytes, ranks, hardware, layout.tp, layers)
-        return (_exposed(reduce, backward, exposed_floor) + _exposed(gather, compute / m / 3, exposed_floor)
+        return (_chunked_exposed(reduce, backward, layers, layout) + _chunked_exposed(gather, compute / m / 3, layers, layout)
                 + scales)
     comm = _collective("all_reduce", local * grad_bytes, ranks, hardware, layout.tp, layers)
-    return _exposed(comm, backward, exposed_floor) + scales
+    return _chunked_exposed(comm, backward, layers, layout) + scales
+
+
+def _chunked_exposed(comm: float, window: float, layers: int, layout: Layout) -> float:
+    """Exposed time of a stage's once-per-step data-parallel collective `comm` whose window is `window`
+    (one micro-batch's backward for the gradient sync, forward for the weight gather).
+
+    Without virtual stages: `_exposed(comm, window, 1 / layers)`, one layer's share exposed at least.
+    Under the interleaved schedule each of the v chunks syncs when its own last backward ends (Megatron-
+    Core gives each model chunk its own buffers, bucketing only chunk 0, `disable_bucketing=(model_chunk_idx
+    > 0)`; NeMo docs, 'Communication Overlap': with pipelining 'the granularity of DP communication becomes
+    the Transformer layers per virtual pipeline stage'), and the last group of min(p, m) micro-batches
+    runs chunk by chunk (Narayanan et al. 2021, fig. 4): chunks v-1 ... 1 (share (v-1)/v) hide under the
+    (v-1)/v of that group's work still to come, chunk 0 (share 1/v) under its own micro-batch as without
+    pipelining. The weight gather mirrors it at the start of the next step."""
+    v = layout.vpp if layout.pp > 1 and layout.pp_schedule == "interleaved" else 1
+    first = _exposed(comm / v, window / v, min(1.0, v / max(1, layers)))
+    if v == 1:
+        return first
+    group = min(layout.pp, layout.grad_accum)
+    return first + _exposed(comm * (v - 1) / v, window * group * (v - 1) / v, 0.0)
 
 
 def _exposed(comm: float, window: float, floor: float) -> float:

@@ -74,3 +74,16 @@ def test_dualpipe_bubble_is_deepseeks_table_2():
     assert timing.pipeline_bubble(one_f_one_b, per_micro) == 15 * per_micro  # (p - 1)(F + B)
     # (p/2 - 1)(F&B + B - 3W) with F = 1, B = 2, W = 1 and F&B = F + B: 7 x (3 + 2 - 3)
     assert timing.pipeline_bubble(dualpipe, per_micro) == pytest.approx(7 * 2.0)
+
+
+def test_interleaved_chunks_sync_their_gradients_under_the_later_chunks_backward():
+    """Under the interleaved schedule chunks v-1 ... 1 reduce while the last group of min(p, m)
+    micro-batches still runs the chunks below them; chunk 0 is exposed as a stage without pipelining."""
+    comm, window, layers = 1.0, 0.1, 20
+    plain = dataclasses.replace(NEMO_70B, pp_schedule="1f1b", vpp=1)
+    assert timing._chunked_exposed(comm, window, layers, plain) == timing._exposed(comm, window, 1 / layers)
+    v, group = NEMO_70B.vpp, min(NEMO_70B.pp, NEMO_70B.grad_accum)
+    expected = (timing._exposed(comm / v, window / v, 1.0)
+                + timing._exposed(comm * (v - 1) / v, window * group * (v - 1) / v, 0.0))
+    assert timing._chunked_exposed(comm, window, layers, NEMO_70B) == pytest.approx(expected)
+    assert timing._chunked_exposed(comm, window, layers, NEMO_70B) < timing._chunked_exposed(comm, window, layers, plain)
