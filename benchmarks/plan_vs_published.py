@@ -27,10 +27,18 @@ without the chunked loss's head recompute, which none of these stacks runs.
 
 Held out: benchmarks/data/held_out_runs.json holds runs from sources the calibration never saw (NVIDIA
 NeMo / Megatron-Core with Transformer Engine, fp8, on H100, B200 and GB200, dense and MoE, up to 64k
-tokens; DeepSeek-V3 on 2048 H800, with MLA, first-k-dense MoE and MTP), each with its source URL. No constant is ever fitted on them; `--held-out` reports them by
-source, precision, MoE vs dense and sequence length.
+tokens; DeepSeek-V3 on 2048 H800, with MLA, first-k-dense MoE, MTP and DualPipe), each with its source
+URL; their `layout` states what each stack ran with the planned-only knobs (docs/formulas.md section 11),
+and their `uncertain` list says what was assumed. No shipped constant is fitted on them; `--held-out`
+reports them with the constants as shipped (fitted on the calibration rows only), by source, precision,
+MoE vs dense and sequence length; `--breakdown` prints each one's predicted time by part.
 
-Usage: python benchmarks/plan_vs_published.py [--fit] [--cv] [--held-out] [--rows] [--loss source|auto|chunked|full]
+Headline (`--cv`): leave-one-source-out over the union of calibration and held-out rows (each source
+predicted with constants refitted on all the other sources), by source, precision, MoE vs dense and
+sequence length; then leave-one-stack-out (NeMo's three sources left out together) and the calibration
+set's own leave-one-source-out.
+
+Usage: python benchmarks/plan_vs_published.py [--fit] [--cv] [--held-out] [--breakdown] [--rows] [--loss source|auto|chunked|full]
 """
 
 from __future__ import annotations
@@ -49,7 +57,7 @@ from specc.plan import timing  # noqa: E402
 from specc.plan.estimate import Workload, estimate_layout  # noqa: E402
 from specc.plan.layout import Layout  # noqa: E402
 from specc.plan.memory import GIB, GPU_CONTEXT_GIB  # noqa: E402
-from specc.plan.params import flops_per_token  # noqa: E402
+from specc.plan.params import flops_per_token, hardware_flops_per_token, recomputed_share  # noqa: E402
 from specc.spec.model import ModelSpec  # noqa: E402
 
 DATA = Path(__file__).resolve().parent / "data" / "published_runs.json"
@@ -79,6 +87,18 @@ def source_of(row: dict) -> str:
     return row["group"]
 
 
+STACKS = {"nemo": ("nemo_h100_24.07", "nemo_b200_25.02", "nemo_gb200_25.04")}
+"""Sources that share one software stack (NeMo / Megatron-Core with Transformer Engine): the
+leave-one-stack-out line of --cv leaves them out together."""
+
+
+def stack_of(row: dict) -> str:
+    for stack, groups in STACKS.items():
+        if row["group"] in groups:
+            return stack
+    return source_of(row)
+
+
 def model_of(row: dict) -> ModelSpec:
     m = row["model"]
     group = row["group"]
@@ -105,6 +125,16 @@ def precision_of(text: str) -> str:
     if "fp8" in text or "float8" in text:
         return "fp8"
     return "fp16" if "fp16" in text else "bf16"
+
+
+def fp8_recipe_of(text: str) -> str:
+    """The `parallel.fp8_recipe` a row's precision names: torchtitan names its torchao recipe
+    ("float8_rowwise"; unnamed is tensorwise); Transformer Engine rows name delayed or current scaling."""
+    text = text.lower()
+    for recipe in ("rowwise", "delayed", "current"):
+        if recipe in text:
+            return recipe
+    return "tensorwise"
 
 
 LOSS = "source"
@@ -145,9 +175,12 @@ def layout_of(row: dict) -> Layout | None:
                   fsdp=fsdp, hsdp_replicas=max(1, dp * cp // shard) if fsdp else 1,
                   sp=bool(lay.get("sequence_parallel")) or (row["group"] == "korthikanti_a100" and recompute == "selective"),
                   micro_batch=micro, grad_accum=max(1, lay["global_batch"] // (dp * micro)), recompute=recompute,
-                  selective_policy=policy, pp_schedule="interleaved" if vpp > 1 else "1f1b", precision=precision_of(lay["precision"]),
-                  # torchtitan names its torchao recipe in the precision ("float8_rowwise"); unnamed is tensorwise
-                  fp8_recipe="rowwise" if "rowwise" in lay["precision"].lower() else "tensorwise",
+                  selective_policy=policy, pp_schedule=lay.get("pp_schedule") or ("interleaved" if vpp > 1 else "1f1b"),
+                  precision=precision_of(lay["precision"]), fp8_recipe=fp8_recipe_of(lay["precision"]),
+                  # what the stack overlaps beyond specc's runtime (planned-only knobs; rows say when assumed):
+                  # torchtitan's async TP is torch's micro-pipelined TP, the same decomposition as TE's userbuffers
+                  tp_comm_overlap=bool(lay.get("tp_comm_overlap") or lay.get("async_tp")),
+                  pp_comm_overlap=bool(lay.get("pp_comm_overlap")),
                   compile=bool(lay.get("torch_compile")),
                   grad_sync="every",  # FSDP1/composer and torchtitan reduce every micro-batch
                   loss=loss_of(row))
@@ -171,7 +204,30 @@ def measured_tokens_per_device(row: dict, model: ModelSpec) -> float | None:
     return None
 
 
-def evaluate_row(row: dict) -> dict | None:
+@dataclasses.dataclass(frozen=True)
+class Prepared:
+    """What evaluating a row needs that no fitted constant changes: the workload, the layout timed
+    (loss `full`), the hardware, the hardware FLOPs, and the memory half of the result. The fit only
+    re-runs `timing.step_time` on it (`evaluate_row`), which keeps --cv's many refits fast."""
+
+    work: Workload
+    layout: Layout
+    hardware: object
+    hardware_flops: float
+    result: dict
+
+
+_PREPARED: dict[tuple, Prepared | None] = {}
+
+
+def prepare_row(row: dict) -> Prepared | None:
+    key = (row["id"], row["group"], LOSS)
+    if key not in _PREPARED:
+        _PREPARED[key] = _prepare(row)
+    return _PREPARED[key]
+
+
+def _prepare(row: dict) -> Prepared | None:
     model = model_of(row)
     layout = layout_of(row)
     measured = measured_tokens_per_device(row, model)
@@ -183,17 +239,44 @@ def evaluate_row(row: dict) -> dict | None:
                     devices_per_node=accelerator.devices_per_node)
     estimate = estimate_layout(work, layout)
     # none of these stacks recomputes the head's forward as specc's chunked loss does (module docstring)
-    timed = estimate_layout(work, dataclasses.replace(layout, loss="full")) if layout.loss != "full" else estimate
-    predicted = timed.time.tokens_per_s / layout.devices
-    result = {"id": row["id"], "source": source_of(row), "measured": measured, "fits": estimate.memory.fits,
-              "predicted": predicted, "error": predicted / measured - 1, "precision": layout.precision,
-              "moe": model.moe is not None, "seq_len": row["model"]["seq_len"]}
+    timed_layout = dataclasses.replace(layout, loss="full")
+    hardware = work.hardware(layout.precision)
+    hw_flops = hardware_flops_per_token(work.flops, timed_layout.recompute, timed_layout.selective_policy,
+                                        model.attention == "eager", False,
+                                        recomputed_share(model.num_layers, layout.recompute, layout.recompute_every))
+    result = {"id": row["id"], "source": source_of(row), "stack": stack_of(row), "measured": measured,
+              "fits": estimate.memory.fits, "precision": layout.precision, "moe": model.moe is not None,
+              "seq_len": row["model"]["seq_len"]}
     peak = row["measured"].get("peak_memory_gib")
     if peak:
         # torch's max-reserved excludes the CUDA context the plan adds.
         predicted_gib = estimate.memory.total / GIB - (0 if work.accelerator.kind == "tpu" else GPU_CONTEXT_GIB)
         result.update(memory_measured=peak, memory_predicted=predicted_gib, memory_error=predicted_gib / peak - 1)
+    return Prepared(work=work, layout=timed_layout, hardware=hardware, hardware_flops=hw_flops, result=result)
+
+
+def row_step_time(row: dict) -> timing.StepTime | None:
+    """The planner's step time for a row with the constants as they are now."""
+    prepared = prepare_row(row)
+    if prepared is None:
+        return None
+    work = prepared.work
+    return timing.step_time(work.model, work.counts, work.flops, prepared.hardware_flops, prepared.layout,
+                            prepared.hardware, work.seq_len, work.tokens_per_step)
+
+
+def evaluate_row(row: dict) -> dict | None:
+    time = row_step_time(row)
+    if time is None:
+        return None
+    result = dict(prepare_row(row).result)
+    predicted = time.tokens_per_s / prepared_devices(row)
+    result.update(predicted=predicted, error=predicted / result["measured"] - 1)
     return result
+
+
+def prepared_devices(row: dict) -> int:
+    return prepare_row(row).layout.devices
 
 
 def load_rows() -> list[dict]:
@@ -213,21 +296,32 @@ SLICES = {"source": lambda r: r["source"], "precision": lambda r: r["precision"]
 """How `report_slices` cuts the rows: by source, compute precision, MoE vs dense and sequence length."""
 
 
-def report_slices(results: list[dict], title: str) -> None:
-    """|error| % by source, precision, MoE vs dense and sequence length, then the pooled rows and the
-    share of rows within 10% and 20%."""
+def report_slices(results: list[dict], title: str, extra: tuple | None = None) -> None:
+    """|error| % by source, precision, MoE vs dense and sequence length (and `extra`, a (name, key)
+    slice), each with the share of rows within 10% and 20% and the median signed error (bias: negative
+    = predicted slower than published), then the pooled rows."""
     print(title)
-    for name, key in SLICES.items():
+    slices = dict(SLICES, **({extra[0]: extra[1]} if extra else {}))
+    for name, key in slices.items():
         print(f"  by {name}:")
         for value in sorted({key(r) for r in results}):
             chosen = [r for r in results if key(r) == value]
             med, mean, p90 = _summary([r["error"] for r in chosen])
+            w10, w20 = _within(chosen)
             bias = statistics.median(r["error"] for r in chosen) * 100
-            print(f"    {value:30} n={len(chosen):3d} median {med:5.1f} mean {mean:5.1f} p90 {p90:5.1f} bias {bias:+6.1f}")
+            print(f"    {value:30} n={len(chosen):3d} median {med:5.1f} p90 {p90:5.1f} within 10% {w10:4.0%} "
+                  f"20% {w20:4.0%} bias {bias:+6.1f}")
     med, mean, p90 = _summary([r["error"] for r in results])
-    within = [sum(abs(r["error"]) <= limit for r in results) / len(results) for limit in (0.10, 0.20)]
-    print(f"  all {len(results)} rows: median {med:.1f} mean {mean:.1f} p90 {p90:.1f}; within 10%: {within[0]:.0%}, "
-          f"within 20%: {within[1]:.0%}; predicted to fit in memory: {sum(r['fits'] for r in results)} of {len(results)}")
+    w10, w20 = _within(results)
+    bias = statistics.median(r["error"] for r in results) * 100
+    print(f"  all {len(results)} rows: median {med:.1f} mean {mean:.1f} p90 {p90:.1f}; within 10%: {w10:.0%}, "
+          f"within 20%: {w20:.0%}; bias {bias:+.1f}; predicted to fit in memory: {sum(r['fits'] for r in results)} "
+          f"of {len(results)}")
+
+
+def _within(results: list[dict]) -> tuple[float, float]:
+    """Shares of rows with |error| <= 10% and <= 20%."""
+    return tuple(sum(abs(r["error"]) <= limit for r in results) / len(results) for limit in (0.10, 0.20))
 
 
 def evaluate_all(rows: list[dict]) -> list[dict]:
@@ -363,33 +457,87 @@ def _descend(rows: list[dict], rounds: int) -> tuple[float, set]:
     return best, responsive
 
 
-def cross_validate(rows: list[dict]) -> None:
-    """Leave one source out: refit on the other sources, evaluate on it, restore the constants.
+def cross_validate(rows: list[dict], fold_of=source_of, quiet: bool = False, only: list[dict] | None = None) -> list[dict]:
+    """Leave one fold out (a source by default): refit on the other folds, evaluate on it, restore the
+    constants; returns every row as predicted by the fit that did not see it (with `only`, just the
+    folds of those rows).
 
     Only FITTED constants are refitted. The TPU priors in timing.py (TPU_MATMUL_FRACTION, no GEMM width
     loss, TPU_TP_EXPOSED) were chosen with the MaxText rows in view, so the MaxText fold flatters a
     little; the fp8 and latency priors saw every source."""
     saved = {name: _get(name) for name in FITTED}
     held_out = []
-    for source in sorted({source_of(row) for row in rows}):
-        train = [row for row in rows if source_of(row) != source]
+    for fold in sorted({fold_of(row) for row in (rows if only is None else only)}):
+        train = [row for row in rows if fold_of(row) != fold]
         constants = fit(train)
-        held_out += evaluate_all([row for row in rows if source_of(row) == source])
+        held_out += evaluate_all([row for row in rows if fold_of(row) == fold])
         for name, value in saved.items():
             _set(name, value)
         moved = {name: value for name, value in constants.items() if value != saved[name]}
-        print(f"  fold {source}: refitted on the other sources, moved {moved or 'nothing'}")
-    print("\nleave-one-source-out: each source predicted with constants fitted on the others (|error| %)")
-    _print_sources(held_out, "all rows (held out)")
+        if not quiet:
+            print(f"  fold {fold}: refitted on the others, moved {moved or 'nothing'}")
+    return held_out
+
+
+def report_cross_validation(calibration: list[dict], held_out: list[dict]) -> None:
+    """The --cv report. Headline: leave-one-source-out over the union of the calibration and held-out
+    rows (each source predicted with constants fitted on all the other sources), by source, precision,
+    MoE vs dense and sequence length. Then leave-one-stack-out over the union (NeMo's three sources
+    out together: no fit sees the stack it predicts), and the calibration set's own leave-one-source-out
+    (the figure quoted before held-out rows existed). The never-fitted figure is --held-out's."""
+    union = calibration + held_out
+    print("leave-one-source-out over the union of calibration and held-out rows (each source predicted with "
+          "constants fitted on the other sources; |error| %):")
+    loso = cross_validate(union)
+    report_slices(loso, "\nHEADLINE, leave-one-source-out over the union:")
+    print("\nleave-one-stack-out over the union (a stack's sources left out together; the other rows as above):")
+    stacked = [row for row in union if stack_of(row) != source_of(row)]
+    stack = cross_validate(union, lambda row: stack_of(row) if row in stacked else "(others: fitted with all stacks)",
+                           quiet=True, only=stacked)
+    left_out = {r["id"] for r in stack}
+    report_slices([r for r in loso if r["id"] not in left_out] + stack, "leave-one-stack-out over the union:",
+                  ("stack", lambda r: r["stack"]))
+    print("\ncalibration set alone, leave-one-source-out:")
+    _print_sources(cross_validate(calibration, quiet=True), "all rows (held out)")
+
+
+def report_breakdown(rows: list[dict]) -> None:
+    """Each row's predicted step as fractions of its published step time: compute by part (matmul,
+    attention, elementwise, fp8 casts, MoE permutation), bubble and the exposed communication."""
+    print("time breakdown, as fractions of the published step time (sum = predicted / published):")
+    captured = {}
+    original = timing.compute_parts
+
+    def capture(*args, **kwargs):
+        captured["parts"] = original(*args, **kwargs)
+        return captured["parts"]
+
+    timing.compute_parts = capture
+    try:
+        for row in rows:
+            time = row_step_time(row)
+            if time is None:
+                continue
+            published = time.tokens_per_step / prepared_devices(row) / prepare_row(row).result["measured"]
+            parts = {**captured["parts"], **{k: v for k, v in time.breakdown().items() if k != "compute"}}
+            scale = time.compute / sum(captured["parts"].values())  # a cluster profile's compute_scale
+            text = " ".join(f"{k} {v * (scale if k in captured['parts'] else 1) / published:.2f}"
+                            for k, v in parts.items() if v > 1e-4 * published)
+            print(f"  {row['id'][:44]:44} {time.step_s / published:5.2f}: {text}")
+    finally:
+        timing.compute_parts = original
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fit", action="store_true", help="refit the FITTED constants on all rows first, print them")
-    parser.add_argument("--cv", action="store_true", help="also report leave-one-source-out cross-validation")
+    parser.add_argument("--cv", action="store_true",
+                        help="also report leave-one-source-out over calibration + held-out rows (headline), "
+                             "leave-one-stack-out, and the calibration set's own leave-one-source-out")
     parser.add_argument("--rows", action="store_true", help="print every row")
     parser.add_argument("--held-out", action="store_true",
                         help="also evaluate benchmarks/data/held_out_runs.json (never fitted), by slice and row")
+    parser.add_argument("--breakdown", action="store_true", help="print each held-out row's predicted time by part")
     parser.add_argument("--loss", choices=("source", "auto", "chunked", "full"), default="source",
                         help="the parallel.loss rows are planned with (default: each source's own, see above)")
     args = parser.parse_args()
@@ -397,20 +545,23 @@ def main() -> None:
     LOSS = args.loss
     rows = load_rows()
     if args.fit:
-        print("fitted on all sources:", fit(rows), "\n")
+        print("fitted on all calibration sources:", fit(rows), "\n")
     results = evaluate_all(rows)
     print(f"{len(results)} of {len(rows)} published runs comparable (others lack a global batch)\n")
     report(results, args.rows)
     if args.cv:
         print()
-        cross_validate(rows)
+        report_cross_validation(rows, load_held_out())
     if args.held_out:
         held = evaluate_all(load_held_out())
         print()
-        report_slices(held, f"held-out sources ({len(held)} runs, constants as fitted on the calibration rows only):")
+        report_slices(held, f"held-out sources, never fitted ({len(held)} runs, constants as fitted on the calibration rows only):")
         for r in held:
             print(f"  {r['id']:48} measured {r['measured']:8.1f} predicted {r['predicted']:8.1f} ({r['error']:+.0%})"
                   f"{'' if r['fits'] else '  predicted NOT to fit'}")
+    if args.breakdown:
+        print()
+        report_breakdown(load_held_out())
 
 
 if __name__ == "__main__":

@@ -44,6 +44,23 @@ torchao's mx_formats benchmarks; `tests/plan/test_plan_architectures.py` pins it
 ('all distributed communication for MXFP8 training is currently done in high precision')."""
 FP8_GEMM_GAIN["mxfp8"] = MXFP8_GEMM_GAIN
 
+TRANSFORMER_ENGINE_RECIPES = ("delayed", "current")
+"""Transformer Engine's per-tensor recipes (`parallel.fp8_recipe`, planned only): `DelayedScaling` and
+`Float8CurrentScaling`. Their GEMMs are the same cuBLASLt per-tensor-scaled fp8 kernels torch._scaled_mm
+calls for torchao's tensorwise recipe, so they take tensorwise's FP8_GEMM_GAIN; what differs is the casts
+(TE_CAST_BYTES) and the routed experts, which Megatron-Core's TEGroupedMLP also runs in fp8."""
+for _recipe in TRANSFORMER_ENGINE_RECIPES:
+    FP8_GEMM_GAIN[_recipe] = FP8_GEMM_GAIN["tensorwise"]
+
+TE_CAST_BYTES = {"delayed": 2.0 + 1.0 + 1.0, "current": 2.0 + 2.0 + 1.0 + 1.0}
+"""Bytes per element of Transformer Engine's one cast of a bf16 tensor: a fused cast-transpose kernel
+(`transformer_engine.common` `cast_transpose`, `cast_transpose_dbias` for gradients) reads the tensor
+once and writes both fp8 copies the forward and backward GEMMs need (row-major and transposed, 1 byte
+each), so each tensor is cast once, not once per GEMM (TE docs, 'Using FP8 with Transformer Engine':
+the fp8 transpose is produced with the cast). Delayed scaling takes its scale from the amax history of
+earlier steps and reduces this step's amax inside the same kernel: read 2, write 1 + 1. Current scaling
+needs this tensor's amax before scaling: one more read of 2 bytes (TE `Float8CurrentScaling`)."""
+
 CAST_BYTES = 5.0
 """Bytes moved per element of one dynamic cast of a bf16 tensor: read 2 for the amax, read 2 and write
 1 for the scaled fp8 copy (torchao `hp_tensor_to_float8_dynamic`), before torch.compile fuses the amax
@@ -141,13 +158,38 @@ def gemm_speedup(fp8_peak: float, bf16_peak: float, recipe: str) -> float:
 
 
 def cast_bytes_per_token(model: ModelSpec, tp: int, tokens_per_micro_batch: float, fp8_all_gather: bool,
-                         recipe: str = "tensorwise") -> float:
-    """HBM bytes the dynamic casts move per token (all layers, forward + backward): CASTS_PER_TENSOR
-    casts of CAST_BYTES for every input (K) and grad_output (N) element, and for every local weight
-    element once per micro-batch unless weights arrive in fp8 (tensorwise FSDP all-gather)."""
+                         recipe: str = "tensorwise", micro_batches: int = 1) -> float:
+    """HBM bytes the casts move per token (all layers, forward + backward).
+
+    torchao (tensorwise, rowwise, mxfp8): CASTS_PER_TENSOR casts of CAST_BYTES for every input (K) and
+    grad_output (N) element, and for every local weight element once per micro-batch unless weights
+    arrive in fp8 (tensorwise FSDP all-gather). Transformer Engine (delayed, current): one cast-transpose
+    of TE_CAST_BYTES per input and grad_output element, and the weights once per step, on the first of
+    its `micro_batches` (TE's `is_first_microbatch`, which Megatron-Core passes: the fp8 weight copy is
+    cached while the weights do not change)."""
     activations = _per_layer_sum(model, tp, lambda k, n: k + n)
-    weights = 0.0 if fp8_all_gather else _per_layer_sum(model, tp, lambda k, n: k * n) / tokens_per_micro_batch
+    weights = _per_layer_sum(model, tp, lambda k, n: k * n) / tokens_per_micro_batch
+    if recipe in TRANSFORMER_ENGINE_RECIPES:
+        return TE_CAST_BYTES[recipe] * (activations + weights / micro_batches)
+    weights = 0.0 if fp8_all_gather else weights
     return CASTS_PER_TENSOR * (MX_CAST_BYTES if recipe == "mxfp8" else CAST_BYTES) * (activations + weights)
+
+
+def expert_cast_bytes_per_token(model: ModelSpec, recipe: str, local_experts: float, tokens_per_micro_batch: float,
+                                micro_batches: int) -> float:
+    """HBM bytes of Transformer Engine's casts for the routed experts per token (all MoE layers), which
+    Megatron-Core's TEGroupedMLP runs in fp8 (torchao recipes keep them bf16: 0): one cast-transpose of
+    TE_CAST_BYTES per input and grad_output element of each expert matrix, for the top_k x capacity
+    rows a token is routed to, and the device's `local_experts` weights once per step."""
+    if model.moe is None or recipe not in TRANSFORMER_ENGINE_RECIPES:
+        return 0.0
+    moe = model.moe
+    h, f = model.hidden_size, moe.expert_ffn_hidden_size or model.ffn_hidden_size
+    shapes = [(h, f), (f, h)] + ([(h, f)] if model.activation == "swiglu" else [])
+    rows = moe.top_k * float(moe.capacity_factor)
+    activations = rows * sum(k + n for k, n in shapes)
+    weights = local_experts * sum(k * n for k, n in shapes) / (tokens_per_micro_batch * micro_batches)
+    return TE_CAST_BYTES[recipe] * (activations + weights) * len(dims.moe_layer_ids(model))
 
 
 def cast_memory(model: ModelSpec, tp: int, tokens_per_micro_batch: float, fp8_all_gather: bool) -> float:

@@ -41,7 +41,11 @@ class Layout:
     pp_schedule: str = "1f1b"
     precision: str = "bf16"
     fp8_recipe: str = "tensorwise"
-    """torchao's float8 scaling recipe under `precision: fp8` (`parallel.fp8_recipe`)."""
+    """The float8 scaling recipe under `precision: fp8` (`parallel.fp8_recipe`)."""
+    tp_comm_overlap: bool = False
+    """Tensor-parallel collectives pipelined with their GEMMs (`parallel.tp_comm_overlap`, planned only)."""
+    pp_comm_overlap: bool = False
+    """Pipeline sends overlapped in the steady 1F1B phase (`parallel.pp_comm_overlap`, planned only)."""
     compile: bool = False
     grad_sync: str = "every"
     """When FSDP reduces gradients under accumulation (`parallel.grad_sync`): after `every`
@@ -78,6 +82,9 @@ class Layout:
         data["zero_stage"] = self.sharded_states
         if self.precision != "fp8":
             del data["fp8_recipe"]  # read only under fp8
+        for overlap in ("tp_comm_overlap", "pp_comm_overlap"):
+            if not data[overlap]:
+                del data[overlap]  # planned only: present in plans that ask for it
         if self.recompute != "full" or self.recompute_every == 1:
             del data["recompute_every"]  # read only under full recompute; 1 is every block
         return data
@@ -89,6 +96,7 @@ class Layout:
                             hsdp_replicas=self.hsdp_replicas, sp=self.sp, micro_batch=self.micro_batch,
                             recompute=self.recompute, selective_policy=self.selective_policy,
                             recompute_every=self.recompute_every, pp_schedule=self.pp_schedule, precision=self.precision, fp8_recipe=self.fp8_recipe,
+                            tp_comm_overlap=self.tp_comm_overlap, pp_comm_overlap=self.pp_comm_overlap,
                             compile=self.compile, grad_sync=self.grad_sync, loss=self.loss,
                             loss_chunk_tokens=self.loss_chunk_tokens)
 
@@ -105,6 +113,7 @@ def layout_from_spec(parallel: ParallelSpec, dp: int, batch_sequences: int | Non
                   sp=parallel.sp, micro_batch=parallel.micro_batch, grad_accum=grad_accum,
                   recompute=parallel.recompute, selective_policy=parallel.selective_policy,
                   recompute_every=parallel.recompute_every, pp_schedule=parallel.pp_schedule, precision=parallel.precision, fp8_recipe=parallel.fp8_recipe,
+                  tp_comm_overlap=parallel.tp_comm_overlap, pp_comm_overlap=parallel.pp_comm_overlap,
                   compile=parallel.compile, grad_sync=parallel.grad_sync, loss=parallel.loss,
                   loss_chunk_tokens=parallel.loss_chunk_tokens)
 

@@ -13,6 +13,12 @@ Overlap rules (stated once, applied everywhere):
 - Pipeline: the bubble (p-1)/(m v) of the compute time (Narayanan et al. 2021, eq. 1 and sec. 2.2.1)
   plus point-to-point sends on the critical path.
 - The optimizer step is memory-bound and runs after everything else.
+- Overlaps other stacks run, planned only (validate refuses them for specc's runtime, R310/R311):
+  `tp_comm_overlap` (Transformer Engine userbuffers: each TP collective pipelined with its GEMM in tp
+  chunks, one chunk exposed), `pp_comm_overlap` (Megatron overlap_p2p_comm: only the fill and flush sends
+  exposed) and `pp_schedule: dualpipe` (DeepSeek-V3: the bubble of its Table 2, the EP all-to-all and the
+  pipeline sends hidden under the paired chunk), all from the NeMo "Communication Overlap" docs and the
+  DeepSeek-V3 report sec. 3.2 (docs/formulas.md section 11).
 
 Collective costs are the ring formulas (docs/formulas.md section 5): all-reduce 2(n-1)/n S/BW,
 reduce-scatter / all-gather (n-1)/n S/BW, all-to-all (n-1)/n S/BW, plus a latency per ring step
@@ -184,11 +190,11 @@ math, cuDNN last (torch 2.13, the pinned release; cuDNN was moved last after 2.5
 
 def attention_kernel(model: ModelSpec, layout: Layout) -> str:
     """The attention kernel the step runs: `model.attention_kernel`, `auto` resolved to the runtime's.
-    The runtime pins the named kernel only for unmasked attention (`Attention._kernel_choice`): ALiBi,
-    sliding windows and context parallelism (its mask over true positions) keep SDPA's own choice."""
-    kernel = model.attention_kernel
-    masked = model.position == "alibi" or model.sliding_window is not None or layout.cp > 1
-    return RUNTIME_ATTENTION_KERNEL if kernel == "auto" or masked else kernel
+    Under masks (ALiBi, sliding windows, context parallelism) specc's runtime leaves the kernel to SDPA,
+    and validate refuses a named kernel there (R312); a named kernel under context parallelism is what
+    Transformer Engine runs on each ring step (its `AttnFuncWithCPAndKVP2P` calls the fused cuDNN
+    attention per K/V chunk), so the planner charges it for the stacks that do."""
+    return RUNTIME_ATTENTION_KERNEL if model.attention_kernel == "auto" else model.attention_kernel
 
 
 def attention_kernel_fraction(hardware: Hardware, kernel: str) -> float:
@@ -215,6 +221,13 @@ def attention_efficiency(model: ModelSpec, layout: Layout, hardware: Hardware, s
 
 def compute_time(model: ModelSpec, flops: FlopsPerToken, hardware_flops: float, layout: Layout, hardware: Hardware, seq_len: int, tokens_per_step: int) -> float:
     """Seconds of arithmetic per step on one device: GEMMs, attention and memory-bound elementwise work."""
+    return sum(compute_parts(model, flops, hardware_flops, layout, hardware, seq_len, tokens_per_step).values())
+
+
+def compute_parts(model: ModelSpec, flops: FlopsPerToken, hardware_flops: float, layout: Layout, hardware: Hardware, seq_len: int, tokens_per_step: int) -> dict[str, float]:
+    """`compute_time` by part (seconds per step on one device): `matmul` (GEMMs, fp8 included), `attention`
+    (the attention core), `elementwise` (memory-bound norms, activations, residuals), `fp8_casts` and
+    `moe_permutation` (memory-bound too). The benchmark prints it (`plan_vs_published.py --breakdown`)."""
     devices = layout.devices
     recompute_factor = hardware_flops / flops.executed
     bf16_peak = peak_tflops(hardware.accelerator, "bf16" if layout.precision == "fp8" else layout.precision) * 1e12
@@ -237,18 +250,26 @@ def compute_time(model: ModelSpec, flops: FlopsPerToken, hardware_flops: float, 
     matmul_s += (_capacity_factor(model) * routed / (hardware.peak_tflops * 1e12 * eff)
                  * (1 / _expert_tile_fill(model, layout, seq_len) - 1))
     if layout.precision == "fp8":
-        converted = min(matmul, fp8.converted_flops_per_token(model, layout.tp) * recompute_factor
-                        * tokens_per_step / devices)
+        converted = fp8.converted_flops_per_token(model, layout.tp) * recompute_factor * tokens_per_step / devices
+        if layout.fp8_recipe in fp8.TRANSFORMER_ENGINE_RECIPES:  # TEGroupedMLP: routed experts in fp8 too
+            converted += _capacity_factor(model) * routed
+        converted = min(matmul, converted)
         matmul_s = _fp8_matmul_time(layout, hardware, matmul, converted, bf16_peak * eff)
         # casts of every converted Linear: local shapes, on each device's tokens (B/dp x s/cp) over L/pp layers
         tokens_mb = layout.micro_batch * dims.local_seq_len(seq_len, layout.cp)
-        elementwise += (fp8.cast_bytes_per_token(model, layout.tp, tokens_mb, _fp8_all_gather(layout), layout.fp8_recipe)
-                        * tokens_per_step * layout.tp / devices)
-    if layout.compile or hardware.is_tpu:
-        elementwise *= COMPILED_ELEMENTWISE_FRACTION
+        casts = (fp8.cast_bytes_per_token(model, layout.tp, tokens_mb, _fp8_all_gather(layout), layout.fp8_recipe,
+                                          layout.grad_accum) * tokens_per_step * layout.tp / devices)
+        local_experts = model.moe.num_experts / layout.ep if model.moe is not None else 0.0
+        casts += (fp8.expert_cast_bytes_per_token(model, layout.fp8_recipe, local_experts, tokens_mb, layout.grad_accum)
+                  * tokens_per_step / devices * layout.tp)
+    else:
+        casts = 0.0
+    fused = COMPILED_ELEMENTWISE_FRACTION if layout.compile or hardware.is_tpu else 1.0
     # token permutation (dispatch into the capacity buffer, gather, weight, index_add back): not fused
-    elementwise += _permutation_bytes_per_token(model) * tokens_per_step * layout.tp / devices
-    return matmul_s + attention / (bf16_peak * attn_eff) + elementwise / (hardware.memory_bw_tbps * 1e12)
+    permutation = _permutation_bytes_per_token(model) * tokens_per_step * layout.tp / devices
+    hbm = hardware.memory_bw_tbps * 1e12
+    return {"matmul": matmul_s, "attention": attention / (bf16_peak * attn_eff), "elementwise": elementwise * fused / hbm,
+            "fp8_casts": casts * fused / hbm, "moe_permutation": permutation / hbm}
 
 
 def _fp8_matmul_time(layout: Layout, hardware: Hardware, matmul: float, converted: float, bf16_rate: float) -> float:
@@ -370,7 +391,7 @@ def step_time(model: ModelSpec, counts: ParameterCount, flops: FlopsPerToken, ha
     compute = compute_time(model, flops, hardware_flops, layout, hardware, seq_len, tokens_per_step) * hardware.compute_scale
     m, p, v = layout.grad_accum, layout.pp, layout.vpp
     per_micro = compute / m
-    bubble = (p - 1) / v * per_micro if p > 1 else 0.0  # (p-1)/(m v) of the m micro-batches' compute
+    bubble = pipeline_bubble(layout, per_micro)
     layers, moe_layers = stage_layers(model, layout)
     act_dtype = 4 if layout.precision == "fp32" else 2
     tokens_mb = layout.micro_batch * dims.local_seq_len(seq_len, layout.cp)
@@ -382,6 +403,10 @@ def step_time(model: ModelSpec, counts: ParameterCount, flops: FlopsPerToken, ha
     tp_comm = m * layers * tp_count * _collective("all_reduce", activation, layout.tp, hardware, 1)
     if hardware.is_tpu:  # XLA async collectives run under the layer's compute (module docstring)
         tp_comm = max(TPU_TP_EXPOSED * tp_comm, tp_comm - compute)
+    elif layout.tp_comm_overlap and layout.tp > 1:
+        # Transformer Engine userbuffers: each collective split into tp chunks pipelined with the GEMM's
+        # chunks; one chunk stays exposed (NeMo docs, 'Communication Overlap', tensor-parallel section)
+        tp_comm = _exposed(tp_comm, compute, 1 / layout.tp)
 
     # CP ring attention: cp-1 K/V chunk passes forward, twice that backward (K/V and dK/dV).
     cp_comm = 0.0
@@ -405,6 +430,12 @@ def step_time(model: ModelSpec, counts: ParameterCount, flops: FlopsPerToken, ha
         message = activation / (layout.tp if layout.sequence_parallel else 1)
         link = _link(hardware, p, layout.tp * layout.cp * layout.dp)
         pp_comm = 2 * (m + p - 1) * v * message / (link * 1e9)
+        if layout.pp_comm_overlap and v > 1 or layout.pp_schedule == "dualpipe":
+            # only the fill and flush sends stay on the critical path: the first micro-batch's forward
+            # through all p v chunks and the last one's backward (Megatron overlap_p2p_comm, NeMo docs
+            # 'Pipeline-parallel Communication Overlap'; DualPipe hides them too, DeepSeek-V3 sec. 3.2.1)
+            fill_flush = 2 * (p * v - 1) * message / (link * 1e9)
+            pp_comm = fill_flush + OVERLAP_COST * max(0.0, pp_comm - fill_flush)
 
     dp_comm = _data_parallel_time(model, counts, layout, hardware, compute, layers)
 
@@ -415,6 +446,11 @@ def step_time(model: ModelSpec, counts: ParameterCount, flops: FlopsPerToken, ha
         # x top_k rows per token cross the wire, empty slots included
         routed = tokens_mb * model.moe.top_k * _capacity_factor(model) * model.hidden_size * act_dtype
         ep_comm = m * moe_layers * 4 * _collective("all_to_all", routed, layout.ep, hardware, layout.tp)
+        if layout.pp_schedule == "dualpipe":
+            # each forward chunk runs beside a backward chunk of another micro-batch, so one's dispatch
+            # and combine run under the other's compute (DeepSeek-V3 sec. 3.2.1, 'computation-communication
+            # overlap'): exposed only beyond the compute, plus OVERLAP_COST of it (the SMs it occupies)
+            ep_comm = _exposed(ep_comm, compute, 0.0)
 
     optimizer = _optimizer_time(model, counts, layout, hardware) * hardware.compute_scale
     c = hardware.comm_scale
@@ -422,6 +458,21 @@ def step_time(model: ModelSpec, counts: ParameterCount, flops: FlopsPerToken, ha
                     dp_comm=dp_comm * c, ep_comm=ep_comm * c, optimizer=optimizer, tokens_per_step=tokens_per_step,
                     devices=layout.devices, model_flops_per_token=flops.model,
                     hardware_flops_per_token=hardware_flops, peak_tflops=hardware.peak_tflops)
+
+
+def pipeline_bubble(layout: Layout, per_micro: float) -> float:
+    """Idle time of a pipeline stage per step, from one micro-batch's compute on the stage (`per_micro`,
+    forward F = 1/3 and backward B = 2/3 of it, its weight-gradient half W = 1/3).
+
+    1F1B and GPipe: (p - 1) (F + B); interleaved with v chunks: (p - 1)(F + B) / v (Narayanan et al.
+    2021, eq. 1 and sec. 2.2.1). DualPipe: (p/2 - 1)(F&B + B - 3W) (DeepSeek-V3 report, Table 2), a
+    paired forward-backward chunk F&B taking F + B: (p/2 - 1) x 2/3 of a micro-batch."""
+    p, v = layout.pp, layout.vpp
+    if p <= 1:
+        return 0.0
+    if layout.pp_schedule == "dualpipe":
+        return max(0.0, p / 2 - 1) * (per_micro + per_micro * 2 / 3 - 3 * per_micro / 3)
+    return (p - 1) / v * per_micro
 
 
 def _data_parallel_time(model: ModelSpec, counts: ParameterCount, layout: Layout, hardware: Hardware,
@@ -464,10 +515,30 @@ def _data_parallel_time(model: ModelSpec, counts: ParameterCount, layout: Layout
         # has a window of its own, the forward of one micro-batch.
         reduce = _collective("reduce_scatter", local * grad_bytes, ranks, hardware, layout.tp, layers)
         gather = _collective("all_gather", local * param_bytes, ranks, hardware, layout.tp, layers)
-        return (_exposed(reduce, backward, exposed_floor) + _exposed(gather, compute / m / 3, exposed_floor)
+        return (_chunked_exposed(reduce, backward, layers, layout) + _chunked_exposed(gather, compute / m / 3, layers, layout)
                 + scales)
     comm = _collective("all_reduce", local * grad_bytes, ranks, hardware, layout.tp, layers)
-    return _exposed(comm, backward, exposed_floor) + scales
+    return _chunked_exposed(comm, backward, layers, layout) + scales
+
+
+def _chunked_exposed(comm: float, window: float, layers: int, layout: Layout) -> float:
+    """Exposed time of a stage's once-per-step data-parallel collective `comm` whose window is `window`
+    (one micro-batch's backward for the gradient sync, forward for the weight gather).
+
+    Without virtual stages: `_exposed(comm, window, 1 / layers)`, one layer's share exposed at least.
+    Under the interleaved schedule each of the v chunks syncs when its own last backward ends (Megatron-
+    Core gives each model chunk its own buffers, bucketing only chunk 0, `disable_bucketing=(model_chunk_idx
+    > 0)`; NeMo docs, 'Communication Overlap': with pipelining 'the granularity of DP communication becomes
+    the Transformer layers per virtual pipeline stage'), and the last group of min(p, m) micro-batches
+    runs chunk by chunk (Narayanan et al. 2021, fig. 4): chunks v-1 ... 1 (share (v-1)/v) hide under the
+    (v-1)/v of that group's work still to come, chunk 0 (share 1/v) under its own micro-batch as without
+    pipelining. The weight gather mirrors it at the start of the next step."""
+    v = layout.vpp if layout.pp > 1 and layout.pp_schedule == "interleaved" else 1
+    first = _exposed(comm / v, window / v, min(1.0, v / max(1, layers)))
+    if v == 1:
+        return first
+    group = min(layout.pp, layout.grad_accum)
+    return first + _exposed(comm * (v - 1) / v, window * group * (v - 1) / v, 0.0)
 
 
 def _exposed(comm: float, window: float, floor: float) -> float:

@@ -66,12 +66,27 @@ class Capabilities:
     CPU flash kernel), XLA lowers attention itself; FlashAttention-3 runs nowhere, since torch's FA3 needs
     the separate flash-attn-3 kernels, which specc does not install."""
 
+    attention_kernel_under_masks: bool = False
+    """Whether the runtime pins `model.attention_kernel` where it passes SDPA a mask (ALiBi, sliding windows,
+    context parallelism): no, masks need SDPA's memory-efficient or math kernels, so SDPA chooses
+    (`Attention._kernel_choice`); validate refuses a named kernel there (R312)."""
+
     fp8_recipes: tuple[str, ...] = ()
     """torchao float8 recipes (`parallel.fp8_recipe`) the runtime executes under `precision: fp8`: the
     torch runtime's `tensorwise` and `rowwise` (`Float8LinearConfig`). `mxfp8` runs nowhere: torchao
     0.18 (this stack's pin) has no MX training Linear any more (`torchao.prototype.mx_formats` keeps
     the MX casts and an inference workflow; its MX GEMM kernels need sm100 and CUDA 12.8), so
     it is planned only, and only on accelerators with MX tensor cores (`has_mx_tensor_cores`)."""
+
+    pp_schedules: tuple[str, ...] = ("1f1b", "interleaved", "gpipe")
+    """Pipeline schedules (`parallel.pp_schedule`) the runtime executes: torch.distributed.pipelining's
+    Schedule1F1B, ScheduleInterleaved1F1B and ScheduleGPipe. DeepSeek's `dualpipe` is planned only: it
+    needs two copies of each stage's weights and a forward/backward chunk pairing torch's schedules lack."""
+
+    comm_overlaps: tuple[str, ...] = ()
+    """Communication overlaps beyond the runtime's own (`parallel.tp_comm_overlap`, `pp_comm_overlap`)
+    it executes: none. Transformer Engine's userbuffers TP overlap and Megatron's overlapped pipeline
+    sends are planned only, for comparing stacks that run them (benchmarks/plan_vs_published.py)."""
 
     def alignment_precision(self, requested: str) -> str:
         """The precision the alignment stages compute in for `parallel.precision` = `requested`: fp32
@@ -120,6 +135,10 @@ TORCH_LOSSES = ("chunked", "full")
 
 TORCH_FP8_RECIPES = ("tensorwise", "rowwise")
 """torchao `Float8LinearConfig` recipes the torch runtime converts Linears with (`Capabilities.fp8_recipes`)."""
+
+TRANSFORMER_ENGINE_FP8_RECIPES = ("delayed", "current")
+"""Transformer Engine's per-tensor fp8 recipes (`DelayedScaling`, `Float8CurrentScaling`): planned only,
+for the NeMo / Megatron-Core runs the planner is compared with; specc's runtime has no Transformer Engine."""
 
 
 def resolve_loss(requested: str, losses: tuple[str, ...]) -> str:

@@ -99,7 +99,9 @@ class ModelSpec(SpecModel):
     """Which fused attention kernel SDPA runs (with `attention: sdpa`): `auto` (torch's own order, which on
     GPUs is FlashAttention-2), `flash2`, `cudnn` (cuDNN fused attention, GPUs only) or `flash3`
     (FlashAttention-3, Hopper; planned only: validate rejects it, specc's runtime does not install it).
-    Masked attention (ALiBi, sliding windows, context parallel) keeps SDPA's own choice."""
+    Masked attention (ALiBi, sliding windows, context parallel): specc's runtime passes SDPA a mask and
+    leaves the kernel to it, so validate refuses a named kernel there (R312); the planner charges the
+    named kernel, as stacks that run it per ring step do (Transformer Engine's context parallelism)."""
     sliding_window: PositiveLength | None = None
     """Attend only to this many previous tokens (Mistral-style); default full causal."""
     qkv_bias: bool = False

@@ -33,8 +33,12 @@ class ParallelSpec(SpecModel):
     """Sequence parallelism for norms/dropout under tensor parallelism (Korthikanti et al. 2022)."""
     pp: Degree = 1
     """Pipeline-parallel stages."""
-    pp_schedule: Literal["1f1b", "interleaved", "gpipe"] = "1f1b"
-    """Pipeline schedule."""
+    pp_schedule: Literal["1f1b", "interleaved", "gpipe", "dualpipe"] = "1f1b"
+    """Pipeline schedule. `dualpipe` is DeepSeek-V3's bidirectional schedule (DeepSeek-V3 report sec.
+    3.2.1): micro-batches fed from both pipeline ends, each forward chunk paired with a backward chunk so
+    that the expert-parallel all-to-all of one hides under the other's compute; bubble (pp/2 - 1)(F&B + B
+    - 3W) instead of 1F1B's (pp - 1)(F + B). Planned only: validate rejects it for specc's runtime
+    (R311, `Capabilities.pp_schedules`)."""
     vpp: Degree = 1
     """Virtual stages per device for the interleaved schedule."""
     cp: Degree = 1
@@ -66,13 +70,27 @@ class ParallelSpec(SpecModel):
     `fp16`: fp16 compute with dynamic loss scaling (for GPUs without bf16, e.g. V100). `fp8`: the
     transformer blocks' Linear layers run as torchao float8 matmuls (`fp8_recipe`); attention,
     the output head, MoE routers and routed experts stay bf16 (needs fp8 tensor cores: H100 or newer)."""
-    fp8_recipe: Literal["tensorwise", "rowwise", "mxfp8"] = "tensorwise"
+    fp8_recipe: Literal["tensorwise", "rowwise", "mxfp8", "delayed", "current"] = "tensorwise"
     """With `precision: fp8`, torchao's float8 scaling recipe. `tensorwise`: one dynamic scale per
     tensor, cuBLAS fp8 GEMMs, and under FSDP the weights are all-gathered in fp8 (fastest: +25%
     tokens/s on Llama3-8B, 8xH100, in torchao's benchmarks). `rowwise`: one scale per row,
     better with outliers, CUTLASS GEMMs and bf16 all-gathers (+10% there). `mxfp8`: OCP microscaling,
     one e8m0 scale per 32 elements, run by Blackwell's tensor cores at the fp8 rate (B200/GB200 only;
-    planned only: validate rejects it for specc's runtime, see `Capabilities.fp8_recipes`)."""
+    planned only: validate rejects it for specc's runtime, see `Capabilities.fp8_recipes`).
+    `delayed` and `current`: Transformer Engine's per-tensor recipes (`DelayedScaling`, scale from the
+    amax history of earlier steps; `Float8CurrentScaling`, scale from this tensor's amax), as NeMo and
+    Megatron-Core run them: one fused cast-transpose kernel per tensor and fp8 weights cached over a
+    step's micro-batches. Planned only (specc's runtime uses torchao, not Transformer Engine)."""
+    tp_comm_overlap: bool = False
+    """Overlap tensor-parallel communication with the GEMMs it feeds: the all-gather and reduce-scatter
+    of sequence parallelism split into tp chunks and pipelined with the GEMM's chunks, exposing one chunk
+    (Transformer Engine userbuffers, NeMo/Megatron-Core `tp_comm_overlap`; torch's async TP). Planned
+    only: validate rejects it for specc's runtime (R310, `Capabilities.comm_overlaps`)."""
+    pp_comm_overlap: bool = False
+    """Overlap pipeline point-to-point sends with the next chunk's compute in the steady 1F1B phase of
+    the interleaved schedule, leaving only the fill and flush sends exposed (Megatron-Core
+    `overlap_p2p_comm`, NeMo's default with vpp > 1). Planned only: validate rejects it for specc's
+    runtime (R310, `Capabilities.comm_overlaps`)."""
     compile: bool = False
     """Wrap the model with torch.compile."""
     loss: Literal["auto", "chunked", "full"] = "auto"

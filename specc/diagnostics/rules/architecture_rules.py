@@ -11,7 +11,8 @@ from collections.abc import Iterator
 from specc.catalog import load_catalog
 from specc.diagnostics.rules.base import Finding
 from specc.spec import parallel_dims as dims
-from specc.spec.capabilities import capabilities_for, has_mx_tensor_cores, planned_only_features
+from specc.spec.capabilities import (TRANSFORMER_ENGINE_FP8_RECIPES, capabilities_for, has_mx_tensor_cores,
+                                     planned_only_features)
 from specc.spec.root import Spec
 
 
@@ -83,6 +84,8 @@ def fp8_recipe_runs_on_target(spec: Spec) -> Iterator[Finding]:
     tensorwise and rowwise on fp8 GPUs. MXFP8 needs MX tensor cores (Blackwell: b200, gb200) and even
     there is planned only (torchao 0.18 has no MX training Linear). No fp8 at all is R118's.
 
+    Transformer Engine's `delayed` and `current` recipes are planned only everywhere.
+
     passes: `precision: fp8, fp8_recipe: rowwise` on h100-sxm      fails: `fp8_recipe: mxfp8` on h100-sxm or b200
     """
     parallel = None if isinstance(spec.parallel, str) else spec.parallel
@@ -94,7 +97,10 @@ def fp8_recipe_runs_on_target(spec: Spec) -> Iterator[Finding]:
     if recipe in capabilities.fp8_recipes:
         return
     runs = " or ".join(capabilities.fp8_recipes) or "none"
-    if recipe == "mxfp8" and not has_mx_tensor_cores(accelerator):
+    if recipe in TRANSFORMER_ENGINE_FP8_RECIPES:
+        why = (f"it is Transformer Engine's recipe (NeMo, Megatron-Core); specc's {capabilities.runtime} runtime "
+               "uses torchao, not Transformer Engine (planned only)")
+    elif recipe == "mxfp8" and not has_mx_tensor_cores(accelerator):
         blackwell = ", ".join(a.id for a in load_catalog().values() if has_mx_tensor_cores(a))
         why = f"{accelerator.name} has no MX (block-scaled) tensor cores; MXFP8 needs Blackwell ({blackwell})"
     else:
@@ -102,3 +108,43 @@ def fp8_recipe_runs_on_target(spec: Spec) -> Iterator[Finding]:
                "(planned only)")
     yield Finding(("parallel", "fp8_recipe"), f"fp8_recipe: {recipe} cannot run on {accelerator.name}: {why}",
                   f"use fp8_recipe: {runs}")
+
+
+def comm_overlap_runs(spec: Spec) -> Iterator[Finding]:
+    """`tp_comm_overlap` (Transformer Engine userbuffers) and `pp_comm_overlap` (Megatron's overlapped
+    pipeline sends) are planned only: specc's runtime runs its collectives as written
+    (`Capabilities.comm_overlaps` is empty), so a spec asking for them would not run as planned.
+
+    passes: `tp: 4, sp: true` (no overlap)      fails: `tp: 4, tp_comm_overlap: true`
+    """
+    parallel = None if isinstance(spec.parallel, str) else spec.parallel
+    accelerator = load_catalog().get(spec.cluster.accelerator)
+    if parallel is None or accelerator is None:
+        return
+    capabilities = capabilities_for(accelerator)
+    stacks = {"tp_comm_overlap": "Transformer Engine's userbuffers (NeMo, Megatron-Core)",
+              "pp_comm_overlap": "Megatron-Core's overlap_p2p_comm"}
+    for name, stack in stacks.items():
+        if getattr(parallel, name) and name not in capabilities.comm_overlaps:
+            yield Finding(("parallel", name), f"{name} cannot run: it is {stack}; specc's {capabilities.runtime} "
+                          "runtime does not overlap these collectives (planned only)",
+                          f"remove parallel.{name} to train with specc; the planner models it for comparing stacks")
+
+
+def pp_schedule_runs(spec: Spec) -> Iterator[Finding]:
+    """The pipeline schedule must be one the runtime executes (`Capabilities.pp_schedules`): DeepSeek's
+    `dualpipe` is planned only (specc's runtime has torch's 1F1B, interleaved 1F1B and GPipe).
+
+    passes: `pp: 4, pp_schedule: 1f1b`      fails: `pp: 16, pp_schedule: dualpipe`
+    """
+    parallel = None if isinstance(spec.parallel, str) else spec.parallel
+    accelerator = load_catalog().get(spec.cluster.accelerator)
+    if parallel is None or accelerator is None:
+        return
+    capabilities = capabilities_for(accelerator)
+    if parallel.pp_schedule in capabilities.pp_schedules:
+        return
+    yield Finding(("parallel", "pp_schedule"),
+                  f"pp_schedule: {parallel.pp_schedule} cannot run: specc's {capabilities.runtime} runtime has "
+                  f"{', '.join(capabilities.pp_schedules)} (planned only)",
+                  f"use pp_schedule: {' or '.join(capabilities.pp_schedules)}")

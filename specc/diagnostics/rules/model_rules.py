@@ -162,3 +162,30 @@ def attention_kernel_needs_sdpa(spec: Spec) -> Iterator[Finding]:
     yield Finding(("model", "attention_kernel"),
                   f"attention_kernel: {model.attention_kernel} has no effect with attention: {model.attention}",
                   "set attention: sdpa to choose the kernel, or remove attention_kernel")
+
+
+def attention_kernel_is_pinned(spec: Spec) -> Iterator[Finding]:
+    """A named `attention_kernel` must be one the runtime really pins: where it passes SDPA a mask (ALiBi,
+    a sliding window, context parallelism) it leaves the kernel to SDPA (`Capabilities.
+    attention_kernel_under_masks`), so the kernel asked for would not run (and the plan, which charges
+    the named kernel, would be wrong).
+
+    passes: `attention_kernel: cudnn, parallel: {cp: 1}`      fails: `attention_kernel: cudnn, parallel: {cp: 2}`
+    """
+    model = spec.model
+    accelerator = load_catalog().get(spec.cluster.accelerator)
+    if model.attention_kernel == "auto" or accelerator is None:
+        return
+    capabilities = capabilities_for(accelerator)
+    if model.attention_kernel not in capabilities.attention_kernels or capabilities.attention_kernel_under_masks:
+        return  # R250 reports a kernel the target lacks
+    parallel = None if isinstance(spec.parallel, str) else spec.parallel
+    masks = [why for why, used in (("position: alibi", model.position == "alibi"),
+                                   (f"sliding_window: {model.sliding_window}", model.sliding_window is not None),
+                                   (f"parallel.cp: {parallel.cp if parallel else 1}", parallel is not None and parallel.cp > 1))
+             if used]
+    if masks:
+        yield Finding(("model", "attention_kernel"),
+                      f"attention_kernel: {model.attention_kernel} would not run: with {', '.join(masks)} specc's "
+                      f"{capabilities.runtime} runtime passes SDPA a mask and SDPA chooses the kernel",
+                      "use attention_kernel: auto here")

@@ -356,3 +356,19 @@ def check_model_fits_layout(model: ModelSpec, parallel: ParallelSpec, dims: Para
     entry = load_catalog().get(accelerator)
     capabilities = capabilities_for(entry) if entry is not None else None
     parallel_dims.require(parallel_dims.layout_problems(model, parallel, dims, seq_len, capabilities))
+    refuse_planned_only(parallel, capabilities)
+
+
+def refuse_planned_only(parallel: ParallelSpec, capabilities) -> None:
+    """The planned-only parallel knobs validate refuses (R310, R311), again at start-up: this runtime has
+    no userbuffers TP overlap, no overlapped pipeline sends and no DualPipe, and would otherwise run
+    something other than the config says."""
+    if capabilities is None:
+        return
+    asked = [name for name in ("tp_comm_overlap", "pp_comm_overlap")
+             if getattr(parallel, name) and name not in capabilities.comm_overlaps]
+    if parallel.pp_schedule not in capabilities.pp_schedules:
+        asked.append(f"pp_schedule: {parallel.pp_schedule}")
+    if asked:
+        raise ValueError(f"{', '.join(asked)}: planned only, specc's {capabilities.runtime} runtime does not run it "
+                         f"(validate's R310/R311)")
