@@ -652,15 +652,37 @@ def persistent_fsdp_memory(params: PipelineStageParams, layout: Layout, model: M
     return 0.0
 
 
-def backward_fsdp_memory(params: PipelineStageParams, layout: Layout, model: ModelSpec | None = None) -> float:
+def largest_local_matrix(model: ModelSpec, layout: Layout) -> float:
+    """Parameters of the largest weight operand one matmul reads on a device: a block Linear's local
+    shard (`fp8.block_linears`, split by tp), or an MoE layer's routed experts on this rank, which run
+    as one grouped matmul (E/ep experts x h x expert width)."""
+    kinds = [False] + ([True] if model.moe else [])
+    largest = max(k * n for moe in kinds for k, n in (linear.local(layout.tp) for linear in fp8.block_linears(model, moe)))
+    if model.moe:
+        width = model.moe.expert_ffn_hidden_size or model.ffn_hidden_size
+        largest = max(largest, model.moe.num_experts / layout.ep * model.hidden_size * width)
+    return largest
+
+
+def backward_fsdp_memory(params: PipelineStageParams, layout: Layout, model: ModelSpec | None = None,
+                         xla: bool = False) -> float:
     """Unsharded ZeRO-3/FSDP buffers during backward without pipelining (FSDP2 defaults, docs/formulas.md
     section 3 'FSDP transient'): the layer being back-propagated and the prefetched one, gathered in
     the compute dtype (2 x 2 B/param); one layer's fp32 gradient awaiting reduce-scatter (4 B/param);
     the root unit (embedding, final norm, head) gathered for the whole backward, with the head's
-    16-bit gradient (measured with FSDPMemTracker, benchmarks/plan_vs_tracker.py)."""
+    16-bit gradient (measured with FSDPMemTracker, benchmarks/plan_vs_tracker.py).
+
+    Under XLA (`xla`) the unit is one matmul's weight, not a layer: GSPMD partitions each operation on
+    its own and inserts the all-gather at the operand of the dot that reads a sharded weight, and the
+    reduce-scatter at the dot producing its gradient (Xu et al. 2021, "GSPMD", sec. 3.5 and the
+    weight-update sharding of sec. 5), so the gathered weights are the largest matmul's and the
+    prefetched next one's, with its gradient (`largest_local_matrix`, or the head, itself a matmul's
+    weight; the embedding is gathered for its lookup alone)."""
     if layout.sharded_states < 3 or layout.shard_degree == 1 or layout.pp > 1:
         return 0.0
     compute_bytes = compute_element_bytes(layout)
+    if xla and model is not None:
+        return max(largest_local_matrix(model, layout), params.head) * (2 * compute_bytes + 4.0)
     saving = 0.0
     if model is not None:  # tensorwise fp8: the two gathered layers' converted weights in 1 byte (an MoE
         # layer's, the fewer, when the model has any: `params.layer` is the larger layer)
@@ -741,7 +763,7 @@ def pipeline_stage_memory(model: ModelSpec, counts: ParameterCount, layout: Layo
                          fsdp_buffers=persistent + root_regather_memory(params, layout)),
         "backward": dict(grads=live_grads, activations=stored + layer_backward_memory(model, layout, seq_len)
                          + fp8_cast_memory(model, layout, seq_len),
-                         logits=0.0, fsdp_buffers=persistent + backward_fsdp_memory(params, layout, model)),
+                         logits=0.0, fsdp_buffers=persistent + backward_fsdp_memory(params, layout, model, hardware.is_tpu)),
         "optimizer": dict(grads=grads + optimizer_grad_copy(optimizer, layout), activations=0.0, logits=0.0,
                           fsdp_buffers=persistent),
     }

@@ -288,3 +288,20 @@ def test_fsdp_side_stream_pools_are_reserved_on_gpus():
     assert gpu.reserve - cpu.reserve == pytest.approx(fsdp_stream_pools(params, layout), rel=0.01)
     assert fsdp_stream_pools(params, Layout(dp=8, zero_stage=1)) == 0
     assert fsdp_stream_pools(params, Layout(dp=8, fsdp=True, stack="megatron")) == 0
+
+
+def test_xla_gathers_one_matmul_weight_at_a_time():
+    """Under XLA (TPU), GSPMD all-gathers each sharded weight at the dot that reads it: backward holds the
+    largest matmul weight and the next one (2 x 2 B) and one gradient (4 B), not FSDP2's whole layer
+    plus the root unit; GPU plans keep the per-layer figure."""
+    from specc.plan.memory import backward_fsdp_memory, largest_local_matrix
+    model = _llama8b()
+    layout = Layout(dp=8, fsdp=True, micro_batch=1)
+    params = pipeline_stage_params(model, count_parameters(model), layout, "only")
+    head = model.vocab_size * model.hidden_size
+    assert largest_local_matrix(model, layout) == model.hidden_size * model.ffn_hidden_size
+    assert backward_fsdp_memory(params, layout, model, xla=True) == pytest.approx(8 * head)  # the head is larger
+    assert backward_fsdp_memory(params, layout, model) == pytest.approx(8 * params.layer + 2 * (params.root + params.head))
+    moe = ModelSpec(num_layers=2, hidden_size=512, num_heads=8, ffn_hidden_size=2048, vocab_size=1000, max_seq_len=128,
+                    moe={"num_experts": 8, "top_k": 2})
+    assert largest_local_matrix(moe, Layout(dp=8, ep=4)) == 8 / 4 * 512 * 2048  # the rank's grouped experts
