@@ -674,8 +674,8 @@ def backward_fsdp_memory(params: PipelineStageParams, layout: Layout, model: Mod
 
     Under XLA (`xla`) the unit is one matmul's weight, not a layer: GSPMD partitions each operation on
     its own and inserts the all-gather at the operand of the dot that reads a sharded weight, and the
-    reduce-scatter at the dot producing its gradient (Xu et al. 2021, "GSPMD", sec. 3.5 and the
-    weight-update sharding of sec. 5), so the gathered weights are the largest matmul's and the
+    reduce-scatter at the dot producing its gradient (Xu et al. 2021, "GSPMD", arXiv 2105.04663: per-operator
+    partitioning and its weight-update sharding), so the gathered weights are the largest matmul's and the
     prefetched next one's, with its gradient (`largest_local_matrix`, or the head, itself a matmul's
     weight; the embedding is gathered for its lookup alone)."""
     if layout.sharded_states < 3 or layout.shard_degree == 1 or layout.pp > 1:
