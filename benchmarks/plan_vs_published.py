@@ -23,7 +23,15 @@ llm-foundry (flash-attn's fused cross-entropy) and Megatron (fused vocab-paralle
 hold the 14 B per logit of an unfused loss, and are planned with specc's `chunked` loss, the nearer of
 specc's two (optimistic: their fused kernels still hold the 16-bit logits); MaxText's XLA fuses the loss
 (`auto`). `--loss full` is the planner before `parallel.loss` existed. Throughput is always evaluated
-without the chunked loss's head recompute, which none of these stacks runs.
+without the chunked loss's head recompute, which none of these stacks runs. Rows whose layout names a
+`stack` (Megatron-LM: SC21, Korthikanti; Megatron-Core + Transformer Engine: NeMo) are planned with that
+stack's memory habits (`specc.plan.layout.Layout.stack`: 16-bit weights with fp32 masters in the
+distributed optimizer, TE's fp8 weight caches and fp8 saved activations, Megatron's vocab-parallel
+cross-entropy whatever `--loss` says), and `layout.grad_dtype` where the source's scripts set it. The
+memory report gives, per source, the runs predicted to fit, the largest and median predicted /
+capacity ratio ("does not fit by more than 10%" is a ratio above 1.10) and each run predicted not to
+fit with its breakdown (`--rows`: every run); then the error against published allocator peaks by source
+(torchtitan's max reserved, which adds the allocator's FSDP side-stream pools to the allocated peak).
 
 Held out: benchmarks/data/held_out_runs.json holds runs from sources the calibration never saw (NVIDIA
 NeMo / Megatron-Core with Transformer Engine, fp8, on H100, B200 and GB200, dense and MoE, up to 64k
@@ -77,6 +85,8 @@ def accelerator_for(hardware_type: str):
         # (torchtitan benchmark notes): the SXM figure is kept, as torchtitan's own MFU does.
         # Its power cap is modelled as a GEMM ceiling scaled by the mid-point of those peaks, 912/989.
         extra = dict(accelerator.extra, achievable_matmul_fraction=accelerator.extra["achievable_matmul_fraction"] * 912 / 989)
+        # capacity: 96 GiB of HBM2e with the share the 80 GB part keeps back (79.65 of 80 GiB reported): uncertain
+        extra["memory_gib"] = 96 * accelerator.extra["memory_gib"] / 80
         accelerator = dataclasses.replace(accelerator, memory_gb=96, memory_bw_tbps=2.4, extra=extra)
     return accelerator
 
@@ -160,7 +170,7 @@ def layout_of(row: dict) -> Layout | None:
     # FSDP is data parallelism: MaxText rows list dp = DCN replicas and fsdp = ICI shards separately.
     dp = row["hardware"]["count"] // (lay["tp"] * lay["pp"] * cp)
     fsdp = bool(lay.get("fsdp")) or lay.get("zero_stage") == 3
-    shard = lay.get("fsdp") or dp * cp
+    shard = lay["fsdp"] if type(lay.get("fsdp")) is int else dp * cp  # `fsdp: true`: over all dp x cp ranks
     micro = lay.get("micro_batch") or 1  # SC21 does not publish micro-batch sizes: 1 assumed
     if row["group"] == "maxtext":  # per-device batch x devices = global batch, no accumulation
         micro = lay["global_batch"] // dp
@@ -183,7 +193,11 @@ def layout_of(row: dict) -> Layout | None:
                   pp_comm_overlap=bool(lay.get("pp_comm_overlap")),
                   compile=bool(lay.get("torch_compile")),
                   grad_sync="every",  # FSDP1/composer and torchtitan reduce every micro-batch
-                  loss=loss_of(row))
+                  loss=loss_of(row), stack=lay.get("stack") or "specc", grad_bytes=GRAD_BYTES.get(lay.get("grad_dtype")))
+
+
+GRAD_BYTES = {"bf16": 2.0, "fp16": 2.0, "fp32": 4.0}
+"""A row's `layout.grad_dtype` (Megatron main gradients) as bytes; absent: the stack's default."""
 
 
 def measured_tokens_per_device(row: dict, model: ModelSpec) -> float | None:
@@ -244,9 +258,12 @@ def _prepare(row: dict) -> Prepared | None:
     hw_flops = hardware_flops_per_token(work.flops, timed_layout.recompute, timed_layout.selective_policy,
                                         model.attention == "eager", False,
                                         recomputed_share(model.num_layers, layout.recompute, layout.recompute_every))
+    memory = estimate.memory
     result = {"id": row["id"], "source": source_of(row), "stack": stack_of(row), "measured": measured,
-              "fits": estimate.memory.fits, "precision": layout.precision, "moe": model.moe is not None,
-              "seq_len": row["model"]["seq_len"]}
+              "fits": memory.fits, "memory_ratio": memory.total_gib / memory.capacity_gib,
+              "memory_phase": f"{memory.stage}/{memory.phase}",
+              "memory_parts": {name: getattr(memory, name) / GIB for name in MEMORY_PARTS},
+              "precision": layout.precision, "moe": model.moe is not None, "seq_len": row["model"]["seq_len"]}
     peak = row["measured"].get("peak_memory_gib")
     if peak:
         # torch's max-reserved excludes the CUDA context the plan adds.
@@ -277,6 +294,46 @@ def evaluate_row(row: dict) -> dict | None:
 
 def prepared_devices(row: dict) -> int:
     return prepare_row(row).layout.devices
+
+
+MEMORY_PARTS = ("params", "grads", "optimizer", "activations", "logits", "fsdp_buffers", "reserve")
+"""The plan's memory breakdown, as printed per row (`MemoryBreakdown` fields, GiB)."""
+
+
+def report_memory(results: list[dict], title: str, show_rows: bool) -> None:
+    """Memory against capacity, by source: runs predicted to fit (every one ran), the largest
+    predicted / capacity ratio (the "does not fit by more than 10%" criterion is a ratio <= 1.10), each
+    run predicted not to fit with its breakdown; then the error against published allocator peaks, by
+    source (`--rows`: every run's ratio and breakdown)."""
+    print(f"{title}\n  {'source':28} {'fit':>9} {'max pred/cap':>12} {'median':>7}")
+    for source in sorted({r["source"] for r in results}):
+        chosen = [r for r in results if r["source"] == source]
+        ratios = [r["memory_ratio"] for r in chosen]
+        print(f"  {source:28} {sum(r['fits'] for r in chosen):4d} of {len(chosen):<3d} {max(ratios):12.2f} "
+              f"{statistics.median(ratios):7.2f}")
+    over = sum(r["memory_ratio"] > 1.10 for r in results)
+    print(f"  {'all rows':28} {sum(r['fits'] for r in results):4d} of {len(results):<3d} "
+          f"{max(r['memory_ratio'] for r in results):12.2f}; predicted not to fit by more than 10%: {over}")
+    shown = results if show_rows else [r for r in results if not r["fits"]]
+    if shown:
+        print("  " + ("every run" if show_rows else "predicted not to fit") + " (GiB: " + ", ".join(MEMORY_PARTS) + "):")
+    for r in shown:
+        parts = " ".join(f"{r['memory_parts'][name]:6.1f}" for name in MEMORY_PARTS)
+        print(f"    {r['id']:52} {r['memory_ratio']:5.2f} x capacity  {parts}  ({r['memory_phase']})")
+    memory = [r for r in results if "memory_error" in r]
+    if not memory:
+        return
+    print("  peak memory vs published allocator peaks (|error| %, signed median; not fitted):")
+    for source in sorted({r["source"] for r in memory}):
+        chosen = [r for r in memory if r["source"] == source]
+        med, mean, p90 = _summary([r["memory_error"] for r in chosen])
+        bias = statistics.median(r["memory_error"] for r in chosen) * 100
+        print(f"    {source:26} n={len(chosen)} median {med:.1f}% mean {mean:.1f}% p90 {p90:.1f}% bias {bias:+.1f}%")
+    med, mean, p90 = _summary([r["memory_error"] for r in memory])
+    print(f"    {'all':26} n={len(memory)} median {med:.1f}% mean {mean:.1f}% p90 {p90:.1f}%")
+    for r in memory:
+        print(f"    {r['id']:52} measured {r['memory_measured']:6.1f} GiB predicted {r['memory_predicted']:6.1f} GiB "
+              f"({r['memory_error']:+.1%})")
 
 
 def load_rows() -> list[dict]:
@@ -355,19 +412,8 @@ def report(results: list[dict], show_rows: bool) -> None:
     print("\nworst rows:")
     for r in sorted(results, key=lambda r: -abs(r["error"]))[:8]:
         print(f"  {r['id']:60} measured {r['measured']:9.1f} predicted {r['predicted']:9.1f} ({r['error']:+.0%})")
-    print(f"\npredicted to fit in device memory (every run ran), loss `{LOSS}`:")
-    for source in sorted({r["source"] for r in results}):
-        chosen = [r for r in results if r["source"] == source]
-        print(f"  {source:28} {sum(r['fits'] for r in chosen):4d} of {len(chosen)}")
-    print(f"  {'all rows':28} {sum(r['fits'] for r in results):4d} of {len(results)}")
-    memory = [r for r in results if "memory_error" in r]
-    if memory:
-        med, mean, p90 = _summary([r["memory_error"] for r in memory])
-        print(f"\npeak memory vs published allocator peaks (torchtitan max reserved, not fitted): n={len(memory)} "
-              f"median {med:.1f}% mean {mean:.1f}% p90 {p90:.1f}%")
-        for r in memory:
-            print(f"  {r['id']:60} measured {r['memory_measured']:6.1f} GiB predicted {r['memory_predicted']:6.1f} GiB "
-                  f"({r['memory_error']:+.0%})")
+    print()
+    report_memory(results, f"memory: predicted per device vs capacity (every run ran), loss `{LOSS}`:", show_rows)
     if show_rows:
         for r in results:
             print(f"{r['id']:64} {r['measured']:10.1f} {r['predicted']:10.1f} {r['error']:+.1%}")
@@ -559,6 +605,8 @@ def main() -> None:
         for r in held:
             print(f"  {r['id']:48} measured {r['measured']:8.1f} predicted {r['predicted']:8.1f} ({r['error']:+.0%})"
                   f"{'' if r['fits'] else '  predicted NOT to fit'}")
+        print()
+        report_memory(held, "held-out memory: predicted per device vs capacity (every run ran):", args.rows)
     if args.breakdown:
         print()
         report_breakdown(load_held_out())

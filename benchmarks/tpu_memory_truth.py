@@ -35,6 +35,22 @@ broken down here).
 After the planner's peak became the largest of the loss/backward/optimizer moments with XLA's
 8 B per logit (`specc.plan.memory.XLA_LOGIT_BYTES`), `--stored` (same compiled figures) gives
 +42.1%, +19.4%, -0.2% and -3.9% (reserve included).
+
+2026-12-03, three more compiles of `d768 L4 fsdp4` variants (libtpu 0.0.42.1, v5e:2x2), not stored:
+- micro-batch 64 instead of 4: libtpu refuses it, "HLO temporaries (19.15G) exceeds available HBM
+  (15.75G)": a v5e program may use 15.75 of the chip's 16 GiB (the catalog's `memory_gib`);
+  temporaries grow by 317 MB per added sequence of 1024 tokens, where the planner adds 419 MB (its
+  activations, 157 MB, and 8 B x 1024 x 32000 of logits, 262 MB);
+- vocabulary 64000 instead of 32000: temporaries grow by 404 MB for 131M more logits per chip, 3.08 B
+  per logit *including* the larger embedding's and head's gathered weights and gradients: XLA keeps
+  about the 16-bit logits, not XLA_LOGIT_BYTES' 8 B, at the loss.
+So the small-model gap is the logits term; but the planner's figures include its 0.5 GiB reserve,
+which the compiled peaks do not hold: reserve aside, it is already under the compiled peak for the
+d1024 cases (-24%, -29%), so lowering the logits term alone would widen that under-prediction. The
+missing term is not identified (candidates: unsharded gradients held until XLA's combined
+reduce-scatters, optimizer-update temporaries); finding it needs the buffer assignment of a compile
+(`LIBTPU_INIT_ARGS=--xla_jf_dump_to=DIR` dumps it, but made one compile take 13 minutes here), so
+XLA_LOGIT_BYTES and RESERVE_GIB are left as they are.
 """
 
 from __future__ import annotations

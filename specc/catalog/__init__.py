@@ -34,8 +34,11 @@ class Accelerator:
 
     @property
     def memory_gib(self) -> float:
-        """Capacity in GiB (marketed GB are decimal)."""
-        return self.memory_gb * 1e9 / 2**30
+        """Capacity in GiB: the capacity the device reports (catalog `memory_gib`: nvidia-smi's total, XLA's
+        HBM limit plus its reserve) where the catalog has it, else the marketed decimal GB. HBM stacks are
+        binary-sized, so an H100's "80 GB" is 79.6 GiB as reported, not 80e9 bytes (74.5 GiB)."""
+        reported = self.extra.get("memory_gib")
+        return float(reported) if reported is not None else self.memory_gb * 1e9 / 2**30
 
 
 @cache

@@ -56,6 +56,16 @@ class Layout:
     preferred, `specc.spec.capabilities`)."""
     loss_chunk_tokens: int = 1024
     """Tokens per chunk of the chunked loss (`parallel.loss_chunk_tokens`)."""
+    stack: str = "specc"
+    """The training stack whose memory habits the memory model assumes (`specc.plan.memory.STACKS`):
+    `specc` (specc's torch runtime: FSDP2/DTensor, fp32 parameters cast on the fly, torchao fp8) or
+    `megatron` (Megatron-Core with Transformer Engine: 16-bit parameters with fp32 master weights in the
+    optimizer, TE's fused layers and fp8 weight workspaces, vocab-parallel cross-entropy). Not a spec
+    field: specc plans its own runtime; `benchmarks/plan_vs_published.py` plans published Megatron and
+    NeMo runs with `megatron`."""
+    grad_bytes: float | None = None
+    """Bytes per gradient element the stack keeps; None: the stack's default (specc and Megatron bf16/fp8:
+    fp32 main gradients, 4; Megatron fp16: 2). NeMo's performance scripts sync gradients in bf16 (2)."""
 
     @property
     def devices(self) -> int:
@@ -87,6 +97,8 @@ class Layout:
                 del data[overlap]  # planned only: present in plans that ask for it
         if self.recompute != "full" or self.recompute_every == 1:
             del data["recompute_every"]  # read only under full recompute; 1 is every block
+        if self.stack == "specc" and self.grad_bytes is None:
+            del data["stack"], data["grad_bytes"]  # planning another stack is the benchmark's business
         return data
 
     def to_parallel_spec(self) -> ParallelSpec:

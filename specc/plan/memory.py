@@ -149,7 +149,7 @@ def pipeline_stage_params(model: ModelSpec, counts: ParameterCount, layout: Layo
     a tied embedding and learned positions replicated; embedding on the first stage, head on the last
     (Megatron theoretical memory)."""
     tp = layout.tp
-    vocab_shards = 1 if model.tie_embeddings else tp
+    vocab_shards = _vocab_shards(model, layout)
     layers, moe_layers = stage_layers(model, layout)
     dense_layers = layers - moe_layers
     shared = counts.shared_experts * counts.expert_ffn
@@ -184,6 +184,11 @@ def _local_attention(counts: ParameterCount, tp: int) -> float:
     return (counts.attention_per_layer - replicated) / tp + replicated
 
 
+STACKS = ("specc", "megatron")
+"""Training stacks whose memory habits the model knows (`Layout.stack`): specc's torch runtime (torchtitan's
+conventions) and Megatron-Core with Transformer Engine (the published NeMo/Megatron runs)."""
+
+
 def state_bytes(layout: Layout) -> tuple[float, float, float]:
     """Bytes per parameter for (weights, gradients, optimizer) before sharding.
 
@@ -193,8 +198,53 @@ def state_bytes(layout: Layout) -> tuple[float, float, float]:
     precision. (Megatron keeps a separate bf16 copy, 2 + 4 + 12 = 18 B/param per its
     dist_optimizer.md table; specc does not run that, so it does not charge it.) Transient
     compute-dtype copies are charged where they live (the FSDP gather buffers below).
+
+    Megatron (`stack: megatron`): 16-bit parameters, main gradients and an optimizer holding fp32 master
+    weights with Adam's m and v, 4 + 4 + 4 = 12 B (Megatron-LM docs/source/api-guide/dist_optimizer.md,
+    'Data flow' and its bytes-per-parameter table: bf16 params with fp32 grads, 6 + 12/d). Main gradients
+    are fp32 for bf16 (Megatron-LM `arguments.py` forces `accumulate_allreduce_grads_in_fp32` with bf16),
+    16-bit for fp16 (its default), or `Layout.grad_bytes` (NeMo's performance scripts:
+    `optim.grad_sync_dtype=bf16`). In fp32 training the parameter is its own master: 4 + 4 + 8.
     """
-    return 4.0, 4.0, 8.0
+    if layout.stack != "megatron":
+        return 4.0, 4.0, 8.0
+    if layout.precision == "fp32":
+        return 4.0, layout.grad_bytes or 4.0, 8.0
+    default_grads = 2.0 if layout.precision == "fp16" else 4.0
+    return compute_element_bytes(layout), layout.grad_bytes or default_grads, 12.0
+
+
+def optimizer_grad_copy(optimizer: float, layout: Layout) -> float:
+    """Megatron with 16-bit main gradients: at the optimizer step the (distributed) optimizer copies its
+    gradient shard to fp32 beside the fp32 master (`_copy_model_grads_to_main_grads`), 4 B per parameter
+    sharded like the 12 B of optimizer state (hence dist_optimizer.md's 20 and 4 + 16/d for fp16);
+    alive in the optimizer phase only."""
+    if layout.stack != "megatron" or layout.precision == "fp32" or state_bytes(layout)[1] >= 4:
+        return 0.0
+    return optimizer * 4.0 / 12.0
+
+
+TE_FP8_WORKSPACE_BYTES = 2.0
+"""Bytes per fp8-computed weight that Transformer Engine keeps between micro-batches under Megatron-Core:
+the weight cast to fp8 and its fp8 transpose (Hopper's fp8 GEMMs take K-major operands only, so wgrad and
+dgrad need the transpose), cached from the first micro-batch of a step to the last (TE `Linear.forward`'s
+`is_first_microbatch`: 'allows caching of the FP8 versions of the weights'; Megatron-Core's TE wrappers
+pass it unless `disable_parameter_transpose_cache`). Reasoned from TE's API, not measured."""
+
+
+def te_fp8_workspace_memory(model: ModelSpec, counts: ParameterCount, layout: Layout) -> float:
+    """TE's cached fp8 weights on the most-loaded stage (TE_FP8_WORKSPACE_BYTES per local matmul weight:
+    attention and dense FFN / tp, routed experts / ep, Megatron-Core's grouped GEMMs run fp8 too);
+    nothing outside `stack: megatron` under fp8, nor under FSDP, whose gathered weights do not outlive
+    their layer."""
+    if layout.stack != "megatron" or layout.precision != "fp8" or layout.sharded_states >= 3:
+        return 0.0
+    layers, moe_layers = stage_layers(model, layout)
+    attention = counts.attention_per_layer / layout.tp
+    dense = (layers - moe_layers) * counts.dense_ffn_per_layer / layout.tp
+    sparse = moe_layers * (counts.shared_experts * counts.expert_ffn
+                           + counts.routed_experts * counts.expert_ffn / layout.ep)
+    return TE_FP8_WORKSPACE_BYTES * (layers * attention + dense + sparse)
 
 
 def model_state_memory(params: PipelineStageParams, layout: Layout) -> tuple[float, float, float]:
@@ -214,6 +264,57 @@ def model_state_memory(params: PipelineStageParams, layout: Layout) -> tuple[flo
         grads += count * g / (degree if stage >= 2 else 1)
         optimizer += count * o / (degree if stage >= 1 else 1)
     return weights, grads, optimizer
+
+
+def megatron_activation_bytes_per_layer(model: ModelSpec, layout: Layout, seq_len: int, moe_layer: bool) -> float:
+    """Activations one Megatron-Core layer built from Transformer Engine modules keeps for backward, for one
+    micro-batch (`stack: megatron`): Korthikanti et al. 2022 sec. 4.1's accounting, with what TE's fused
+    modules store.
+
+    Outside the tensor-parallel region (all divided by tp under sequence parallelism: TE saves its local
+    norm output and all-gathers it again in backward, Korthikanti sec. 4.2.2): the two norm inputs 2 x 2sbh;
+    the QKV and FC1 GEMM inputs (the norm outputs, which TE's LayerNormLinear saves as the GEMM operand:
+    1 B per element under fp8, TE saving the fp8 cast rather than the 16-bit tensor); dropout masks sbh each.
+    Inside (divided by tp): Q, K, V and the attention output 2sb(a qk + g qk + g v + a v), kept by the
+    attention kernel; under fp8 the output projection also keeps its own fp8 copy of its input (sbav);
+    flash/cuDNN softmax statistics, fp32 per query and head (4asb), or with eager attention Korthikanti's
+    5as^2b (scores, dropout mask and output), dropped by selective recompute (Korthikanti's selective
+    recomputes core attention only); FFN: FC1's output, which the fused bias-GeLU / SwiGLU keeps to
+    recompute its activation in backward (2sbf; 2 x 2sbf for SwiGLU's two halves), and FC2's input (the
+    activation output, 2sbf or 1 B under fp8), where specc's eager SwiGLU keeps four tensors. MoE layers
+    (Megatron-Core dropless): the same FFN terms per routed copy of a token (top_k x capacity), plus the
+    permuted expert input (a GEMM operand: fp8 or 16-bit) and the experts' output kept for the
+    probability-weighted unpermute (2sbh per copy); shared experts as a dense FFN of their width.
+    Bf16, f = 4h, MHA, GeLU, dropout: 34sbh + 5as^2b, Korthikanti's Table 2 first row (docs/formulas.md
+    section 4). Fused norms keep no fp32 intermediates (TE's RMSNorm/LayerNorm save input and 1/sigma)."""
+    s = dims.local_seq_len(seq_len, layout.cp)
+    b, h, a = layout.micro_batch, model.hidden_size, model.num_heads
+    g = model.num_heads if model.mla is not None else model.kv_heads
+    qk, v = mla.qk_head_dim(model), mla.v_head_dim(model)
+    e = compute_element_bytes(layout)
+    operand = 1.0 if layout.precision == "fp8" else e  # bytes of a saved GEMM input
+    dropout = model.dropout > 0
+    outside = s * b * h * (2 * e + 2 * operand + (2 if dropout else 0))
+    attention = e * s * b * (a * qk + g * qk + g * v + a * v)
+    if layout.precision == "fp8":
+        attention += s * b * a * v
+    if model.attention != "eager":
+        attention += 4 * a * s * b
+    elif layout.recompute == "none":
+        attention += a * s * b * seq_len * eager_score_bytes(layout, dropout)
+
+    def ffn(width: float) -> float:
+        return s * b * width * (e * (2 if model.activation == "swiglu" else 1) + operand)
+
+    if moe_layer:
+        moe = model.moe
+        width = moe.expert_ffn_hidden_size or model.ffn_hidden_size
+        copies = moe.top_k * moe.capacity_factor
+        inside = copies * (ffn(width) + s * b * h * (operand + e)) + moe.num_shared_experts * ffn(width)
+    else:
+        inside = ffn(model.ffn_hidden_size)
+    inside += attention
+    return outside / layout.tp + inside / layout.tp if layout.sequence_parallel else outside + inside / layout.tp
 
 
 def activation_bytes_per_layer(model: ModelSpec, layout: Layout, seq_len: int, moe_layer: bool,
@@ -241,7 +342,10 @@ def activation_bytes_per_layer(model: ModelSpec, layout: Layout, seq_len: int, m
     matmul and attention outputs are kept, pointwise ops recomputed from them and the block input.
     `selective_policy: alternate_matmuls` is torchtitan's op-level policy (every other matmul kept,
     `_alternate_matmuls_contexts`), both checked against FSDPMemTracker (benchmarks/plan_vs_tracker.py).
+    Under `stack: megatron`, `megatron_activation_bytes_per_layer`.
     """
+    if layout.stack == "megatron":
+        return megatron_activation_bytes_per_layer(model, layout, seq_len, moe_layer)
     s = dims.local_seq_len(seq_len, layout.cp)
     b = layout.micro_batch
     h, a, g, d = model.hidden_size, model.num_heads, model.kv_heads, model.head_size
@@ -423,6 +527,15 @@ measured with FSDPMemTracker on real tensors (tp 2 on a fake group, vocab 8k vs 
 tensors over-count them). It was 18 while the loop also held the 16-bit logits."""
 
 
+MEGATRON_LOGIT_BYTES = 6.0
+"""Bytes per local logit of Megatron-Core's vocab-parallel cross-entropy (`stack: megatron`,
+megatron/core/tensor_parallel/cross_entropy.py): it upcasts the 16-bit logits to fp32 and turns that copy
+in place into the softmax it saves for backward (4 B beside the 16-bit logits, 2 B, in forward); backward
+rewrites the saved softmax in place into the fp32 gradient, cast to 16 bits for the output layer's
+matmuls (4 + 2). Reasoned from the code, not measured; the fused cross-entropy
+(`cross_entropy_loss_fusion`) keeps no more."""
+
+
 def loss_implementation(layout: Layout, xla: bool = False) -> str:
     """`parallel.loss` as the runtime runs it (`specc.spec.capabilities`): under XLA the full logits,
     which its compiler fuses; on specc's torch runtime `auto` is `chunked`."""
@@ -437,7 +550,10 @@ def logits_memory(model: ModelSpec, layout: Layout, seq_len: int, xla: bool = Fa
     replicated over tp in specc's runtime, so its logits are whole. FULL_LOGIT_BYTES per logit without
     tensor parallelism, LOSS_PARALLEL_LOGIT_BYTES per local logit under `loss_parallel`, plus the logits
     themselves under pp (PIPELINE_HELD_LOGITS); under XLA, XLA_LOGIT_BYTES. Megatron's estimate
-    4sbh(1 + V/h) keeps one fp32 copy (docs/formulas.md section 4)."""
+    4sbh(1 + V/h) keeps one fp32 copy (docs/formulas.md section 4); under `stack: megatron` its own
+    cross-entropy's MEGATRON_LOGIT_BYTES, whatever `parallel.loss` says (specc's loss is not Megatron's)."""
+    if layout.stack == "megatron":
+        return MEGATRON_LOGIT_BYTES * _local_logits(model, layout, seq_len) * (1 + model.mtp_depth)
     if loss_implementation(layout, xla) == "chunked":
         return chunked_loss_memory(model, layout, seq_len)
     if xla:
@@ -451,7 +567,9 @@ def logits_memory(model: ModelSpec, layout: Layout, seq_len: int, xla: bool = Fa
 
 
 def _vocab_shards(model: ModelSpec, layout: Layout) -> int:
-    return 1 if model.tie_embeddings else layout.tp
+    """tp, except a tied embedding in specc's runtime, which is replicated over tp (Megatron splits a
+    tied embedding by vocabulary like an untied one: `VocabParallelEmbedding`)."""
+    return 1 if model.tie_embeddings and layout.stack != "megatron" else layout.tp
 
 
 def _local_logits(model: ModelSpec, layout: Layout, seq_len: int) -> float:
@@ -534,15 +652,37 @@ def persistent_fsdp_memory(params: PipelineStageParams, layout: Layout, model: M
     return 0.0
 
 
-def backward_fsdp_memory(params: PipelineStageParams, layout: Layout, model: ModelSpec | None = None) -> float:
+def largest_local_matrix(model: ModelSpec, layout: Layout) -> float:
+    """Parameters of the largest weight operand one matmul reads on a device: a block Linear's local
+    shard (`fp8.block_linears`, split by tp), or an MoE layer's routed experts on this rank, which run
+    as one grouped matmul (E/ep experts x h x expert width)."""
+    kinds = [False] + ([True] if model.moe else [])
+    largest = max(k * n for moe in kinds for k, n in (linear.local(layout.tp) for linear in fp8.block_linears(model, moe)))
+    if model.moe:
+        width = model.moe.expert_ffn_hidden_size or model.ffn_hidden_size
+        largest = max(largest, model.moe.num_experts / layout.ep * model.hidden_size * width)
+    return largest
+
+
+def backward_fsdp_memory(params: PipelineStageParams, layout: Layout, model: ModelSpec | None = None,
+                         xla: bool = False) -> float:
     """Unsharded ZeRO-3/FSDP buffers during backward without pipelining (FSDP2 defaults, docs/formulas.md
     section 3 'FSDP transient'): the layer being back-propagated and the prefetched one, gathered in
     the compute dtype (2 x 2 B/param); one layer's fp32 gradient awaiting reduce-scatter (4 B/param);
     the root unit (embedding, final norm, head) gathered for the whole backward, with the head's
-    16-bit gradient (measured with FSDPMemTracker, benchmarks/plan_vs_tracker.py)."""
+    16-bit gradient (measured with FSDPMemTracker, benchmarks/plan_vs_tracker.py).
+
+    Under XLA (`xla`) the unit is one matmul's weight, not a layer: GSPMD partitions each operation on
+    its own and inserts the all-gather at the operand of the dot that reads a sharded weight, and the
+    reduce-scatter at the dot producing its gradient (Xu et al. 2021, "GSPMD", arXiv 2105.04663: per-operator
+    partitioning and its weight-update sharding), so the gathered weights are the largest matmul's and the
+    prefetched next one's, with its gradient (`largest_local_matrix`, or the head, itself a matmul's
+    weight; the embedding is gathered for its lookup alone)."""
     if layout.sharded_states < 3 or layout.shard_degree == 1 or layout.pp > 1:
         return 0.0
     compute_bytes = compute_element_bytes(layout)
+    if xla and model is not None:
+        return max(largest_local_matrix(model, layout), params.head) * (2 * compute_bytes + 4.0)
     saving = 0.0
     if model is not None:  # tensorwise fp8: the two gathered layers' converted weights in 1 byte (an MoE
         # layer's, the fewer, when the model has any: `params.layer` is the larger layer)
@@ -573,6 +713,29 @@ def chunked_loss_fsdp_memory(params: PipelineStageParams, layout: Layout) -> flo
     return (params.root + params.head + params.layer) * compute_element_bytes(layout)
 
 
+FSDP_REDUCE_BYTES = 4.0
+"""Bytes per gradient element FSDP2 reduce-scatters: fp32 (torchtitan's and specc's
+`MixedPrecisionPolicy(reduce_dtype=torch.float32)`)."""
+
+
+def fsdp_stream_pools(params: PipelineStageParams, layout: Layout) -> float:
+    """Memory the CUDA caching allocator keeps reserved for FSDP2's side streams, on top of the default
+    stream's peak (torch's CUDA semantics notes, 'Memory management': a cached block is reused only by
+    allocations on the stream it was allocated on; with `expandable_segments`, which torchtitan's launcher
+    sets, each stream's segments still grow to its own high-water mark and stay mapped). FSDP2
+    (torch.distributed.fsdp `_fsdp_collectives`) allocates its all-gather outputs on the all-gather stream
+    (up to two units in flight with prefetching: 2 x the largest unit in the compute dtype; the root unit,
+    embedding + norm + head when they are not wrapped apart, is usually the largest) and the
+    reduce-scatter inputs, the unsharded gradients in FSDP_REDUCE_BYTES, on the reduce-scatter stream.
+    So the reserved peak ("max reserved", what torchtitan reports) exceeds the allocated one by these two
+    pools, whichever moment of the step is the peak. (At the backward moment the planner also counts one
+    layer's gradient awaiting reduce-scatter among the allocated buffers: counted twice there.)"""
+    if layout.sharded_states < 3 or layout.shard_degree == 1 or layout.stack != "specc":
+        return 0.0
+    unit = max(params.layer, params.root)
+    return compute_element_bytes(layout) * max(2 * params.layer, params.root) + FSDP_REDUCE_BYTES * unit
+
+
 def _grads_alive_at_loss(layout: Layout) -> bool:
     """FSDP2 gradients are freed by `zero_grad(set_to_none=True)` and only exist again once
     backward reduce-scatters them; with accumulation they persist from the first micro-batch on.
@@ -585,11 +748,12 @@ def pipeline_stage_memory(model: ModelSpec, counts: ParameterCount, layout: Layo
     """Memory of one device of one pipeline stage at the step's peak moment (module docstring)."""
     params = pipeline_stage_params(model, counts, layout, stage)
     weights, grads, optimizer = model_state_memory(params, layout)
+    weights += te_fp8_workspace_memory(model, counts, layout)
     stored = activation_memory(model, layout, seq_len, stage)
     persistent = persistent_fsdp_memory(params, layout, model)
     live_grads = grads if _grads_alive_at_loss(layout) else 0.0
     head = stage in ("last", "only")
-    chunked = head and loss_implementation(layout, hardware.is_tpu) == "chunked"
+    chunked = head and layout.stack != "megatron" and loss_implementation(layout, hardware.is_tpu) == "chunked"
     phases = {
         "loss": dict(grads=live_grads, activations=stored,
                      logits=logits_memory(model, layout, seq_len, hardware.is_tpu) if head else 0.0,
@@ -599,8 +763,9 @@ def pipeline_stage_memory(model: ModelSpec, counts: ParameterCount, layout: Layo
                          fsdp_buffers=persistent + root_regather_memory(params, layout)),
         "backward": dict(grads=live_grads, activations=stored + layer_backward_memory(model, layout, seq_len)
                          + fp8_cast_memory(model, layout, seq_len),
-                         logits=0.0, fsdp_buffers=persistent + backward_fsdp_memory(params, layout, model)),
-        "optimizer": dict(grads=grads, activations=0.0, logits=0.0, fsdp_buffers=persistent),
+                         logits=0.0, fsdp_buffers=persistent + backward_fsdp_memory(params, layout, model, hardware.is_tpu)),
+        "optimizer": dict(grads=grads + optimizer_grad_copy(optimizer, layout), activations=0.0, logits=0.0,
+                          fsdp_buffers=persistent),
     }
     phase = max(phases, key=lambda name: sum(phases[name].values()))
     parts = phases[phase]
@@ -609,6 +774,8 @@ def pipeline_stage_memory(model: ModelSpec, counts: ParameterCount, layout: Layo
         reserve = tpu.RESERVE_GIB * GIB + tpu.FRAGMENTATION * allocated
     else:
         reserve = GPU_CONTEXT_GIB * GIB + GPU_FRAGMENTATION * allocated
+        if hardware.accelerator.kind == "gpu":
+            reserve += fsdp_stream_pools(params, layout)
     return MemoryBreakdown(params=weights, optimizer=optimizer, reserve=reserve, capacity_gib=hardware.memory_gib,
                            stage=stage, phase=phase, loss=loss_implementation(layout, hardware.is_tpu), **parts)
 

@@ -35,6 +35,9 @@ class CatalogEntry(SpecModel):
     """Dense peak TFLOP/s per precision (`bf16: 989`)."""
     memory_gb: Annotated[Number, Field(gt=0)]
     """HBM capacity, decimal GB as marketed."""
+    memory_gib: Annotated[Number, Field(gt=0)] | None = None
+    """The capacity the device reports, GiB (nvidia-smi's total; XLA's HBM limit plus its reserve): what
+    the planner compares with when given, since HBM is binary-sized (an H100 '80 GB' reports 79.65 GiB)."""
     memory_bw_tbps: Annotated[Number, Field(gt=0)]
     """HBM bandwidth, TB/s."""
     devices_per_node: PositiveCount

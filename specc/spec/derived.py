@@ -40,6 +40,8 @@ def cluster_accelerator(cluster: ClusterSpec) -> Accelerator | None:
         for name in ("name", "memory_gb", "memory_bw_tbps", "cost_per_device_hour"):
             if getattr(overrides, name) is not None:
                 changes[name] = getattr(overrides, name)
+        if overrides.memory_gb is not None:
+            extra.pop("memory_gib", None)  # the catalog's device-reported capacity no longer applies
         if overrides.peak_tflops:
             changes["peak_tflops"] = {**accelerator.peak_tflops, **{k: float(v) for k, v in overrides.peak_tflops.items()}}
         for name in ("achievable_matmul_fraction", "achievable_attention_fraction"):

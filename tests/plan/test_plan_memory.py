@@ -197,3 +197,111 @@ def test_alternate_matmuls_policy_keeps_less_and_recomputes_half_the_matmuls():
     extra = hardware_flops_per_token(flops, "selective", "alternate_matmuls", eager_attention=False) - flops.model
     assert extra == pytest.approx(2 * 32 * (h * 8 * d + 32 * d * h + h * 14336))
     assert hardware_flops_per_token(flops, "selective", "matmuls", eager_attention=False) == flops.model
+
+
+# --- other stacks (`Layout.stack`), device-reported capacity, allocator stream pools ---------------------
+
+
+@pytest.mark.parametrize("model, shape, none_gib, selective_gib, states_gib", FIG1, ids=["22B", "175B", "530B", "1T"])
+def test_megatron_stack_reproduces_korthikanti_figure_1(model, shape, none_gib, selective_gib, states_gib):
+    """`stack: megatron` keeps Korthikanti's Table 2 terms as Megatron stores them (sequence parallelism
+    divides everything outside the tp region, no `sp_keeps_gathered` switch needed)."""
+    from specc.plan.memory import megatron_activation_bytes_per_layer
+    t, p, v, b = shape
+    common = dict(dp=1, tp=t, pp=p, vpp=v, micro_batch=b, grad_accum=64, stack="megatron",
+                  pp_schedule="interleaved" if v > 1 else "1f1b", precision="fp16")
+    factor = model.num_layers * (1 + (p - 1) / (p * v) if v > 1 else 1) / GIB
+    none = Layout(**common, recompute="none")
+    selective = Layout(**common, recompute="selective", sp=True)
+    assert megatron_activation_bytes_per_layer(model, none, 2048, False) * factor == pytest.approx(none_gib, abs=0.01)
+    assert activation_bytes_per_layer(model, selective, 2048, False) * factor == pytest.approx(selective_gib, abs=0.01)
+
+
+def test_megatron_state_bytes_follow_the_distributed_optimizer_table():
+    """Megatron: 16-bit weights, main gradients (fp32 for bf16, 16-bit for fp16 or NeMo's bf16 grad sync),
+    12 B of fp32 master + Adam in the (distributed) optimizer: bf16/fp32 grads 6 + 12/d; at the step
+    16-bit gradients get an fp32 copy (the table's 4 + 16/d)."""
+    from specc.plan.memory import optimizer_grad_copy, state_bytes
+    assert state_bytes(Layout(dp=8, stack="megatron", precision="bf16")) == (2.0, 4.0, 12.0)
+    assert state_bytes(Layout(dp=8, stack="megatron", precision="fp16")) == (2.0, 2.0, 12.0)
+    assert state_bytes(Layout(dp=8, stack="megatron", precision="fp8", grad_bytes=2.0)) == (2.0, 2.0, 12.0)
+    assert state_bytes(Layout(dp=8)) == (4.0, 4.0, 8.0)  # specc: the fp32 parameter is the master
+    model = ModelSpec(num_layers=2, hidden_size=256, num_heads=4, ffn_hidden_size=1024, vocab_size=1000, max_seq_len=128)
+    counts = count_parameters(model)
+    n = counts.total
+    distributed = Layout(dp=8, zero_stage=1, stack="megatron", precision="bf16")
+    w, g, o = model_state_memory(pipeline_stage_params(model, counts, distributed, "only"), distributed)
+    assert (w + g + o) / n == pytest.approx(6 + 12 / 8)
+    assert optimizer_grad_copy(o, distributed) == 0  # fp32 main gradients need no copy
+    fp16 = Layout(dp=8, zero_stage=1, stack="megatron", precision="fp16")
+    w, g, o = model_state_memory(pipeline_stage_params(model, counts, fp16, "only"), fp16)
+    assert (w + g + o + optimizer_grad_copy(o, fp16)) / n == pytest.approx(4 + 16 / 8)
+
+
+def test_transformer_engine_fp8_keeps_weight_workspaces_and_fp8_activations():
+    """Under `stack: megatron` and fp8, TE caches each matmul weight's fp8 copy and transpose (2 B/param),
+    and saves fp8 GEMM inputs: QKV and FC1 inputs (sbh each) and FC2's input (sbf) at 1 B instead of 2,
+    while the output projection adds its own fp8 copy of the attention output (sbav)."""
+    from specc.plan.memory import te_fp8_workspace_memory
+    model = _llama8b()
+    counts = count_parameters(model)
+    bf16 = Layout(dp=8, zero_stage=1, stack="megatron", precision="bf16")
+    fp8 = Layout(dp=8, zero_stage=1, stack="megatron", precision="fp8")
+    matmuls = model.num_layers * (counts.attention_per_layer + counts.dense_ffn_per_layer)
+    assert te_fp8_workspace_memory(model, counts, fp8) == pytest.approx(2 * matmuls)
+    assert te_fp8_workspace_memory(model, counts, bf16) == 0
+    assert te_fp8_workspace_memory(model, counts, Layout(dp=8, precision="fp8")) == 0  # torchao casts per use
+    s, h, f = 8192, model.hidden_size, model.ffn_hidden_size
+    saved = activation_bytes_per_layer(model, bf16, s, False) - activation_bytes_per_layer(model, fp8, s, False)
+    assert saved == pytest.approx(2 * s * h + s * f - s * model.num_heads * model.head_size)
+
+
+def test_megatron_loss_and_tied_embedding_are_vocab_parallel():
+    """Megatron's vocab-parallel cross-entropy: 6 B per local logit, whatever `parallel.loss` says; a tied
+    embedding is split by vocabulary too."""
+    model = ModelSpec(**{**_llama8b().model_dump(), "tie_embeddings": True})
+    layout = Layout(dp=1, tp=8, sp=True, loss="chunked", stack="megatron")
+    assert logits_memory(model, layout, 8192) == pytest.approx(6 * 8192 * 128256 / 8)
+
+
+def test_capacity_is_what_the_device_reports():
+    """HBM is binary-sized: an H100 '80 GB' reports 81559 MiB, a TPU v5e 16 GiB (15.48 GiB for programs plus
+    XLA's reserve); catalog entries without a reported figure keep the decimal GB."""
+    catalog = load_catalog()
+    assert catalog["h100-sxm"].memory_gib == pytest.approx(81559 / 1024, abs=0.01)
+    assert catalog["tpu-v5e"].memory_gib == 16.0
+    assert catalog["h200"].memory_gib == pytest.approx(141e9 / GIB)
+
+
+def test_fsdp_side_stream_pools_are_reserved_on_gpus():
+    """FSDP2's all-gather outputs (2 units in flight, compute dtype) and reduce-scatter inputs (fp32) live in
+    their own streams' allocator pools: reserved on top of the default stream's peak, on GPUs only."""
+    from specc.plan.memory import fsdp_stream_pools
+    model = _llama8b()
+    counts = count_parameters(model)
+    layout = Layout(dp=8, fsdp=True, micro_batch=1, loss="full")
+    params = pipeline_stage_params(model, counts, layout, "only")
+    assert params.root > 2 * params.layer  # embedding + head: the largest unit
+    assert fsdp_stream_pools(params, layout) == pytest.approx(2 * params.root + 4 * params.root)
+    gpu = device_memory(model, counts, layout, hardware_for(load_catalog()["h100-sxm"], 8, 8, "bf16"), 8192)
+    cpu = device_memory(model, counts, layout, hardware_for(load_catalog()["cpu"], 8, 1, "bf16"), 8192)
+    assert gpu.reserve - cpu.reserve == pytest.approx(fsdp_stream_pools(params, layout), rel=0.01)
+    assert fsdp_stream_pools(params, Layout(dp=8, zero_stage=1)) == 0
+    assert fsdp_stream_pools(params, Layout(dp=8, fsdp=True, stack="megatron")) == 0
+
+
+def test_xla_gathers_one_matmul_weight_at_a_time():
+    """Under XLA (TPU), GSPMD all-gathers each sharded weight at the dot that reads it: backward holds the
+    largest matmul weight and the next one (2 x 2 B) and one gradient (4 B), not FSDP2's whole layer
+    plus the root unit; GPU plans keep the per-layer figure."""
+    from specc.plan.memory import backward_fsdp_memory, largest_local_matrix
+    model = _llama8b()
+    layout = Layout(dp=8, fsdp=True, micro_batch=1)
+    params = pipeline_stage_params(model, count_parameters(model), layout, "only")
+    head = model.vocab_size * model.hidden_size
+    assert largest_local_matrix(model, layout) == model.hidden_size * model.ffn_hidden_size
+    assert backward_fsdp_memory(params, layout, model, xla=True) == pytest.approx(8 * head)  # the head is larger
+    assert backward_fsdp_memory(params, layout, model) == pytest.approx(8 * params.layer + 2 * (params.root + params.head))
+    moe = ModelSpec(num_layers=2, hidden_size=512, num_heads=8, ffn_hidden_size=2048, vocab_size=1000, max_seq_len=128,
+                    moe={"num_experts": 8, "top_k": 2})
+    assert largest_local_matrix(moe, Layout(dp=8, ep=4)) == 8 / 4 * 512 * 2048  # the rank's grouped experts
