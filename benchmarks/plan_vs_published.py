@@ -46,7 +46,13 @@ predicted with constants refitted on all the other sources), by source, precisio
 sequence length; then leave-one-stack-out (NeMo's three sources left out together) and the calibration
 set's own leave-one-source-out.
 
-Usage: python benchmarks/plan_vs_published.py [--fit] [--cv] [--held-out] [--breakdown] [--rows] [--loss source|auto|chunked|full]
+Fresh (`--fresh`): benchmarks/data/fresh_runs.json holds runs published in tables that nobody looked at while
+the model was developed (Megatron-Bridge 25.09/25.11 on H100/B200/GB200 with FP8-CS, MXFP8 and bf16, dense and
+MoE: DeepSeek-V3, Qwen3-30B-A3B/235B-A22B; NeMo AutoModel FSDP2 + TE on H100; Megatron-MoE-ModelZoo Qwen3-235B),
+collected after the model was frozen: a blind test with the constants as shipped, by source, precision, MoE vs
+dense, sequence length and fp8 recipe, every row, and the rows the spec cannot express with the reason.
+
+Usage: python benchmarks/plan_vs_published.py [--fit] [--cv] [--held-out] [--fresh] [--breakdown] [--rows] [--loss source|auto|chunked|full]
 """
 
 from __future__ import annotations
@@ -70,6 +76,9 @@ from specc.spec.model import ModelSpec  # noqa: E402
 
 DATA = Path(__file__).resolve().parent / "data" / "published_runs.json"
 HELD_OUT = Path(__file__).resolve().parent / "data" / "held_out_runs.json"
+FRESH = Path(__file__).resolve().parent / "data" / "fresh_runs.json"
+"""Published runs collected after the planner was frozen (Megatron-Bridge 25.09/25.11, NeMo AutoModel,
+Megatron-MoE-ModelZoo): a blind test, evaluated with the constants as shipped (`--fresh`), never fitted."""
 """Published runs from sources outside the calibration (NeMo/Megatron-Core on H100, B200, GB200: fp8, MoE,
 long context): never fitted, evaluated with the constants as they are (`--held-out`)."""
 
@@ -139,9 +148,9 @@ def precision_of(text: str) -> str:
 
 def fp8_recipe_of(text: str) -> str:
     """The `parallel.fp8_recipe` a row's precision names: torchtitan names its torchao recipe
-    ("float8_rowwise"; unnamed is tensorwise); Transformer Engine rows name delayed or current scaling."""
+    ("float8_rowwise"; unnamed is tensorwise); Transformer Engine rows name delayed or current scaling, or MXFP8."""
     text = text.lower()
-    for recipe in ("rowwise", "delayed", "current"):
+    for recipe in ("mxfp8", "rowwise", "delayed", "current"):
         if recipe in text:
             return recipe
     return "tensorwise"
@@ -574,6 +583,47 @@ def report_breakdown(rows: list[dict]) -> None:
         timing.compute_parts = original
 
 
+def fresh_results(rows: list[dict]) -> tuple[list[dict], list[tuple[str, str]]]:
+    """Evaluate the fresh rows with the constants as shipped: (results, not comparable as (id, reason)).
+    A row is not comparable when its file says so (the spec lacks what it ran) or when planning it
+    fails; the failure is reported with its message, never bent into a plannable layout."""
+    results, skipped = [], []
+    for row in rows:
+        if row.get("not_comparable"):
+            skipped.append((row["id"], row["not_comparable"]))
+            continue
+        try:
+            result = evaluate_row(row)
+        except (ValueError, KeyError, ZeroDivisionError) as error:
+            skipped.append((row["id"], f"planning failed: {type(error).__name__}: {error}"))
+            continue
+        if result is None:
+            skipped.append((row["id"], "no global batch or no measured throughput"))
+        else:
+            results.append(result)
+    return results, skipped
+
+
+def report_fresh(rows: list[dict]) -> None:
+    """The --fresh report: rows published after the model was frozen, by source, precision, MoE vs
+    dense and sequence length (and fp8 recipe), then every row and the rows not comparable."""
+    results, skipped = fresh_results(rows)
+    recipe = {row["id"]: fp8_recipe_of(row["layout"]["precision"]) if precision_of(row["layout"]["precision"]) == "fp8"
+              else "-" for row in rows}
+    report_slices(results, f"fresh rows, collected after the model was frozen ({len(results)} comparable of {len(rows)}; "
+                           "constants as shipped, no refit):", ("fp8 recipe", lambda r: recipe[r["id"]]))
+    for r in results:
+        print(f"  {r['id']:52} measured {r['measured']:8.1f} predicted {r['predicted']:8.1f} ({r['error']:+.0%})"
+              f"{'' if r['fits'] else '  predicted NOT to fit'}")
+    print(f"\nnot comparable ({len(skipped)}):")
+    for row_id, reason in skipped:
+        print(f"  {row_id}: {reason}")
+
+
+def load_fresh() -> list[dict]:
+    return json.loads(FRESH.read_text())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fit", action="store_true", help="refit the FITTED constants on all rows first, print them")
@@ -583,6 +633,9 @@ def main() -> None:
     parser.add_argument("--rows", action="store_true", help="print every row")
     parser.add_argument("--held-out", action="store_true",
                         help="also evaluate benchmarks/data/held_out_runs.json (never fitted), by slice and row")
+    parser.add_argument("--fresh", action="store_true",
+                        help="also evaluate benchmarks/data/fresh_runs.json (collected after the model was frozen, never "
+                             "fitted), by slice and row, and list the rows the spec cannot express")
     parser.add_argument("--breakdown", action="store_true", help="print each held-out row's predicted time by part")
     parser.add_argument("--loss", choices=("source", "auto", "chunked", "full"), default="source",
                         help="the parallel.loss rows are planned with (default: each source's own, see above)")
@@ -607,6 +660,9 @@ def main() -> None:
                   f"{'' if r['fits'] else '  predicted NOT to fit'}")
         print()
         report_memory(held, "held-out memory: predicted per device vs capacity (every run ran):", args.rows)
+    if args.fresh:
+        print()
+        report_fresh(load_fresh())
     if args.breakdown:
         print()
         report_breakdown(load_held_out())
