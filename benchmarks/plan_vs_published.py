@@ -72,7 +72,9 @@ from specc.plan.estimate import Workload, estimate_layout  # noqa: E402
 from specc.plan.layout import Layout  # noqa: E402
 from specc.plan.memory import GIB, GPU_CONTEXT_GIB  # noqa: E402
 from specc.plan.params import flops_per_token, hardware_flops_per_token, recomputed_share  # noqa: E402
+from specc.spec import parallel_dims  # noqa: E402
 from specc.spec.model import ModelSpec  # noqa: E402
+from specc.spec.parallel import ParallelSpec  # noqa: E402
 
 DATA = Path(__file__).resolve().parent / "data" / "published_runs.json"
 HELD_OUT = Path(__file__).resolve().parent / "data" / "held_out_runs.json"
@@ -583,6 +585,21 @@ def report_breakdown(rows: list[dict]) -> None:
         timing.compute_parts = original
 
 
+def spec_layout_problems(row: dict) -> list[str]:
+    """What the spec's own layout rules (specc/spec/parallel_dims.py) reject in a row's layout: tp over
+    heads and FFN, pipeline chunks, experts over ep, ep inside the data shard, whole CP chunks, the
+    batch over dp x micro-batch. `estimate_layout` plans any Layout it is given, so a fresh row is
+    checked first: a layout the spec cannot write is not comparable, whatever the planner would say."""
+    model, layout = model_of(row), layout_of(row)
+    parallel = ParallelSpec(tp=layout.tp, pp=layout.pp, cp=layout.cp, ep=layout.ep, vpp=layout.vpp, dp=layout.dp,
+                            fsdp=layout.fsdp, hsdp_replicas=layout.hsdp_replicas)
+    problems = (parallel_dims.tp_problems(model, layout.tp) + parallel_dims.pipeline_problems(model, layout.pp, layout.vpp)
+                + parallel_dims.expert_problems(model, layout.ep) + parallel_dims.expert_shard_problems(parallel, layout.dp)
+                + parallel_dims.sequence_problems(row["model"]["seq_len"], layout.cp, True)
+                + parallel_dims.batch_problems(row["layout"]["global_batch"], layout.dp, layout.micro_batch))
+    return [problem.message for problem in problems if problem.severity == "error"]
+
+
 def fresh_results(rows: list[dict]) -> tuple[list[dict], list[tuple[str, str]]]:
     """Evaluate the fresh rows with the constants as shipped: (results, not comparable as (id, reason)).
     A row is not comparable when its file says so (the spec lacks what it ran) or when planning it
@@ -591,6 +608,10 @@ def fresh_results(rows: list[dict]) -> tuple[list[dict], list[tuple[str, str]]]:
     for row in rows:
         if row.get("not_comparable"):
             skipped.append((row["id"], row["not_comparable"]))
+            continue
+        problems = spec_layout_problems(row)
+        if problems:
+            skipped.append((row["id"], "the spec rejects the layout: " + "; ".join(problems)))
             continue
         try:
             result = evaluate_row(row)

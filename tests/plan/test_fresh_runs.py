@@ -57,7 +57,8 @@ def test_fresh_rows_are_new():
 
 
 def test_every_comparable_fresh_row_plans():
-    """Rows the spec can express plan without error to a positive throughput; the others say why."""
+    """Rows the spec can express (its layout rules pass, `spec_layout_problems`) plan without error to a
+    positive throughput; the others say why."""
     benchmark = _benchmark()
     rows = benchmark.load_fresh()
     results, skipped = benchmark.fresh_results(rows)
