@@ -627,7 +627,8 @@ def fresh_results(rows: list[dict]) -> tuple[list[dict], list[tuple[str, str]]]:
 
 def report_fresh(rows: list[dict]) -> None:
     """The --fresh report: rows published after the model was frozen, by source, precision, MoE vs
-    dense and sequence length (and fp8 recipe), then every row and the rows not comparable."""
+    dense and sequence length (and fp8 recipe), then every row, memory against capacity, and the rows
+    not comparable."""
     results, skipped = fresh_results(rows)
     recipe = {row["id"]: fp8_recipe_of(row["layout"]["precision"]) if precision_of(row["layout"]["precision"]) == "fp8"
               else "-" for row in rows}
@@ -636,6 +637,8 @@ def report_fresh(rows: list[dict]) -> None:
     for r in results:
         print(f"  {r['id']:52} measured {r['measured']:8.1f} predicted {r['predicted']:8.1f} ({r['error']:+.0%})"
               f"{'' if r['fits'] else '  predicted NOT to fit'}")
+    print()
+    report_memory(results, "fresh memory: predicted per device vs capacity (every run ran):", False)
     print(f"\nnot comparable ({len(skipped)}):")
     for row_id, reason in skipped:
         print(f"  {row_id}: {reason}")
