@@ -48,9 +48,14 @@ class ShardWriter:
         self._count = 0
         directory.mkdir(parents=True, exist_ok=True)
 
-    def add(self, token_ids: list[int]) -> None:
-        """Add one document; an EOS token is appended after it."""
-        array = np.asarray(list(token_ids) + [self.eos_id], dtype=self.dtype)
+    def add(self, token_ids: list[int] | np.ndarray) -> None:
+        """Add one document (ids as a list or an integer array); an EOS token is appended after it."""
+        ids = np.asarray(token_ids)
+        if ids.size and (ids.min() < 0 or ids.max() > np.iinfo(self.dtype).max):
+            raise ValueError(f"token id outside {self.dtype} in a {self.split} document")
+        array = np.empty(len(ids) + 1, dtype=self.dtype)
+        array[:-1] = ids
+        array[-1] = self.eos_id
         self._starts.append(self._count)
         self._buffer.append(array)
         self._count += len(array)
