@@ -10,7 +10,7 @@ import pytest
 import tiktoken
 from tokenizers import Tokenizer
 
-from specc.runtime.tokenizer.bpe import Encoder, encode, train_bpe
+from specc.runtime.tokenizer.bpe import Encoder, encode, first_difference, train_bpe
 from specc.runtime.tokenizer.fast import GPT2_PATTERN, CharClasses, FastEncoder, byte_decoder, equivalence_problem
 
 SPECIAL = ["<|endoftext|>", "<|pad|>", "<|im_start|>", "<|im_end|>"]
@@ -125,3 +125,12 @@ def test_fast_encoder_refuses_overlapping_special_tokens():
     tokenizer = train_bpe(["some text here"] * 20, 300, ["<|a|>", "<|a|>b"], 2)
     encoder, problem = FastEncoder.for_tokenizer(tokenizer, threads=1)
     assert encoder is None and "prefix" in problem
+
+
+def test_the_build_time_guard_finds_a_text_two_encoders_disagree_on(tokenizer):
+    """`Encoder` compares tiktoken with `tokenizers` on a sample before any shard is written;
+    here the guard is pointed at a different tokenizer, so it must find a difference."""
+    other = train_bpe(["completely different training text"] * 50, 300, SPECIAL, 2)
+    fast, _ = FastEncoder.for_tokenizer(tokenizer, threads=1)
+    assert first_difference(fast, tokenizer, ADVERSARIAL) is None
+    assert first_difference(fast, other, ["", "the theory", "words"]) == "the theory"

@@ -64,6 +64,14 @@ def encode(tokenizer: Tokenizer, texts: list[str]) -> list[list[int]]:
     return [encoding.ids for encoding in tokenizer.encode_batch_fast(texts, add_special_tokens=False)]
 
 
+def first_difference(fast: FastEncoder, tokenizer: Tokenizer, texts: list[str]) -> str | None:
+    """The first of `texts` that `fast` encodes otherwise than `tokenizer`, or None."""
+    for text, ids, reference in zip(texts, fast.encode(texts), encode(tokenizer, texts)):
+        if ids.tolist() != reference:
+            return text
+    return None
+
+
 class Encoder:
     """Encodes the corpus for the shards: with tiktoken where it gives exactly `tokenizer`'s ids
     (conditions checked when built, see specc.runtime.tokenizer.fast), else with `tokenizer`.
@@ -74,13 +82,10 @@ class Encoder:
     def __init__(self, tokenizer: Tokenizer, threads: int, sample: list[str] = ()):
         self.tokenizer, self.threads = tokenizer, threads
         self.fast, self.why_not_fast = FastEncoder.for_tokenizer(tokenizer, threads)
-        if self.fast is not None and sample:
-            for text, ids in zip(sample, encode(tokenizer, list(sample))):
-                if self.fast.encode([text])[0].tolist() != ids:
-                    self.fast = None
-                    self.why_not_fast = (f"tiktoken gave other ids than tokenizers on {text[:40]!r}... "
-                                         "(the equivalence conditions missed a case: please report it)")
-                    break
+        if self.fast is not None and (text := first_difference(self.fast, tokenizer, list(sample))) is not None:
+            self.fast = None
+            self.why_not_fast = (f"tiktoken gave other ids than tokenizers on {text[:40]!r}... "
+                                 "(the equivalence conditions missed a case: please report it)")
 
     @property
     def name(self) -> str:
