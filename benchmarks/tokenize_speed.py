@@ -1,9 +1,12 @@
 """The tokenize stage's cost vs a direct `tokenizers` BPE training call on the same text.
 
-    .venv/bin/python benchmarks/tokenize_speed.py [--documents 20000] [--vocab 8192] [--runs 3]
+    .venv/bin/python benchmarks/tokenize_speed.py [--source prose|stdlib|GLOB] [--documents 20000]
+                                                  [--vocab 8192] [--runs 3]
 
-The corpus is generated (specc's synthetic prose source, seeded) and written by the data stage
-(no filters, exact dedup only), so the tokenize stage reads what it reads in a pipeline. The
+The corpus is generated prose (specc's synthetic source, seeded; `--documents`), the Python
+standard library's own files (`stdlib`: real text, code and docstrings with some non-ASCII,
+present on every machine), or the text files of a glob (one document per file); the data stage
+writes it (no filters, exact dedup only), so the tokenize stage reads what it reads in a pipeline. The
 stage trains on every training document (`sample_documents` = all), so the direct call
 (`train_bpe` on the same texts, the same merges: checked) does the same training; the stage adds
 reading, the compression report and encoding every document into shards.
@@ -38,9 +41,14 @@ from specc.spec.data import CorpusSpec  # noqa: E402
 SPECIAL = ["<|endoftext|>", "<|pad|>"]
 
 
-def corpus(documents: int) -> dict:
-    return {"sources": [{"type": "synthetic", "name": "prose", "num_documents": documents, "seed": 4}],
-            "validation_fraction": 0.01, "seed": 2}
+def corpus(source: str, documents: int) -> dict:
+    if source == "prose":
+        spec = {"type": "synthetic", "name": "prose", "num_documents": documents, "seed": 4}
+    elif source == "stdlib":
+        spec = {"type": "python_stdlib", "name": "stdlib"}
+    else:
+        spec = {"type": "files", "name": "files", "path": source, "format": "text"}
+    return {"sources": [spec], "validation_fraction": 0.01, "seed": 2}
 
 
 def timed(function) -> tuple[float, float, object]:
@@ -69,7 +77,8 @@ def median_row(rows: list[dict]) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--documents", type=int, default=20000)
+    parser.add_argument("--source", default="prose", help="prose, stdlib or a glob of text files")
+    parser.add_argument("--documents", type=int, default=20000, help="documents of generated prose")
     parser.add_argument("--vocab", type=int, default=8192)
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
@@ -77,15 +86,15 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as directory:
         run_dir = Path(directory) / "run"
         data_stage.run({"stage": "data", "run_dir": str(run_dir), "params": {
-            "corpus": corpus(args.documents), "filters": [], "dedup": {"exact": True, "num_workers": 1},
+            "corpus": corpus(args.source, args.documents), "filters": [], "dedup": {"exact": True, "num_workers": 1},
             "spec_dir": directory, "part_documents": 5000}})
         files = tokenize_stage.read_manifest(run_dir / "data")
-        spec = CorpusSpec.model_validate(corpus(args.documents))
+        spec = CorpusSpec.model_validate(corpus(args.source, args.documents))
         sample, _ = tokenize_stage.sample_texts(run_dir / "data", files, spec, 10 ** 9)
         megabytes = sum(len(t.encode()) for t in sample) / 1e6
         params = {"tokenizer": {"vocab_size": args.vocab, "sample_documents": 10 ** 9, "compare_vocab_sizes": [],
                                 "special_tokens": SPECIAL},
-                  "corpus": corpus(args.documents), "model_vocab_size": args.vocab}
+                  "corpus": corpus(args.source, args.documents), "model_vocab_size": args.vocab}
         stage_rows, direct_rows, phase_rows = [], [], []
         for _ in range(args.runs):
             shutil.rmtree(run_dir / "tokenize", ignore_errors=True)

@@ -184,12 +184,14 @@ def write_part(shards_dir: Path, data_dir: Path, entry: dict, tokenizer, eos_id:
     tokens = {"train": 0, "validation": 0}
     documents = {"train": 0, "validation": 0}
     for batch in read_batches(data_dir / entry["file"], ENCODE_BATCH):
-        for document, ids in zip(batch, encoder.encode([d.text for d in batch])):
-            split = "validation" if is_validation(document.source, document.id, corpus.seed,
-                                                  corpus.validation_fraction) else "train"
-            writers[split].add(ids)
-            tokens[split] += len(ids) + 1
-            documents[split] += 1
+        encoded = encoder.encode([d.text for d in batch])
+        splits = ["validation" if is_validation(d.source, d.id, corpus.seed, corpus.validation_fraction) else "train"
+                  for d in batch]
+        for split, writer in writers.items():
+            mine = [ids for ids, s in zip(encoded, splits) if s == split]
+            writer.add_many(mine)
+            tokens[split] += sum(len(ids) + 1 for ids in mine)
+            documents[split] += len(mine)
     shards = {split: [dict(s, file=f"parts/{stem}/{s['file']}") for s in writer.close()]
               for split, writer in writers.items()}
     record = {"source": entry["source"], "file": entry["file"], "shards": shards, "tokens": tokens,
