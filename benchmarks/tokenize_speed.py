@@ -118,7 +118,7 @@ def main() -> None:
     stage, direct, phase = median_row(stage_rows), median_row(direct_rows), median_row(phase_rows)
     fast, reference = median_row(fast_rows), median_row(reference_rows)
     tokens = stats["train_tokens"] + stats["validation_tokens"]
-    print(f"{len(sample):,} training documents, {megabytes:.1f} MB (generated prose), vocabulary {args.vocab} "
+    print(f"{len(sample):,} training documents, {megabytes:.1f} MB ({args.source}), vocabulary {args.vocab} "
           f"({stats['vocab_size']} reached), {tokens:,} tokens; {cores} core(s) available, "
           f"TOKENIZERS_PARALLELISM={os.environ.get('TOKENIZERS_PARALLELISM', 'unset (rayon on all cores)')}, "
           f"shard encoder {stats['encoder']['name']} on {stats['encoder']['threads']} thread(s); "

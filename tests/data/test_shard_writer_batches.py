@@ -1,5 +1,5 @@
-"""`ShardWriter.add_many` writes exactly what `add` one document at a time writes (the tokenize
-stage adds a batch of encoded documents at once)."""
+"""The tokenize stage's batches: `read_batches` streams a part file's documents from a reader
+thread, and `ShardWriter.add_many` writes exactly what `add` one document at a time writes."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ import random
 import numpy as np
 import pytest
 
+from specc.runtime.data.documents import Document, write_documents
 from specc.runtime.shards import ShardWriter
+from specc.runtime.tokenizer.stage import read_batches
 
 
 def _write(directory, documents, batched: bool, vocab_size: int = 1000) -> tuple[list[dict], dict[str, bytes]]:
@@ -37,3 +39,26 @@ def test_batches_give_the_same_shards_as_single_documents(tmp_path):
 def test_an_id_outside_the_shard_dtype_is_refused(tmp_path, bad):
     with pytest.raises(ValueError, match="outside uint16"):
         ShardWriter(tmp_path, "train", 1000, eos_id=0).add_many([[1, 2], bad])
+
+
+def _part(tmp_path, texts):
+    path = tmp_path / "part.jsonl.gz"
+    write_documents(path, [Document("s", str(i), text) for i, text in enumerate(texts)])
+    return path
+
+
+def test_read_batches_gives_every_document_in_order_cut_by_count_and_characters(tmp_path):
+    texts = [str(i) * (1 + i % 5) for i in range(100)]
+    batches = list(read_batches(_part(tmp_path, texts), size=8, max_chars=12))
+    assert [d.text for b in batches for d in b] == texts
+    assert all(len(b) <= 8 and sum(len(d.text) for d in b[:-1]) < 12 for b in batches)
+
+
+def test_read_batches_raises_the_readers_error_and_stops_when_abandoned(tmp_path):
+    path = _part(tmp_path, ["text"] * 50)
+    path.write_bytes(path.read_bytes()[:-20])  # a truncated gzip stream
+    with pytest.raises(EOFError):
+        list(read_batches(path, size=4))
+    batches = read_batches(_part(tmp_path, ["text"] * 500), size=1)
+    next(batches)
+    batches.close()  # the reader thread, blocked on a full queue, must end

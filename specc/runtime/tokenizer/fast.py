@@ -174,13 +174,25 @@ class FastEncoder:
     def _encode_chunk(self, texts: list[str]) -> list[np.ndarray]:
         return [self.encoding.encode_to_numpy(text, allowed_special="all") for text in texts]
 
+    def _chunks(self, texts: list[str]) -> list[list[str]]:
+        """`texts` in order, cut into ~4 chunks per thread of similar character counts (documents
+        vary from a line to a whole file; equal counts of them would leave threads idle)."""
+        target = max(1, sum(map(len, texts)) // (4 * self.threads))
+        chunks, chunk, size = [], [], 0
+        for text in texts:
+            chunk.append(text)
+            size += len(text)
+            if size >= target:
+                chunks.append(chunk)
+                chunk, size = [], 0
+        return chunks + [chunk] if chunk else chunks
+
     def encode(self, texts: list[str]) -> list[np.ndarray]:
         """uint32 token ids of each text (special tokens in the text become their ids), split
         over `threads` threads (tiktoken releases the GIL while encoding)."""
         fast = [index for index, text in enumerate(texts) if self._agrees(text)]
         out: list[np.ndarray | None] = [None] * len(texts)
-        step = -(-len(fast) // self.threads) if fast else 1
-        chunks = [[texts[i] for i in fast[start:start + step]] for start in range(0, len(fast), step)]
+        chunks = self._chunks([texts[i] for i in fast])
         with ThreadPoolExecutor(self.threads) as pool:
             arrays = [array for chunk in pool.map(self._encode_chunk, chunks) for array in chunk]
         for index, array in zip(fast, arrays):

@@ -43,8 +43,10 @@ HELD_OUT_PER_SOURCE = 500
 CHECK_DOCUMENTS = 32
 """Training and held-out documents per source encoded both ways before the shards (bpe.Encoder)."""
 ENCODE_BATCH = 4096
-"""Documents per encoding call: large enough that splitting it over threads pays, small enough
-that two batches in flight stay tens of MB."""
+ENCODE_BATCH_CHARS = 4_000_000
+"""Documents (at most) and characters (about) per encoding call: large enough that splitting it
+over threads pays, small enough that reading the next batch overlaps encoding this one and that
+the batches in flight stay tens of MB."""
 
 
 def is_validation(source: str, doc_id: str, seed: int, fraction: float) -> bool:
@@ -120,22 +122,24 @@ def compression_report(stage_dir: Path, spec: TokenizerSpec, tokenizer, sample: 
     return report
 
 
-def read_batches(path: Path, size: int):
-    """The documents of a part file in lists of `size`, read and parsed by a background thread
-    while the caller encodes the previous list (gzip and JSON then overlap tiktoken, which
-    releases the GIL); at most two lists wait in memory."""
+def read_batches(path: Path, size: int, max_chars: int = ENCODE_BATCH_CHARS):
+    """The documents of a part file in lists of `size` (or fewer holding `max_chars`), read and
+    parsed by a background thread while the caller encodes the previous list (gzip and JSON then
+    overlap tiktoken, which releases the GIL); at most two lists wait in memory."""
     batches: queue.Queue = queue.Queue(maxsize=2)
     stop = threading.Event()
 
     def produce() -> None:
         try:
             batch: list = []
+            chars = 0
             for document in read_documents(path):
                 batch.append(document)
-                if len(batch) >= size:
+                chars += len(document.text)
+                if len(batch) >= size or chars >= max_chars:
                     if not _put(batches, batch, stop):
                         return
-                    batch = []
+                    batch, chars = [], 0
             _put(batches, batch, stop)
             _put(batches, None, stop)
         except BaseException as error:  # noqa: BLE001 - re-raised in the consumer
