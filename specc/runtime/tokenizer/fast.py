@@ -116,9 +116,21 @@ class CharClasses:
     def __init__(self) -> None:
         self.agreed: set[str] = set()
         self.disagreed: set[str] = set()
+        self._known = np.zeros(0x110000, dtype=bool)
+        """Code points probed (agreed or not): a text's new characters in one vectorised look-up."""
         self._pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
         self._decoder = byte_decoder()
         self.check({chr(c) for c in range(128)})
+
+    def all_agree(self, text: str) -> bool:
+        """Whether both engines split every character of `text` alike (probing new ones)."""
+        if text.isascii():
+            return True
+        codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+        new = codes[~self._known[codes]]
+        if len(new):
+            self.check({chr(c) for c in np.unique(new).tolist()})
+        return not self.disagreed or not any(chr(c) in self.disagreed for c in np.unique(codes).tolist())
 
     def _pieces_tokenizers(self, text: str) -> list[bytes]:
         return [bytes(self._decoder[ch] for ch in piece) for piece, _ in self._pre_tokenizer.pre_tokenize_str(text)]
@@ -139,6 +151,7 @@ class CharClasses:
             same = all(encoding.decode_tokens_bytes(encoding.encode_ordinary(t)) == self._pieces_tokenizers(t)
                        for t in texts)
             (self.agreed if same else self.disagreed).add(c)
+            self._known[ord(c)] = True
 
 
 class FastEncoder:
@@ -164,13 +177,6 @@ class FastEncoder:
         encoding = tiktoken.Encoding("specc", pat_str=GPT2_PATTERN, mergeable_ranks=ranks, special_tokens=special)
         return cls(tokenizer, encoding, threads), None
 
-    def _agrees(self, text: str) -> bool:
-        if text.isascii():
-            return True
-        chars = set(text)
-        self.chars.check(chars)
-        return not chars & self.chars.disagreed
-
     def _encode_chunk(self, texts: list[str]) -> list[np.ndarray]:
         return [self.encoding.encode_to_numpy(text, allowed_special="all") for text in texts]
 
@@ -190,7 +196,7 @@ class FastEncoder:
     def encode(self, texts: list[str]) -> list[np.ndarray]:
         """uint32 token ids of each text (special tokens in the text become their ids), split
         over `threads` threads (tiktoken releases the GIL while encoding)."""
-        fast = [index for index, text in enumerate(texts) if self._agrees(text)]
+        fast = [index for index, text in enumerate(texts) if self.chars.all_agree(text)]
         out: list[np.ndarray | None] = [None] * len(texts)
         chunks = self._chunks([texts[i] for i in fast])
         with ThreadPoolExecutor(self.threads) as pool:
