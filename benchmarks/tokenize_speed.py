@@ -64,7 +64,7 @@ def phases(metrics: Path, total: float) -> dict[str, float]:
     at = {r["phase"]: r["time"] for r in records if r["event"] == "phase"}
     trained = next(r["time"] for r in records if r["event"] == "tokenizer")
     last_part = max(r["time"] for r in records if r["event"] == "part")
-    return {"reading the sample (0: read while training)": at["training tokenizer"] - at["sampling"],
+    return {"reading the sample": at["training tokenizer"] - at["sampling"],
             "training": trained - at["training tokenizer"],
             "compression report": at["encoding"] - trained,
             "encoding + shards": last_part - at["encoding"],

@@ -105,7 +105,7 @@ def sample_whole(data_dir: Path, files: list[dict], corpus: CorpusSpec, size: in
     `texts` reads them and fills `sample` and `held_out`, so the tokenizer trains while the
     files are read (`tokenizers` pulls the iterator in chunks and counts words on its threads).
     Else None."""
-    if any("documents" not in entry for entry in files) or sum(entry["documents"] for entry in files) > size:
+    if sum(entry["documents"] for entry in files) > size:
         return None
     sample: list[str] = []
     held_out: dict[str, list[str]] = {}
