@@ -25,14 +25,14 @@ from specc.runtime.data.documents import DataError
 from specc.runtime.tokenizer.fast import FastEncoder
 
 
-def train_bpe(texts: Iterable[str], vocab_size: int, special_tokens: list[str], min_frequency: int) -> Tokenizer:
+def train_bpe(texts: list[str], vocab_size: int, special_tokens: list[str], min_frequency: int) -> Tokenizer:
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
                                   special_tokens=list(special_tokens), show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tokenizer.train_from_iterator(texts, trainer, length=len(texts) if isinstance(texts, list) else None)
+    tokenizer.train_from_iterator(texts, trainer, length=len(texts))
     return tokenizer
 
 

@@ -72,63 +72,38 @@ def iter_unique(data_dir: Path, files: list[dict]):
             previous = key
 
 
-def split_documents(data_dir: Path, files: list[dict], corpus: CorpusSpec, held_out: dict[str, list[str]]):
-    """The training documents' texts, in order; validation texts go to `held_out` (at most
-    HELD_OUT_PER_SOURCE per source)."""
+def sample_texts(data_dir: Path, files: list[dict], corpus: CorpusSpec, size: int) -> tuple[list[str], dict]:
+    """A seeded reservoir sample of training documents, and held-out texts per source."""
+    rng = random.Random(corpus.seed)
+    reservoir: list[str] = []
+    seen = 0
+    held_out: dict[str, list[str]] = {}
     for document in iter_unique(data_dir, files):
         if is_validation(document.source, document.id, corpus.seed, corpus.validation_fraction):
             texts = held_out.setdefault(document.source, [])
             if len(texts) < HELD_OUT_PER_SOURCE:
                 texts.append(document.text)
             continue
-        yield document.text
-
-
-def sample_texts(data_dir: Path, files: list[dict], corpus: CorpusSpec, size: int) -> tuple[list[str], dict]:
-    """A seeded reservoir sample of training documents, and held-out texts per source."""
-    rng = random.Random(corpus.seed)
-    reservoir: list[str] = []
-    held_out: dict[str, list[str]] = {}
-    for seen, text in enumerate(split_documents(data_dir, files, corpus, held_out), start=1):
+        seen += 1
         if len(reservoir) < size:
-            reservoir.append(text)
+            reservoir.append(document.text)
         else:
             slot = rng.randrange(seen)
             if slot < size:
-                reservoir[slot] = text
+                reservoir[slot] = document.text
     return reservoir, held_out
 
 
-def sample_whole(data_dir: Path, files: list[dict], corpus: CorpusSpec, size: int):
-    """When the manifest's document count (copies included) is within `size`, the reservoir
-    sample is every training document in order: then (texts, sample, held_out), where iterating
-    `texts` reads them and fills `sample` and `held_out`, so the tokenizer trains while the
-    files are read (`tokenizers` pulls the iterator in chunks and counts words on its threads).
-    Else None."""
-    if sum(entry["documents"] for entry in files) > size:
-        return None
-    sample: list[str] = []
-    held_out: dict[str, list[str]] = {}
-
-    def texts():
-        for text in split_documents(data_dir, files, corpus, held_out):
-            sample.append(text)
-            yield text
-    return texts(), sample, held_out
-
-
-def get_tokenizer(spec: TokenizerSpec, vocab_size: int, sample: list[str], path: Path, texts=None):
-    """The tokenizer at `path`, else `spec.path`'s, else one trained on `texts` (an iterator that
-    fills `sample`, see sample_whole) or on `sample`."""
+def get_tokenizer(spec: TokenizerSpec, vocab_size: int, sample: list[str], path: Path):
     if path.exists():
         return load_tokenizer(path, spec.special_tokens), 0.0
     started = time.perf_counter()
     if spec.path is not None:
         tokenizer = load_tokenizer(Path(spec.path), spec.special_tokens)
     else:
-        tokenizer = train_bpe(sample if texts is None else texts, vocab_size, spec.special_tokens, spec.min_frequency)
         if not sample:
             raise DataError("no training documents to train the tokenizer on (all held out or none kept)")
+        tokenizer = train_bpe(sample, vocab_size, spec.special_tokens, spec.min_frequency)
     seconds = time.perf_counter() - started
     save_tokenizer(tokenizer, path)
     return tokenizer, seconds
@@ -247,18 +222,9 @@ def run_stage(config: dict, stage_dir: Path, metrics: MetricsWriter) -> dict:
     data_dir = Path(config["run_dir"]) / "data"
     files = read_manifest(data_dir)
     metrics.write(event="phase", phase="sampling")
-    tokenizer_path = stage_dir / "tokenizer.json"
-    whole = None
-    if spec.path is None and not tokenizer_path.exists():
-        whole = sample_whole(data_dir, files, corpus, spec.sample_documents)
-    if whole is not None:
-        texts, sample, held_out = whole
-        metrics.write(event="phase", phase="training tokenizer", streamed=True)
-    else:
-        texts = None
-        sample, held_out = sample_texts(data_dir, files, corpus, spec.sample_documents)
-        metrics.write(event="phase", phase="training tokenizer", sample_documents=len(sample))
-    tokenizer, train_seconds = get_tokenizer(spec, spec.vocab_size, sample, tokenizer_path, texts)
+    sample, held_out = sample_texts(data_dir, files, corpus, spec.sample_documents)
+    metrics.write(event="phase", phase="training tokenizer", sample_documents=len(sample))
+    tokenizer, train_seconds = get_tokenizer(spec, spec.vocab_size, sample, stage_dir / "tokenizer.json")
     if tokenizer.get_vocab_size() > model_vocab_size:
         raise DataError(f"the tokenizer has {tokenizer.get_vocab_size()} tokens but model.vocab_size is "
                         f"{model_vocab_size}: raise model.vocab_size or use a smaller tokenizer")
