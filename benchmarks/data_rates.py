@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 from specc.runtime.data.dedup import Signer, deduplicate  # noqa: E402
 from specc.runtime.data.filters import build_filters  # noqa: E402
 from specc.runtime.data.synthetic import generate  # noqa: E402
-from specc.runtime.tokenizer.bpe import encode, train_bpe  # noqa: E402
+from specc.runtime.tokenizer.bpe import Encoder, train_bpe  # noqa: E402
 from specc.spec.data import Filter, MinHashSpec, SyntheticSource  # noqa: E402
 
 OUT = ROOT / "specc" / "plan" / "data_rates.json"
@@ -62,7 +62,8 @@ def measure(texts: list[str], documents: list, directory: Path) -> dict:
     tokenizer = []
     figures["tokenizer_train_docs_per_s"] = len(texts) / timed(
         lambda: tokenizer.append(train_bpe(texts, 8192, ["<|endoftext|>", "<|pad|>"], 2)))
-    figures["tokenize_encode_docs_per_s"] = len(texts) / timed(lambda: encode(tokenizer[0], texts))
+    encoder = Encoder(tokenizer[0], threads=len(os.sched_getaffinity(0)))  # the tokenize stage's encoder
+    figures["tokenize_encode_docs_per_s"] = len(texts) / timed(lambda: encoder.encode(texts))
     return figures
 
 

@@ -57,6 +57,26 @@ class ShardWriter:
         if self._count >= self.tokens_per_shard:
             self._flush()
 
+    def add_many(self, documents: list[list[int] | np.ndarray]) -> None:
+        """Add documents as `add` one by one would (the same shards, split after the same
+        document), with one concatenation and one range check per shard's share of them."""
+        eos = np.array([self.eos_id], dtype=np.int64)
+        while documents:
+            lengths = np.fromiter((len(d) + 1 for d in documents), np.int64, len(documents))
+            ends = np.cumsum(lengths)
+            # `add` flushes after the first document that brings the count to tokens_per_shard
+            cut = int(np.searchsorted(ends, self.tokens_per_shard - self._count)) + 1
+            batch, documents = documents[:cut], documents[cut:]
+            ids = np.concatenate([part for d in batch for part in
+                                  (d if isinstance(d, np.ndarray) else np.asarray(d, dtype=np.int64), eos)])
+            if ids.min() < 0 or ids.max() > np.iinfo(self.dtype).max:
+                raise ValueError(f"token id outside {self.dtype} in a {self.split} document")
+            self._starts.extend((self._count + ends[:cut] - lengths[:cut]).tolist())
+            self._buffer.append(ids.astype(self.dtype))
+            self._count += int(ends[len(batch) - 1])
+            if self._count >= self.tokens_per_shard:
+                self._flush()
+
     def _flush(self) -> None:
         if not self._buffer:
             return

@@ -17,7 +17,7 @@ from specc.runtime.align.chat import load_template
 from specc.runtime.align.data import encode_conversation
 from specc.runtime.hf.export import write_tokenizer
 from specc.runtime.infer.weights import load_codec
-from specc.runtime.tokenizer.bpe import encode, load_tokenizer, save_tokenizer, train_bpe
+from specc.runtime.tokenizer.bpe import Encoder, encode, load_tokenizer, save_tokenizer, train_bpe
 
 SPECIAL = ["<|endoftext|>", "<|pad|>", "<|im_start|>", "<|im_end|>"]
 TEXT = "first document<|endoftext|>second document <|pad|> end"
@@ -38,7 +38,8 @@ def test_the_saved_file_records_the_special_tokens(tokenizer_json):
 
 def test_every_consumer_reads_a_literal_special_token_as_that_token(tokenizer_json, tmp_path):
     transformers = pytest.importorskip("transformers")
-    stage = encode(load_tokenizer(tokenizer_json, SPECIAL), [TEXT])[0]  # the tokenize stage's encoder
+    stage = Encoder(load_tokenizer(tokenizer_json, SPECIAL), threads=2).encode([TEXT])[0].tolist()  # the stage's
+    assert stage == encode(load_tokenizer(tokenizer_json, SPECIAL), [TEXT])[0]  # compression report's encoder
     codec = load_codec(tokenizer_json)  # eval, SFT/DPO/PPO
     write_tokenizer(tokenizer_json, tmp_path, "<|endoftext|>", "<|pad|>", None)  # the deploy stage's HF folder
     hf = transformers.AutoTokenizer.from_pretrained(tmp_path)

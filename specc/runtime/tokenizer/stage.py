@@ -17,8 +17,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import queue
 import random
 import shutil
+import threading
 import time
 from pathlib import Path
 
@@ -32,12 +35,18 @@ from specc.runtime.io import (MetricsWriter, atomic_write_json, atomic_write_tex
                               mark_success)
 from specc.runtime.shards import ShardWriter, dtype_for_vocab, entries_of, write_meta
 from specc.runtime.stages import skips_when_complete
-from specc.runtime.tokenizer.bpe import compression, encode, load_tokenizer, save_tokenizer, train_bpe
+from specc.runtime.tokenizer.bpe import Encoder, compression, load_tokenizer, save_tokenizer, train_bpe
 from specc.spec.data import CorpusSpec, TokenizerSpec
 
 HELD_OUT_PER_SOURCE = 500
 """Validation documents per source used for the compression report."""
-ENCODE_BATCH = 256
+CHECK_DOCUMENTS = 32
+"""Training and held-out documents per source encoded both ways before the shards (bpe.Encoder)."""
+ENCODE_BATCH = 4096
+ENCODE_BATCH_CHARS = 4_000_000
+"""Documents (at most) and characters (about) per encoding call: large enough that splitting it
+over threads pays, small enough that reading the next batch overlaps encoding this one and that
+the batches in flight stay tens of MB."""
 
 
 def is_validation(source: str, doc_id: str, seed: int, fraction: float) -> bool:
@@ -113,7 +122,54 @@ def compression_report(stage_dir: Path, spec: TokenizerSpec, tokenizer, sample: 
     return report
 
 
-def write_part(shards_dir: Path, data_dir: Path, entry: dict, tokenizer, eos_id: int, corpus: CorpusSpec) -> dict:
+def read_batches(path: Path, size: int, max_chars: int = ENCODE_BATCH_CHARS):
+    """The documents of a part file in lists of `size` (or fewer holding `max_chars`), read and
+    parsed by a background thread while the caller encodes the previous list (gzip and JSON then
+    overlap tiktoken, which releases the GIL); at most two lists wait in memory."""
+    batches: queue.Queue = queue.Queue(maxsize=2)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            batch: list = []
+            chars = 0
+            for document in read_documents(path):
+                batch.append(document)
+                chars += len(document.text)
+                if len(batch) >= size or chars >= max_chars:
+                    if not _put(batches, batch, stop):
+                        return
+                    batch, chars = [], 0
+            _put(batches, batch, stop)
+            _put(batches, None, stop)
+        except BaseException as error:  # noqa: BLE001 - re-raised in the consumer
+            _put(batches, error, stop)
+
+    reader = threading.Thread(target=produce, name=f"read {path.name}", daemon=True)
+    reader.start()
+    try:
+        while (item := batches.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        reader.join()
+
+
+def _put(batches: queue.Queue, item, stop: threading.Event) -> bool:
+    """Put unless the consumer stopped (then the reader must not block forever on a full queue)."""
+    while not stop.is_set():
+        try:
+            batches.put(item, timeout=0.1)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
+def write_part(shards_dir: Path, data_dir: Path, entry: dict, tokenizer, eos_id: int, corpus: CorpusSpec,
+               encoder: Encoder) -> dict:
     """Tokenize one data output file into its own train and validation shards; marker last."""
     stem = Path(entry["file"]).name.removesuffix(".jsonl.gz")
     part_dir = shards_dir / "parts" / stem
@@ -131,22 +187,15 @@ def write_part(shards_dir: Path, data_dir: Path, entry: dict, tokenizer, eos_id:
     writers = {split: ShardWriter(part_dir, split, vocab_size, eos_id) for split in ("train", "validation")}
     tokens = {"train": 0, "validation": 0}
     documents = {"train": 0, "validation": 0}
-    batch: list = []
-
-    def flush() -> None:
-        for document, ids in zip(batch, encode(tokenizer, [d.text for d in batch])):
-            split = "validation" if is_validation(document.source, document.id, corpus.seed,
-                                                  corpus.validation_fraction) else "train"
-            writers[split].add(ids)
-            tokens[split] += len(ids) + 1
-            documents[split] += 1
-        batch.clear()
-
-    for document in read_documents(data_dir / entry["file"]):
-        batch.append(document)
-        if len(batch) >= ENCODE_BATCH:
-            flush()
-    flush()
+    for batch in read_batches(data_dir / entry["file"], ENCODE_BATCH):
+        encoded = encoder.encode([d.text for d in batch])
+        splits = ["validation" if is_validation(d.source, d.id, corpus.seed, corpus.validation_fraction) else "train"
+                  for d in batch]
+        for split, writer in writers.items():
+            mine = [ids for ids, s in zip(encoded, splits) if s == split]
+            writer.add_many(mine)
+            tokens[split] += sum(len(ids) + 1 for ids in mine)
+            documents[split] += len(mine)
     shards = {split: [dict(s, file=f"parts/{stem}/{s['file']}") for s in writer.close()]
               for split, writer in writers.items()}
     record = {"source": entry["source"], "file": entry["file"], "shards": shards, "tokens": tokens,
@@ -187,11 +236,14 @@ def run_stage(config: dict, stage_dir: Path, metrics: MetricsWriter) -> dict:
 
     shards_dir = stage_dir / "shards"
     metrics.write(event="phase", phase="encoding", parts_total=len(files))
+    encoder = Encoder(tokenizer, threads=len(os.sched_getaffinity(0)),
+                      sample=sample[:CHECK_DOCUMENTS] + [t for texts in held_out.values() for t in texts[:CHECK_DOCUMENTS]])
+    log("tokenize", f"encoding with {encoder.name} on {encoder.threads} thread(s)")
     progress = Progress("tokenize", f"encoding {len(files)} data part(s)", total=len(files))
     records, encoded_seconds, encoded_tokens = [], 0.0, 0
     for entry in files:
         started = time.perf_counter()
-        record = write_part(shards_dir, data_dir, entry, tokenizer, eos_id, corpus)
+        record = write_part(shards_dir, data_dir, entry, tokenizer, eos_id, corpus, encoder)
         records.append(record)
         if not record.get("skipped"):
             encoded_seconds += time.perf_counter() - started
@@ -202,6 +254,7 @@ def run_stage(config: dict, stage_dir: Path, metrics: MetricsWriter) -> dict:
     splits = {split: [s for r in records for s in r["shards"][split]] for split in ("train", "validation")}
     write_meta(shards_dir, tokenizer.get_vocab_size(), eos_id, splits)
     stats = _stats(records, tokenizer, eos_id, train_seconds, encoded_seconds, encoded_tokens, report)
+    stats["encoder"] = encoder.description()
     atomic_write_json(stage_dir / "stats.json", stats)
     atomic_write_text(stage_dir / "summary.txt", _summary(stats))
     return stats
