@@ -106,7 +106,7 @@ def jax_python(flag: str | None) -> str:
 # --- what to verify -------------------------------------------------------------------------------
 
 
-def topology(accelerator_id: str, torus: str, devices: int) -> str:
+def topology(accelerator_id: str, torus: str, devices: int, max_slice_chips: int | None = None) -> str:
     """libtpu's topology string for one slice of `devices` chips: `v5e:2x4`, `v5p:2x2x2`.
 
     Slices grow from one host's 2x2 (2-D torus) or 2x2x1 (3-D) by doubling the shortest axis, the
@@ -121,6 +121,9 @@ def topology(accelerator_id: str, torus: str, devices: int) -> str:
     if devices < 4 or devices & (devices - 1):
         raise VerifyError(f"--verify compiles for a whole TPU slice: {devices} chips is not one (slices have "
                           f"4, 8, 16, ... chips, a power of two); set cluster.devices to one")
+    if max_slice_chips is not None and devices > max_slice_chips:
+        raise VerifyError(f"--verify compiles one TPU slice, and {devices} chips of {accelerator_id} span several "
+                          f"(at most {max_slice_chips} per slice): multi-slice runs are not verified yet")
     axes = [2, 2] if torus == "2d" else [2, 2, 1]
     while _product(axes) < devices:
         shortest = min(axes)
@@ -168,7 +171,9 @@ def case_for(spec, plan: dict) -> Case:
     if not plan.get("layout"):
         raise VerifyError("--verify checks the pretrain stage's layout, and this spec has no pretrain stage")
     devices = total_devices(spec.cluster)
-    topo = topology(accelerator.id, str(accelerator.extra.get("torus", "2d")), devices)
+    largest = accelerator.extra.get("max_slice_chips")
+    topo = topology(accelerator.id, str(accelerator.extra.get("torus", "2d")), devices,
+                    int(largest) if largest else None)
     layout = plan["layout"]
     fields = {key: value for key, value in layout.items() if key in ParallelSpec.model_fields}
     if fields.get("fsdp"):
