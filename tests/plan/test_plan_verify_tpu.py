@@ -76,6 +76,12 @@ def test_case_is_the_plans_own_layout(tiny_tpu):
     assert case.model["hidden_size"] == 64 and case.model["num_kv_heads"] == 2
 
 
+def test_case_of_a_v5p_spec_names_its_3d_slice():
+    spec, plan = _plan(ROOT / "specs" / "llama2-7b-tpu-v5p.yaml")
+    case = case_for(spec, plan)
+    assert (case.devices, case.topology, case.parallel["recompute"]) == (128, "v5p:4x4x8", "full")
+
+
 def test_gpu_spec_is_refused(tmp_path, capsys):
     path = tmp_path / "gpu.yaml"
     path.write_text(TINY_TPU.replace("accelerator: tpu-v5e, devices: 4, devices_per_node: 4",
