@@ -1,6 +1,8 @@
 """TPU memory truth without a TPU: compile specc's own SPMD train step for a TPU topology ahead of
 time and compare its per-chip memory with the planner's prediction.
 
+The export and compile steps are `specc plan --verify`'s (`specc.plan.verify_tpu`,
+`specc.runtime.tpu.export_step`, `specc/plan/tpu_compile.py`); this script runs them on fixed cases.
 Method (MaxText's `train_compile.py` does the same for JAX programs): libtpu can compile for a
 TPU topology it is not attached to. Three environments take part, one per step:
 1. export (`.venv-tpu`, torch-xla on XLA's CPU backend with as many virtual devices as chips):
@@ -58,14 +60,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-TPU_PYTHON = ROOT / ".venv-tpu" / "bin" / "python"
-GIB = 2**30
+sys.path.insert(0, str(ROOT))
+
+from specc.plan.verify_tpu import GIB, Case, compile_step, export_step, tpu_python  # noqa: E402
+
 RESULTS = ROOT / "benchmarks" / "data" / "tpu_memory_truth.json"
 METHOD = ("torch-xla 2.9.0 SPMD step exported as StableHLO, compiled ahead of time with jax[tpu]==0.10.2 "
           "(libtpu 0.0.42.1) for the topology; peak = arguments + temporaries (parameters and AdamW state donated)")
@@ -88,86 +91,13 @@ def case_parallel(case: dict) -> dict:
     return {"dp": fsdp, "fsdp": True, "tp": tensor, "micro_batch": case["micro"], "precision": "bf16"}
 
 
-# --- 1. export (torch-xla environment) ------------------------------------------------------
+# --- 1. export and 2. compile: specc.plan.verify_tpu (what `specc plan --verify` runs) -----------
 
 
-def export(case: dict, out: Path) -> None:
-    import torch
-    import torch_xla
-    import torch_xla.core.xla_model as xm
-    from torch_xla.experimental.distributed_checkpoint import prime_optimizer
-
-    from specc.runtime.tpu import spmd
-    from specc.runtime.tpu.loop import autocast_context, clip_gradients
-    from specc.runtime.train.loop import cross_entropy
-    from specc.runtime.train.model import build_model
-    from specc.runtime.train.optim import build_optimizer
-    from specc.spec.model import ModelSpec
-    from specc.spec.parallel import ParallelSpec
-    from specc.spec.schedule import ScheduleSpec
-
-    spmd.enable_spmd()
-    model_spec = ModelSpec(**BASE_MODEL, **case["model"])
-    parallel = ParallelSpec(**case_parallel(case))
-    mesh, shape = spmd.build_mesh(parallel)
-    model = spmd.to_device(build_model(model_spec, seed=0))
-    spmd.shard_parameters(model, mesh)
-    spmd.shard_activations(model, mesh)
-    batch_size = case["micro"] * shape.batch_shards
-    schedule = ScheduleSpec(lr=1e-4, seq_len=case["seq"], global_batch_size=batch_size, steps=10)
-    optimizer = build_optimizer([model], schedule, model_spec, "xla")
-    prime_optimizer(optimizer)  # steady state: the step reads and writes the AdamW moments
-    optimizer.zero_grad(set_to_none=True)
-
-    tokens = spmd.shard_batch(torch.randint(0, model_spec.vocab_size, (batch_size, case["seq"] + 1)), mesh)
-    with autocast_context(parallel):
-        logits = model(tokens[:, :-1])
-    loss = cross_entropy(logits, tokens[:, 1:])
-    loss.backward()
-    grad_norm = clip_gradients(model, 1.0)
-    optimizer.step()
-    params = list(model.parameters())
-    states = [optimizer.state[p][key] for p in params for key in ("exp_avg", "exp_avg_sq")]
-    outputs = [loss, grad_norm, *params, *states]
-    shardings = ["{replicated}", "{replicated}"]
-    # AdamW's moments are sharded as their parameter (checked: zeros_like keeps the annotation)
-    for tensor in params + [p for p in params for _ in range(2)]:
-        shardings.append(torch_xla._XLAC._get_xla_sharding_spec(tensor) or "{replicated}")
-    (out / "step.mlir").write_text(xm.get_stablehlo(outputs))
-    (out / "outputs.json").write_text(json.dumps({"shardings": shardings, "num_devices": shape.num_devices}))
-
-
-# --- 2. compile (JAX + libtpu environment) --------------------------------------------------
-
-
-def compile_for_topology(directory: Path, topology: str) -> dict:
-    import numpy as np
-    from jax._src import compiler
-    from jax._src.interpreters import mlir
-    from jax._src.lib import xla_client as xc
-    from jax._src.lib.mlir import ir
-    from jax.experimental import topologies
-
-    devices = topologies.get_topology_desc(topology, "tpu").devices
-    meta = json.loads((directory / "outputs.json").read_text())
-    if meta["num_devices"] != len(devices):
-        raise ValueError(f"exported for {meta['num_devices']} devices, topology {topology} has {len(devices)}")
-    with mlir.make_ir_context():
-        module = ir.Module.parse((directory / "step.mlir").read_text())
-        i32 = ir.IntegerType.get_signless(32)
-        module.operation.attributes["mhlo.num_partitions"] = ir.IntegerAttr.get(i32, len(devices))
-        module.operation.attributes["mhlo.num_replicas"] = ir.IntegerAttr.get(i32, 1)
-        main = next(op for op in module.body.operations if ir.StringAttr(op.attributes["sym_name"]).value == "main")
-        main.attributes["res_attrs"] = ir.ArrayAttr.get(
-            [ir.DictAttr.get({"mhlo.sharding": ir.StringAttr.get(s)}) for s in meta["shardings"]])
-        client = devices[0].client
-        options = compiler.get_compile_options(num_replicas=1, num_partitions=len(devices),
-                                               device_assignment=np.array(devices).reshape(1, -1), backend=client)
-        options.executable_build_options.use_shardy_partitioner = False  # the module carries GSPMD shardings
-        executable = compiler.backend_compile_and_load(client, module, xc.DeviceList(tuple(devices)), options, [])
-    stats = executable.get_compiled_memory_stats()
-    return {"argument_bytes": stats.argument_size_in_bytes, "output_bytes": stats.output_size_in_bytes,
-            "temp_bytes": stats.temp_size_in_bytes, "alias_bytes": stats.alias_size_in_bytes}
+def verify_case(case: dict) -> Case:
+    fsdp, tensor = case["mesh"]
+    return Case(model={**BASE_MODEL, **case["model"]}, parallel=case_parallel(case), seq_len=case["seq"],
+                devices=fsdp * tensor, topology=case["topology"])
 
 
 # --- 3. compare (main environment) ----------------------------------------------------------
@@ -201,16 +131,12 @@ def predicted_gib(case: dict) -> dict:
 
 
 def run_case(case: dict, jax_python: str) -> dict:
-    fsdp, tensor = case["mesh"]
     predicted = predicted_gib(case)
     with tempfile.TemporaryDirectory() as directory:
-        env = {**os.environ, "PJRT_DEVICE": "CPU", "CPU_NUM_DEVICES": str(fsdp * tensor), "TF_CPP_MIN_LOG_LEVEL": "2",
-               "PYTHONPATH": str(ROOT)}
-        subprocess.run([str(TPU_PYTHON), __file__, "export", json.dumps(case), directory], env=env, check=True,
-                       capture_output=True, text=True)
-        compiled = subprocess.run([jax_python, __file__, "compile", directory, case["topology"]], check=True,
-                                  capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
-    measured = json.loads(compiled.stdout.strip().splitlines()[-1])
+        export_step(verify_case(case), Path(directory), tpu_python())
+        measured = compile_step(Path(directory), case["topology"], jax_python)
+    if "refused" in measured:
+        raise SystemExit(f"{case['name']}: libtpu refuses it: {measured['refused']}")
     measured["peak_gib"] = (measured["argument_bytes"] + measured["temp_bytes"]) / GIB
     return {"case": case["name"], "topology": case["topology"], **predicted, "compiled": measured}
 
@@ -229,9 +155,6 @@ def compare_stored() -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="command")
-    sub.add_parser("export").add_argument("args", nargs=2)
-    sub.add_parser("compile").add_argument("args", nargs=2)
     parser.add_argument("--jax-python", default=os.environ.get("SPECC_JAX_PYTHON", ""))
     parser.add_argument("--json", action="store_true", help="print the rows as JSON")
     parser.add_argument("--case", action="append", help="run only the named case(s)")
@@ -239,12 +162,6 @@ def main() -> None:
     parser.add_argument("--stored", action="store_true",
                         help="no JAX needed: today's planner against the compiled peaks stored in " + RESULTS.name)
     args = parser.parse_args()
-    if args.command == "export":
-        export(json.loads(args.args[0]), Path(args.args[1]))
-        return
-    if args.command == "compile":
-        print(json.dumps(compile_for_topology(Path(args.args[0]), args.args[1])))
-        return
     if args.stored:
         compare_stored()
         return

@@ -67,6 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help="with --against: exit 0 when nothing changed, 2 when something did (Terraform's convention)")
     plan.add_argument("--html", type=Path, metavar="PATH",
                       help="also draw the plan as one offline HTML page (memory, time, candidates)")
+    plan.add_argument("--verify", action="store_true",
+                      help="TPU only: compile the planned step ahead of time with libtpu and compare its memory per chip")
+    plan.add_argument("--jax-python", metavar="PATH",
+                      help="with --verify: the python of a venv with jax[tpu] (default: $SPECC_JAX_PYTHON, else this one)")
 
     export = commands.add_parser("export", help="write a stage's model (final/ or a training checkpoint) as a "
                                                 "Hugging Face directory (imports torch)")
@@ -273,6 +277,8 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 
     if args.top < 1:
         raise UsageError(f"--top must be at least 1 (got {args.top})")
+    if args.jax_python and not args.verify:
+        raise UsageError("--jax-python is read only with --verify")
     result = check_file(args.spec, args.overrides)
     if not result.valid:
         if args.format == "json":
@@ -286,6 +292,11 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 
     plan = build_plan(result.spec, force_search=args.search, top=args.top, overrides=list(args.overrides))
     text = plan_json(plan)
+    verified = None
+    if args.verify:
+        verified, text = _verify(args, result.spec, text)
+        if verified is None:
+            return EXIT_INVALID
     if args.output:
         try:
             atomic_write_text(args.output, text)
@@ -307,7 +318,31 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         from specc.plan.render import render
 
         render(plan)
+        if verified is not None:
+            from specc.plan.verify_tpu import render as render_verify
+
+            print(render_verify(verified))
     return EXIT_OK
+
+
+def _verify(args: argparse.Namespace, spec, text: str) -> tuple[dict | None, str]:
+    """`--verify`: the verify object and the plan JSON holding it (and its P250); (None, text) after
+    printing why it cannot run here (no libtpu or torch-xla, not a TPU spec, too large to trace)."""
+    import json
+
+    from specc.plan.findings import classified
+    from specc.plan.verify_tpu import VerifyError, verify
+
+    data = json.loads(text)
+    try:
+        verified = verify(spec, data, args.jax_python)
+    except VerifyError as error:
+        print(f"specc: error: {error}", file=sys.stderr)
+        return None, text
+    data["verify"] = verified
+    if "finding" in verified:
+        data["warnings"] = data["warnings"] + classified([verified["finding"]])
+    return verified, json.dumps(data, indent=2, sort_keys=True) + "\n"
 
 
 def _plan_diff(args: argparse.Namespace, new: dict) -> int:

@@ -42,6 +42,8 @@ FINDINGS: dict[str, FindingKind] = {
     "P212": FindingKind("warning", "cluster.reliability", "low expected goodput even at the optimal checkpoint interval"),
     "P230": FindingKind("warning", "cluster.slurm.data_array_tasks",
                         "a data-stage Slurm job array is wider than Slurm's default MaxArraySize"),
+    "P250": FindingKind("warning", "parallel",
+                        "the planned TPU memory per chip differs from libtpu's compile of the step by more than 10%"),
     "P301": FindingKind("warning", "deploy.targets", "a deploy target does not fit its serving hardware"),
     "P302": FindingKind("error", "alignment", "an alignment stage does not fit in device memory"),
 }
