@@ -33,7 +33,7 @@ class CatalogEntry(SpecModel):
     """Which specc runtime trains on it (`specc.spec.capabilities`)."""
     peak_tflops: Annotated[dict[PEAK_KEYS, Annotated[Number, Field(gt=0)]], Field(min_length=1)]
     """Dense peak TFLOP/s per precision (`bf16: 989`)."""
-    memory_gb: Annotated[Number, Field(gt=0)]
+    memory_gb: Annotated[Number, Field(gt=0, le=100_000)]
     """HBM capacity, decimal GB as marketed."""
     memory_bw_tbps: Annotated[Number, Field(gt=0)]
     """HBM bandwidth, TB/s."""
