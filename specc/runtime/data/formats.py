@@ -142,8 +142,20 @@ def _jsonl_records(path: Path, shown: str, limit: int | None) -> Iterator[tuple[
                 seen += 1
                 if limit is not None and seen >= limit:
                     return
-    except (OSError, EOFError, UnicodeDecodeError) as error:
+    except (OSError, EOFError, UnicodeDecodeError, *_decompression_errors()) as error:
         raise DataError(f"{shown}: cannot read ({error})") from None
+
+
+def _decompression_errors() -> tuple[type[Exception], ...]:
+    """What a corrupt .gz (a bad deflate stream: zlib.error) or .zst (ZstdError) raises mid-read;
+    neither is an OSError."""
+    import zlib
+
+    try:
+        import zstandard
+    except ImportError:
+        return (zlib.error,)
+    return (zlib.error, zstandard.ZstdError)
 
 
 def _table_records(path: Path, kind: str, shown: str, limit: int | None) -> Iterator[tuple[str, object]]:
