@@ -251,6 +251,10 @@ def value_type(value: object) -> str:
     if isinstance(value, list) and value and all(isinstance(m, dict) and "role" in m and "content" in m
                                                  for m in value):
         return MESSAGES
+    if isinstance(value, list) and not value:
+        return "an empty list"
+    if isinstance(value, list) and all(isinstance(m, dict) for m in value):
+        return "a list of objects some without a `role` or `content`"
     return {list: "list", dict: "object", bool: "bool", int: "int", float: "float"}.get(type(value), type(value).__name__)
 
 
