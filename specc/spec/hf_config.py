@@ -18,6 +18,7 @@ refused, never silently dropped.
 from __future__ import annotations
 
 import json
+import struct
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -166,6 +167,46 @@ def weight_files(directory: Path) -> list[Path]:
     raise HFConfigError(f"{directory} has neither {WEIGHTS_FILE} nor {WEIGHTS_INDEX}{found}")
 
 
+INTEGER_KEYS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+                "num_key_value_heads", "max_position_embeddings", "head_dim", "num_local_experts", "num_experts_per_tok")
+"""config.json keys the model's shapes come from; transformers takes them as ints."""
+SAFETENSORS_MAX_HEADER = 100_000_000
+"""The safetensors format's own limit on the JSON header (safetensors' MAX_HEADER_SIZE)."""
+
+
+def safetensors_problem(path: Path) -> str | None:
+    """Why a .safetensors file cannot be loaded (an interrupted download, another format), or None:
+    an 8-byte little-endian header length, that many bytes of JSON, and every tensor's
+    `data_offsets` inside the bytes that follow (the safetensors format, huggingface/safetensors
+    README "Format"). Reads the header only."""
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as handle:
+            prefix = handle.read(8)
+            if len(prefix) < 8:
+                return f"{path} is {size} bytes, shorter than a safetensors header"
+            length = struct.unpack("<Q", prefix)[0]
+            if length > SAFETENSORS_MAX_HEADER or 8 + length > size:
+                return f"{path}: its header claims {length} bytes but the file has {size}: truncated, or not safetensors"
+            header = json.loads(handle.read(length))
+    except OSError as error:
+        return f"{path} cannot be read ({error.strerror or error})"
+    except (ValueError, UnicodeDecodeError) as error:
+        return f"{path}: the safetensors header is not JSON ({error})"
+    if not isinstance(header, dict):
+        return f"{path}: the safetensors header is not a JSON object"
+    data = size - 8 - length
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        offsets = entry.get("data_offsets") if isinstance(entry, dict) else None
+        if not (isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(o, int) for o in offsets)):
+            return f"{path}: tensor {name!r} has no valid data_offsets"
+        if offsets[1] > data:
+            return f"{path}: tensor {name!r} ends at byte {offsets[1]} of the data, which has {data}: the file is truncated"
+    return None
+
+
 def read_hf_model(directory: Path) -> HFModel:
     """Read and check a local Hugging Face directory; HFConfigError says what is missing or unsupported."""
     config = read_config(directory)
@@ -174,6 +215,10 @@ def read_hf_model(directory: Path) -> HFModel:
         reasons = unsupported(config)
         if reasons:
             raise HFConfigError(f"{path}: specc cannot load " + "; ".join(reasons))
+        wrong = [f"{key}: {config[key]!r}" for key in INTEGER_KEYS
+                 if key in config and (not isinstance(config[key], int) or isinstance(config[key], bool))]
+        if wrong:
+            raise HFConfigError(f"{path}: not whole numbers: {', '.join(wrong)}")
         fields = model_fields(config)
     except KeyError as error:
         raise HFConfigError(f"{path} has no {error.args[0]!r}") from None
@@ -189,6 +234,12 @@ def tokenizer_files(directory: Path) -> tuple[Path, dict]:
     tokenizer = directory / "tokenizer.json"
     if not tokenizer.exists():
         raise HFConfigError(f"{directory} has no tokenizer.json (specc reads fast tokenizers only)")
+    try:
+        content = json.loads(tokenizer.read_bytes())
+    except (OSError, ValueError) as error:
+        raise HFConfigError(f"{tokenizer} is not readable JSON ({error})") from None
+    if not isinstance(content, dict) or not isinstance(content.get("model"), dict):
+        raise HFConfigError(f"{tokenizer} is not a `tokenizers` file (no `model` object)")
     config_path = directory / "tokenizer_config.json"
     try:
         config = json.loads(config_path.read_text()) if config_path.exists() else {}
