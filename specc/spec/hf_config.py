@@ -229,17 +229,26 @@ def read_hf_model(directory: Path) -> HFModel:
     return HFModel(directory, config["model_type"], config, fields)
 
 
+def tokenizer_json_problem(path: Path) -> str | None:
+    """Why `path` is not a `tokenizers` tokenizer.json (what `Tokenizer.from_file` reads: a JSON
+    object with a `model`), or None; the stages would fail loading it after the data stage ran."""
+    try:
+        content = json.loads(path.read_bytes())
+    except (OSError, ValueError) as error:
+        return f"is not readable JSON ({error})"
+    if not isinstance(content, dict) or not isinstance(content.get("model"), dict):
+        return "is not a `tokenizers` tokenizer.json (no `model` object)"
+    return None
+
+
 def tokenizer_files(directory: Path) -> tuple[Path, dict]:
     """tokenizer.json and the parsed tokenizer_config.json ({} when absent) of a directory."""
     tokenizer = directory / "tokenizer.json"
     if not tokenizer.exists():
         raise HFConfigError(f"{directory} has no tokenizer.json (specc reads fast tokenizers only)")
-    try:
-        content = json.loads(tokenizer.read_bytes())
-    except (OSError, ValueError) as error:
-        raise HFConfigError(f"{tokenizer} is not readable JSON ({error})") from None
-    if not isinstance(content, dict) or not isinstance(content.get("model"), dict):
-        raise HFConfigError(f"{tokenizer} is not a `tokenizers` file (no `model` object)")
+    problem = tokenizer_json_problem(tokenizer)
+    if problem:
+        raise HFConfigError(f"{tokenizer} {problem}")
     config_path = directory / "tokenizer_config.json"
     try:
         config = json.loads(config_path.read_text()) if config_path.exists() else {}

@@ -63,6 +63,7 @@ def test_validate_checks_relative_inputs_unless_told_not_to(tmp_path, capsys):
 
 @pytest.mark.parametrize("override, make, needle", [
     ("+tokenizer.path={dir}", None, "R202:tokenizer file '{dir}' is not a regular file"),
+    ("+tokenizer.path={dir}/tok.json", "tok.json:<html>404</html>", "R202:tok.json' is not readable JSON"),
     ("alignment.0.chat_template={dir}/chat.jinja", "chat.jinja:{{% for m in messages %}}{{{{ m.content }}}}"
      "{{% endfor %}}", None),
     ("alignment.0.chat_template={dir}/chat.jinja", "chat.jinja:{{{{ messages", "R204:does not parse"),
@@ -73,7 +74,7 @@ def test_validate_checks_relative_inputs_unless_told_not_to(tmp_path, capsys):
     ("eval.tasks.0.path={dir}/*.jsonl", None, "R206:no file matches"),
     ("deploy.targets.2.speculative.draft={dir}/draft", None, "R207:'{dir}/draft' is neither an earlier stage "
                                                              "nor an existing directory"),
-], ids=["tokenizer-is-a-directory", "template-parses", "template-syntax", "init-from-a-file", "init-from-a-directory",
+], ids=["tokenizer-is-a-directory", "tokenizer-not-json", "template-parses", "template-syntax", "init-from-a-file", "init-from-a-directory",
         "glob-matches-only-directories", "recursive-glob", "eval-glob-empty", "absolute-draft-missing"])
 def test_each_input_kind_is_resolved_as_its_stage_resolves_it(tmp_path, override, make, needle):
     if make:

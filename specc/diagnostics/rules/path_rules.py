@@ -145,14 +145,23 @@ def filter_files_exist(spec: Spec, inputs: InputFiles) -> Iterator[Finding]:
 
 
 def tokenizer_file_exists(spec: Spec, inputs: InputFiles) -> Iterator[Finding]:
-    """`tokenizer.path` names a readable file (the tokenize, alignment, eval and deploy stages load it).
+    """`tokenizer.path` names a readable tokenizer.json (the tokenize, alignment, eval and deploy stages load it).
 
     passes: `tokenizer: {path: tok/tokenizer.json}` with that file present
-    fails:  `tokenizer: {path: tok/missing.json}`
+    fails:  `tokenizer: {path: tok/missing.json}`; a file that is not a `tokenizers` JSON
     """
     raw = spec.tokenizer.path
-    if raw and inputs.in_scope(raw):
-        yield from _finding(("tokenizer", "path"), _file_problem(raw, inputs, "tokenizer file"))
+    if not raw or not inputs.in_scope(raw):
+        return
+    problem = _file_problem(raw, inputs, "tokenizer file")
+    if problem is None:
+        from specc.spec.hf_config import tokenizer_json_problem
+
+        content = tokenizer_json_problem(Path(inputs.resolve(raw)))
+        if content:
+            problem = (f"tokenizer file {raw!r} {content}",
+                       "name a tokenizer.json written by `tokenizers` (`Tokenizer.save`, `save_pretrained`)")
+    yield from _finding(("tokenizer", "path"), problem)
 
 
 def alignment_data_exists(spec: Spec, inputs: InputFiles) -> Iterator[Finding]:
