@@ -70,13 +70,16 @@ def directory_files(directory: Path, raw: str) -> list[Path]:
     """The record files of a `save_to_disk` directory (in its own order), or of any directory."""
     if (directory / "dataset_dict.json").is_file():
         splits = _json(directory / "dataset_dict.json").get("splits", [])
+        if not isinstance(splits, list) or not all(isinstance(split, str) for split in splits):
+            raise DataError(f"{directory / 'dataset_dict.json'}: `splits` is {splits!r}, not a list of split names "
+                            "(as `DatasetDict.save_to_disk` writes)")
         if "train" not in splits:
             raise DataError(f"{raw!r} is a DatasetDict with splits {', '.join(splits) or 'none'} and no `train`; "
                             f"name a split's directory, e.g. {raw.rstrip('/')}/{splits[0] if splits else 'train'}")
         return directory_files(directory / "train", f"{raw.rstrip('/')}/train")
     if (directory / "state.json").is_file():
-        names = [entry.get("filename") for entry in _json(directory / "state.json").get("_data_files", [])]
-        files = [directory / name for name in names if name]
+        names = _saved_file_names(directory / "state.json")
+        files = [directory / name for name in names]
         missing = [f.name for f in files if not f.is_file()]
         if not files or missing:
             raise DataError(f"{raw!r}: state.json of this saved dataset lists "
@@ -87,6 +90,24 @@ def directory_files(directory: Path, raw: str) -> list[Path]:
     if not files:
         raise DataError(f"directory {raw!r} holds no jsonl, parquet or .arrow files")
     return files
+
+
+def _saved_file_names(state: Path) -> list[str]:
+    """The data files a `save_to_disk` state.json lists (`_data_files: [{filename}]`): plain names
+    inside the dataset's directory, as `datasets` writes them; anything else is a damaged or
+    hand-made state.json, refused rather than followed outside the directory."""
+    entries = _json(state).get("_data_files", [])
+    if not isinstance(entries, list):
+        raise DataError(f"{state}: `_data_files` is {entries!r}, not a list of {{filename: ...}} entries")
+    names = []
+    for entry in entries:
+        name = entry.get("filename") if isinstance(entry, dict) else None
+        if name is None:
+            continue
+        if not isinstance(name, str) or not name or Path(name).name != name or name in (".", ".."):
+            raise DataError(f"{state}: `_data_files` names {name!r}, not a file name in the dataset's directory")
+        names.append(name)
+    return names
 
 
 def _json(path: Path) -> dict:
