@@ -120,15 +120,21 @@ def load_task_yaml(path: Path, _seen: frozenset[Path] = frozenset()) -> dict:
     return merged | config
 
 
-def _function_refs(value) -> list[FunctionRef]:
-    """Every `!function` value in a loaded config, nested ones included."""
-    if isinstance(value, FunctionRef):
-        return [value]
-    if isinstance(value, dict):
-        return [ref for item in value.values() for ref in _function_refs(item)]
-    if isinstance(value, list):
-        return [ref for item in value for ref in _function_refs(item)]
-    return []
+def _function_refs(config: dict) -> list[FunctionRef]:
+    """Every `!function` value in a loaded config, nested ones included. Each collection is visited
+    once: YAML aliases share objects, so an alias-heavy file (or a self-referencing one) costs its
+    size, not its expanded size."""
+    refs: list[FunctionRef] = []
+    seen: set[int] = set()
+    stack: list = [config]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, FunctionRef):
+            refs.append(value)
+        elif isinstance(value, (dict, list)) and id(value) not in seen:
+            seen.add(id(value))
+            stack.extend(value.values() if isinstance(value, dict) else value)
+    return refs
 
 
 def function_problem(qual: str, base_dir: Path) -> str | None:
