@@ -93,6 +93,14 @@ def test_each_input_kind_is_resolved_as_its_stage_resolves_it(tmp_path, override
     assert [d.code for d in found] == [code] and text in found[0].message, [d.to_text() for d in found]
 
 
+def test_a_corpus_symlink_that_loops_is_named_as_one(tmp_path):
+    """`a.jsonl -> b.jsonl -> a.jsonl` (or a link to nothing) matched nothing and said so; it is a link."""
+    (tmp_path / "a.jsonl").symlink_to(tmp_path / "b.jsonl")
+    (tmp_path / "b.jsonl").symlink_to(tmp_path / "a.jsonl")
+    found = _preflight(TINY, [f"corpus.sources.0={{type: files, name: loop, path: '{tmp_path}/a.jsonl', weight: 0.5}}"])
+    assert [d.code for d in found] == ["R200"] and "is a symlink that leads to nothing" in found[0].message
+
+
 def test_pre_flight_rules_are_documented_with_examples(capsys):
     from specc.diagnostics.rules import PATH_RULES
 

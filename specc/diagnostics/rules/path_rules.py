@@ -73,6 +73,9 @@ def _data_glob_problem(raw: str, inputs: InputFiles) -> tuple[str, str] | None:
     except DataError as error:
         if Path(inputs.resolve(raw)).is_dir():  # a directory without record files, or a bad saved dataset
             return str(error), "name a directory of jsonl, parquet or .arrow files, or a `save_to_disk` directory"
+        if os.path.islink(inputs.resolve(raw)):
+            return (f"{raw!r} is a symlink that leads to nothing (broken, or a loop)",
+                    "point the link at the data, or name the data itself")
         return (f"no file matches {raw!r} ({inputs.where(raw)})",
                 f"fix the path or glob (`**` matches subdirectories); {SKIP_HINT}")
     unreadable = _unreadable(files)

@@ -62,6 +62,8 @@ def resolve_glob(pattern: str, spec_dir: Path, what: str) -> list[Path]:
         return directory_files(Path(full), pattern)
     files = sorted(Path(p) for p in glob.glob(full, recursive=True) if os.path.isfile(p))
     if not files:
+        if os.path.islink(full) and not os.path.exists(full):
+            raise DataError(f"{what}: {pattern!r} is a symlink that leads to nothing (broken, or a loop)")
         raise DataError(f"{what}: no files match {pattern!r} (looked for {full})")
     return files
 
