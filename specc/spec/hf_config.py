@@ -156,9 +156,14 @@ def weight_files(directory: Path) -> list[Path]:
     if index.exists():
         try:
             files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-            return [directory / name for name in files]
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
             raise HFConfigError(f"{index} is not a safetensors index ({error})") from None
+        if not files:
+            raise HFConfigError(f"{index} maps no tensor to a file (empty weight_map)")
+        odd = [name for name in files if not isinstance(name, str) or Path(name).name != name or name in (".", "..")]
+        if odd:  # transformers writes shard names beside the index; a path would load another model's weights
+            raise HFConfigError(f"{index} names {odd[0]!r}, not a shard file beside the index")
+        return [directory / name for name in files]
     single = directory / WEIGHTS_FILE
     if single.exists():
         return [single]
