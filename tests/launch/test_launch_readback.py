@@ -248,3 +248,11 @@ def test_a_bundle_file_overwritten_with_binary_is_one_line_for_launch(bundle, ca
     (bundle / "plan.json").write_bytes(b"\x81\xff\x00not text")
     code, _, err = _run(capsys, "launch", str(bundle), "--dry-run")
     assert code == 1 and "plan.json cannot be read as the UTF-8 text specc wrote" in err and "Traceback" not in err, err
+
+
+def test_a_bundle_file_replaced_by_a_device_link_is_named_as_such(bundle, capsys):
+    config = bundle / "stages" / "01-data" / "config.json"
+    config.unlink()
+    config.symlink_to("/dev/null")
+    code, _, err = _run(capsys, "launch", str(bundle), "--dry-run")
+    assert code == 1 and "01-data/config.json is not a regular file" in err, err
