@@ -10,6 +10,7 @@ or at the entry's `id`.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -32,12 +33,13 @@ def apply_user_catalog(data: dict, source_map: SourceMap, spec_dir: Path) -> tup
     where = source_map.value_at(("cluster", "catalog"))
     path = spec_dir / name
     if not path.is_file():
-        return [Diagnostic("error", "R300", f"catalog file {name!r} not found", where, "cluster.catalog",
+        why = "is a directory, not a file" if path.is_dir() else "not found"
+        return [Diagnostic("error", "R300", f"catalog file {name!r} {why}", where, "cluster.catalog",
                            hint="paths in cluster.catalog are relative to the spec file")], {}
     shown = str(Path(where.file).parent / name) if where.file else name
     loaded = load_file(path, shown)
     if loaded.data is None:
-        return list(loaded.diagnostics), loaded.text_by_file
+        return [_as_catalog(d) for d in loaded.diagnostics], loaded.text_by_file
     try:
         catalog = CatalogFile.model_validate(loaded.data)
     except ValidationError as error:
@@ -46,6 +48,20 @@ def apply_user_catalog(data: dict, source_map: SourceMap, spec_dir: Path) -> tup
     if not any(d.is_error for d in diagnostics):
         use_user_catalog({entry.id: accelerator_from_entry(entry.catalog_dict()) for entry in catalog.devices})
     return diagnostics, loaded.text_by_file
+
+
+CATALOG_HINT = "a catalog file holds `devices:`, a list of entries shaped like those of specc/catalog/accelerators.json"
+
+
+def _as_catalog(diagnostic: Diagnostic) -> Diagnostic:
+    """The loader words an empty, non-mapping or non-UTF-8 file as a spec; this file is a catalog."""
+    if diagnostic.code == "Y004":
+        message = diagnostic.message.replace("the spec is empty", "the catalog file is empty").replace(
+            "the spec must be a mapping of sections", "the catalog file must be a mapping with `devices:`")
+        return replace(diagnostic, message=message, hint=CATALOG_HINT)
+    if diagnostic.code == "Y008":
+        return replace(diagnostic, message="the catalog file is not valid UTF-8 text", hint="save the catalog as UTF-8 YAML or JSON")
+    return diagnostic
 
 
 def _id_problems(catalog: CatalogFile, source_map: SourceMap) -> list[Diagnostic]:

@@ -18,7 +18,9 @@ include directory, or to `dataset_kwargs.data_dir` when given, as `datasets` res
 
 from __future__ import annotations
 
+import ast
 import glob
+import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,11 +31,15 @@ FILE_READERS = frozenset({"json", "csv", "parquet", "text", "arrow", "pandas"})
 IGNORED_DIRS = frozenset({"__pycache__", ".ipynb_checkpoints"})
 
 
+class FunctionRef(str):
+    """A `!function module.name` value, kept unresolved (validate imports none of the user's code)."""
+
+
 class _Loader(yaml.SafeLoader):
     """lm-eval's loader without importing the `!function` modules."""
 
 
-_Loader.add_constructor("!function", lambda loader, node: f"!function {loader.construct_scalar(node)}")
+_Loader.add_constructor("!function", lambda loader, node: FunctionRef(f"!function {loader.construct_scalar(node)}"))
 
 
 class TaskYamlError(ValueError):
@@ -96,6 +102,10 @@ def load_task_yaml(path: Path, _seen: frozenset[Path] = frozenset()) -> dict:
         raise TaskYamlError(f"{path}: cannot be read ({error})") from None
     if not isinstance(config, dict):
         raise TaskYamlError(f"{path}: an lm-eval config is a mapping, this file holds {type(config).__name__}")
+    for ref in _function_refs(config):
+        problem = function_problem(ref.removeprefix("!function "), path.parent)
+        if problem:
+            raise TaskYamlError(f"{path}: `{ref}`: {problem}")
     includes = config.pop("include", None)
     if includes is None:
         return config
@@ -108,6 +118,69 @@ def load_task_yaml(path: Path, _seen: frozenset[Path] = frozenset()) -> dict:
         included.pop("task_list", None)
         merged.update(included)
     return merged | config
+
+
+def _function_refs(config: dict) -> list[FunctionRef]:
+    """Every `!function` value in a loaded config, nested ones included. Each collection is visited
+    once: YAML aliases share objects, so an alias-heavy file (or a self-referencing one) costs its
+    size, not its expanded size."""
+    refs: list[FunctionRef] = []
+    seen: set[int] = set()
+    stack: list = [config]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, FunctionRef):
+            refs.append(value)
+        elif isinstance(value, (dict, list)) and id(value) not in seen:
+            seen.add(id(value))
+            stack.extend(value.values() if isinstance(value, dict) else value)
+    return refs
+
+
+def function_problem(qual: str, base_dir: Path) -> str | None:
+    """Why lm-eval could not resolve `!function qual` from a YAML in `base_dir`, or None. lm-eval
+    0.4.13 (tasks/_yaml_loader.py `_import_func_in_yml`) tries `<module path>.py` next to the YAML,
+    then an importable module; a failure there stops the task at the eval stage, after training.
+    The local file is parsed, never imported: a name it defines at top level (def, class,
+    assignment, import) passes; `from x import *` is taken on trust."""
+    module, _, name = qual.strip().rpartition(".")
+    if not module or not name:
+        return "lm-eval expects `!function <module>.<function>` (e.g. `utils.process_docs`)"
+    local = base_dir / f"{module.replace('.', '/')}.py"
+    if local.is_file():
+        try:
+            tree = ast.parse(local.read_bytes(), filename=str(local))
+        except (SyntaxError, ValueError, OSError) as error:
+            return f"{local} cannot be read as Python ({error})"
+        defined = _top_level_names(tree)
+        if defined is None or name in defined:
+            return None
+        return f"{local} defines no `{name}`"
+    try:
+        found = importlib.util.find_spec(module.split(".")[0]) is not None
+    except (ImportError, ValueError):
+        found = False
+    if found:
+        return None
+    return f"no {local.name} next to the YAML (looked for {local}) and no importable module `{module}`"
+
+
+def _top_level_names(tree: ast.Module) -> set[str] | None:
+    """Names a module defines at top level; None when a star import makes that unknowable."""
+    names: set[str] = set()
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names.update(n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name))
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            if any(alias.name == "*" for alias in node.names):
+                return None
+            names.update((alias.asname or alias.name).split(".")[0] for alias in node.names)
+        elif isinstance(node, (ast.If, ast.Try)):
+            return None  # conditional definitions: not followed here
+    return names
 
 
 def read_task_directory(root: Path) -> TaskDirectory:
@@ -129,7 +202,7 @@ def read_task_directory(root: Path) -> TaskDirectory:
                 continue
             directory.tasks[name] = (path, config)
             tags = config.get("tag") or []
-            for tag in [tags] if isinstance(tags, str) else tags:
+            for tag in tags if isinstance(tags, list) else [tags]:
                 directory.tags.setdefault(str(tag), []).append(name)
         # else: neither task nor group, e.g. a template other files `include:` (lm-eval skips it too)
     return directory
@@ -143,12 +216,16 @@ def data_problem(config: dict, root: Path) -> str | None:
     if not isinstance(source, str) or not source:
         return "has no `dataset_path`"
     kwargs = config.get("dataset_kwargs") or {}
+    if not isinstance(kwargs, dict):
+        return f"`dataset_kwargs` is a {type(kwargs).__name__}; lm-eval passes it to `datasets.load_dataset` as keyword arguments (a mapping)"
     if source not in FILE_READERS:
         if (Path(source) if Path(source).is_absolute() else root / source).exists():
             return None
         return (f"`dataset_path: {source}` is neither a local directory nor one of the file readers "
                 f"({', '.join(sorted(FILE_READERS))}): a Hugging Face Hub dataset, which the offline eval stage cannot download")
     data_dir = kwargs.get("data_dir")
+    if data_dir is not None and not isinstance(data_dir, str):
+        return f"`dataset_kwargs.data_dir` is {data_dir!r}, not a path"
     base = root / data_dir if isinstance(data_dir, str) else root
     patterns = _patterns(kwargs.get("data_files"))
     if not patterns:

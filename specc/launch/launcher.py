@@ -102,8 +102,14 @@ def verify_manifest(bundle_dir: Path) -> dict:
     for relative, digest in manifest["files"].items():
         file = bundle_dir / relative
         if not file.is_file():
-            raise LaunchError(f"{bundle_dir}: {relative} is missing; re-emit the bundle")
-        if sha256_text(file.read_text()) != digest:
+            what = "is not a regular file (a directory, device or link to one)" if file.exists() else "is missing"
+            raise LaunchError(f"{bundle_dir}: {relative} {what}; re-emit the bundle")
+        try:
+            text = file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as error:  # a bundle holds UTF-8 text only: overwritten or corrupted
+            raise LaunchError(f"{bundle_dir}: {relative} cannot be read as the UTF-8 text specc wrote "
+                              f"({error}); re-emit with `specc launch SPEC --force`") from None
+        if sha256_text(text) != digest:
             raise LaunchError(f"{bundle_dir}: {relative} was modified after emit (sha256 differs from "
                               f"{MANIFEST}); re-emit with `specc launch SPEC --force`")
     return manifest

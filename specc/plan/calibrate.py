@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,13 +51,23 @@ class Run:
 def run_from_plan(name: str, plan: dict, measured_s: float) -> Run:
     """A run from a plan contract (its breakdown with any profile it was made with taken out again)."""
     breakdown = (plan.get("time") or {}).get("breakdown_s")
-    if not breakdown:
-        raise CalibrationError(f"{name}: the plan has no time.breakdown_s")
+    if not breakdown or not isinstance(breakdown, dict):
+        raise CalibrationError(f"{name}: the plan has no time.breakdown_s (seconds by part)")
+    parts = {key: breakdown.get(key, 0.0) for key in COMPUTE_PARTS + COMM_PARTS}
+    wrong = [f"{key}: {value!r}" for key, value in parts.items()
+             if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value)]
+    if wrong:
+        raise CalibrationError(f"{name}: time.breakdown_s holds {', '.join(wrong)}, not finite seconds")
     profile = plan.get("error_bars", {}).get("profile") or {}
     a, b = float(profile.get("compute_scale", 1.0)), float(profile.get("communication_scale", 1.0))
-    return Run(name=name, accelerator=plan.get("hardware", {}).get("accelerator", "?"),
-               compute_s=sum(float(breakdown.get(k, 0.0)) for k in COMPUTE_PARTS) / a,
-               comm_s=sum(float(breakdown.get(k, 0.0)) for k in COMM_PARTS) / b, measured_s=measured_s)
+    run = Run(name=name, accelerator=plan.get("hardware", {}).get("accelerator", "?"),
+              compute_s=sum(float(breakdown.get(k, 0.0)) for k in COMPUTE_PARTS) / a,
+              comm_s=sum(float(breakdown.get(k, 0.0)) for k in COMM_PARTS) / b, measured_s=measured_s)
+    if not (run.compute_s > 0 and math.isfinite(run.compute_s) and math.isfinite(run.comm_s)):
+        # the fit divides by each run's compute share: a run without one cannot be fitted
+        raise CalibrationError(f"{name}: the plan predicts no finite compute time (time.breakdown_s: "
+                               f"{', '.join(COMPUTE_PARTS)} sum to {run.compute_s:.3g})")
+    return run
 
 
 def measured_step_s(metrics: Path) -> float:
@@ -67,22 +78,28 @@ def measured_step_s(metrics: Path) -> float:
             record = json.loads(line)
         except json.JSONDecodeError:
             continue
-        if isinstance(record, dict) and isinstance(record.get("step_s"), (int, float)) and record["step_s"] > 0:
-            steps.append(float(record["step_s"]))
+        value = record.get("step_s") if isinstance(record, dict) else None
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < math.inf:
+            steps.append(float(value))
     if not steps:
-        raise CalibrationError(f"{metrics}: no measured step_s")
+        raise CalibrationError(f"{metrics}: no measured step_s (a positive finite number in a record)")
     return statistics.median(steps[1:] or steps)
 
 
 def run_from_bundle(bundle: Path) -> Run:
     """The pretrain stage of a bundle that ran: its plan.json and its metrics.jsonl."""
-    from specc.launch.launcher import read_stages
+    from specc.launch.launcher import LaunchError, read_stages
+    from specc.launch.readback import ReadbackError, load_plan
 
     plan_path = bundle / "plan.json"
     if not plan_path.is_file():
         raise CalibrationError(f"{bundle}: not a bundle (no plan.json)")
-    plan = json.loads(plan_path.read_text())
-    trained = [s for s in read_stages(bundle) if s.config.get("stage") == "pretrain"]
+    try:  # files on disk between commands: checked before they are trusted (specc.launch.readback)
+        plan = load_plan(plan_path, "re-emit the bundle (`specc launch SPEC --dry-run --force`)")
+        stages = read_stages(bundle)
+    except (ReadbackError, LaunchError) as error:
+        raise CalibrationError(str(error)) from None
+    trained = [s for s in stages if s.config.get("stage") == "pretrain"]
     metrics = [s.outputs(bundle) / "metrics.jsonl" for s in trained]
     found = [m for m in metrics if m.is_file()]
     if not found:
@@ -96,29 +113,45 @@ def runs_from_table(table: Path) -> list[Run]:
     from specc.diagnostics.check import check_file
     from specc.plan import build_plan, plan_json
 
-    with table.open(newline="") as handle:
-        reader = csv.DictReader(handle)
-        missing = {"spec", "measured_step_s"} - set(reader.fieldnames or ())
-        if missing:
-            raise CalibrationError(f"{table}:1: missing column(s) {', '.join(sorted(missing))} "
-                                   "(columns: spec, measured_step_s, overrides)")
-        runs = []
-        for line, row in enumerate(reader, start=2):
-            where = f"{table}:{line}"
-            try:
-                measured = float(row["measured_step_s"])
-            except (TypeError, ValueError):
-                raise CalibrationError(f"{where}: measured_step_s {row['measured_step_s']!r} is not a number") from None
-            if measured <= 0:
-                raise CalibrationError(f"{where}: measured_step_s must be positive")
-            overrides = [o.strip() for o in (row.get("overrides") or "").split(";") if o.strip()]
-            result = check_file(table.parent / (row["spec"] or ""), overrides)
-            if not result.valid:
-                first = next(d for d in result.diagnostics if d.is_error)
-                raise CalibrationError(f"{where}: {row['spec']} is invalid: {first.to_text().splitlines()[0]}")
-            plan = json.loads(plan_json(build_plan(result.spec, overrides=overrides)))
-            name = row.get("name") or f"{Path(row['spec']).stem}{' ' + ' '.join(overrides) if overrides else ''}"
-            runs.append(run_from_plan(name, plan, measured))
+    try:
+        with table.open(newline="", encoding="utf-8") as handle:
+            return _table_runs(table, csv.DictReader(handle), check_file, build_plan, plan_json)
+    except UnicodeDecodeError as error:
+        raise CalibrationError(f"{table}: not UTF-8 text (byte {error.start}): is it a CSV table?") from None
+    except csv.Error as error:
+        raise CalibrationError(f"{table}: not a readable CSV table ({error})") from None
+
+
+def _table_runs(table: Path, reader: csv.DictReader, check_file, build_plan, plan_json) -> list[Run]:
+    """The rows of an open table, each checked before it is planned (`runs_from_table`)."""
+    if reader.fieldnames is None:
+        raise CalibrationError(f"{table}: empty; a table starts with the header `spec,measured_step_s,overrides`")
+    missing = {"spec", "measured_step_s"} - set(reader.fieldnames)
+    if missing:
+        raise CalibrationError(f"{table}:1: missing column(s) {', '.join(sorted(missing))} (the header has "
+                               f"{', '.join(reader.fieldnames) or 'nothing'}; a table needs spec, measured_step_s "
+                               "and optionally overrides)")
+    runs = []
+    for row in reader:
+        where = f"{table}:{reader.line_num}"
+        if None in row:
+            raise CalibrationError(f"{where}: {len(reader.fieldnames) + len(row[None])} fields, the header has "
+                                   f"{len(reader.fieldnames)} (quote a value that holds a comma)")
+        try:
+            measured = float(row["measured_step_s"])
+        except (TypeError, ValueError):
+            raise CalibrationError(f"{where}: measured_step_s {row['measured_step_s']!r} is not a number") from None
+        if not 0 < measured < math.inf:
+            raise CalibrationError(f"{where}: measured_step_s must be a positive finite number of seconds, "
+                                   f"got {row['measured_step_s']!r}")
+        overrides = [o.strip() for o in (row.get("overrides") or "").split(";") if o.strip()]
+        result = check_file(table.parent / (row["spec"] or ""), overrides)
+        if not result.valid:
+            first = next(d for d in result.diagnostics if d.is_error)
+            raise CalibrationError(f"{where}: {row['spec']} is invalid: {first.to_text().splitlines()[0]}")
+        plan = json.loads(plan_json(build_plan(result.spec, overrides=overrides)))
+        name = row.get("name") or f"{Path(row['spec']).stem}{' ' + ' '.join(overrides) if overrides else ''}"
+        runs.append(run_from_plan(name, plan, measured))
     if not runs:
         raise CalibrationError(f"{table}: no rows")
     return runs

@@ -170,6 +170,16 @@ class Hardware:
         return min(self.fast_gbps, self.slow_gbps * per_domain)
 
 
+def compute_precision(parallel, accelerator: Accelerator) -> str:
+    """The precision a spec computes in: `parallel.precision`, or under `parallel: auto` fp32 on a
+    CPU, else bf16 where the accelerator has it, else fp16."""
+    if not isinstance(parallel, str):
+        return parallel.precision
+    if accelerator.kind == "cpu":
+        return "fp32"
+    return "bf16" if accelerator.bf16 else "fp16"
+
+
 def peak_tflops(accelerator: Accelerator, precision: str) -> float:
     """Dense peak for the compute precision; fp32 training uses tf32 tensor cores where they exist."""
     peaks = accelerator.peak_tflops

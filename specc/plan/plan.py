@@ -173,11 +173,9 @@ def _workload(spec: Spec) -> Workload:
 
 
 def _default_precision(spec: Spec, work: Workload) -> str:
-    if not isinstance(spec.parallel, str):
-        return spec.parallel.precision
-    if work.accelerator.kind == "cpu":
-        return "fp32"
-    return "bf16" if work.accelerator.bf16 else "fp16"
+    from specc.plan.layout import compute_precision
+
+    return compute_precision(spec.parallel, work.accelerator)
 
 
 def _time_contract(estimate: Estimate, spec: Spec, work: Workload) -> dict:

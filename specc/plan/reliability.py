@@ -167,7 +167,7 @@ class FailureBudget:
             wanted = math.ceil(data["time_limit_restarts"] + interruptions + 3 * math.sqrt(interruptions))
             covered = (self.max_requeues + 1) * self.time_limit_s / DAY_S
             found.append({"code": "P211", "message": (
-                f"max_requeues ({self.max_requeues}) cannot cover the run: {data['wall_days']:.3g} days of expected "
+                f"max_requeues ({self.max_requeues}) cannot cover the run: {_days(data['wall_days'])} of expected "
                 f"wall time need {data['time_limit_restarts']} requeues at the {_duration(self.time_limit_s)} time "
                 f"limit plus ~{interruptions:.3g} after interruptions, but (max_requeues + 1) x time limit is "
                 f"{covered:.3g} days; set max_requeues >= {wanted} (mean + 3 sigma of the interruptions) or a "
@@ -208,6 +208,11 @@ def failure_budget(reliability: ReliabilitySpec, slurm: SlurmSpec | None, schedu
 
 def _sig(value: float, digits: int = 6) -> float:
     return float(f"{value:.{digits}g}") if value and math.isfinite(value) else 0.0
+
+
+def _days(days: float | None) -> str:
+    """`wall_days` for a message; None when the wall time overflowed (a degenerate step time)."""
+    return f"{days:.3g} days" if days is not None else "a too-long-to-compute number of days"
 
 
 def _steps(seconds: float, step_s: float) -> int:

@@ -199,7 +199,8 @@ def reliability_text(budget: dict) -> str:
     restarts = f"{budget['expected_restarts']:.3g} restarts expected"
     if budget.get("max_requeues") is not None:
         restarts += f" (max_requeues {budget['max_requeues']})"
-    return f"{text}; {restarts} over {budget['wall_days']:.3g} days"
+    wall = f"{budget['wall_days']:.3g} days" if budget.get("wall_days") is not None else "a wall time too long to compute"
+    return f"{text}; {restarts} over {wall}"
 
 
 def _params_text(count: float) -> str:

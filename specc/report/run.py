@@ -41,9 +41,11 @@ def read_jsonl(path: Path) -> list[dict]:
 
 
 def read_json(path: Path) -> dict | None:
+    """A JSON object file, or None when it is absent or damaged (not JSON, not UTF-8: the report
+    shows what it can of a run, as for a half-written metrics line)."""
     try:
-        value = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         return None
     return value if isinstance(value, dict) else None
 

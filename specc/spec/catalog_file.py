@@ -33,7 +33,7 @@ class CatalogEntry(SpecModel):
     """Which specc runtime trains on it (`specc.spec.capabilities`)."""
     peak_tflops: Annotated[dict[PEAK_KEYS, Annotated[Number, Field(gt=0)]], Field(min_length=1)]
     """Dense peak TFLOP/s per precision (`bf16: 989`)."""
-    memory_gb: Annotated[Number, Field(gt=0)]
+    memory_gb: Annotated[Number, Field(gt=0, le=100_000)]
     """HBM capacity, decimal GB as marketed."""
     memory_gib: Annotated[Number, Field(gt=0)] | None = None
     """The capacity the device reports, GiB (nvidia-smi's total; XLA's HBM limit plus its reserve): what

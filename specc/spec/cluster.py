@@ -109,7 +109,7 @@ class AcceleratorOverrides(SpecModel):
 
     name: Annotated[str, Field(min_length=1, max_length=80)] | None = None
     """A label for the plan and its messages."""
-    memory_gb: Annotated[Number, Field(gt=0)] | None = None
+    memory_gb: Annotated[Number, Field(gt=0, le=100_000)] | None = None
     """HBM capacity, decimal GB as marketed."""
     memory_bw_tbps: Annotated[Number, Field(gt=0)] | None = None
     """HBM bandwidth, TB/s."""

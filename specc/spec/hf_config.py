@@ -18,6 +18,7 @@ refused, never silently dropped.
 from __future__ import annotations
 
 import json
+import struct
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -155,15 +156,60 @@ def weight_files(directory: Path) -> list[Path]:
     if index.exists():
         try:
             files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-            return [directory / name for name in files]
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
             raise HFConfigError(f"{index} is not a safetensors index ({error})") from None
+        if not files:
+            raise HFConfigError(f"{index} maps no tensor to a file (empty weight_map)")
+        odd = [name for name in files if not isinstance(name, str) or Path(name).name != name or name in (".", "..")]
+        if odd:  # transformers writes shard names beside the index; a path would load another model's weights
+            raise HFConfigError(f"{index} names {odd[0]!r}, not a shard file beside the index")
+        return [directory / name for name in files]
     single = directory / WEIGHTS_FILE
     if single.exists():
         return [single]
     others = sorted(p.name for p in directory.glob("*.bin")) + sorted(p.name for p in directory.glob("*.safetensors"))
     found = f" (found {', '.join(others[:3])})" if others else ""
     raise HFConfigError(f"{directory} has neither {WEIGHTS_FILE} nor {WEIGHTS_INDEX}{found}")
+
+
+INTEGER_KEYS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+                "num_key_value_heads", "max_position_embeddings", "head_dim", "num_local_experts", "num_experts_per_tok")
+"""config.json keys the model's shapes come from; transformers takes them as ints."""
+SAFETENSORS_MAX_HEADER = 100_000_000
+"""The safetensors format's own limit on the JSON header (safetensors' MAX_HEADER_SIZE)."""
+
+
+def safetensors_problem(path: Path) -> str | None:
+    """Why a .safetensors file cannot be loaded (an interrupted download, another format), or None:
+    an 8-byte little-endian header length, that many bytes of JSON, and every tensor's
+    `data_offsets` inside the bytes that follow (the safetensors format, huggingface/safetensors
+    README "Format"). Reads the header only."""
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as handle:
+            prefix = handle.read(8)
+            if len(prefix) < 8:
+                return f"{path} is {size} bytes, shorter than a safetensors header"
+            length = struct.unpack("<Q", prefix)[0]
+            if length > SAFETENSORS_MAX_HEADER or 8 + length > size:
+                return f"{path}: its header claims {length} bytes but the file has {size}: truncated, or not safetensors"
+            header = json.loads(handle.read(length))
+    except OSError as error:
+        return f"{path} cannot be read ({error.strerror or error})"
+    except (ValueError, UnicodeDecodeError) as error:
+        return f"{path}: the safetensors header is not JSON ({error})"
+    if not isinstance(header, dict):
+        return f"{path}: the safetensors header is not a JSON object"
+    data = size - 8 - length
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        offsets = entry.get("data_offsets") if isinstance(entry, dict) else None
+        if not (isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(o, int) for o in offsets)):
+            return f"{path}: tensor {name!r} has no valid data_offsets"
+        if offsets[1] > data:
+            return f"{path}: tensor {name!r} ends at byte {offsets[1]} of the data, which has {data}: the file is truncated"
+    return None
 
 
 def read_hf_model(directory: Path) -> HFModel:
@@ -174,6 +220,10 @@ def read_hf_model(directory: Path) -> HFModel:
         reasons = unsupported(config)
         if reasons:
             raise HFConfigError(f"{path}: specc cannot load " + "; ".join(reasons))
+        wrong = [f"{key}: {config[key]!r}" for key in INTEGER_KEYS
+                 if key in config and (not isinstance(config[key], int) or isinstance(config[key], bool))]
+        if wrong:
+            raise HFConfigError(f"{path}: not whole numbers: {', '.join(wrong)}")
         fields = model_fields(config)
     except KeyError as error:
         raise HFConfigError(f"{path} has no {error.args[0]!r}") from None
@@ -184,11 +234,26 @@ def read_hf_model(directory: Path) -> HFModel:
     return HFModel(directory, config["model_type"], config, fields)
 
 
+def tokenizer_json_problem(path: Path) -> str | None:
+    """Why `path` is not a `tokenizers` tokenizer.json (what `Tokenizer.from_file` reads: a JSON
+    object with a `model`), or None; the stages would fail loading it after the data stage ran."""
+    try:
+        content = json.loads(path.read_bytes())
+    except (OSError, ValueError) as error:
+        return f"is not readable JSON ({error})"
+    if not isinstance(content, dict) or not isinstance(content.get("model"), dict):
+        return "is not a `tokenizers` tokenizer.json (no `model` object)"
+    return None
+
+
 def tokenizer_files(directory: Path) -> tuple[Path, dict]:
     """tokenizer.json and the parsed tokenizer_config.json ({} when absent) of a directory."""
     tokenizer = directory / "tokenizer.json"
     if not tokenizer.exists():
         raise HFConfigError(f"{directory} has no tokenizer.json (specc reads fast tokenizers only)")
+    problem = tokenizer_json_problem(tokenizer)
+    if problem:
+        raise HFConfigError(f"{tokenizer} {problem}")
     config_path = directory / "tokenizer_config.json"
     try:
         config = json.loads(config_path.read_text()) if config_path.exists() else {}

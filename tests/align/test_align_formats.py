@@ -151,3 +151,19 @@ def test_a_bad_row_stops_the_stage_with_one_located_line(run_dir, capsys):
     error = capsys.readouterr().err
     assert f"specc sft: error: {run_dir / 'sft.jsonl'}:2: no sft layout fits the columns (conversation)" in error
     assert "Traceback" not in error
+
+
+@pytest.mark.parametrize(("rows", "message"), [
+    ([{"messages": None}, {"messages": None}], "column 'messages' is null in every record read"),
+    ([{"messages": [{"role": "user"}]}], "column 'messages' is a list of objects some without a `role` or `content`"),
+    ([{"messages": []}], "column 'messages' is an empty list"),
+])
+def test_preflight_names_null_and_malformed_message_columns(tmp_path, rows, message):
+    """R281 reads the schema the stage would: a column null in every record fits no layout at run
+    time (`_rows` drops nulls), so the pre-flight says so instead of passing it."""
+    from specc.runtime.align.records import layout_problem
+    from specc.runtime.data.formats import read_schema
+
+    write_jsonl(tmp_path / "rows.jsonl", rows)
+    layout, problem = layout_problem(read_schema(tmp_path / "rows.jsonl", "jsonl", "rows.jsonl"), "sft", {})
+    assert layout is None and message in problem

@@ -70,6 +70,34 @@ def test_directory_index_follows_includes_tags_and_local_data(tmp_path):
     assert "matches nothing" in data_problem(config, root)
 
 
+def test_directory_index_survives_odd_yaml_values_and_checks_function_references(tmp_path):
+    """A scalar `tag`, non-mapping `dataset_kwargs` or non-path `data_dir` is a finding, not a
+    crash; a `!function` whose module file is missing or lacks the function is an unreadable YAML
+    (lm-eval 0.4.13 fails resolving it), one the local utils.py defines passes."""
+    root = tmp_path / "tasks"
+    root.mkdir()
+    (root / "tagged.yaml").write_text("task: tagged\ntag: 5\n")
+    (root / "kwargs.yaml").write_text("task: kwargs\ndataset_path: json\ndataset_kwargs: [1]\n")
+    (root / "datadir.yaml").write_text("task: datadir\ndataset_path: json\ndataset_kwargs: {data_dir: 5, data_files: x}\n")
+    (root / "fn.yaml").write_text("task: fn\nprocess_docs: !function utils.process_docs\n")
+    (root / "nofn.yaml").write_text("task: nofn\nprocess_docs: !function utils.missing\n")
+    (root / "nomod.yaml").write_text("task: nomod\nprocess_docs: !function not_a_module_here.f\n")
+    (root / "utils.py").write_text("import json\n\ndef process_docs(docs):\n    return docs\n")
+    levels = ['a: &a ["x", "x", "x", "x", "x", "x", "x", "x", "x", "x"]'] + [
+        f"{b}: &{b} [{', '.join([f'*{a}'] * 10)}]" for a, b in zip("abcdefgh", "bcdefghi")]
+    (root / "aliases.yaml").write_text("\n".join(levels) + "\ntask: aliases\nself: &s [1, *s]\n")  # 10^9 leaves
+
+    directory = read_task_directory(root)
+    assert directory.tags == {"5": ["tagged"]}
+    assert "keyword arguments" in data_problem(directory.tasks["kwargs"][1], root)
+    assert "not a path" in data_problem(directory.tasks["datadir"][1], root)
+    assert "fn" in directory.tasks and "nofn" not in directory.tasks and "nomod" not in directory.tasks
+    assert "aliases" in directory.tasks  # walked once per shared node, not per expanded leaf
+    problems = "\n".join(directory.problems)
+    assert "utils.py defines no `missing`" in problems
+    assert "no not_a_module_here.py next to the YAML" in problems
+
+
 def _run(run_dir: Path, evaluation: dict) -> dict:
     from specc.runtime.evaluate.stage import run as run_eval
 

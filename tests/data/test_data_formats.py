@@ -62,6 +62,13 @@ def test_arrow_ipc_file_format_reads_too(tmp_path):
     assert _texts(tmp_path, path="t.arrow") == TEXTS[:3]
 
 
+def _damaged_state(directory, state: dict) -> None:
+    """A save_to_disk directory whose state.json was damaged or hand-written."""
+    directory.mkdir()
+    (directory / "state.json").write_text(json.dumps(state))
+    (directory / "dataset_info.json").write_text("{}")
+
+
 @pytest.mark.parametrize(("setup", "path", "message"), [
     (lambda d: write_saved_dataset(d / "s", {"content": ["a"]}), "s", r"no column 'text' \(columns: content\)"),
     (lambda d: pq.write_table(pa.table({"text": [1, 2]}), d / "n.parquet"), "n.parquet",
@@ -69,6 +76,13 @@ def test_arrow_ipc_file_format_reads_too(tmp_path):
     (lambda d: (d / "bad.arrow").write_bytes(b"ARROW1 but not really"), "bad.arrow", "bad.arrow: not an Arrow IPC"),
     (lambda d: (d / "empty").mkdir(), "empty", "directory 'empty' holds no jsonl, parquet or .arrow files"),
     (lambda d: write_dataset_dict(d / "dd", {"test": {"text": ["a"]}}), "dd", "splits test and no `train`"),
+    (lambda d: _damaged_state(d / "s", {"_data_files": 5}), "s", "`_data_files` is 5, not a list"),
+    (lambda d: _damaged_state(d / "s", {"_data_files": [{"filename": "../../secret.jsonl"}]}), "s",
+     "names '../../secret.jsonl', not a file name in the dataset's directory"),
+    (lambda d: _damaged_state(d / "s", {"_data_files": [{"filename": 7}]}), "s", "names 7, not a file name"),
+    (lambda d: (d / "dd").mkdir() or (d / "dd" / "dataset_dict.json").write_text('{"splits": 5}'), "dd",
+     "`splits` is 5, not a list of split names"),
+    (lambda d: (d / "c.jsonl.zst").write_bytes(b"\x28\xb5\x2f\xfd" + bytes(range(40))), "c.jsonl.zst", "cannot read"),
 ])
 def test_bad_inputs_give_located_messages(tmp_path, setup, path, message):
     setup(tmp_path)

@@ -61,6 +61,28 @@ def test_export_command_reports_mistakes(tmp_path, capsys):
     assert "neither a model directory (config.json) nor a training checkpoint" in capsys.readouterr().err
 
 
+def test_export_refuses_damaged_inputs_before_writing(tmp_path, capsys):
+    """A config.json that is JSON but not a ModelSpec, and a --tokenizer that is not a tokenizer.json,
+    are one-line errors (exit 1) and nothing is written."""
+    from specc.cli import main
+    from specc.runtime.infer.weights import save_model
+    from specc.runtime.train.model import build_model
+    from specc.spec.model import ModelSpec
+
+    final = tmp_path / "run" / "pretrain" / "final"
+    spec = ModelSpec(num_layers=1, hidden_size=32, num_heads=2, ffn_hidden_size=64, vocab_size=384, max_seq_len=64)
+    save_model(build_model(spec, seed=0), final)
+    (tmp_path / "tok.json").write_bytes(b"\x89PNG\r\n")
+    out = tmp_path / "out.gguf"
+    assert main(["export", str(final), str(out), "--format", "gguf", "--tokenizer", str(tmp_path / "tok.json")]) == 1
+    assert "tok.json is not readable JSON" in capsys.readouterr().err
+    (final / "config.json").write_text("[1]")
+    (tmp_path / "tok.json").write_text('{"model": {"type": "BPE"}}')
+    assert main(["export", str(final), str(out), "--format", "gguf", "--tokenizer", str(tmp_path / "tok.json")]) == 1
+    assert "config.json: (top level): Input should be a valid dictionary" in capsys.readouterr().err
+    assert not out.exists()
+
+
 def sft_rows(path):
     rows = [{"messages": [{"role": "user", "content": f"What is {a} plus {b}?"},
                           {"role": "assistant", "content": f"The answer is {a + b}."}]} for a in range(4) for b in range(3)]

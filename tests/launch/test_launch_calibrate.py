@@ -80,10 +80,15 @@ def test_fit_recovers_known_scales():
     ("spec,overrides\nx.yaml,\n", "missing column(s) measured_step_s"),
     ("spec,measured_step_s\nnope.yaml,abc\n", ":2: measured_step_s 'abc' is not a number"),
     ("spec,measured_step_s\nnope.yaml,1.5\n", ":2: nope.yaml is invalid"),
+    ("spec,measured_step_s\nnope.yaml,nan\n", ":2: measured_step_s must be a positive finite number"),
+    ("spec,measured_step_s\nnope.yaml,inf\n", ":2: measured_step_s must be a positive finite number"),
+    ("spec,measured_step_s\nnope.yaml,1.5,extra\n", ":2: 3 fields, the header has 2"),
+    ("", "t.csv: empty; a table starts with the header"),
+    (b"\x82\xff\x00binary", "t.csv: not UTF-8 text"),
 ])
 def test_bad_tables_are_located_errors(tmp_path, capsys, content, message):
     table = tmp_path / "t.csv"
-    table.write_text(content)
+    table.write_bytes(content if isinstance(content, bytes) else content.encode())
     assert main(["calibrate", str(table)]) == 1
     assert message in capsys.readouterr().err
 
@@ -94,6 +99,36 @@ def test_a_bundle_that_never_ran_is_refused(tmp_path, capsys):
     bundle = emit(TINY, tmp_path, FAST_TRAINING)
     assert main(["calibrate", str(bundle)]) == 1
     assert "has not run" in capsys.readouterr().err
+
+
+def test_a_damaged_bundle_or_unusable_measurements_are_errors_not_tracebacks(tmp_path, capsys):
+    """plan.json and manifest.json are read back through specc.launch.readback (B-codes); a
+    metrics.jsonl whose step_s are NaN/Infinity and a plan whose breakdown is not seconds are
+    refused before the fit divides by them."""
+    from launch_helpers import FAST_TRAINING, TINY, emit
+
+    from specc.launch.launcher import read_stages
+
+    bundle = emit(TINY, tmp_path, FAST_TRAINING)
+    stage = next(s for s in read_stages(bundle) if s.config["stage"] == "pretrain")
+    stage.outputs(bundle).mkdir(parents=True, exist_ok=True)
+    metrics = stage.outputs(bundle) / "metrics.jsonl"
+    metrics.write_text('{"step": 1, "step_s": NaN}\n{"step": 2, "step_s": Infinity}\n')
+    assert main(["calibrate", str(bundle)]) == 1
+    assert "no measured step_s" in capsys.readouterr().err
+    metrics.write_text('{"step": 1, "step_s": 1.0}\n{"step": 2, "step_s": 1.2}\n')
+    plan = json.loads((bundle / "plan.json").read_text())
+    plan["time"]["breakdown_s"] = {"compute": "fast"}
+    (bundle / "plan.json").write_text(json.dumps(plan))
+    assert main(["calibrate", str(bundle)]) == 1
+    assert "time.breakdown_s holds compute: 'fast', not finite seconds" in capsys.readouterr().err
+    (bundle / "plan.json").write_text("{truncated")
+    assert main(["calibrate", str(bundle)]) == 1
+    assert "plan.json: not valid JSON" in capsys.readouterr().err
+    (bundle / "manifest.json").unlink()
+    (bundle / "plan.json").write_text(json.dumps(plan))
+    assert main(["calibrate", str(bundle)]) == 1
+    assert "manifest.json: missing [B001]" in capsys.readouterr().err
 
 
 def _train_pretrain_stage(bundle, shards) -> None:

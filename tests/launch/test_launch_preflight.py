@@ -63,6 +63,7 @@ def test_validate_checks_relative_inputs_unless_told_not_to(tmp_path, capsys):
 
 @pytest.mark.parametrize("override, make, needle", [
     ("+tokenizer.path={dir}", None, "R202:tokenizer file '{dir}' is not a regular file"),
+    ("+tokenizer.path={dir}/tok.json", "tok.json:<html>404</html>", "R202:tok.json' is not readable JSON"),
     ("alignment.0.chat_template={dir}/chat.jinja", "chat.jinja:{{% for m in messages %}}{{{{ m.content }}}}"
      "{{% endfor %}}", None),
     ("alignment.0.chat_template={dir}/chat.jinja", "chat.jinja:{{{{ messages", "R204:does not parse"),
@@ -73,7 +74,7 @@ def test_validate_checks_relative_inputs_unless_told_not_to(tmp_path, capsys):
     ("eval.tasks.0.path={dir}/*.jsonl", None, "R206:no file matches"),
     ("deploy.targets.2.speculative.draft={dir}/draft", None, "R207:'{dir}/draft' is neither an earlier stage "
                                                              "nor an existing directory"),
-], ids=["tokenizer-is-a-directory", "template-parses", "template-syntax", "init-from-a-file", "init-from-a-directory",
+], ids=["tokenizer-is-a-directory", "tokenizer-not-json", "template-parses", "template-syntax", "init-from-a-file", "init-from-a-directory",
         "glob-matches-only-directories", "recursive-glob", "eval-glob-empty", "absolute-draft-missing"])
 def test_each_input_kind_is_resolved_as_its_stage_resolves_it(tmp_path, override, make, needle):
     if make:
@@ -90,6 +91,14 @@ def test_each_input_kind_is_resolved_as_its_stage_resolves_it(tmp_path, override
         return
     code, _, text = needle.format(dir=tmp_path).partition(":")
     assert [d.code for d in found] == [code] and text in found[0].message, [d.to_text() for d in found]
+
+
+def test_a_corpus_symlink_that_loops_is_named_as_one(tmp_path):
+    """`a.jsonl -> b.jsonl -> a.jsonl` (or a link to nothing) matched nothing and said so; it is a link."""
+    (tmp_path / "a.jsonl").symlink_to(tmp_path / "b.jsonl")
+    (tmp_path / "b.jsonl").symlink_to(tmp_path / "a.jsonl")
+    found = _preflight(TINY, [f"corpus.sources.0={{type: files, name: loop, path: '{tmp_path}/a.jsonl', weight: 0.5}}"])
+    assert [d.code for d in found] == ["R200"] and "is a symlink that leads to nothing" in found[0].message
 
 
 def test_pre_flight_rules_are_documented_with_examples(capsys):

@@ -240,3 +240,19 @@ def test_wait_for_lock_gives_up_after_its_limit_naming_the_holder(bundle, capsys
     assert sorted(p.name for p in (bundle / STATE_DIR).iterdir()) == []  # nothing launched, lock released
     code, _, err = _run(capsys, "launch", str(bundle), "--wait-for-lock", "-1")
     assert code == 1 and "--wait-for-lock takes a number of seconds" in err
+
+
+def test_a_bundle_file_overwritten_with_binary_is_one_line_for_launch(bundle, capsys):
+    """verify_manifest hashed `read_text()`: a plan.json overwritten with non-UTF-8 bytes was a
+    UnicodeDecodeError traceback; it is a located refusal and nothing runs."""
+    (bundle / "plan.json").write_bytes(b"\x81\xff\x00not text")
+    code, _, err = _run(capsys, "launch", str(bundle), "--dry-run")
+    assert code == 1 and "plan.json cannot be read as the UTF-8 text specc wrote" in err and "Traceback" not in err, err
+
+
+def test_a_bundle_file_replaced_by_a_device_link_is_named_as_such(bundle, capsys):
+    config = bundle / "stages" / "01-data" / "config.json"
+    config.unlink()
+    config.symlink_to("/dev/null")
+    code, _, err = _run(capsys, "launch", str(bundle), "--dry-run")
+    assert code == 1 and "01-data/config.json is not a regular file" in err, err

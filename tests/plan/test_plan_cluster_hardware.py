@@ -48,3 +48,15 @@ def test_network_and_overrides_are_validated_with_locations(capsys):
     text = err.out + err.err
     assert "R252" in text and "cluster.network.fast_domain_devices" in text
     assert main(["validate", SPEC, "--set", "+cluster.accelerator_overrides.peak_tflops.int4=5"]) == 1
+
+
+def test_degenerate_figures_are_refused_or_printed_without_a_crash(capsys):
+    """memory_gb of 1e308 overflowed the plan's byte counts to inf (a NaN memory bar, `Infinity`
+    in plan.json): the schema bounds it. A 1e-300 GB/s network is a legal number whose wall time
+    overflows: the plan prints that instead of failing on `wall_days: None`."""
+    assert main(["validate", SPEC, "--set", "+cluster.accelerator_overrides.memory_gb=1e308"]) == 1
+    text = "".join(capsys.readouterr())
+    assert "S006" in text and "cluster.accelerator_overrides.memory_gb: must be at most 100000" in text
+    assert main(["plan", SPEC, "--set", "+cluster.network.intra_node_gbps=1e-300",
+                 "--set", "+cluster.network.inter_node_gbps=1e-300"]) == 0
+    assert "a wall time too long to compute" in " ".join(capsys.readouterr().out.split())

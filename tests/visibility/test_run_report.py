@@ -124,3 +124,15 @@ def test_the_report_leaves_the_bundle_as_emitted(tiny_run):
                             text=True, cwd=ROOT, timeout=600)
     assert result.returncode == 0 and f"bundle: {bundle} (unchanged, reused)" in result.stdout, result.stderr
     assert "03-pretrain: skipped" in result.stdout
+
+
+def test_damaged_json_files_are_skipped_not_a_traceback(tmp_path):
+    """A plan.json or jobs/launch.json overwritten with non-UTF-8 bytes was a UnicodeDecodeError
+    in `specc report`; like a half-written metrics line, the report leaves it out."""
+    from specc.report.run import read_json
+
+    (tmp_path / "binary.json").write_bytes(b"\x81\xff{}")
+    (tmp_path / "truncated.json").write_text('{"stages": [')
+    (tmp_path / "good.json").write_text('{"stages": []}')
+    assert read_json(tmp_path / "binary.json") is None and read_json(tmp_path / "truncated.json") is None
+    assert read_json(tmp_path / "good.json") == {"stages": []}

@@ -25,8 +25,8 @@ from pathlib import Path
 from specc.diagnostics.diagnostic import Diagnostic, format_path
 from specc.diagnostics.rules.base import Finding
 from specc.spec.hf_config import (HF_NAMES, MOE_TRAINING_CHOICES, TRAINING_CHOICES, HFConfigError, HFModel,
-                                  chat_template, looks_like_hub_id, read_hf_model, token_text, tokenizer_files,
-                                  weight_files)
+                                  chat_template, looks_like_hub_id, read_hf_model, safetensors_problem, token_text,
+                                  tokenizer_files, weight_files)
 from specc.spec.loader import SourceMap
 
 WHERE = ("model", "init_from")
@@ -99,6 +99,12 @@ def init_from_has_weights(source: InitFrom) -> Iterator[Finding]:
     if missing:
         yield Finding(WHERE, f"{source.directory}: the weights index names missing files {', '.join(missing[:3])}",
                       "the download was incomplete: run it again")
+        return
+    for path in weight_files(source.directory):
+        problem = safetensors_problem(path)
+        if problem:
+            yield Finding(WHERE, problem, "the download was incomplete or the file is not safetensors: download it again")
+            return
 
 
 def init_from_has_a_tokenizer(source: InitFrom) -> Iterator[Finding]:

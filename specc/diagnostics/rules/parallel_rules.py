@@ -194,24 +194,45 @@ def tp_within_node(spec: Spec) -> Iterator[Finding]:
                       f"keep tp <= {per_node} and scale with pp or dp instead", "warning")
 
 
+def _peak_key(precision: str) -> str:
+    """The catalog peak a precision computes at (fp32 training runs on tf32 tensor cores)."""
+    return "tf32" if precision == "fp32" else precision
+
+
 def precision_supported(spec: Spec) -> Iterator[Finding]:
     """specc's runtime must train in the compute precision on the cluster's accelerator
     (`specc.spec.capabilities`): V100s have no bf16; fp8 needs fp8 tensor cores (H100, H200,
     B200, MI300X; not A100, V100 or a CPU); the TPU runtime trains in bf16 or fp32 only.
 
-    passes: `precision: fp8` on h100-sxm      fails: `precision: fp8` on a100-80gb
+    A user catalog entry must also give a peak for the precision (or one the planner falls back to).
+
+    passes: `precision: fp8` on h100-sxm      fails: `precision: fp8` on a100-80gb; `precision: fp32` on
+            a catalog entry with only `peak_tflops: {fp8: ...}`
     """
+    from specc.plan.layout import compute_precision, peak_tflops  # the planner's own defaults and fallbacks
     from specc.spec.capabilities import capabilities_for
 
     parallel = _explicit(spec)
     catalog = load_catalog()
     accelerator = catalog.get(spec.cluster.accelerator)
-    if parallel is None or accelerator is None:
+    if accelerator is None:
         return
     capabilities = capabilities_for(accelerator)
-    precision = parallel.precision
-    if precision in capabilities.precisions:
+    precision = compute_precision(spec.parallel, accelerator)
+    if parallel is not None and precision not in capabilities.precisions:
+        yield _unsupported_precision(accelerator, capabilities, precision, catalog)
         return
+    if peak_tflops(accelerator, precision) <= 0:  # a user catalog entry (cluster.catalog) without one
+        yield Finding(("parallel", "precision") if parallel is not None else ("cluster", "accelerator"),
+                      f"the catalog entry {accelerator.id!r} gives no peak TFLOP/s the planner can use for "
+                      f"precision: {precision} (it has {', '.join(sorted(accelerator.peak_tflops)) or 'none'})",
+                      f"add `peak_tflops: {{{_peak_key(precision)}: ...}}` to the entry, or use a precision it gives")
+
+
+def _unsupported_precision(accelerator, capabilities, precision: str, catalog) -> Finding:
+    """R118 for a precision specc's runtime does not train in on this accelerator."""
+    from specc.spec.capabilities import capabilities_for
+
     if precision == "bf16" and not accelerator.bf16:
         reason = f"{accelerator.name} has no bf16 support"
     elif precision == "fp8" and not accelerator.fp8:
@@ -225,7 +246,7 @@ def precision_supported(spec: Spec) -> Iterator[Finding]:
     if precision == "fp8":
         fp8_targets = [a.id for a in catalog.values() if "fp8" in capabilities_for(a).precisions]
         hint += f"; fp8 training runs on {', '.join(fp8_targets)}"
-    yield Finding(("parallel", "precision"), reason, hint)
+    return Finding(("parallel", "precision"), reason, hint)
 
 
 def loss_runs_on_target(spec: Spec) -> Iterator[Finding]:

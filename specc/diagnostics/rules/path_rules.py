@@ -73,6 +73,9 @@ def _data_glob_problem(raw: str, inputs: InputFiles) -> tuple[str, str] | None:
     except DataError as error:
         if Path(inputs.resolve(raw)).is_dir():  # a directory without record files, or a bad saved dataset
             return str(error), "name a directory of jsonl, parquet or .arrow files, or a `save_to_disk` directory"
+        if os.path.islink(inputs.resolve(raw)):
+            return (f"{raw!r} is a symlink that leads to nothing (broken, or a loop)",
+                    "point the link at the data, or name the data itself")
         return (f"no file matches {raw!r} ({inputs.where(raw)})",
                 f"fix the path or glob (`**` matches subdirectories); {SKIP_HINT}")
     unreadable = _unreadable(files)
@@ -145,14 +148,23 @@ def filter_files_exist(spec: Spec, inputs: InputFiles) -> Iterator[Finding]:
 
 
 def tokenizer_file_exists(spec: Spec, inputs: InputFiles) -> Iterator[Finding]:
-    """`tokenizer.path` names a readable file (the tokenize, alignment, eval and deploy stages load it).
+    """`tokenizer.path` names a readable tokenizer.json (the tokenize, alignment, eval and deploy stages load it).
 
     passes: `tokenizer: {path: tok/tokenizer.json}` with that file present
-    fails:  `tokenizer: {path: tok/missing.json}`
+    fails:  `tokenizer: {path: tok/missing.json}`; a file that is not a `tokenizers` JSON
     """
     raw = spec.tokenizer.path
-    if raw and inputs.in_scope(raw):
-        yield from _finding(("tokenizer", "path"), _file_problem(raw, inputs, "tokenizer file"))
+    if not raw or not inputs.in_scope(raw):
+        return
+    problem = _file_problem(raw, inputs, "tokenizer file")
+    if problem is None:
+        from specc.spec.hf_config import tokenizer_json_problem
+
+        content = tokenizer_json_problem(Path(inputs.resolve(raw)))
+        if content:
+            problem = (f"tokenizer file {raw!r} {content}",
+                       "name a tokenizer.json written by `tokenizers` (`Tokenizer.save`, `save_pretrained`)")
+    yield from _finding(("tokenizer", "path"), problem)
 
 
 def alignment_data_exists(spec: Spec, inputs: InputFiles) -> Iterator[Finding]:

@@ -58,14 +58,21 @@ def data_files(raw: str, base: Path, what: str) -> list[tuple[Path, str]]:
 def layout_problem(fields: dict[str, str], kind: str, rename: dict[str, str]) -> tuple[tuple[str, ...] | None, str | None]:
     """(the layout these columns fit, None) or (None, why not); `fields` as `formats.read_schema` gives them."""
     column = {name: rename.get(name, name) for layout in LAYOUTS[kind] for name in layout}
-    layout = next((lay for lay in LAYOUTS[kind] if all(column[n] in fields for n in lay)), None)
+    present = {key: found for key, found in fields.items() if found != "null"}
+    layout = next((lay for lay in LAYOUTS[kind] if all(column[n] in present for n in lay)), None)
     if layout is None:
+        # `_rows` drops null values before choosing a layout: a column null in every record read
+        # fits no layout there, so it is named here rather than passed
+        nulls = next((lay for lay in LAYOUTS[kind] if all(column[n] in fields for n in lay)), None)
+        if nulls is not None:
+            empty = ", ".join(repr(column[n]) for n in nulls if fields[column[n]] == "null")
+            return None, f"column {empty} is null in every record read; the stage needs a value in each row"
         wanted = " or ".join("+".join(f"`{column[n]}`" for n in lay) for lay in LAYOUTS[kind])
         return None, f"no {kind} layout fits the columns ({', '.join(sorted(fields)) or 'none'}): needs {wanted}"
     for name in layout:
         allowed = TYPES.get(name, (STRING, MESSAGES))
         found = fields[column[name]]
-        if found not in allowed and found != "null":
+        if found not in allowed:
             shown = " or ".join("a string" if a == STRING else "a list of {role, content} messages" for a in allowed)
             return None, f"column {column[name]!r} is {found}, expected {shown}"
     return layout, None

@@ -62,6 +62,8 @@ def resolve_glob(pattern: str, spec_dir: Path, what: str) -> list[Path]:
         return directory_files(Path(full), pattern)
     files = sorted(Path(p) for p in glob.glob(full, recursive=True) if os.path.isfile(p))
     if not files:
+        if os.path.islink(full) and not os.path.exists(full):
+            raise DataError(f"{what}: {pattern!r} is a symlink that leads to nothing (broken, or a loop)")
         raise DataError(f"{what}: no files match {pattern!r} (looked for {full})")
     return files
 
@@ -70,13 +72,16 @@ def directory_files(directory: Path, raw: str) -> list[Path]:
     """The record files of a `save_to_disk` directory (in its own order), or of any directory."""
     if (directory / "dataset_dict.json").is_file():
         splits = _json(directory / "dataset_dict.json").get("splits", [])
+        if not isinstance(splits, list) or not all(isinstance(split, str) for split in splits):
+            raise DataError(f"{directory / 'dataset_dict.json'}: `splits` is {splits!r}, not a list of split names "
+                            "(as `DatasetDict.save_to_disk` writes)")
         if "train" not in splits:
             raise DataError(f"{raw!r} is a DatasetDict with splits {', '.join(splits) or 'none'} and no `train`; "
                             f"name a split's directory, e.g. {raw.rstrip('/')}/{splits[0] if splits else 'train'}")
         return directory_files(directory / "train", f"{raw.rstrip('/')}/train")
     if (directory / "state.json").is_file():
-        names = [entry.get("filename") for entry in _json(directory / "state.json").get("_data_files", [])]
-        files = [directory / name for name in names if name]
+        names = _saved_file_names(directory / "state.json")
+        files = [directory / name for name in names]
         missing = [f.name for f in files if not f.is_file()]
         if not files or missing:
             raise DataError(f"{raw!r}: state.json of this saved dataset lists "
@@ -87,6 +92,24 @@ def directory_files(directory: Path, raw: str) -> list[Path]:
     if not files:
         raise DataError(f"directory {raw!r} holds no jsonl, parquet or .arrow files")
     return files
+
+
+def _saved_file_names(state: Path) -> list[str]:
+    """The data files a `save_to_disk` state.json lists (`_data_files: [{filename}]`): plain names
+    inside the dataset's directory, as `datasets` writes them; anything else is a damaged or
+    hand-made state.json, refused rather than followed outside the directory."""
+    entries = _json(state).get("_data_files", [])
+    if not isinstance(entries, list):
+        raise DataError(f"{state}: `_data_files` is {entries!r}, not a list of {{filename: ...}} entries")
+    names = []
+    for entry in entries:
+        name = entry.get("filename") if isinstance(entry, dict) else None
+        if name is None:
+            continue
+        if not isinstance(name, str) or not name or Path(name).name != name or name in (".", ".."):
+            raise DataError(f"{state}: `_data_files` names {name!r}, not a file name in the dataset's directory")
+        names.append(name)
+    return names
 
 
 def _json(path: Path) -> dict:
@@ -142,8 +165,20 @@ def _jsonl_records(path: Path, shown: str, limit: int | None) -> Iterator[tuple[
                 seen += 1
                 if limit is not None and seen >= limit:
                     return
-    except (OSError, EOFError, UnicodeDecodeError) as error:
+    except (OSError, EOFError, UnicodeDecodeError, *_decompression_errors()) as error:
         raise DataError(f"{shown}: cannot read ({error})") from None
+
+
+def _decompression_errors() -> tuple[type[Exception], ...]:
+    """What a corrupt .gz (a bad deflate stream: zlib.error) or .zst (ZstdError) raises mid-read;
+    neither is an OSError."""
+    import zlib
+
+    try:
+        import zstandard
+    except ImportError:
+        return (zlib.error,)
+    return (zlib.error, zstandard.ZstdError)
 
 
 def _table_records(path: Path, kind: str, shown: str, limit: int | None) -> Iterator[tuple[str, object]]:
@@ -239,6 +274,10 @@ def value_type(value: object) -> str:
     if isinstance(value, list) and value and all(isinstance(m, dict) and "role" in m and "content" in m
                                                  for m in value):
         return MESSAGES
+    if isinstance(value, list) and not value:
+        return "an empty list"
+    if isinstance(value, list) and all(isinstance(m, dict) for m in value):
+        return "a list of objects some without a `role` or `content`"
     return {list: "list", dict: "object", bool: "bool", int: "int", float: "float"}.get(type(value), type(value).__name__)
 
 

@@ -16,10 +16,9 @@ the export's tokenizer. `--format gguf` writes one GGUF file for llama.cpp inste
 from __future__ import annotations
 
 import copy
-import json
 from pathlib import Path
 
-from specc.spec.hf_config import is_hf_directory, token_text, tokenizer_files
+from specc.spec.hf_config import is_hf_directory, token_text, tokenizer_files, tokenizer_json_problem
 
 
 class ExportError(ValueError):
@@ -37,14 +36,13 @@ def run_dir_of(checkpoint: Path) -> Path | None:
 
 def model_spec_for(checkpoint: Path, model: Path | None):
     """The ModelSpec of a DCP training checkpoint: `--model`, else the stage's or pretrain's final/."""
-    from specc.runtime.infer.weights import model_spec_from_dir
-    from specc.spec.model import ModelSpec
+    from specc.runtime.infer.weights import model_spec_from_dir, model_spec_from_file
 
     candidates = [model] if model else [checkpoint.parent.parent / "final",
                                         *([run_dir_of(checkpoint) / "pretrain" / "final"] if run_dir_of(checkpoint) else [])]
     for candidate in candidates:
         if candidate.is_file():
-            return ModelSpec.model_validate(json.loads(candidate.read_text()))
+            return model_spec_from_file(candidate)
         if (candidate / "config.json").exists():
             if is_hf_directory(candidate):
                 from specc.runtime.hf.load import hf_model_spec
@@ -80,6 +78,11 @@ def load_any(checkpoint: Path, model: Path | None):
 def tokenizer_for(checkpoint: Path, tokenizer: Path | None) -> tuple[Path, dict]:
     """(tokenizer.json, tokenizer_config.json contents) for the export."""
     if tokenizer is not None:
+        if not tokenizer.is_file():
+            raise ExportError(f"--tokenizer {tokenizer}: no such file")
+        problem = tokenizer_json_problem(tokenizer)
+        if problem:  # checked before the model loads and anything is written
+            raise ExportError(f"--tokenizer {tokenizer} {problem}")
         return tokenizer, {}
     if is_hf_directory(checkpoint):
         return tokenizer_files(checkpoint)
@@ -139,6 +142,9 @@ def export_command(checkpoint: Path, out: Path, tokenizer: Path | None, chat_tem
 
     if not checkpoint.is_dir():
         raise ExportError(f"no directory {checkpoint}")
+    if not (checkpoint / "checkpoint.json").exists() and not (checkpoint / "config.json").exists():
+        raise ExportError(f"{checkpoint} is neither a model directory (config.json) nor a training checkpoint "
+                          "(checkpoint.json)")
     tokenizer_json, tokenizer_config = tokenizer_for(checkpoint, tokenizer)
     eos = eos_token or token_text(tokenizer_config.get("eos_token")) or "<|endoftext|>"
     pad = pad_token or token_text(tokenizer_config.get("pad_token")) or "<|pad|>"

@@ -30,7 +30,22 @@ WEIGHTS = "model.safetensors"
 
 
 def model_spec_from_dir(directory: Path) -> ModelSpec:
-    return ModelSpec.model_validate(read_json(directory / "config.json", "model config"))
+    return model_spec_from_file(directory / "config.json")
+
+
+def model_spec_from_file(path: Path) -> ModelSpec:
+    """A ModelSpec config.json, checked: a damaged or hand-edited one is a StageError naming the
+    file and the first wrong key, not a pydantic traceback."""
+    from pydantic import ValidationError
+
+    data = read_json(path, "model config")
+    try:
+        return ModelSpec.model_validate(data)
+    except ValidationError as error:
+        first = error.errors()[0]
+        key = ".".join(str(part) for part in first["loc"]) or "(top level)"
+        raise StageError(f"model config {path}: {key}: {first['msg']} ({error.error_count()} problem(s)); "
+                         "it is not the config.json specc wrote for this model") from None
 
 
 def load_model(directory: Path, device: str | torch.device = "cpu") -> Transformer:

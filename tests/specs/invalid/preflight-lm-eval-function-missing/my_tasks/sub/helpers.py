@@ -1,0 +1,2 @@
+def process_docs(docs):
+    return docs
