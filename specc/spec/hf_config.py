@@ -175,6 +175,9 @@ def weight_files(directory: Path) -> list[Path]:
 INTEGER_KEYS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
                 "num_key_value_heads", "max_position_embeddings", "head_dim", "num_local_experts", "num_experts_per_tok")
 """config.json keys the model's shapes come from; transformers takes them as ints."""
+NULLABLE_KEYS = ("num_key_value_heads", "head_dim")
+"""Of INTEGER_KEYS, those transformers writes as null to mean its default (all heads for K/V,
+hidden_size // num_attention_heads), e.g. Mixtral's `head_dim: null`."""
 SAFETENSORS_MAX_HEADER = 100_000_000
 """The safetensors format's own limit on the JSON header (safetensors' MAX_HEADER_SIZE)."""
 
@@ -221,7 +224,8 @@ def read_hf_model(directory: Path) -> HFModel:
         if reasons:
             raise HFConfigError(f"{path}: specc cannot load " + "; ".join(reasons))
         wrong = [f"{key}: {config[key]!r}" for key in INTEGER_KEYS
-                 if key in config and (not isinstance(config[key], int) or isinstance(config[key], bool))]
+                 if key in config and not (config[key] is None and key in NULLABLE_KEYS)
+                 and (not isinstance(config[key], int) or isinstance(config[key], bool))]
         if wrong:
             raise HFConfigError(f"{path}: not whole numbers: {', '.join(wrong)}")
         fields = model_fields(config)

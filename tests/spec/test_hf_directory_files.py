@@ -55,3 +55,18 @@ def test_tokenizer_json_and_config_values_are_read_not_trusted(tmp_path):
                                                       "num_hidden_layers": "two", "num_attention_heads": 4}))
     with pytest.raises(HFConfigError, match="not whole numbers: hidden_size: None, num_hidden_layers: 'two'"):
         read_hf_model(tmp_path)
+
+
+def test_null_head_dim_and_kv_heads_mean_transformers_defaults(tmp_path):
+    """transformers writes `head_dim: null` (Mixtral) and may write `num_key_value_heads: null`:
+    its defaults (hidden // heads, all heads), not a wrong value."""
+    config = {"model_type": "llama", "architectures": ["LlamaForCausalLM"], "vocab_size": 320, "hidden_size": 64,
+              "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
+              "num_key_value_heads": None, "head_dim": None, "max_position_embeddings": 128}
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    try:
+        fields = read_hf_model(tmp_path).fields
+    except HFConfigError as error:  # later checks (weights, tokenizer) may refuse the bare directory
+        assert "not whole numbers" not in str(error), error
+        return
+    assert fields["head_dim"] == 16 and fields["num_kv_heads"] == 4
