@@ -5,7 +5,7 @@ specc's own model (`Transformer`, a small body under a large vocabulary so that 
 `cross_entropy` in fp32) and `chunked` (specc/runtime/train/loss.py). Peak memory is torch's MemTracker
 over real tensors (every tensor the step allocates, parameters and gradients included); time is the
 median over `--repeats` steps after one warm-up, printed with the chunked/full ratio. The planner's
-loss working set for the same layout (`specc.plan.memory.logits_memory`) is printed beside the
+loss working set for the same layout (`specc.plan.loss_memory.logits_memory`) is printed beside the
 measured difference. Imports torch; `specc plan` does not.
 
 Run: .venv/bin/python benchmarks/chunked_loss.py [--vocab 32000] [--seq 2048] [--precision fp32|bf16]
@@ -26,7 +26,7 @@ import torch  # noqa: E402
 from torch.distributed._tools.mem_tracker import MemTracker  # noqa: E402
 
 from specc.plan.layout import Layout  # noqa: E402
-from specc.plan.memory import logits_memory  # noqa: E402
+from specc.plan.loss_memory import logits_memory  # noqa: E402
 from specc.runtime.train.loop import next_token_loss  # noqa: E402
 from specc.runtime.train.model import build_model  # noqa: E402
 from specc.spec.model import ModelSpec  # noqa: E402

@@ -42,7 +42,8 @@ from torch.testing._internal.distributed.fake_pg import FakeStore  # noqa: E402
 
 from specc.catalog import load_catalog  # noqa: E402
 from specc.plan.layout import Layout, hardware_for  # noqa: E402
-from specc.plan.memory import activation_bytes_per_layer, compute_element_bytes, pipeline_stage_memory  # noqa: E402
+from specc.plan.layout import compute_element_bytes  # noqa: E402
+from specc.plan.memory import activation_bytes_per_layer, pipeline_stage_memory  # noqa: E402
 from specc.plan.params import count_parameters  # noqa: E402
 from specc.runtime.train.model import Transformer  # noqa: E402
 from specc.runtime.train.loop import next_token_loss  # noqa: E402

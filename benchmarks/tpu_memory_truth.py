@@ -35,7 +35,7 @@ dominate; the compiled program does not hold all of them at once (its buffer ass
 broken down here).
 
 After the planner's peak became the largest of the loss/backward/optimizer moments with XLA's
-8 B per logit (`specc.plan.memory.XLA_LOGIT_BYTES`), `--stored` (same compiled figures) gives
+8 B per logit (`specc.plan.loss_memory.XLA_LOGIT_BYTES`), `--stored` (same compiled figures) gives
 +42.1%, +19.4%, -0.2% and -3.9% (reserve included).
 
 2026-12-03, three more compiles of `d768 L4 fsdp4` variants (libtpu 0.0.42.1, v5e:2x2), not stored:

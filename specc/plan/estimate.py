@@ -6,7 +6,8 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from specc.plan.layout import Hardware, Layout, hardware_for
-from specc.plan.memory import MemoryBreakdown, device_memory, loss_implementation
+from specc.plan.loss_memory import loss_implementation
+from specc.plan.memory import MemoryBreakdown, device_memory
 from specc.plan.params import (FlopsPerToken, ParameterCount, count_parameters, flops_per_token, hardware_flops_per_token,
                                recomputed_share)
 from specc.plan.timing import StepTime, step_time

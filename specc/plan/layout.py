@@ -206,3 +206,8 @@ def hardware_for(accelerator: Accelerator, count: int, devices_per_node: int, pr
                     memory_bw_tbps=accelerator.memory_bw_tbps, fast_gbps=fast, slow_gbps=slow, fast_domain=domain,
                     compute_scale=float(profile.get("compute_scale", 1.0)),
                     comm_scale=float(profile.get("communication_scale", 1.0)))
+
+
+def compute_element_bytes(layout: Layout) -> float:
+    """Bytes per element of activations and gathered weights: 16-bit under mixed precision, else fp32."""
+    return 4.0 if layout.precision == "fp32" else 2.0

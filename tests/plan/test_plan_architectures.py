@@ -10,7 +10,8 @@ from specc.catalog import load_catalog
 from specc.plan import fp8, mla
 from specc.plan.estimate import Workload, estimate_layout
 from specc.plan.layout import Layout
-from specc.plan.memory import activation_bytes_per_layer, activation_memory, logits_memory, mtp_activation_memory
+from specc.plan.loss_memory import logits_memory
+from specc.plan.memory import activation_bytes_per_layer, activation_memory, mtp_activation_memory
 from specc.plan.params import count_parameters, flops_per_token, hardware_flops_per_token, recomputed_share
 from specc.plan.serving import kv_cache_bytes
 from specc.spec import parallel_dims as dims

@@ -7,8 +7,9 @@ import pytest
 
 from specc.catalog import load_catalog
 from specc.plan.layout import Layout, hardware_for
+from specc.plan.loss_memory import logits_memory
 from specc.plan.memory import (GIB, activation_bytes_per_layer, activation_memory, device_memory,
-                               in_flight_micro_batches, logits_memory, model_state_memory, pipeline_stage_params)
+                               in_flight_micro_batches, model_state_memory, pipeline_stage_params)
 from specc.plan.params import count_parameters, flops_per_token, hardware_flops_per_token
 from specc.plan.serving import estimate_target, kv_cache_bytes
 from specc.spec.deploy import DeployTarget
