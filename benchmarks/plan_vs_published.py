@@ -335,13 +335,7 @@ def report_memory(results: list[dict], title: str, show_rows: bool) -> None:
     if not memory:
         return
     print("  peak memory vs published allocator peaks (|error| %, signed median; not fitted):")
-    for source in sorted({r["source"] for r in memory}):
-        chosen = [r for r in memory if r["source"] == source]
-        med, mean, p90 = _summary([r["memory_error"] for r in chosen])
-        bias = statistics.median(r["memory_error"] for r in chosen) * 100
-        print(f"    {source:26} n={len(chosen)} median {med:.1f}% mean {mean:.1f}% p90 {p90:.1f}% bias {bias:+.1f}%")
-    med, mean, p90 = _summary([r["memory_error"] for r in memory])
-    print(f"    {'all':26} n={len(memory)} median {med:.1f}% mean {mean:.1f}% p90 {p90:.1f}%")
+    _print_sources(memory, "all", key="memory_error")
     for r in memory:
         print(f"    {r['id']:52} measured {r['memory_measured']:6.1f} GiB predicted {r['memory_predicted']:6.1f} GiB "
               f"({r['memory_error']:+.1%})")
@@ -402,15 +396,15 @@ def _summary(errors: list[float]) -> tuple[float, float, float]:
     return statistics.median(absolute), statistics.fmean(absolute), p90
 
 
-def _print_sources(results: list[dict], total_label: str) -> None:
-    """One line per source (median, mean, p90 of |error| %, median signed error), then the pooled rows."""
+def _print_sources(results: list[dict], total_label: str, key: str = "error") -> None:
+    """One line per source (median, mean, p90 of |`key`| %, median signed `key`), then the pooled rows."""
     print(f"{'source':28} {'n':>4} {'median':>7} {'mean':>7} {'p90':>7} {'bias':>7}")
     for source in sorted({r["source"] for r in results}):
         chosen = [r for r in results if r["source"] == source]
-        med, mean, p90 = _summary([r["error"] for r in chosen])
-        bias = statistics.median(r["error"] for r in chosen) * 100
+        med, mean, p90 = _summary([r[key] for r in chosen])
+        bias = statistics.median(r[key] for r in chosen) * 100
         print(f"{source:28} {len(chosen):4d} {med:7.1f} {mean:7.1f} {p90:7.1f} {bias:+7.1f}")
-    med, mean, p90 = _summary([r["error"] for r in results])
+    med, mean, p90 = _summary([r[key] for r in results])
     print(f"{total_label:28} {len(results):4d} {med:7.1f} {mean:7.1f} {p90:7.1f}")
 
 

@@ -27,6 +27,19 @@ def tiny_model_spec(**overrides) -> ModelSpec:
     return ModelSpec(**fields)
 
 
+def offline_eval_model(directory: Path, tokenizer_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A tiny untrained model and the tokenizer in `directory` (model/, tokenizer.json), with the
+    Hugging Face libraries kept offline and their cache inside it: what an eval-stage test reads."""
+    from specc.runtime.infer.weights import save_model
+    from specc.runtime.train.model import build_model
+
+    for variable in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE"):
+        monkeypatch.setenv(variable, "1")
+    monkeypatch.setenv("HF_HOME", str(directory / "hf_home"))
+    save_model(build_model(tiny_model_spec(max_seq_len=256), seed=3).eval(), directory / "model")
+    shutil.copy(tokenizer_file, directory / "tokenizer.json")
+
+
 def pretrain_tiny(codec, spec: ModelSpec, steps: int, seed: int = 0, seq_len: int = 64, batch: int = 8,
                   lr: float = 3e-3):
     """A tiny model trained by plain next-token prediction on the generated corpus (for tests that

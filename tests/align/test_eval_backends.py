@@ -15,7 +15,7 @@ import shutil
 
 import pytest
 
-from align_helpers import codec, one_cpu_thread, tiny_model_spec, tokenizer_path  # noqa: F401
+from align_helpers import codec, offline_eval_model, one_cpu_thread, tiny_model_spec, tokenizer_path  # noqa: F401
 from specc.evaltasks import FIXTURES, FORMATS
 
 TASKS = [
@@ -55,14 +55,8 @@ def _samples(run_dir, task: str) -> list[dict]:
 def test_builtin_and_lm_eval_backends_agree_on_every_format(tmp_path, tokenizer_path, monkeypatch):
     pytest.importorskip("lm_eval")
     from specc.runtime.evaluate.tiny import write_tiny_tasks
-    from specc.runtime.infer.weights import save_model
-    from specc.runtime.train.model import build_model
 
-    for variable in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE"):
-        monkeypatch.setenv(variable, "1")
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
-    save_model(build_model(tiny_model_spec(max_seq_len=256), seed=3).eval(), tmp_path / "model")
-    shutil.copy(tokenizer_path, tmp_path / "tokenizer.json")
+    offline_eval_model(tmp_path, tokenizer_path, monkeypatch)
     write_tiny_tasks(tmp_path / "tasks", seed=2, num_examples=16)
 
     builtin, lm_eval = _run(tmp_path, "builtin"), _run(tmp_path, "lm_eval")

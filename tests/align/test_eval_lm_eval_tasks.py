@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from align_helpers import tiny_model_spec, tokenizer_path  # noqa: F401
+from align_helpers import offline_eval_model, tokenizer_path  # noqa: F401
 from specc.evaltasks.task_yamls import data_problem, read_task_directory
 
 BASE = """\
@@ -115,14 +115,8 @@ def _run(run_dir: Path, evaluation: dict) -> dict:
 def test_user_task_yaml_scores_as_the_builtin_format(tmp_path, tokenizer_path, monkeypatch):  # noqa: F811
     pytest.importorskip("lm_eval")
     from specc.runtime.evaluate.tiny import write_tiny_tasks
-    from specc.runtime.infer.weights import save_model
-    from specc.runtime.train.model import build_model
 
-    for variable in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE"):
-        monkeypatch.setenv(variable, "1")
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
-    save_model(build_model(tiny_model_spec(max_seq_len=256), seed=3).eval(), tmp_path / "model")
-    shutil.copy(tokenizer_path, tmp_path / "tokenizer.json")
+    offline_eval_model(tmp_path, tokenizer_path, monkeypatch)
     files = write_tiny_tasks(tmp_path / "tiny", seed=2, num_examples=16)
     root = write_task_directory(tmp_path / "my_tasks", files["mc_arithmetic"])
 
